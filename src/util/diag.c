@@ -1,0 +1,42 @@
+/* Diagnostics: the error message travels with the errno up to the CLI or the daemon. */
+#include <vmsnap/error.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+int vmsnap_diag(struct vmsnap_diag *d, int err, const char *fmt, ...)
+{
+        if (!d)
+                return err;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->msg, sizeof(d->msg), fmt, ap);
+        va_end(ap);
+        d->err = err;
+        return err;
+}
+
+int vmsnap_diag_prefix(struct vmsnap_diag *d, const char *fmt, ...)
+{
+        if (!d)
+                return 0;
+        char prefix[512];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof(prefix), fmt, ap);
+        va_end(ap);
+
+        char old[sizeof(d->msg)];
+        memcpy(old, d->msg, sizeof(old));
+        snprintf(d->msg, sizeof(d->msg), "%s: %s", prefix, old);
+        return d->err;
+}
+
+void vmsnap_diag_clear(struct vmsnap_diag *d)
+{
+        if (!d)
+                return;
+        d->err = 0;
+        d->msg[0] = '\0';
+}

@@ -1,0 +1,69 @@
+/* File helpers: full reads/writes, durable (atomic) writes, staged files, range copies. */
+#ifndef VMSNAP_UTIL_FS_H
+#define VMSNAP_UTIL_FS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmsnap/error.h>
+
+/* Reads up to len bytes at off, looping over EINTR and short reads; returns the byte count
+ * (less than len only at end of file) or -errno. */
+ssize_t vmsnap_fs_pread_full(int fd, void *buf, size_t len, uint64_t off);
+
+/* Writes all len bytes at off; returns 0 or -errno. */
+int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* Writes all len bytes at the current position; returns 0 or -errno. */
+int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
+
+/* Reads a whole (small) file into a malloc'd buffer, capped at max bytes; returns 0 and sets
+ * *ret_buf/*ret_len, -EFBIG when larger than max, or -errno. */
+int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
+                        size_t *ret_len);
+
+/* fsyncs the directory dirfd (a directory fd); returns 0 or -errno. */
+int vmsnap_fs_fsync_dir(int dirfd);
+
+/* Durably replaces dirfd/name with buf: temp file, write, fsync, rename, fsync dir.
+ * The old file stays intact until the new one is complete. Returns 0 or -errno (with d). */
+int vmsnap_fs_atomic_write(int dirfd, const char *name, const void *buf, size_t len,
+                           struct vmsnap_diag *d);
+
+/* A file being written under a temporary name in its final directory. */
+struct vmsnap_staged {
+        int dirfd;      /* borrowed */
+        int fd;         /* owned, O_RDWR */
+        char tmp[300];  /* temporary name in dirfd */
+        char name[256]; /* final name */
+};
+
+/* Creates a temporary file in dirfd that will become name; returns 0 or -errno (with d). */
+int vmsnap_staged_open(struct vmsnap_staged *s, int dirfd, const char *name,
+                       struct vmsnap_diag *d);
+
+/* fsyncs the staged file and renames it to its final name (replacing any file of that name).
+ * The caller fsyncs the directory once all renames of a step are done. */
+int vmsnap_staged_commit(struct vmsnap_staged *s, struct vmsnap_diag *d);
+
+/* Closes and unlinks a staged file that was not committed; safe to call twice. */
+void vmsnap_staged_abort(struct vmsnap_staged *s);
+
+/* Copies len bytes from in@in_off to out@out_off: copy_file_range (reflink/server-side where
+ * the filesystem can), falling back to read/write. Returns 0 or -errno. */
+int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
+
+/* Makes dst_dirfd/name the same content as src_dirfd/name without touching the source:
+ * hard link, else reflink (FICLONE), else a staged copy. Returns 0 or -errno (with d). */
+int vmsnap_fs_link_or_copy(int src_dirfd, int dst_dirfd, const char *name,
+                           struct vmsnap_diag *d);
+
+/* True when both fds refer to the same inode. */
+bool vmsnap_fs_same_file(int a, int b);
+
+/* Opens a directory (O_DIRECTORY|O_CLOEXEC); returns the fd or -errno. */
+int vmsnap_fs_open_dir(const char *path);
+
+#endif
