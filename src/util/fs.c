@@ -206,23 +206,24 @@ int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uin
         return 0;
 }
 
-static int copy_whole_file(int src_dirfd, int dst_dirfd, const char *name, struct vmsnap_diag *d)
+static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
+                           const char *dst_name, struct vmsnap_diag *d)
 {
-        _cleanup_close_ int in = openat(src_dirfd, name, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int in = openat(src_dirfd, src_name, O_RDONLY | O_CLOEXEC);
         if (in < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", name, strerror(errno));
+                return vmsnap_diag(d, -errno, "%s: cannot open: %s", src_name, strerror(errno));
         struct stat st;
         if (fstat(in, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: stat failed: %s", name, strerror(errno));
+                return vmsnap_diag(d, -errno, "%s: stat failed: %s", src_name, strerror(errno));
         struct vmsnap_staged s;
-        int r = vmsnap_staged_open(&s, dst_dirfd, name, d);
+        int r = vmsnap_staged_open(&s, dst_dirfd, dst_name, d);
         if (r < 0)
                 return r;
         if (ioctl(s.fd, FICLONE, in) < 0)
                 r = vmsnap_fs_copy_range(in, 0, s.fd, 0, (uint64_t)st.st_size);
         if (r < 0) {
                 vmsnap_staged_abort(&s);
-                return vmsnap_diag(d, r, "%s: copy failed: %s", name, strerror(-r));
+                return vmsnap_diag(d, r, "%s: copy failed: %s", src_name, strerror(-r));
         }
         r = vmsnap_staged_commit(&s, d);
         if (r < 0)
@@ -230,23 +231,23 @@ static int copy_whole_file(int src_dirfd, int dst_dirfd, const char *name, struc
         return r;
 }
 
-int vmsnap_fs_link_or_copy(int src_dirfd, int dst_dirfd, const char *name,
-                           struct vmsnap_diag *d)
+int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
+                           const char *dst_name, struct vmsnap_diag *d)
 {
-        if (linkat(src_dirfd, name, dst_dirfd, name, 0) == 0)
+        if (linkat(src_dirfd, src_name, dst_dirfd, dst_name, 0) == 0)
                 return 0;
         if (errno == EEXIST) {
                 /* Already there: fine only if it is the very same file. */
-                _cleanup_close_ int a = openat(src_dirfd, name, O_RDONLY | O_CLOEXEC);
-                _cleanup_close_ int b = openat(dst_dirfd, name, O_RDONLY | O_CLOEXEC);
+                _cleanup_close_ int a = openat(src_dirfd, src_name, O_RDONLY | O_CLOEXEC);
+                _cleanup_close_ int b = openat(dst_dirfd, dst_name, O_RDONLY | O_CLOEXEC);
                 if (a >= 0 && b >= 0 && vmsnap_fs_same_file(a, b))
                         return 0;
                 return vmsnap_diag(d, -EEXIST, "%s: a different file of that name exists",
-                                   name);
+                                   dst_name);
         }
         if (errno != EXDEV && errno != EPERM && errno != EMLINK)
-                return vmsnap_diag(d, -errno, "%s: cannot link: %s", name, strerror(errno));
-        return copy_whole_file(src_dirfd, dst_dirfd, name, d);
+                return vmsnap_diag(d, -errno, "%s: cannot link: %s", src_name, strerror(errno));
+        return copy_whole_file(src_dirfd, src_name, dst_dirfd, dst_name, d);
 }
 
 bool vmsnap_fs_same_file(int a, int b)

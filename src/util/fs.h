@@ -20,7 +20,7 @@ int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
 
 /* Reads a whole (small) file into a malloc'd buffer, capped at max bytes; returns 0 and sets
- * *ret_buf/*ret_len, -EFBIG when larger than max, or -errno. */
+ * *ret_buf and *ret_len, -EFBIG when larger than max, or -errno. */
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len);
 
@@ -55,10 +55,11 @@ void vmsnap_staged_abort(struct vmsnap_staged *s);
  * the filesystem can), falling back to read/write. Returns 0 or -errno. */
 int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
 
-/* Makes dst_dirfd/name the same content as src_dirfd/name without touching the source:
- * hard link, else reflink (FICLONE), else a staged copy. Returns 0 or -errno (with d). */
-int vmsnap_fs_link_or_copy(int src_dirfd, int dst_dirfd, const char *name,
-                           struct vmsnap_diag *d);
+/* Makes dst_dirfd/dst_name the same content as src_dirfd/src_name without touching the
+ * source: hard link, else reflink (FICLONE), else a staged copy. An existing dst that is the
+ * same file is fine. Returns 0 or -errno (with d). */
+int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
+                           const char *dst_name, struct vmsnap_diag *d);
 
 /* True when both fds refer to the same inode. */
 bool vmsnap_fs_same_file(int a, int b);

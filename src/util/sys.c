@@ -2,11 +2,11 @@
 #include "util/sys.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
-#include <stdio.h>
 
 static int real_ioctl(int fd, unsigned long req, void *arg)
 {

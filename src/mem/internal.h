@@ -1,0 +1,243 @@
+/* Internals shared by the mem/ files: extent lists, hash tables, the build writer, the
+ * commit of a generation. Not part of the public API. */
+#ifndef VMSNAP_MEM_INTERNAL_H
+#define VMSNAP_MEM_INTERNAL_H
+
+#include <vmsnap/mem.h>
+
+#include "util/fs.h"
+
+#define HEADER_V2_MAGIC   "VMSNAPMH"
+#define HEADER_V2_FIXED   96u
+#define HEADER_V2_BUILD   48u
+#define HEADER_V2_EXTENT  32u
+#define HEADER_TRAILER    16u
+#define HASHES_MAGIC      "VMSNAPBH"
+#define HASHES_FIXED      48u
+#define SEED_BASE_NAME    "memfile"
+#define IO_CHUNK          ((size_t)8 << 20) /* bytes per read/write in the data paths */
+#define COPY_RANGE_MIN    ((uint64_t)1 << 20) /* runs at least this long move in-kernel */
+
+/* ---- little-endian fields ---- */
+static inline uint64_t get_le64(const uint8_t *p)
+{
+        uint64_t v = 0;
+        for (int i = 7; i >= 0; i--)
+                v = (v << 8) | p[i];
+        return v;
+}
+
+static inline uint32_t get_le32(const uint8_t *p)
+{
+        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void put_le64(uint8_t *p, uint64_t v)
+{
+        for (int i = 0; i < 8; i++, v >>= 8)
+                p[i] = (uint8_t)v;
+}
+
+static inline void put_le32(uint8_t *p, uint32_t v)
+{
+        for (int i = 0; i < 4; i++, v >>= 8)
+                p[i] = (uint8_t)v;
+}
+
+/* ---- extent lists (extents.c) ---- */
+struct extent_list {
+        struct vmsnap_mem_extent *v;
+        uint64_t n, cap;
+};
+
+/* Appends an extent, joining it to the last one when both are ZERO or the same build with
+ * contiguous storage (never across a storage gap). Returns 0 or -ENOMEM. */
+int extents_emit(struct extent_list *l, uint64_t offset, uint64_t length, uint32_t build,
+                 uint64_t storage_offset);
+
+/* Drops builds no extent references (keeping index `keep`), renumbering extents; updates
+ * h->builds/n_builds in place. */
+void header_drop_unused_builds(struct vmsnap_mem_header *h, uint32_t keep);
+
+/* ---- header (header.c) ---- */
+
+/* Parses the seed's v1 layout (header_v1.c). */
+int header_parse_v1(const uint8_t *buf, size_t len, const char *name,
+                    struct vmsnap_mem_header **ret, struct vmsnap_diag *d);
+
+/* Parses the v2 layout (header_v2.c). */
+int header_parse_v2(const uint8_t *buf, size_t len, const char *name,
+                    struct vmsnap_mem_header **ret, struct vmsnap_diag *d);
+
+/* Index of build `id` in h's table, or -1. */
+int header_build_index(const struct vmsnap_mem_header *h, const struct vmsnap_uuid *id);
+
+/* ---- block-hash tables (hashes.c) ---- */
+
+/* The build checksum: XXH3-128 of the block hashes in storage order. */
+void hashes_checksum(const struct vmsnap_hash *h, uint64_t n, struct vmsnap_hash *ret);
+
+/* Loads and checks memfile.<id>.hashes (magic, version, block size, id, count, trailer).
+ * Returns 0 and a malloc'd array, or -errno with d. */
+int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, uint64_t count,
+                struct vmsnap_hash **ret, struct vmsnap_diag *d);
+
+/* Writes memfile.<id>.hashes durably (staged + renamed; the caller fsyncs the directory). */
+int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
+                 const struct vmsnap_hash *h, uint64_t n, struct vmsnap_diag *d);
+
+/* Name of the hash table of build id (64 bytes). */
+void hashes_name(const struct vmsnap_uuid *id, char out[80]);
+
+/* Hashes each block of buf (len a multiple of block_size) into out. */
+void hashes_of_blocks(const uint8_t *buf, size_t len, uint64_t block_size,
+                      struct vmsnap_hash *out);
+
+/* Hashes every block of a diff file of `size` bytes into out; returns 0 or -errno
+ * (-ENODATA when the file is shorter than size). */
+int hash_diff_file(int fd, uint64_t size, uint64_t block_size, struct vmsnap_hash *out);
+
+/* True when the block is all zero bytes (len a multiple of 32). */
+bool block_is_zero(const uint8_t *p, size_t len);
+
+/* ---- the open snapshot (snapshot.c) ---- */
+struct vmsnap_mem_snapshot {
+        char *dir;
+        int dirfd;
+        struct vmsnap_mem_header *h;
+        int *fds;                    /* per build */
+        char (*names)[64];           /* per build: the diff file's name in dir */
+        struct vmsnap_hash **hashes; /* per build, NULL for v1 until computed */
+        struct vmsnap_hash zero_hash;/* hash of one all-zero block */
+};
+
+/* Computes missing hash tables (v1 snapshots) and the build checksums by reading the diff
+ * files. Returns 0 or -errno with d. */
+int snapshot_compute_hashes(struct vmsnap_mem_snapshot *s, struct vmsnap_diag *d);
+
+/* ---- writing a build (writer.c) ---- */
+struct build_writer {
+        struct vmsnap_staged file;
+        struct vmsnap_uuid id;
+        uint64_t block_size;
+        uint8_t *buf;
+        size_t buf_len;
+        uint64_t size;   /* bytes in the diff file so far (flushed + buffered) */
+        uint64_t flushed;
+        struct vmsnap_hash *hashes;
+        uint64_t n_hashes, cap_hashes;
+};
+
+/* Starts memfile.<id> as a staged file in dirfd. */
+int writer_open(struct build_writer *w, int dirfd, const struct vmsnap_uuid *id,
+                uint64_t block_size, struct vmsnap_diag *d);
+
+/* Appends whole blocks; hashes may be NULL (computed here). Returns 0 or -errno. */
+int writer_append(struct build_writer *w, const uint8_t *blocks, size_t len,
+                  const struct vmsnap_hash *hashes, struct vmsnap_diag *d);
+
+/* Appends len bytes copied in-kernel from fd@off, with their known block hashes. */
+int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
+                const struct vmsnap_hash *hashes, struct vmsnap_diag *d);
+
+/* Flushes, fsyncs and renames memfile.<id> into place, then writes its hash table; fills the
+ * build-table entry. The caller fsyncs the directory. */
+int writer_finish(struct build_writer *w, const char *op, struct vmsnap_mem_build *ret,
+                  struct vmsnap_diag *d);
+
+/* Releases the writer; an unfinished diff file (still a temp file) is unlinked. */
+void writer_close(struct build_writer *w);
+
+/* ---- committing a generation (commit.c) ---- */
+
+/* Makes h the snapshot of dirfd: serializes it, renames it over memfile.header, fsyncs the
+ * directory, then removes diff/hash files h no longer references and temp leftovers.
+ * `op` names the crash points. *ret_renamed tells whether the header was renamed into place
+ * (then the new files are referenced, even when a later step failed). Returns 0 or -errno. */
+int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
+                  const char *op, bool *ret_renamed, struct vmsnap_diag *d);
+
+/* Takes the per-directory write lock (flock on the dir fd); -EBUSY when held elsewhere. */
+int lock_snapdir(int dirfd, const char *dir, struct vmsnap_diag *d);
+
+/* Opens (creating when missing) a snapshot directory for writing; returns the fd or -errno. */
+int open_snapdir_for_write(const char *dir, struct vmsnap_diag *d);
+
+/* ---- reading extents in address order (stream.c) ---- */
+
+/* Forward-only window over one build's diff file, refilled in large reads. */
+struct build_stream {
+        int fd;
+        uint8_t *win;
+        uint64_t win_off;
+        size_t win_len, cap;
+};
+
+int stream_init(struct build_stream *st, int fd, size_t cap);
+void stream_free(struct build_stream *st);
+
+/* Returns a pointer to len bytes (len <= cap) at off, reading ahead; NULL with *err set. */
+const uint8_t *stream_get(struct build_stream *st, uint64_t off, size_t len, int *err);
+
+#endif
+
+#ifndef VMSNAP_MEM_INTERNAL_GEN
+#define VMSNAP_MEM_INTERNAL_GEN
+/* ---- scanning a memory file (scan.c) ---- */
+
+/* Visitors for scan_memfile: `hole` gets block-aligned ranges that are holes in the file
+ * (they read as zeros); `data` gets block-aligned chunks of at most IO_CHUNK bytes. */
+struct scan_visitor {
+        int (*hole)(void *ctx, uint64_t offset, uint64_t len, struct vmsnap_diag *d);
+        int (*data)(void *ctx, uint64_t offset, const uint8_t *buf, size_t len,
+                    struct vmsnap_diag *d);
+        void *ctx;
+};
+
+/* Walks [0, size) of fd in address order with large reads, skipping holes via
+ * SEEK_DATA/SEEK_HOLE. Returns 0, a visitor's error, or -errno with d. */
+int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
+                 const struct scan_visitor *v, struct vmsnap_diag *d);
+
+/* Opens a memory file for reading and checks its size (process.c); returns the fd or -errno. */
+int open_memfile(const char *path, uint64_t block_size, uint64_t *ret_size,
+                 struct vmsnap_diag *d);
+
+/* ---- building a generation (gen.c) ---- */
+struct gen_builder {
+        int dirfd;
+        const char *dir;
+        struct vmsnap_mem_header h; /* the header being built; extents live in `ext` */
+        struct extent_list ext;
+        struct build_writer w;
+        uint32_t new_build;         /* index of the build this generation writes */
+        bool committed;             /* the header naming the new build is in place */
+        struct vmsnap_mem_result *res;
+};
+
+/* Starts a generation in dirfd: a new build id, the staged diff file, and a build table
+ * made of the parent's builds (may be NULL) followed by the new one. */
+int gen_begin(struct gen_builder *g, int dirfd, const char *dir, uint64_t block_size,
+              uint64_t size, const struct vmsnap_mem_header *parent,
+              struct vmsnap_mem_result *res, struct vmsnap_diag *d);
+
+/* Stores one block of new data at offset (hash may be NULL: computed). */
+int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
+                 const struct vmsnap_hash *hash, struct vmsnap_diag *d);
+
+/* Maps [offset, offset+len) to zeros. */
+int gen_add_zero(struct gen_builder *g, uint64_t offset, uint64_t len, struct vmsnap_diag *d);
+
+/* Maps [offset, offset+len) to whatever the parent maps there (clipping its extents);
+ * *cursor is a monotonic index into the parent's extents. */
+int gen_add_parent(struct gen_builder *g, const struct vmsnap_mem_header *parent,
+                   uint64_t *cursor, uint64_t offset, uint64_t len, struct vmsnap_diag *d);
+
+/* Finishes the diff file, brings in the parent's files still referenced (from the open
+ * parent snapshot, may be NULL), and commits the header. `op` names the crash points. */
+int gen_commit(struct gen_builder *g, struct vmsnap_mem_snapshot *parent, const char *op,
+               struct vmsnap_diag *d);
+
+/* Releases everything; an uncommitted generation leaves no new file behind. */
+void gen_free(struct gen_builder *g);
+#endif
