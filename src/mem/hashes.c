@@ -86,7 +86,8 @@ int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, ui
         struct vmsnap_hash *h = malloc(count ? count * sizeof(*h) : 1);
         if (!h)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-        memcpy(h, buf + HASHES_FIXED, count * sizeof(*h));
+        if (count)
+                memcpy(h, buf + HASHES_FIXED, count * sizeof(*h));
         *ret = h;
         return 0;
 }
@@ -105,7 +106,8 @@ int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
         put_le64(buf + 16, block_size);
         memcpy(buf + 24, id->b, 16);
         put_le64(buf + 40, n);
-        memcpy(buf + HASHES_FIXED, h, n * sizeof(*h));
+        if (n)
+                memcpy(buf + HASHES_FIXED, h, n * sizeof(*h));
         struct vmsnap_hash sum;
         vmsnap_hash128(buf, len - HEADER_TRAILER, &sum);
         memcpy(buf + len - HEADER_TRAILER, sum.b, 16);
