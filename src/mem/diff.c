@@ -119,7 +119,8 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
                 r = gen_begin(&c->g, dirfd, snapdir, ph->block_size, size, ph, res, d);
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .ctx = c};
         if (r >= 0)
-                r = scan_memfile(in, memfile, size, ph->block_size, &v, d);
+                r = scan_memfile(in, memfile, size, ph->block_size,
+                                 c->source == VMSNAP_MEM_SOURCE_SPARSE, &v, d);
         if (r >= 0)
                 r = gen_commit(&c->g, c->parent, "diff", d);
         gen_free(&c->g);

@@ -5,6 +5,7 @@
 
 #include <vmsnap/mem.h>
 
+#include "util/aio.h"
 #include "util/fs.h"
 
 #define HEADER_V2_MAGIC   "VMSNAPMH"
@@ -120,8 +121,12 @@ struct build_writer {
         struct vmsnap_staged file;
         struct vmsnap_uuid id;
         uint64_t block_size;
-        uint8_t *buf;
+        uint8_t *bufs[2]; /* one being filled, one being written by `aio` */
+        uint8_t *buf;     /* bufs[cur] */
+        int cur;
         size_t buf_len;
+        struct vmsnap_aio aio;
+        bool direct;      /* O_DIRECT: durable writes skip the page cache */
         uint64_t size;   /* bytes in the diff file so far (flushed + buffered) */
         uint64_t flushed;
         struct vmsnap_hash *hashes;
@@ -195,9 +200,11 @@ struct scan_visitor {
 };
 
 /* Walks [0, size) of fd in address order with large reads, skipping holes via
- * SEEK_DATA/SEEK_HOLE. Returns 0, a visitor's error, or -errno with d. */
+ * SEEK_DATA/SEEK_HOLE. With exact_holes every hole is reported (a hole means "unchanged" in a
+ * Firecracker Diff file); otherwise short holes are read through as zeros, which is cheaper
+ * where a hole and a zero block mean the same. Returns 0, a visitor's error, or -errno. */
 int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 const struct scan_visitor *v, struct vmsnap_diag *d);
+                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d);
 
 /* Opens a memory file for reading and checks its size (process.c); returns the fd or -errno. */
 int open_memfile(const char *path, uint64_t block_size, uint64_t *ret_size,

@@ -2,6 +2,7 @@
  * file (QEMU, Firecracker's File backend). ZERO extents stay holes; address-contiguous data
  * is gathered into large writes; the result appears atomically under its name. */
 #include "mem/internal.h"
+#include "util/aio.h"
 #include "util/cleanup.h"
 
 #include <errno.h>
@@ -9,57 +10,128 @@
 #include <libgen.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
+#include <sys/vfs.h>
 
+/* On a disk (O_DIRECT), short zero gaps between data are written as zeros so that writes
+ * stay large; longer ones stay holes. On tmpfs and the like every ZERO extent stays a hole
+ * (zeros written there would cost memory) and small writes are cheap. Reads are the same
+ * either way. */
+#define GAP_FILL_DIRECT ((uint64_t)64 << 10)
+
+/* Address-ordered output: a run of memory gathered in one buffer while the previous one is
+ * written by a background thread (O_DIRECT where allowed). */
 struct out_run {
         int fd;
-        uint8_t *buf;
+        uint8_t *bufs[2];
+        int cur;
         size_t len;
-        uint64_t start; /* address of buf[0] */
+        uint64_t start; /* address of bufs[cur][0] */
+        struct vmsnap_aio aio;
+        bool direct;
 };
+
+static bool set_direct(int fd, bool on)
+{
+        int fl = fcntl(fd, F_GETFL);
+        return fl >= 0 && fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) == 0;
+}
 
 static int out_flush(struct out_run *o)
 {
-        int r = o->len ? vmsnap_fs_pwrite_full(o->fd, o->buf, o->len, o->start) : 0;
+        int r = 0;
+        if (o->len && o->direct)
+                r = vmsnap_aio_submit(&o->aio, o->bufs[o->cur], o->len, o->start);
+        else if (o->len)
+                r = vmsnap_fs_pwrite_full(o->fd, o->bufs[o->cur], o->len, o->start);
         o->start += o->len;
         o->len = 0;
+        o->cur ^= 1;
         return r;
 }
 
-/* Adds data for [offset, offset+len) to the output run (flushing when not contiguous). */
+/* Adds data for [offset, offset+len) to the output run (flushing when it cannot extend). */
 static int out_add(struct out_run *o, uint64_t offset, const uint8_t *p, size_t len)
 {
-        if (o->len && (o->start + o->len != offset || o->len + len > IO_CHUNK)) {
+        uint64_t end = o->start + o->len, gap_fill = o->direct ? GAP_FILL_DIRECT : 0;
+        if (o->len && (offset - end > gap_fill || offset + len - o->start > IO_CHUNK)) {
                 int r = out_flush(o);
                 if (r < 0)
                         return r;
         }
         if (o->len == 0)
                 o->start = offset;
-        memcpy(o->buf + o->len, p, len);
-        o->len += len;
+        uint8_t *buf = o->bufs[o->cur];
+        memset(buf + o->len, 0, (size_t)(offset - (o->start + o->len)));
+        memcpy(buf + (offset - o->start), p, len);
+        o->len = (size_t)(offset - o->start) + len;
         return 0;
+}
+
+/* An in-kernel copy for a long extent, after everything queued before it is written. */
+static int out_copy(struct out_run *o, int fd, uint64_t from, uint64_t to, uint64_t len)
+{
+        int r = out_flush(o);
+        if (r >= 0)
+                r = vmsnap_aio_drain(&o->aio);
+        if (r < 0)
+                return r;
+        if (o->direct)
+                set_direct(o->fd, false);
+        r = vmsnap_fs_copy_range(fd, from, o->fd, to, len);
+        if (o->direct)
+                set_direct(o->fd, true);
+        return r;
 }
 
 static int write_extent(struct out_run *o, struct vmsnap_mem_snapshot *s,
                         struct build_stream *st, const struct vmsnap_mem_extent *e)
 {
-        if (e->length >= COPY_RANGE_MIN) {
-                int r = out_flush(o);
-                return r < 0 ? r
-                             : vmsnap_fs_copy_range(s->fds[e->build], e->storage_offset, o->fd,
-                                                    e->offset, e->length);
-        }
+        if (e->length >= COPY_RANGE_MIN)
+                return out_copy(o, s->fds[e->build], e->storage_offset, e->offset, e->length);
         int err = 0;
         const uint8_t *p = stream_get(st, e->storage_offset, (size_t)e->length, &err);
         return p ? out_add(o, e->offset, p, (size_t)e->length) : err;
 }
 
+/* True for memory-backed filesystems (tmpfs): there every written zero costs RAM. */
+static bool memory_backed(int fd)
+{
+        struct statfs st;
+        return fstatfs(fd, &st) == 0 && st.f_type == TMPFS_MAGIC;
+}
+
+static int out_open(struct out_run *o, int fd)
+{
+        memset(o, 0, sizeof(*o));
+        o->fd = fd;
+        o->bufs[0] = aligned_alloc(4096, IO_CHUNK);
+        o->bufs[1] = aligned_alloc(4096, IO_CHUNK);
+        if (!o->bufs[0] || !o->bufs[1])
+                return -ENOMEM;
+        o->direct = !memory_backed(fd) && set_direct(fd, true);
+        return vmsnap_aio_start(&o->aio, fd);
+}
+
+static int out_close(struct out_run *o, int r)
+{
+        if (r == 0)
+                r = out_flush(o);
+        int w = vmsnap_aio_drain(&o->aio);
+        vmsnap_aio_stop(&o->aio);
+        free(o->bufs[0]);
+        free(o->bufs[1]);
+        return r < 0 ? r : w;
+}
+
 static int write_all(struct vmsnap_mem_snapshot *s, int fd, struct vmsnap_mem_result *res)
 {
         uint32_t nb = s->h->n_builds;
-        struct out_run o = {.fd = fd, .buf = malloc(IO_CHUNK)};
+        struct out_run o;
+        int r = out_open(&o, fd);
         struct build_stream *streams = calloc(nb, sizeof(*streams));
-        int r = o.buf && streams ? 0 : -ENOMEM;
+        if (r == 0 && !streams)
+                r = -ENOMEM;
         size_t win = MAX(MIN(((size_t)64 << 20) / nb, (size_t)8 << 20), (size_t)s->h->block_size);
         for (uint32_t i = 0; i < nb && r == 0; i++)
                 r = stream_init(&streams[i], s->fds[i], win);
@@ -73,12 +145,10 @@ static int write_all(struct vmsnap_mem_snapshot *s, int fd, struct vmsnap_mem_re
                 res->data_blocks += e->length / s->h->block_size;
                 res->bytes_written += e->length;
         }
-        if (r == 0)
-                r = out_flush(&o);
+        r = out_close(&o, r);
         for (uint32_t i = 0; streams && i < nb; i++)
                 stream_free(&streams[i]);
         free(streams);
-        free(o.buf);
         return r;
 }
 

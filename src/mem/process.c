@@ -95,7 +95,7 @@ int vmsnap_mem_process(const char *memfile, const char *snapdir,
         r = gen_begin(&g, dirfd, snapdir, bs, size, NULL, &res, d);
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .ctx = &g};
         if (r >= 0)
-                r = scan_memfile(in, memfile, size, bs, &v, d);
+                r = scan_memfile(in, memfile, size, bs, false, &v, d);
         if (r >= 0)
                 r = gen_commit(&g, NULL, "process", d);
         gen_free(&g);

@@ -8,7 +8,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Next data region at or after off, rounded out to whole blocks; *ret_end = size when none. */
+/* Holes shorter than this are read through (the kernel returns zeros cheaply): skipping
+ * every small hole would cost two lseeks and a short read per run of pages. */
+#define HOLE_SKIP_MIN ((uint64_t)2 << 20)
+
+/* The next data region at or after off, rounded out to whole blocks (a partly written
+ * block counts as data); *ret_start = *ret_end = size when there is none. */
 static int next_data(int fd, uint64_t off, uint64_t size, uint64_t bs, uint64_t *ret_start,
                      uint64_t *ret_end)
 {
@@ -25,10 +30,8 @@ static int next_data(int fd, uint64_t off, uint64_t size, uint64_t bs, uint64_t 
         off_t e = lseek(fd, s, SEEK_HOLE);
         if (e < 0)
                 e = (off_t)size;
-        uint64_t start = (uint64_t)s / bs * bs;
-        uint64_t end = ((uint64_t)e + bs - 1) / bs * bs;
-        *ret_start = MIN(MAX(start, off), size);
-        *ret_end = MIN(end, size);
+        *ret_start = MIN(MAX((uint64_t)s / bs * bs, off), size);
+        *ret_end = MIN(((uint64_t)e + bs - 1) / bs * bs, size);
         return 0;
 }
 
@@ -52,7 +55,7 @@ static int read_region(int fd, const char *path, uint64_t start, uint64_t end, u
 }
 
 int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 const struct scan_visitor *v, struct vmsnap_diag *d)
+                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
 {
         _cleanup_free_ uint8_t *buf = aligned_alloc(4096, IO_CHUNK);
         if (!buf)
@@ -60,11 +63,15 @@ int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
         posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         uint64_t off = 0;
         while (off < size) {
-                uint64_t start, end;
+                uint64_t start = off, end = off;
                 int r = next_data(fd, off, size, block_size, &start, &end);
                 if (r < 0)
                         return vmsnap_diag(d, r, "%s: cannot find data regions: %s", path,
                                            strerror(-r));
+                if (!exact_holes && start - off < HOLE_SKIP_MIN && start < size)
+                        start = off; /* a short hole: cheaper to read through */
+                if (!exact_holes)
+                        end = MIN(size, start + IO_CHUNK);
                 if (start > off && (r = v->hole(v->ctx, off, start - off, d)) < 0)
                         return r;
                 if ((r = read_region(fd, path, start, end, buf, v, d)) < 0)

@@ -188,7 +188,7 @@ int vmsnap_mem_read(const struct vmsnap_mem_snapshot *s, uint64_t offset, void *
                 return vmsnap_diag(d, -EINVAL, "mem read: range outside guest memory");
         uint8_t *out = buf;
         while (len > 0) {
-                struct vmsnap_mem_location loc;
+                struct vmsnap_mem_location loc = {0};
                 vmsnap_mem_locate(s, offset, &loc);
                 size_t n = (size_t)MIN((uint64_t)len, loc.run);
                 if (loc.zero) {

@@ -29,7 +29,15 @@ int vmsnap_diag_prefix(struct vmsnap_diag *d, const char *fmt, ...)
 
         char old[sizeof(d->msg)];
         memcpy(old, d->msg, sizeof(old));
-        snprintf(d->msg, sizeof(d->msg), "%s: %s", prefix, old);
+        size_t n = strlen(prefix);
+        if (n > sizeof(d->msg) - 3)
+                n = sizeof(d->msg) - 3;
+        memcpy(d->msg, prefix, n);
+        memcpy(d->msg + n, ": ", 2);
+        size_t room = sizeof(d->msg) - n - 3;
+        size_t m = strnlen(old, room);
+        memcpy(d->msg + n + 2, old, m);
+        d->msg[n + 2 + m] = '\0';
         return d->err;
 }
 
