@@ -12,7 +12,7 @@ PACKAGES=(
   # unit tests
   libcmocka-dev
   # guest image and the QEMU VMM
-  qemu-system-x86 busybox-static cpio e2fsprogs zstd
+  qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs zstd
   # tools the tests and benches drive
   tar gzip curl sqlite3 python3
 )

@@ -1,0 +1,135 @@
+/* libvmsnap sandboxes: the lifecycle of microVMs on one host — create, pause (snapshot and
+ * free every host resource), resume (lazy restore), snapshot to a template, spawn from a
+ * template, exec through the guest agent, destroy. Durable in SQLite, journaled before each
+ * step. Design and state machine: docs/sandbox.md. */
+#ifndef VMSNAP_SANDBOX_H
+#define VMSNAP_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmsnap/error.h>
+#include <vmsnap/store.h>
+
+enum vmsnap_sandbox_state {
+        VMSNAP_SANDBOX_CREATING,
+        VMSNAP_SANDBOX_RUNNING,
+        VMSNAP_SANDBOX_PAUSING,
+        VMSNAP_SANDBOX_PAUSED,
+        VMSNAP_SANDBOX_RESUMING,
+        VMSNAP_SANDBOX_STOPPING,
+        VMSNAP_SANDBOX_STOPPED,
+        VMSNAP_SANDBOX_ERROR,
+};
+
+/* One sandbox row (a value). */
+struct vmsnap_sandbox {
+        char id[VMSNAP_ID_LEN + 1];
+        char name[VMSNAP_NAME_MAX + 1];
+        enum vmsnap_sandbox_state state;
+        char vmm[33];
+        uint32_t vcpus;
+        uint64_t memory;                      /* bytes */
+        char template_id[VMSNAP_ID_LEN + 1];  /* spawned from this template, "" = booted */
+        char snapshot_id[VMSNAP_ID_LEN + 1];  /* its newest pause snapshot, "" = none */
+        uint64_t generation;                  /* of that snapshot's memory */
+        pid_t pid;                            /* VMM pid while running, 0 otherwise */
+        int64_t created, updated, last_active; /* unix seconds */
+        uint32_t idle_timeout;                /* seconds; 0 = never auto-pause */
+        char error[512];                      /* why it is in ERROR, "" otherwise */
+};
+
+/* Host-wide settings; NULL/0 fields take the defaults in docs/sandbox.md. */
+struct vmsnap_host_config {
+        const char *root;      /* store root (vmsnap.db, snapshots/, sandboxes/) */
+        const char *mem_root;  /* guest memory files (default /dev/shm/vmsnap) */
+        const char *guest_dir; /* vmlinuz, initramfs, rootfs.ext4 (default <root>/guest) */
+        const char *vmm;       /* default driver: "qemu" */
+        unsigned merge_cap;    /* memory generations before a merge (default 8) */
+};
+
+struct vmsnap_host; /* opaque: store, drivers, live VMs, per-sandbox locks */
+
+/* Opens the host: the store and the sandbox tables, then recovery — every journaled step
+ * left unfinished by a crash is finished or rolled back, and running VMs are re-attached.
+ * Returns 0 and *ret, or -errno with d. */
+int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **ret,
+                     struct vmsnap_diag *d);
+
+/* Closes the host and leaves running VMs running (they are re-attached on the next open);
+ * accepts NULL. */
+void vmsnap_host_close(struct vmsnap_host *h);
+
+/* The store underneath (snapshots, templates). The store handle is shared with the
+ * lifecycle threads: wrap every use in vmsnap_host_store_lock / vmsnap_host_store_unlock. */
+struct vmsnap_store *vmsnap_host_store(struct vmsnap_host *h);
+void vmsnap_host_store_lock(struct vmsnap_host *h);
+void vmsnap_host_store_unlock(struct vmsnap_host *h);
+
+/* Periodic work: notices VMMs that died (sandbox → error), auto-pauses idle sandboxes.
+ * Returns the number of sandboxes it changed. */
+int vmsnap_host_tick(struct vmsnap_host *h);
+
+struct vmsnap_sandbox_spec {
+        const char *name;      /* optional, unique among sandboxes */
+        const char *vmm;       /* NULL: the host default */
+        uint32_t vcpus;        /* 0: 1 (from a template: the template's; other values → -EINVAL…) */
+        uint64_t memory;       /* 0: 256 MiB (from a template: the template's) */
+        uint32_t idle_timeout; /* seconds, 0 = never */
+};
+
+/* Boots a new sandbox from the host's guest image. Returns 0 and *ret, or -errno. */
+int vmsnap_sandbox_create(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *spec,
+                          struct vmsnap_sandbox *ret, struct vmsnap_diag *d);
+
+/* Starts a sandbox from a template's frozen state. A spec asking for other vcpus/memory than
+ * the template's is refused with -EMLINK (a conflict: templates fix both). */
+int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
+                         const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d);
+
+/* Looks a sandbox up by id, name or unique id prefix (>= 3 chars). */
+int vmsnap_sandbox_get(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
+                       struct vmsnap_diag *d);
+
+/* Lists sandboxes that are not stopped (all when `all`), oldest first (malloc'd). */
+int vmsnap_sandbox_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret,
+                        size_t *ret_n, struct vmsnap_diag *d);
+
+/* Pauses a running sandbox into a new snapshot generation and frees its VMM process, memory
+ * and sockets. -EBUSY (wrong state / operation in progress) or -errno. */
+int vmsnap_sandbox_pause(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d);
+
+/* Resumes a paused sandbox from its newest generation. */
+int vmsnap_sandbox_resume(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
+                          struct vmsnap_diag *d);
+
+/* Makes a named template from a running or paused sandbox (which keeps running/paused). */
+int vmsnap_sandbox_snapshot(struct vmsnap_host *h, const char *ref, const char *name,
+                            struct vmsnap_snapshot *ret, struct vmsnap_diag *d);
+
+/* Destroys a sandbox in any state: VMM killed, files released, the pause snapshots only it
+ * owns removed. */
+int vmsnap_sandbox_destroy(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d);
+
+struct vmsnap_exec_result {
+        int exit_code;
+        char *out; /* malloc'd, NUL-terminated */
+        char *err; /* malloc'd, NUL-terminated */
+        bool truncated;
+};
+
+/* Runs a shell command in a running sandbox through the guest agent. */
+int vmsnap_sandbox_exec(struct vmsnap_host *h, const char *ref, const char *cmd,
+                        unsigned timeout_ms, struct vmsnap_exec_result *ret,
+                        struct vmsnap_diag *d);
+
+/* Frees the strings of an exec result. */
+void vmsnap_exec_result_free(struct vmsnap_exec_result *r);
+
+const char *vmsnap_sandbox_state_name(enum vmsnap_sandbox_state s);
+
+#endif

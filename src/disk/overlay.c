@@ -1,0 +1,130 @@
+/* qcow2 overlays over the base image (qemu-img), and durable copies of them. */
+#include <vmsnap/disk.h>
+
+#include "util/cleanup.h"
+#include "util/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+/* Splits a path into an open directory fd and its base name (written into name). */
+static int open_parent(const char *path, char name[256], struct vmsnap_diag *d)
+{
+        _cleanup_free_ char *c1 = strdup(path), *c2 = strdup(path);
+        if (!c1 || !c2)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        snprintf(name, 256, "%s", basename(c2));
+        int fd = vmsnap_fs_open_dir(dirname(c1));
+        return fd < 0 ? vmsnap_diag(d, fd, "%s: cannot open its directory: %s", path,
+                                    strerror(-fd))
+                      : fd;
+}
+
+/* Runs argv, capturing stderr into err (size bytes); returns its exit status or -errno. */
+static int run_tool(char *const argv[], char *err, size_t size)
+{
+        int pipefd[2];
+        if (pipe2(pipefd, O_CLOEXEC) < 0)
+                return -errno;
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_adddup2(&fa, pipefd[1], STDERR_FILENO);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+        pid_t pid;
+        int r = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        close(pipefd[1]);
+        if (r != 0) {
+                close(pipefd[0]);
+                return -r;
+        }
+        ssize_t n = read(pipefd[0], err, size - 1);
+        err[n > 0 ? n : 0] = '\0';
+        close(pipefd[0]);
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+                ;
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vmsnap_diag *d)
+{
+        char name[256], tmp[PATH_MAX], err[1024];
+        _cleanup_close_ int dirfd = open_parent(overlay, name, d);
+        if (dirfd < 0)
+                return dirfd;
+        snprintf(tmp, sizeof(tmp), "%s.tmp.%d", overlay, (int)getpid());
+        char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        (char *)base, tmp, NULL};
+        int r = run_tool(argv, err, sizeof(err));
+        if (r != 0) {
+                unlink(tmp);
+                return vmsnap_diag(d, r < 0 ? r : -EIO, "%s: qemu-img create failed%s%s", overlay,
+                                   r < 0 ? " (is qemu-utils installed?)" : ": ", err);
+        }
+        _cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0 || rename(tmp, overlay) < 0 ||
+            vmsnap_fs_fsync_dir(dirfd) < 0) {
+                r = -errno;
+                unlink(tmp);
+                return vmsnap_diag(d, r, "%s: cannot make durable: %s", overlay, strerror(-r));
+        }
+        return 0;
+}
+
+int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
+{
+        char sname[256], dname[256];
+        _cleanup_close_ int sdir = open_parent(src, sname, d);
+        if (sdir < 0)
+                return sdir;
+        _cleanup_close_ int ddir = open_parent(dst, dname, d);
+        if (ddir < 0)
+                return ddir;
+        /* A copy, never a link: the destination is written while the source must not be. */
+        struct vmsnap_staged s;
+        int r = vmsnap_staged_open(&s, ddir, dname, d);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int in = openat(sdir, sname, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (in < 0 || fstat(in, &st) < 0) {
+                r = vmsnap_diag(d, -errno, "%s: cannot open: %s", src, strerror(errno));
+        } else if (ioctl(s.fd, FICLONE, in) < 0) {
+                r = vmsnap_fs_copy_range(in, 0, s.fd, 0, (uint64_t)st.st_size);
+                if (r < 0)
+                        vmsnap_diag(d, r, "%s: copy to %s failed: %s", src, dst, strerror(-r));
+        }
+        if (r == 0)
+                r = vmsnap_staged_commit(&s, d);
+        if (r == 0 && (r = vmsnap_fs_fsync_dir(ddir)) < 0)
+                vmsnap_diag(d, r, "%s: fsync of directory failed", dst);
+        if (r < 0)
+                vmsnap_staged_abort(&s);
+        return r;
+}
+
+int vmsnap_disk_write_meta(const char *dir, const char *base, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int fd = vmsnap_fs_open_dir(dir);
+        if (fd < 0)
+                return vmsnap_diag(d, fd, "%s: cannot open: %s", dir, strerror(-fd));
+        json_t *o = json_pack("{s:s, s:s}", "base", base, "format", "qcow2");
+        _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        if (!text)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        return vmsnap_fs_atomic_write(fd, VMSNAP_ROOTFS_META, text, strlen(text), d);
+}

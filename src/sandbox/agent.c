@@ -1,0 +1,176 @@
+/* The guest agent client: newline-delimited JSON over the VM's agent channel (docs/guest.md).
+ * One request at a time per sandbox (the caller holds the sandbox's operation lock). */
+#include "sandbox/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_RESPONSE (4u << 20) /* exec output is capped at 1 MiB per stream in the guest */
+
+static int64_t now_ms(void)
+{
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Reads one line (without the newline) into a malloc'd buffer before the deadline. */
+static int read_line(int fd, int64_t deadline, char **ret)
+{
+        size_t cap = 4096, len = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
+                int64_t left = deadline - now_ms();
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                if (left <= 0)
+                        return -ETIMEDOUT;
+                int pr = poll(&p, 1, (int)left);
+                if (pr < 0 && errno == EINTR)
+                        continue;
+                if (pr <= 0)
+                        return pr < 0 ? -errno : -ETIMEDOUT;
+                if (len + 1 >= cap) {
+                        if (cap >= MAX_RESPONSE)
+                                return -EMSGSIZE;
+                        char *nb = realloc(buf, cap * 2);
+                        if (!nb)
+                                return -ENOMEM;
+                        buf = nb;
+                        cap *= 2;
+                }
+                ssize_t n = read(fd, buf + len, 1);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -ECONNRESET;
+                if (buf[len] == '\n') {
+                        buf[len] = '\0';
+                        *ret = TAKE_PTR(buf);
+                        return 0;
+                }
+                len++;
+        }
+}
+
+static int ensure_connected(struct live *l, int timeout_ms, struct vmsnap_diag *d)
+{
+        if (l->agent_fd >= 0)
+                return 0;
+        if (!l->vm)
+                return vmsnap_diag(d, -ENOTCONN, "sandbox %s has no running VM", l->id);
+        return l->driver->agent_connect(l->vm, timeout_ms, &l->agent_fd, d);
+}
+
+/* One request/response exchange on the current connection. */
+static int exchange(struct live *l, const char *line, int64_t deadline, json_t **ret,
+                    struct vmsnap_diag *d)
+{
+        int r = vmsnap_fs_write_full(l->agent_fd, line, strlen(line));
+        if (r == 0)
+                r = vmsnap_fs_write_full(l->agent_fd, "\n", 1);
+        _cleanup_free_ char *resp = NULL;
+        if (r == 0)
+                r = read_line(l->agent_fd, deadline, &resp);
+        if (r < 0)
+                return vmsnap_diag(d, r, "sandbox %s: guest agent: %s", l->id, strerror(-r));
+        json_error_t je;
+        json_t *o = json_loads(resp, 0, &je);
+        if (!json_is_object(o)) {
+                json_decref(o);
+                return vmsnap_diag(d, -EPROTO, "sandbox %s: guest agent sent malformed JSON",
+                                   l->id);
+        }
+        *ret = o;
+        return 0;
+}
+
+int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
+        if (!line)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        json_t *o = NULL;
+        int r = -ENOTCONN;
+        for (int attempt = 0; attempt < 2 && r < 0 && now_ms() < deadline; attempt++) {
+                r = ensure_connected(l, (int)(deadline - now_ms()), d);
+                if (r == 0)
+                        r = exchange(l, line, deadline, &o, d);
+                if (r < 0 && l->agent_fd >= 0) { /* stale connection (e.g. after restore) */
+                        close(l->agent_fd);
+                        l->agent_fd = -1;
+                }
+        }
+        if (r < 0)
+                return r;
+        if (!json_is_true(json_object_get(o, "ok"))) {
+                const char *e = json_string_value(json_object_get(o, "error"));
+                r = vmsnap_diag(d, -EIO, "sandbox %s: guest agent: %s", l->id, e ? e : "failed");
+                json_decref(o);
+                return r;
+        }
+        *ret = o;
+        return 0;
+}
+
+static int simple_call(struct live *l, json_t *req, int timeout_ms, struct vmsnap_diag *d)
+{
+        json_t *resp = NULL;
+        int r = agent_call(l, req, timeout_ms, &resp, d);
+        json_decref(req);
+        json_decref(resp);
+        return r;
+}
+
+int agent_wait_healthy(struct live *l, int timeout_ms, struct vmsnap_diag *d)
+{
+        int64_t deadline = now_ms() + timeout_ms;
+        int r;
+        do {
+                r = simple_call(l, json_pack("{s:s}", "op", "health"), 2000, d);
+                if (r == 0)
+                        return 0;
+                usleep(100 * 1000);
+        } while (now_ms() < deadline);
+        return vmsnap_diag_prefix(d, "guest agent not healthy after %d ms", timeout_ms);
+}
+
+int agent_sync(struct live *l, struct vmsnap_diag *d)
+{
+        return simple_call(l, json_pack("{s:s}", "op", "sync"), 30000, d);
+}
+
+int agent_restore_hook(struct live *l, struct vmsnap_diag *d)
+{
+        uint8_t seed[32];
+        if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+                return vmsnap_diag(d, -EIO, "getrandom failed");
+        static const char b64[] =
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        char enc[48] = {0};
+        size_t k = 0;
+        for (size_t i = 0; i < sizeof(seed); i += 3) {
+                uint32_t v = (uint32_t)seed[i] << 16 |
+                             (i + 1 < sizeof(seed) ? (uint32_t)seed[i + 1] << 8 : 0) |
+                             (i + 2 < sizeof(seed) ? seed[i + 2] : 0);
+                enc[k++] = b64[(v >> 18) & 63];
+                enc[k++] = b64[(v >> 12) & 63];
+                enc[k++] = i + 1 < sizeof(seed) ? b64[(v >> 6) & 63] : '=';
+                enc[k++] = i + 2 < sizeof(seed) ? b64[v & 63] : '=';
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        json_int_t ns = (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        return simple_call(l, json_pack("{s:s, s:I, s:s}", "op", "restore_hook", "time_ns", ns,
+                                        "seed_b64", enc),
+                           10000, d);
+}

@@ -1,0 +1,194 @@
+/* The two halves every lifecycle flow is built from: capture a paused VM into a new store
+ * snapshot, and start a VM from a snapshot. */
+#include "sandbox/internal.h"
+#include "util/fs.h"
+
+#include <vmsnap/disk.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* The directory of the snapshot a new generation diffs against: the sandbox's newest pause
+ * snapshot, else the template it was spawned from; "" for a first snapshot. */
+static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                      char out[PATH_LEN])
+{
+        const char *id = sb->snapshot_id[0] ? sb->snapshot_id : sb->template_id;
+        out[0] = '\0';
+        if (!id[0])
+                return 0;
+        pthread_mutex_lock(&h->db_lock);
+        int r = vmsnap_store_snapshot_dir(h->store, id, out, PATH_LEN);
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
+/* Memory: a new generation over the parent (or generation 0), in the pending directory. */
+static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                          const struct vmsnap_vm_saved *saved, const char *dir,
+                          struct vmsnap_diag *d)
+{
+        char parent[PATH_LEN];
+        int r = parent_dir(h, sb, parent);
+        if (r < 0)
+                return vmsnap_diag(d, r, "sandbox %s: cannot find its parent snapshot", sb->id);
+        struct vmsnap_mem_opts o = {.source = saved->source, .merge_cap = h->merge_cap};
+        if (parent[0])
+                return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
+        return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
+}
+
+/* Disk: the overlay goes into the snapshot. A VM about to be destroyed gives its overlay
+ * by hard link (it writes no more); a VM that keeps running gets a copy taken. */
+static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, bool keep_running,
+                        const char *dir, struct vmsnap_diag *d)
+{
+        char run[PATH_LEN], src[PATH_LEN + 32], dst[PATH_LEN + 32], base[PATH_LEN + 32];
+        path_run_dir(h, sb->id, run);
+        snprintf(src, sizeof(src), "%s/%s", run, VMSNAP_ROOTFS_OVERLAY);
+        snprintf(dst, sizeof(dst), "%s/%s", dir, VMSNAP_ROOTFS_OVERLAY);
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", h->guest_dir);
+        int r;
+        if (access(src, F_OK) < 0)
+                return 0; /* a diskless guest */
+        if (!keep_running && link(src, dst) == 0)
+                r = 0;
+        else
+                r = vmsnap_disk_copy(src, dst, d);
+        return r < 0 ? r : vmsnap_disk_write_meta(dir, base, d);
+}
+
+static int begin_snapshot(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                          enum vmsnap_snapshot_kind kind, const char *name, const char *version,
+                          struct vmsnap_store_txn **ret, struct vmsnap_diag *d)
+{
+        struct vmsnap_snapshot_spec spec = {
+                .name = name,
+                .kind = kind,
+                .template_id = kind == VMSNAP_SNAPSHOT_PAUSE ? sb->template_id : NULL,
+                .vmm = sb->vmm,
+                .vmm_version = version,
+                .vcpus = sb->vcpus,
+                .memory = sb->memory,
+        };
+        pthread_mutex_lock(&h->db_lock);
+        int r = vmsnap_store_create_begin(h->store, &spec, ret, d);
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
+int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+            enum vmsnap_snapshot_kind kind, const char *name, struct journal *j,
+            struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
+{
+        struct vmsnap_store_txn *t = NULL;
+        struct vmsnap_vm_saved saved = {0};
+        char version[64] = "";
+        l->driver->probe(NULL, version, sizeof(version), NULL);
+        int r = begin_snapshot(h, sb, kind, name, version, &t, d);
+        if (r < 0)
+                return r;
+        const char *dir = vmsnap_store_txn_dir(t);
+        char data[256];
+        snprintf(data, sizeof(data), "{\"txn\":\"%s\",\"previous\":\"%s\"}",
+                 vmsnap_store_txn_id(t), sb->snapshot_id);
+        r = db_journal_step(h, j, "begin", data, NULL, d);
+        if (r == 0)
+                r = l->driver->save(l->vm, dir, &saved, d);
+        if (r == 0)
+                r = capture_memory(h, sb, &saved, dir, d);
+        if (saved.memory_file_temporary)
+                unlink(saved.memory_file);
+        if (r == 0)
+                r = capture_disk(h, sb, kind == VMSNAP_SNAPSHOT_TEMPLATE, dir, d);
+        if (r == 0)
+                r = db_journal_step(h, j, "saved", NULL, NULL, d);
+        pthread_mutex_lock(&h->db_lock);
+        if (r == 0)
+                r = vmsnap_store_txn_commit(t, ret, d);
+        else
+                vmsnap_store_txn_abort(t, NULL);
+        vmsnap_store_txn_free(t);
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
+/* Memory of the new VM: its own file (the next pause reads guest RAM from it). */
+static int prepare_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                          const char *snapdir, struct vmsnap_diag *d)
+{
+        char mem[PATH_LEN], dir[PATH_LEN];
+        path_memory(h, sb->id, mem);
+        snprintf(dir, sizeof(dir), "%.3000s/%s", h->mem_root, sb->id);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", dir, strerror(errno));
+        return vmsnap_mem_materialize(snapdir, mem, NULL, d);
+}
+
+static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                        const char *snapdir, struct vmsnap_diag *d)
+{
+        char src[PATH_LEN + 32], run[PATH_LEN], dst[PATH_LEN + 32];
+        snprintf(src, sizeof(src), "%s/%s", snapdir, VMSNAP_ROOTFS_OVERLAY);
+        path_run_dir(h, sb->id, run);
+        snprintf(dst, sizeof(dst), "%s/%s", run, VMSNAP_ROOTFS_OVERLAY);
+        if (mkdir(run, 0755) < 0 && errno != EEXIST)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", run, strerror(errno));
+        if (access(src, F_OK) < 0)
+                return 0;
+        return vmsnap_disk_copy(src, dst, d);
+}
+
+/* Refuses state written by a VMM version that cannot load it (e.g. Firecracker's). */
+static int check_version(struct live *l, const struct vmsnap_snapshot *snap,
+                         struct vmsnap_diag *d)
+{
+        char running[64] = "";
+        int r = l->driver->probe(NULL, running, sizeof(running), d);
+        if (r < 0)
+                return r;
+        if (snap->vmm_version[0] && !l->driver->compatible(snap->vmm_version, running))
+                return vmsnap_diag(d, -EPROTONOSUPPORT, "snapshot %s was written by %s %s; the "
+                                   "installed %s cannot load it", snap->id, snap->vmm,
+                                   snap->vmm_version, running);
+        return 0;
+}
+
+int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                 const struct vmsnap_snapshot *snap, bool shared_template,
+                 struct vmsnap_diag *d)
+{
+        (void)shared_template; /* see docs/vmm.md: QEMU clones get their own memory file */
+        char snapdir[PATH_LEN];
+        pthread_mutex_lock(&h->db_lock);
+        int r = vmsnap_store_snapshot_dir(h->store, snap->id, snapdir, PATH_LEN);
+        pthread_mutex_unlock(&h->db_lock);
+        if (r == 0)
+                r = check_version(l, snap, d);
+        if (r == 0)
+                r = prepare_disk(h, sb, snapdir, d);
+        if (r == 0)
+                r = prepare_memory(h, sb, snapdir, d);
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        build_spec(h, sb, &buf, &spec);
+        struct vmsnap_vm_restore from = {.state_dir = snapdir,
+                                         .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
+                                         .memory_path = buf.memory};
+        if (r == 0)
+                r = l->driver->restore(&spec, &from, &l->vm, d);
+        if (r == 0)
+                r = l->driver->resume(l->vm, d);
+        if (r == 0)
+                r = agent_restore_hook(l, d);
+        if (r < 0) {
+                vm_kill(l);
+                release_files(h, sb->id);
+                return r;
+        }
+        sb->pid = l->driver->pid(l->vm);
+        return 0;
+}

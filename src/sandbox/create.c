@@ -1,0 +1,184 @@
+/* Creating sandboxes: boot from the guest image, or spawn from a template's frozen state. */
+#include "sandbox/internal.h"
+#include "util/ids.h"
+
+#include <vmsnap/disk.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define BOOT_TIMEOUT_MS 120000 /* TCG boots take seconds; a loaded CI machine more */
+
+static int check_spec(const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag *d)
+{
+        if (spec && spec->name && spec->name[0] && !vmsnap_store_name_valid(spec->name))
+                return vmsnap_diag(d, -EINVAL, "invalid sandbox name '%s' (letters, digits, . _ -;"
+                                   " up to 64; not a UUID)", spec->name);
+        if (spec && spec->vcpus > 64)
+                return vmsnap_diag(d, -EINVAL, "vcpus must be 1 to 64, not %u", spec->vcpus);
+        if (spec && spec->memory &&
+            (spec->memory % (2u << 20) || spec->memory < (64u << 20) ||
+             spec->memory > (64ull << 30)))
+                return vmsnap_diag(d, -EINVAL, "memory must be a multiple of 2 MiB from 64 MiB "
+                                   "to 64 GiB");
+        return 0;
+}
+
+/* A fresh row in state `creating`, its journal entry and the sandbox's live entry. */
+static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *spec,
+                       struct vmsnap_sandbox *sb, struct journal *j, struct live **ret_l,
+                       struct vmsnap_diag *d)
+{
+        struct vmsnap_uuid id;
+        memset(sb, 0, sizeof(*sb));
+        vmsnap_uuid_new(&id);
+        vmsnap_uuid_format(&id, sb->id);
+        snprintf(sb->name, sizeof(sb->name), "%s", spec && spec->name ? spec->name : "");
+        snprintf(sb->vmm, sizeof(sb->vmm), "%s", spec && spec->vmm ? spec->vmm : h->vmm);
+        sb->vcpus = spec && spec->vcpus ? spec->vcpus : 1;
+        sb->memory = spec && spec->memory ? spec->memory : DEFAULT_MEMORY;
+        sb->idle_timeout = spec ? spec->idle_timeout : 0;
+        sb->state = VMSNAP_SANDBOX_CREATING;
+        sb->created = sb->last_active = (int64_t)time(NULL);
+        struct live *l = live_get(h, sb->id);
+        if (!l)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        if (!(l->driver = driver_for(sb->vmm, d)))
+                return -EINVAL;
+        int r = db_put(h, sb, d);
+        if (r == 0)
+                r = db_journal_begin(h, j, sb->id, "create", NULL, d);
+        *ret_l = l;
+        return r;
+}
+
+/* Ends a create: running on success; on failure the VM is killed, files released and the row
+ * says why (error state), so the user sees what happened and can remove it. */
+static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                         struct journal *j, int r, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d)
+{
+        if (r == 0) {
+                sb->state = VMSNAP_SANDBOX_RUNNING;
+                sb->pid = l->driver->pid(l->vm);
+                r = db_journal_done(h, j, sb, d);
+        }
+        if (r < 0) {
+                vm_kill(l);
+                release_files(h, sb->id);
+                sb->state = VMSNAP_SANDBOX_ERROR;
+                sb->pid = 0;
+                snprintf(sb->error, sizeof(sb->error), "%s", d ? d->msg : "create failed");
+                db_journal_done(h, j, sb, NULL);
+        }
+        if (ret)
+                *ret = *sb;
+        pthread_mutex_unlock(&l->op_lock);
+        return r;
+}
+
+static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                      struct journal *j, struct vmsnap_diag *d)
+{
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        char base[PATH_LEN + 32], memdir[PATH_LEN];
+        build_spec(h, sb, &buf, &spec);
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", h->guest_dir);
+        snprintf(memdir, sizeof(memdir), "%.3000s/%s", h->mem_root, sb->id);
+        if (access(spec.kernel, R_OK) < 0)
+                return vmsnap_diag(d, -ENOENT, "%s: no guest kernel; build the guest image with "
+                                   "guest/build.sh %s", spec.kernel, h->guest_dir);
+        if (mkdir(buf.run_dir, 0755) < 0 || mkdir(memdir, 0700) < 0)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
+                                   strerror(errno));
+        int r = vmsnap_disk_overlay_create(base, buf.rootfs, d);
+        if (r == 0)
+                r = l->driver->boot(&spec, &l->vm, d);
+        if (r == 0) { /* the pid is recorded so that recovery can find the VMM */
+                sb->pid = l->driver->pid(l->vm);
+                r = db_journal_step(h, j, "booted", NULL, sb, d);
+        }
+        if (r == 0)
+                r = agent_wait_healthy(l, BOOT_TIMEOUT_MS, d);
+        return r;
+}
+
+int vmsnap_sandbox_create(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *spec,
+                          struct vmsnap_sandbox *ret, struct vmsnap_diag *d)
+{
+        if (!h)
+                return vmsnap_diag(d, -EINVAL, "sandbox create: missing host");
+        int r = check_spec(spec, d);
+        if (r < 0)
+                return r;
+        struct vmsnap_sandbox sb;
+        struct journal j;
+        struct live *l = NULL;
+        r = new_sandbox(h, spec, &sb, &j, &l, d);
+        if (r < 0)
+                return r; /* nothing started yet; a row may say creating: recovery ends it */
+        pthread_mutex_lock(&l->op_lock);
+        r = boot_fresh(h, l, &sb, &j, d);
+        return finish_create(h, l, &sb, &j, r, ret, d);
+}
+
+/* Templates fix vcpus and memory: a request for other values is a conflict, not ignored. */
+static int check_template_fit(const struct vmsnap_snapshot *t,
+                              const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag *d)
+{
+        if (t->kind != VMSNAP_SNAPSHOT_TEMPLATE)
+                return vmsnap_diag(d, -EINVAL, "snapshot %s is not a template", t->id);
+        if (spec && spec->vcpus && spec->vcpus != t->vcpus)
+                return vmsnap_diag(d, -EMLINK, "template %s has %u vCPUs; a sandbox spawned from "
+                                   "it cannot have %u", t->name[0] ? t->name : t->id, t->vcpus,
+                                   spec->vcpus);
+        if (spec && spec->memory && spec->memory != t->memory)
+                return vmsnap_diag(d, -EMLINK, "template %s has %llu MiB of memory; a sandbox "
+                                   "spawned from it cannot have %llu MiB",
+                                   t->name[0] ? t->name : t->id,
+                                   (unsigned long long)(t->memory >> 20),
+                                   (unsigned long long)(spec->memory >> 20));
+        if (spec && spec->vmm && strcmp(spec->vmm, t->vmm) != 0)
+                return vmsnap_diag(d, -EMLINK, "template %s was made with %s, not %s", t->id,
+                                   t->vmm, spec->vmm);
+        return 0;
+}
+
+int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
+                         const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d)
+{
+        struct vmsnap_snapshot t;
+        char tdir[PATH_LEN];
+        int r = check_spec(spec, d);
+        if (r == 0)
+                r = snapshot_lookup(h, template_ref, &t, tdir, d);
+        if (r == 0)
+                r = check_template_fit(&t, spec, d);
+        if (r < 0)
+                return r;
+        struct vmsnap_sandbox_spec s = {.name = spec ? spec->name : NULL, .vmm = t.vmm,
+                                        .vcpus = t.vcpus, .memory = t.memory,
+                                        .idle_timeout = spec ? spec->idle_timeout : 0};
+        struct vmsnap_sandbox sb;
+        struct journal j;
+        struct live *l = NULL;
+        r = new_sandbox(h, &s, &sb, &j, &l, d);
+        if (r < 0)
+                return r;
+        pthread_mutex_lock(&l->op_lock);
+        snprintf(sb.template_id, sizeof(sb.template_id), "%s", t.id);
+        sb.generation = t.generation;
+        pthread_mutex_lock(&h->db_lock);
+        vmsnap_store_touch(h->store, t.id, NULL);
+        pthread_mutex_unlock(&h->db_lock);
+        r = db_put(h, &sb, d);
+        if (r == 0)
+                r = restore_into(h, l, &sb, &t, true, d);
+        return finish_create(h, l, &sb, &j, r, ret, d);
+}

@@ -1,0 +1,195 @@
+/* The host: configuration, the store, live VM handles and per-sandbox locks. */
+#include "sandbox/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static void set_path(char out[PATH_LEN], const char *value, const char *fallback_fmt,
+                     const char *arg)
+{
+        if (value && *value)
+                snprintf(out, PATH_LEN, "%s", value);
+        else
+                snprintf(out, PATH_LEN, fallback_fmt, arg);
+}
+
+static int make_dirs(struct vmsnap_host *h, struct vmsnap_diag *d)
+{
+        char p[PATH_LEN + 16];
+        snprintf(p, sizeof(p), "%s/sandboxes", h->root);
+        const char *dirs[] = {p, h->mem_root};
+        for (size_t i = 0; i < 2; i++)
+                if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
+                        return vmsnap_diag(d, -errno, "%s: cannot create: %s", dirs[i],
+                                           strerror(errno));
+        return 0;
+}
+
+int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **ret,
+                     struct vmsnap_diag *d)
+{
+        struct vmsnap_host *h = calloc(1, sizeof(*h));
+        if (!h)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        set_path(h->root, cfg ? cfg->root : NULL, "%s", vmsnap_store_default_root());
+        set_path(h->mem_root, cfg ? cfg->mem_root : NULL, "%s", DEFAULT_MEM_ROOT);
+        set_path(h->guest_dir, cfg ? cfg->guest_dir : NULL, "%s/guest", h->root);
+        snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
+        h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
+        pthread_mutex_init(&h->db_lock, NULL);
+        pthread_mutex_init(&h->live_lock, NULL);
+        int r = vmsnap_store_open(h->root, &h->store, d);
+        if (r == 0) {
+                snprintf(h->root, PATH_LEN, "%s", vmsnap_store_root(h->store));
+                h->db = vmsnap_store_db(h->store);
+                r = make_dirs(h, d);
+        }
+        if (r == 0)
+                r = sandbox_schema(h, d);
+        if (r == 0)
+                r = recover(h, d);
+        if (r < 0) {
+                vmsnap_host_close(h);
+                return r;
+        }
+        *ret = h;
+        return 0;
+}
+
+void vmsnap_host_close(struct vmsnap_host *h)
+{
+        if (!h)
+                return;
+        for (struct live *l = h->lives, *next; l; l = next) {
+                next = l->next;
+                if (l->agent_fd >= 0)
+                        close(l->agent_fd);
+                if (l->vm)
+                        l->driver->detach(l->vm); /* guests keep running */
+                pthread_mutex_destroy(&l->op_lock);
+                free(l);
+        }
+        vmsnap_store_close(h->store);
+        pthread_mutex_destroy(&h->db_lock);
+        pthread_mutex_destroy(&h->live_lock);
+        free(h);
+}
+
+struct vmsnap_store *vmsnap_host_store(struct vmsnap_host *h)
+{
+        return h->store;
+}
+
+void vmsnap_host_store_lock(struct vmsnap_host *h)
+{
+        pthread_mutex_lock(&h->db_lock);
+}
+
+void vmsnap_host_store_unlock(struct vmsnap_host *h)
+{
+        pthread_mutex_unlock(&h->db_lock);
+}
+
+struct live *live_get(struct vmsnap_host *h, const char *id)
+{
+        pthread_mutex_lock(&h->live_lock);
+        struct live *l = h->lives;
+        while (l && strcmp(l->id, id) != 0)
+                l = l->next;
+        if (!l && (l = calloc(1, sizeof(*l)))) {
+                snprintf(l->id, sizeof(l->id), "%s", id);
+                l->agent_fd = -1;
+                pthread_mutex_init(&l->op_lock, NULL);
+                l->next = h->lives;
+                h->lives = l;
+        }
+        pthread_mutex_unlock(&h->live_lock);
+        return l;
+}
+
+void path_run_dir(const struct vmsnap_host *h, const char *id, char out[PATH_LEN])
+{
+        snprintf(out, PATH_LEN, "%.3000s/sandboxes/%s", h->root, id);
+}
+
+void path_memory(const struct vmsnap_host *h, const char *id, char out[PATH_LEN])
+{
+        snprintf(out, PATH_LEN, "%.3000s/%s/memory", h->mem_root, id);
+}
+
+void path_template_memory(const struct vmsnap_host *h, const char *snapshot_id,
+                          char out[PATH_LEN])
+{
+        snprintf(out, PATH_LEN, "%.3000s/templates/%s/memory", h->mem_root, snapshot_id);
+}
+
+void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                struct spec_buf *buf, struct vmsnap_vm_spec *ret)
+{
+        path_run_dir(h, sb->id, buf->run_dir);
+        snprintf(buf->kernel, PATH_LEN, "%.3000s/vmlinuz", h->guest_dir);
+        snprintf(buf->initrd, PATH_LEN, "%.3000s/initramfs.gz", h->guest_dir);
+        snprintf(buf->rootfs, PATH_LEN, "%.3000s/rootfs.qcow2", buf->run_dir);
+        path_memory(h, sb->id, buf->memory);
+        *ret = (struct vmsnap_vm_spec){
+                .id = sb->id,
+                .run_dir = buf->run_dir,
+                .kernel = buf->kernel,
+                .initrd = buf->initrd,
+                .rootfs = buf->rootfs,
+                .rootfs_format = "qcow2",
+                .vcpus = sb->vcpus,
+                .memory = sb->memory,
+                .memory_file = buf->memory,
+        };
+}
+
+const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *d)
+{
+        const struct vmsnap_vmm_driver *drv = vmsnap_vmm_find(vmm);
+        if (!drv)
+                vmsnap_diag(d, -EINVAL, "unknown VMM '%s' (this build has qemu, firecracker, "
+                            "cloud-hypervisor)", vmm);
+        return drv;
+}
+
+/* Removes the regular files of a directory we own, then the directory. Only used on a
+ * sandbox's run and memory directories: never on a snapshot. */
+static void remove_own_dir(const char *dir)
+{
+        _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return;
+        int dfd = dup(fd);
+        DIR *dh = dfd >= 0 ? fdopendir(dfd) : NULL;
+        struct dirent *e;
+        while (dh && (e = readdir(dh)))
+                if (e->d_name[0] != '.' || (e->d_name[1] && strcmp(e->d_name, "..") != 0))
+                        unlinkat(fd, e->d_name, 0);
+        if (dh)
+                closedir(dh);
+        rmdir(dir);
+}
+
+void release_files(struct vmsnap_host *h, const char *id)
+{
+        char p[PATH_LEN];
+        path_run_dir(h, id, p);
+        remove_own_dir(p);
+        snprintf(p, PATH_LEN, "%.3000s/%s", h->mem_root, id);
+        remove_own_dir(p);
+}
+
+int timeout_ms_for(uint64_t memory, int base_ms)
+{
+        return base_ms + (int)(memory / (128ull << 20)) * 1000;
+}

@@ -1,0 +1,172 @@
+/* Internals of the sandbox layer: the host object, sandbox rows, the journal, the guest
+ * agent client. Not part of the public API. */
+#ifndef VMSNAP_SANDBOX_INTERNAL_H
+#define VMSNAP_SANDBOX_INTERNAL_H
+
+#include <vmsnap/sandbox.h>
+#include <vmsnap/vmm.h>
+
+#include <jansson.h>
+#include <pthread.h>
+#include <sqlite3.h>
+
+#define DEFAULT_MEM_ROOT "/dev/shm/vmsnap"
+#define DEFAULT_MEMORY   (256ull << 20)
+#define PATH_LEN         4096
+
+/* A sandbox the host knows in this process: its operation lock and live VM handle. */
+struct live {
+        char id[VMSNAP_ID_LEN + 1];
+        pthread_mutex_t op_lock; /* held for a whole operation on this sandbox */
+        struct vmsnap_vm *vm;    /* NULL when no VMM process is attached */
+        const struct vmsnap_vmm_driver *driver;
+        int agent_fd;            /* connection to the guest agent, -1 when none */
+        struct live *next;
+};
+
+struct vmsnap_host {
+        char root[PATH_LEN], mem_root[PATH_LEN], guest_dir[PATH_LEN];
+        char vmm[33];
+        unsigned merge_cap;
+        struct vmsnap_store *store;
+        sqlite3 *db;
+        pthread_mutex_t db_lock;   /* one SQL statement sequence at a time */
+        pthread_mutex_t live_lock; /* guards the `lives` list (not the entries' contents) */
+        struct live *lives;
+};
+
+/* ---- rows and journal (db.c) ---- */
+
+/* Creates or migrates the sandbox tables and extends the store's dependents view. */
+int sandbox_schema(struct vmsnap_host *h, struct vmsnap_diag *d);
+
+/* Reads the row of an exact id. Returns 0, -ENOENT or -errno. */
+int row_get(struct vmsnap_host *h, const char *id, struct vmsnap_sandbox *ret,
+            struct vmsnap_diag *d);
+
+/* Inserts or replaces a row (updated = now). */
+int row_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
+/* Resolves an id, name or unique id prefix. */
+int row_resolve(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
+                struct vmsnap_diag *d);
+
+/* Lists rows (all, or those not stopped), oldest first. */
+int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_t *ret_n,
+             struct vmsnap_diag *d);
+
+/* An open journal entry. */
+struct journal {
+        int64_t seq;
+        char sandbox_id[VMSNAP_ID_LEN + 1];
+        char op[16];
+        char step[16];
+        char data[1024]; /* JSON object text */
+};
+
+/* Opens a journal entry (before the operation acts). Returns 0 and ret->seq, or -errno. */
+int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
+                  const char *op, const char *data, struct vmsnap_diag *d);
+
+/* Records progress: the entry's step (and data when non-NULL) and, when sb is non-NULL,
+ * the sandbox row, in one transaction. */
+int journal_step(struct vmsnap_host *h, struct journal *j, const char *step, const char *data,
+                 struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
+/* Closes the entry (and writes sb when non-NULL) in one transaction. */
+int journal_done(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                 struct vmsnap_diag *d);
+
+/* Lists the open entries, oldest first (malloc'd). */
+int journal_open_entries(struct vmsnap_host *h, struct journal **ret, size_t *ret_n,
+                         struct vmsnap_diag *d);
+
+/* ---- the host (host.c) ---- */
+
+/* The live entry of a sandbox id (created on first use; never freed before close). */
+struct live *live_get(struct vmsnap_host *h, const char *id);
+
+/* Paths of a sandbox: run dir, memory file, template memory file. */
+void path_run_dir(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]);
+void path_memory(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]);
+void path_template_memory(const struct vmsnap_host *h, const char *snapshot_id,
+                          char out[PATH_LEN]);
+
+/* A spec for the driver from a sandbox row, with paths in `buf` (owned by the caller). */
+struct spec_buf {
+        char run_dir[PATH_LEN], kernel[PATH_LEN], initrd[PATH_LEN], rootfs[PATH_LEN],
+                memory[PATH_LEN];
+};
+void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                struct spec_buf *buf, struct vmsnap_vm_spec *ret);
+
+/* The driver of a sandbox's VMM, or NULL with d. */
+const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *d);
+
+/* Removes a sandbox's run dir and memory files (only files this layer created). */
+void release_files(struct vmsnap_host *h, const char *id);
+
+/* Timeouts that grow with guest memory: base + 1 s per 128 MiB. */
+int timeout_ms_for(uint64_t memory, int base_ms);
+
+/* ---- the guest agent (agent.c) ---- */
+
+/* Sends one request and reads one response line (timeout in ms). Returns 0 and the parsed
+ * object (caller decrefs) when the agent answered ok:true, -EIO with its error otherwise. */
+int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d);
+
+/* Waits until the agent answers health (boot/restore), up to timeout_ms. */
+int agent_wait_healthy(struct live *l, int timeout_ms, struct vmsnap_diag *d);
+
+/* Flushes guest filesystems (before a snapshot). */
+int agent_sync(struct live *l, struct vmsnap_diag *d);
+
+/* After a restore: sets the guest clock to now and reseeds its RNG with fresh bytes. */
+int agent_restore_hook(struct live *l, struct vmsnap_diag *d);
+
+/* ---- shared steps of the operations ---- */
+
+/* Captures a paused VM into a new store snapshot of `kind` (pause or template). */
+int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+            enum vmsnap_snapshot_kind kind, const char *name, struct journal *j,
+            struct vmsnap_snapshot *ret, struct vmsnap_diag *d);
+
+/* Starts a VM from a snapshot (pause or template) into sb's run dir; leaves it running. */
+int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                 const struct vmsnap_snapshot *snap, bool shared_template,
+                 struct vmsnap_diag *d);
+
+/* Recovery of open journal entries and re-attachment of running VMs (recover.c). */
+int recover(struct vmsnap_host *h, struct vmsnap_diag *d);
+
+#endif
+
+#ifndef VMSNAP_SANDBOX_INTERNAL_OPS
+#define VMSNAP_SANDBOX_INTERNAL_OPS
+/* Resolves ref, takes the sandbox's operation lock and re-reads its row under the lock.
+ * Returns 0 with *ret_l locked, or -errno. */
+int op_begin(struct vmsnap_host *h, const char *ref, struct live **ret_l,
+             struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
+/* Releases the operation lock. */
+void op_end(struct live *l);
+
+/* The row writers and journal calls above, each under the db lock. */
+int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
+                     const char *data, struct vmsnap_diag *d);
+int db_journal_step(struct vmsnap_host *h, struct journal *j, const char *step,
+                    const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+int db_journal_done(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                    struct vmsnap_diag *d);
+
+/* Reads a ready snapshot row and its directory (under the db lock). */
+int snapshot_lookup(struct vmsnap_host *h, const char *ref, struct vmsnap_snapshot *ret,
+                    char dir[PATH_LEN], struct vmsnap_diag *d);
+
+/* Deletes a pause snapshot nothing needs any more; failures are left to GC. */
+void drop_snapshot(struct vmsnap_host *h, const char *id);
+
+/* Kills and releases a sandbox's VMM, if any. */
+void vm_kill(struct live *l);
+#endif

@@ -1,0 +1,76 @@
+/* pause: the VM is saved into a new snapshot generation and every host resource it held is
+ * released. The previous snapshot is dropped only after the new one is ready and the row
+ * points at it (docs/sandbox.md). */
+#include "sandbox/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Puts a VM whose pause failed back to running; returns the state the row should say. */
+static enum vmsnap_sandbox_state roll_back(struct live *l, struct vmsnap_sandbox *sb)
+{
+        struct vmsnap_diag ignore = {0};
+        if (l->vm && l->driver->resume(l->vm, &ignore) == 0)
+                return VMSNAP_SANDBOX_RUNNING;
+        vm_kill(l);
+        snprintf(sb->error, sizeof(sb->error), "pause failed and the VM could not be resumed: %s",
+                 ignore.msg);
+        return VMSNAP_SANDBOX_ERROR;
+}
+
+static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                        struct vmsnap_diag *d)
+{
+        if (sb->state != VMSNAP_SANDBOX_RUNNING || !l->vm)
+                return vmsnap_diag(d, -EBUSY, "sandbox %s is %s, not running", sb->id,
+                                   vmsnap_sandbox_state_name(sb->state));
+        struct journal j;
+        char previous[VMSNAP_ID_LEN + 1];
+        snprintf(previous, sizeof(previous), "%s", sb->snapshot_id);
+        sb->state = VMSNAP_SANDBOX_PAUSING;
+        int r = db_journal_begin(h, &j, sb->id, "pause", NULL, d);
+        if (r == 0)
+                r = db_journal_step(h, &j, "begin", NULL, sb, d);
+        if (r < 0)
+                return r;
+        struct vmsnap_diag ignore = {0};
+        agent_sync(l, &ignore); /* best effort: a hung agent must not block the pause */
+        struct vmsnap_snapshot snap;
+        r = l->driver->pause(l->vm, d);
+        if (r == 0)
+                r = capture(h, l, sb, VMSNAP_SNAPSHOT_PAUSE, NULL, &j, &snap, d);
+        if (r < 0) {
+                sb->state = roll_back(l, sb);
+                db_journal_done(h, &j, sb, NULL);
+                return r;
+        }
+        /* Committed: the sandbox now is that snapshot. */
+        snprintf(sb->snapshot_id, sizeof(sb->snapshot_id), "%s", snap.id);
+        sb->generation = snap.generation;
+        r = db_journal_step(h, &j, "committed", NULL, sb, d);
+        vm_kill(l);
+        release_files(h, sb->id);
+        sb->state = VMSNAP_SANDBOX_PAUSED;
+        sb->pid = 0;
+        sb->error[0] = '\0';
+        r = db_journal_step(h, &j, "released", NULL, sb, d);
+        drop_snapshot(h, previous);
+        db_journal_done(h, &j, NULL, NULL);
+        return r;
+}
+
+int vmsnap_sandbox_pause(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d)
+{
+        struct live *l;
+        struct vmsnap_sandbox sb;
+        int r = op_begin(h, ref, &l, &sb, d);
+        if (r < 0)
+                return r;
+        r = pause_locked(h, l, &sb, d);
+        op_end(l);
+        if (r == 0 && ret)
+                *ret = sb;
+        return r;
+}

@@ -1,0 +1,176 @@
+/* Recovery at start: every journal entry a crash left open is finished or rolled back
+ * (docs/sandbox.md, "The journal"), then running VMs are re-attached. */
+#include "sandbox/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Re-attaches to the sandbox's VMM: the row's pid, else the driver's pid file. */
+static void try_attach(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb)
+{
+        pid_t pid = sb->pid;
+        if (!pid) {
+                char run[PATH_LEN], *text = NULL;
+                size_t len;
+                path_run_dir(h, sb->id, run);
+                _cleanup_close_ int fd = vmsnap_fs_open_dir(run);
+                if (fd >= 0 && vmsnap_fs_read_file(fd, "vmm.pid", 64, (uint8_t **)&text, &len) == 0)
+                        pid = (pid_t)atoi(text);
+                free(text);
+        }
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        build_spec(h, sb, &buf, &spec);
+        if (pid > 0 && l->driver && !l->vm)
+                l->driver->attach(&spec, pid, &l->vm, NULL);
+}
+
+/* The pending snapshot a pause or snapshot step had begun, aborted. */
+static void abort_txn(struct vmsnap_host *h, const struct journal *j)
+{
+        json_t *o = json_loads(j->data, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "txn"));
+        struct vmsnap_store_txn *t = NULL;
+        if (id && vmsnap_store_create_resume(h->store, id, &t, NULL) == 0)
+                vmsnap_store_txn_abort(t, NULL);
+        vmsnap_store_txn_free(t);
+        json_decref(o);
+}
+
+static const char *previous_of(const struct journal *j, char out[VMSNAP_ID_LEN + 1])
+{
+        json_t *o = json_loads(j->data, 0, NULL);
+        const char *p = json_string_value(json_object_get(o, "previous"));
+        snprintf(out, VMSNAP_ID_LEN + 1, "%s", p ? p : "");
+        json_decref(o);
+        return out;
+}
+
+static bool step_before(const struct journal *j, const char *step)
+{
+        static const char *const order[] = {"begin", "booted", "restored", "saved",
+                                            "committed", "released", "running", "stopped"};
+        int a = 0, b = 0;
+        for (int i = 0; i < 8; i++) {
+                if (strcmp(j->step, order[i]) == 0)
+                        a = i;
+                if (strcmp(step, order[i]) == 0)
+                        b = i;
+        }
+        return a < b;
+}
+
+static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                          const struct journal *j)
+{
+        char previous[VMSNAP_ID_LEN + 1];
+        previous_of(j, previous);
+        if (step_before(j, "committed")) {
+                abort_txn(h, j);
+                struct vmsnap_diag ignore = {0};
+                if (l->vm && l->driver->resume(l->vm, &ignore) == 0) {
+                        sb->state = VMSNAP_SANDBOX_RUNNING;
+                        return;
+                }
+                vm_kill(l);
+                sb->state = sb->snapshot_id[0] ? VMSNAP_SANDBOX_PAUSED : VMSNAP_SANDBOX_ERROR;
+                if (!sb->snapshot_id[0])
+                        snprintf(sb->error, sizeof(sb->error), "the daemon stopped during the "
+                                 "first pause and the VMM is gone");
+                release_files(h, sb->id);
+                return;
+        }
+        vm_kill(l); /* committed: the snapshot is the sandbox now */
+        release_files(h, sb->id);
+        sb->state = VMSNAP_SANDBOX_PAUSED;
+        sb->pid = 0;
+        if (strcmp(previous, sb->snapshot_id) != 0)
+                drop_snapshot(h, previous);
+}
+
+static void recover_entry(struct vmsnap_host *h, const struct journal *j)
+{
+        struct vmsnap_sandbox sb;
+        if (row_get(h, j->sandbox_id, &sb, NULL) < 0)
+                return;
+        struct live *l = live_get(h, sb.id);
+        l->driver = vmsnap_vmm_find(sb.vmm);
+        try_attach(h, l, &sb);
+        struct vmsnap_diag ignore = {0};
+        if (strcmp(j->op, "pause") == 0) {
+                recover_pause(h, l, &sb, j);
+        } else if (strcmp(j->op, "create") == 0 && !step_before(j, "booted") && l->vm) {
+                sb.state = VMSNAP_SANDBOX_RUNNING;
+        } else if (strcmp(j->op, "create") == 0) {
+                vm_kill(l);
+                release_files(h, sb.id);
+                sb.state = VMSNAP_SANDBOX_ERROR;
+                snprintf(sb.error, sizeof(sb.error), "the daemon stopped while creating it");
+        } else if (strcmp(j->op, "resume") == 0) {
+                vm_kill(l); /* the snapshot was only read: back to paused on it */
+                release_files(h, sb.id);
+                sb.state = VMSNAP_SANDBOX_PAUSED;
+        } else if (strcmp(j->op, "snapshot") == 0) {
+                if (step_before(j, "committed"))
+                        abort_txn(h, j);
+                if (l->vm)
+                        l->driver->resume(l->vm, &ignore);
+        } else if (strcmp(j->op, "destroy") == 0) {
+                vm_kill(l);
+                release_files(h, sb.id);
+                drop_snapshot(h, sb.snapshot_id);
+                sb.state = VMSNAP_SANDBOX_STOPPED;
+                sb.snapshot_id[0] = '\0';
+        }
+        if (sb.state != VMSNAP_SANDBOX_RUNNING)
+                sb.pid = 0;
+        else if (l->vm)
+                sb.pid = l->driver->pid(l->vm);
+        struct journal done = *j;
+        journal_done(h, &done, &sb, NULL);
+}
+
+/* Running sandboxes without an open entry: re-attach, or record that the VMM is gone. */
+static void reattach_running(struct vmsnap_host *h)
+{
+        struct vmsnap_sandbox *v = NULL;
+        size_t n = 0;
+        if (row_list(h, false, &v, &n, NULL) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                if (v[i].state != VMSNAP_SANDBOX_RUNNING)
+                        continue;
+                struct live *l = live_get(h, v[i].id);
+                l->driver = vmsnap_vmm_find(v[i].vmm);
+                try_attach(h, l, &v[i]);
+                if (l->vm)
+                        continue;
+                v[i].state = VMSNAP_SANDBOX_ERROR;
+                v[i].pid = 0;
+                snprintf(v[i].error, sizeof(v[i].error), "the VMM exited while the daemon was "
+                         "not running%s", v[i].snapshot_id[0] ? "; its last pause snapshot is "
+                                                               "kept" : "");
+                row_put(h, &v[i], NULL);
+        }
+        free(v);
+}
+
+int recover(struct vmsnap_host *h, struct vmsnap_diag *d)
+{
+        /* Runs inside vmsnap_host_open, before any other thread can use the host: the db
+         * lock is not taken here (drop_snapshot takes it itself). */
+        struct journal *entries = NULL;
+        size_t n = 0;
+        int r = journal_open_entries(h, &entries, &n, d);
+        for (size_t i = 0; r == 0 && i < n; i++)
+                recover_entry(h, &entries[i]);
+        if (r == 0)
+                reattach_running(h);
+        free(entries);
+        return r;
+}

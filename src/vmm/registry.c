@@ -1,0 +1,19 @@
+/* The compiled-in VMM drivers. */
+#include <vmsnap/vmm.h>
+
+#include <string.h>
+
+extern const struct vmsnap_vmm_driver vmsnap_vmm_qemu;
+
+const struct vmsnap_vmm_driver *const vmsnap_vmm_drivers[] = {
+        &vmsnap_vmm_qemu,
+        NULL,
+};
+
+const struct vmsnap_vmm_driver *vmsnap_vmm_find(const char *name)
+{
+        for (size_t i = 0; name && vmsnap_vmm_drivers[i]; i++)
+                if (strcmp(vmsnap_vmm_drivers[i]->name, name) == 0)
+                        return vmsnap_vmm_drivers[i];
+        return NULL;
+}
