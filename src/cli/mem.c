@@ -33,7 +33,7 @@ static const char mem_usage[] =
         "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error\n";
 
 struct mem_args {
-        bool json;
+        bool json, help;
         const char *parent;
         struct vmsnap_mem_opts opts;
         int nargs;
@@ -45,6 +45,20 @@ static double now_seconds(void)
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A positive decimal (or 0x hex) number; anything else is a usage error. */
+static int parse_number(const char *s, const char *opt, uint64_t *ret)
+{
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 0);
+        if (errno || end == s || *end || v == 0 || s[0] == '-') {
+                fprintf(stderr, "vmsnap mem: %s takes a positive number, not '%s'\n", opt, s);
+                return -1;
+        }
+        *ret = v;
+        return 0;
 }
 
 static int parse_args(int argc, char **argv, struct mem_args *a)
@@ -80,10 +94,20 @@ static int parse_args(int argc, char **argv, struct mem_args *a)
                         }
                         break;
                 case 'b':
-                        a->opts.block_size = strtoull(optarg, NULL, 0);
+                        if (parse_number(optarg, "--block-size", &a->opts.block_size) < 0)
+                                return CLI_USAGE;
                         break;
-                case 'm':
-                        a->opts.merge_cap = (unsigned)strtoul(optarg, NULL, 0);
+                case 'm': {
+                        uint64_t cap;
+                        if (parse_number(optarg, "--merge-cap", &cap) < 0 || cap > 1000000) {
+                                fprintf(stderr, "vmsnap mem: --merge-cap takes 1 to 1000000\n");
+                                return CLI_USAGE;
+                        }
+                        a->opts.merge_cap = (unsigned)cap;
+                        break;
+                }
+                case 'h':
+                        a->help = true;
                         break;
                 default:
                         fputs(mem_usage, stderr);
@@ -199,7 +223,7 @@ int cmd_mem(int argc, char **argv)
         int r = parse_args(argc - 1, argv + 1, &a);
         if (r != CLI_OK)
                 return r;
-        if (cli_wants_help(argc, argv)) {
+        if (a.help) {
                 fputs(mem_usage, stdout);
                 return CLI_OK;
         }

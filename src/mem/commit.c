@@ -6,6 +6,7 @@
 #include "util/sys.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,7 +57,24 @@ static bool owned_name(const char *name, struct vmsnap_uuid *ret_id, bool *ret_t
         return vmsnap_uuid_parse(id, ret_id) == 0;
 }
 
-static void remove_unreferenced(int dirfd, const struct vmsnap_mem_header *h)
+/* The seed's "memfile" may go only when it is the very file now named memfile.<base id>
+ * (a v1 snapshot carried forward in place): any other file of that name is not ours. */
+static bool seed_name_converted(int dirfd, const struct vmsnap_mem_header *h)
+{
+        struct stat a, b;
+        char name[64];
+        if (fstatat(dirfd, SEED_BASE_NAME, &a, AT_SYMLINK_NOFOLLOW) < 0)
+                return false;
+        for (uint32_t i = 0; i < h->n_builds; i++) {
+                vmsnap_mem_diff_name(&h->builds[i].id, name);
+                if (fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino &&
+                    a.st_dev == b.st_dev)
+                        return true;
+        }
+        return false;
+}
+
+static void remove_unreferenced(int dirfd, const struct vmsnap_mem_header *h, bool drop_seed)
 {
         int fd = dup(dirfd);
         DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
@@ -71,14 +89,16 @@ static void remove_unreferenced(int dirfd, const struct vmsnap_mem_header *h)
                 bool temp;
                 if (!owned_name(e->d_name, &id, &temp))
                         continue;
-                if (temp || vmsnap_uuid_is_nil(&id) || header_build_index(h, &id) < 0)
+                if (temp || (vmsnap_uuid_is_nil(&id) ? drop_seed || seed_name_converted(dirfd, h)
+                                                      : header_build_index(h, &id) < 0))
                         unlinkat(dirfd, e->d_name, 0);
         }
         closedir(dir);
 }
 
 int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
-                  const char *op, bool *ret_renamed, struct vmsnap_diag *d)
+                  const char *op, bool drop_seed_name, bool *ret_renamed,
+                  struct vmsnap_diag *d)
 {
         char point[64];
         *ret_renamed = false;
@@ -115,7 +135,7 @@ int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
                                    strerror(-r));
         snprintf(point, sizeof(point), "%s.committed", op);
         vmsnap_crashpoint(point);
-        remove_unreferenced(dirfd, h);
+        remove_unreferenced(dirfd, h, drop_seed_name);
         snprintf(point, sizeof(point), "%s.cleaned", op);
         vmsnap_crashpoint(point);
         return 0;

@@ -117,6 +117,7 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
                 r = snapshot_compute_hashes(c->parent, d);
         if (r >= 0)
                 r = gen_begin(&c->g, dirfd, snapdir, ph->block_size, size, ph, res, d);
+        c->g.drop_seed_name = ph->version < 2 && vmsnap_fs_same_file(dirfd, c->parent->dirfd);
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .ctx = c};
         if (r >= 0)
                 r = scan_memfile(in, memfile, size, ph->block_size,

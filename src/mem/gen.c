@@ -121,7 +121,7 @@ int gen_commit(struct gen_builder *g, struct vmsnap_mem_snapshot *parent, const 
         g->new_build = (uint32_t)header_build_index(&g->h, &g->h.build_id);
         if (parent && (r = bring_in_parent_files(g, parent, d)) < 0)
                 return r;
-        return commit_header(g->dirfd, g->dir, &g->h, op, &g->committed, d);
+        return commit_header(g->dirfd, g->dir, &g->h, op, g->drop_seed_name, &g->committed, d);
 }
 
 void gen_free(struct gen_builder *g)

@@ -54,6 +54,12 @@ static int validate_geometry(const struct vmsnap_mem_header *h, const char *name
         return 0;
 }
 
+/* UINT64_MAX marks a v1 build whose file has not been opened yet; in v2 it is a value. */
+static bool size_unknown(const struct vmsnap_mem_header *h, uint64_t file_size)
+{
+        return h->version == 1 && file_size == UINT64_MAX;
+}
+
 static int validate_builds(const struct vmsnap_mem_header *h, const char *name,
                            struct vmsnap_diag *d)
 {
@@ -68,7 +74,7 @@ static int validate_builds(const struct vmsnap_mem_header *h, const char *name,
                         return vmsnap_diag(d, -EBADMSG, "%s: build %u has a nil id", name, i);
                 if (header_build_index(h, &b->id) != (int)i)
                         return vmsnap_diag(d, -EBADMSG, "%s: build %u is listed twice", name, i);
-                if (b->file_size != UINT64_MAX && b->file_size % h->block_size != 0)
+                if (!size_unknown(h, b->file_size) && b->file_size % h->block_size != 0)
                         return vmsnap_diag(d, -EBADMSG,
                                            "%s: build %u file size %llu is not block-aligned",
                                            name, i, (unsigned long long)b->file_size);
@@ -103,7 +109,7 @@ static int validate_extent(const struct vmsnap_mem_header *h, uint64_t i, uint64
                 return vmsnap_diag(d, -EBADMSG, "%s: extent %llu storage offset is not "
                                    "block-aligned", name, ui);
         uint64_t fsize = h->builds[e->build].file_size;
-        if (fsize != UINT64_MAX &&
+        if (!size_unknown(h, fsize) &&
             (e->storage_offset > fsize || e->length > fsize - e->storage_offset))
                 return vmsnap_diag(d, -EBADMSG,
                                    "%s: extent %llu reads [%llu, +%llu) beyond the %llu bytes of "

@@ -158,9 +158,12 @@ void writer_close(struct build_writer *w);
 /* Makes h the snapshot of dirfd: serializes it, renames it over memfile.header, fsyncs the
  * directory, then removes diff/hash files h no longer references and temp leftovers.
  * `op` names the crash points. *ret_renamed tells whether the header was renamed into place
- * (then the new files are referenced, even when a later step failed). Returns 0 or -errno. */
+ * (then the new files are referenced, even when a later step failed). drop_seed_name: the
+ * header replaced was a seed (v1) header of this directory, so its "memfile" is ours to
+ * remove. Returns 0 or -errno. */
 int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
-                  const char *op, bool *ret_renamed, struct vmsnap_diag *d);
+                  const char *op, bool drop_seed_name, bool *ret_renamed,
+                  struct vmsnap_diag *d);
 
 /* Takes the per-directory write lock (flock on the dir fd); -EBUSY when held elsewhere. */
 int lock_snapdir(int dirfd, const char *dir, struct vmsnap_diag *d);
@@ -219,6 +222,7 @@ struct gen_builder {
         struct build_writer w;
         uint32_t new_build;         /* index of the build this generation writes */
         bool committed;             /* the header naming the new build is in place */
+        bool drop_seed_name;        /* replaces a v1 header in place: "memfile" goes too */
         struct vmsnap_mem_result *res;
 };
 

@@ -87,7 +87,7 @@ static int out_copy(struct out_run *o, int fd, uint64_t from, uint64_t to, uint6
 static int write_extent(struct out_run *o, struct vmsnap_mem_snapshot *s,
                         struct build_stream *st, const struct vmsnap_mem_extent *e)
 {
-        if (e->length >= COPY_RANGE_MIN)
+        if (e->length >= COPY_RANGE_MIN || e->length > st->cap)
                 return out_copy(o, s->fds[e->build], e->storage_offset, e->offset, e->length);
         int err = 0;
         const uint8_t *p = stream_get(st, e->storage_offset, (size_t)e->length, &err);

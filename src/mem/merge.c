@@ -26,7 +26,7 @@ static int move_extent(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
         const struct vmsnap_hash *hashes = s->hashes[e->build] + e->storage_offset / bs;
         uint64_t storage = g->w.size;
         int r = 0;
-        if (e->length >= COPY_RANGE_MIN) {
+        if (e->length >= COPY_RANGE_MIN || e->length > streams[e->build].cap) {
                 r = writer_copy(&g->w, s->fds[e->build], e->storage_offset, e->length, hashes,
                                 d);
         } else {
@@ -88,6 +88,7 @@ static int run_merge(struct vmsnap_mem_snapshot *s, struct vmsnap_mem_result *re
         if (r < 0)
                 return r;
         g.h.generation = 0; /* a new chain: base = this build */
+        g.drop_seed_name = s->h->version < 2;
         if ((r = move_all(&g, s, d)) >= 0)
                 r = gen_commit(&g, NULL, "merge", d);
         gen_free(&g);

@@ -90,9 +90,12 @@ static int load_hashes(struct vmsnap_mem_snapshot *s, uint32_t i, struct vmsnap_
                 return vmsnap_diag_prefix(d, "%s", s->dir);
         struct vmsnap_hash sum;
         hashes_checksum(s->hashes[i], b->file_size / s->h->block_size, &sum);
-        if (memcmp(sum.b, b->checksum.b, 16) != 0)
-                return vmsnap_diag(d, -EBADMSG, "%s: hash table of build %u does not match the "
-                                   "header's checksum", s->dir, i);
+        if (memcmp(sum.b, b->checksum.b, 16) != 0) {
+                char name[80];
+                hashes_name(&b->id, name);
+                return vmsnap_diag(d, -EBADMSG, "%s/%s: does not match the build checksum in "
+                                   "the header (replaced or corrupt)", s->dir, name);
+        }
         return 0;
 }
 

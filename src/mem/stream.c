@@ -27,6 +27,10 @@ const uint8_t *stream_get(struct build_stream *st, uint64_t off, size_t len, int
 {
         if (off >= st->win_off && off + len <= st->win_off + st->win_len)
                 return st->win + (off - st->win_off);
+        if (len > st->cap) {
+                *err = -EINVAL; /* callers copy longer runs in-kernel */
+                return NULL;
+        }
         ssize_t n = vmsnap_fs_pread_full(st->fd, st->win, st->cap, off);
         if (n < 0 || (size_t)n < len) {
                 *err = n < 0 ? (int)n : -ENODATA;

@@ -137,7 +137,7 @@ void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 {
         path_run_dir(h, sb->id, buf->run_dir);
         snprintf(buf->kernel, PATH_LEN, "%.3000s/vmlinuz", h->guest_dir);
-        snprintf(buf->initrd, PATH_LEN, "%.3000s/initramfs.gz", h->guest_dir);
+        snprintf(buf->initrd, PATH_LEN, "%.3000s/initramfs.cpio.gz", h->guest_dir);
         snprintf(buf->rootfs, PATH_LEN, "%.3000s/rootfs.qcow2", buf->run_dir);
         path_memory(h, sb->id, buf->memory);
         *ret = (struct vmsnap_vm_spec){
