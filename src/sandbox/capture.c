@@ -2,6 +2,7 @@
  * snapshot, and start a VM from a snapshot. */
 #include "sandbox/internal.h"
 #include "util/fs.h"
+#include "util/sys.h"
 
 #include <vmsnap/disk.h>
 
@@ -106,6 +107,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                 r = capture_disk(h, sb, kind == VMSNAP_SNAPSHOT_TEMPLATE, dir, d);
         if (r == 0)
                 r = db_journal_step(h, j, "saved", NULL, NULL, d);
+        vmsnap_crashpoint("capture.saved");
         pthread_mutex_lock(&h->db_lock);
         if (r == 0)
                 r = vmsnap_store_txn_commit(t, ret, d);

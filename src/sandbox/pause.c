@@ -2,6 +2,7 @@
  * released. The previous snapshot is dropped only after the new one is ready and the row
  * points at it (docs/sandbox.md). */
 #include "sandbox/internal.h"
+#include "util/sys.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,7 +15,7 @@ static enum vmsnap_sandbox_state roll_back(struct live *l, struct vmsnap_sandbox
         if (l->vm && l->driver->resume(l->vm, &ignore) == 0)
                 return VMSNAP_SANDBOX_RUNNING;
         vm_kill(l);
-        snprintf(sb->error, sizeof(sb->error), "pause failed and the VM could not be resumed: %s",
+        snprintf(sb->error, sizeof(sb->error), "pause failed and the VM could not be resumed: %.400s",
                  ignore.msg);
         return VMSNAP_SANDBOX_ERROR;
 }
@@ -49,12 +50,14 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         snprintf(sb->snapshot_id, sizeof(sb->snapshot_id), "%s", snap.id);
         sb->generation = snap.generation;
         r = db_journal_step(h, &j, "committed", NULL, sb, d);
+        vmsnap_crashpoint("pause.committed");
         vm_kill(l);
         release_files(h, sb->id);
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;
         sb->error[0] = '\0';
         r = db_journal_step(h, &j, "released", NULL, sb, d);
+        vmsnap_crashpoint("pause.released");
         drop_snapshot(h, previous);
         db_journal_done(h, &j, NULL, NULL);
         return r;

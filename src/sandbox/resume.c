@@ -1,6 +1,7 @@
 /* resume: a new VMM process from the sandbox's newest snapshot. The snapshot is only read;
  * a failed resume leaves the sandbox paused on it. */
 #include "sandbox/internal.h"
+#include "util/sys.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@ static int resume_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         if (r < 0)
                 return r;
         r = restore_into(h, l, sb, &snap, false, d);
+        vmsnap_crashpoint("resume.restored");
         if (r < 0) {
                 sb->state = VMSNAP_SANDBOX_PAUSED;
                 db_journal_done(h, &j, sb, NULL);
