@@ -1,0 +1,305 @@
+#!/usr/bin/env python3
+"""End to end through vmsnapd's REST API with a real QEMU guest (issue 4):
+
+  create -> exec (a file on the disk, a counter in RAM) -> pause (VMM gone, memory freed)
+  -> resume (counter went on, file intact); more pause/resume cycles past the merge cap;
+  template from a running sandbox -> 3 spawns, each runs, distinct RNG; a spawn asking for
+  other memory -> 409; destroy racing a pause; the daemon SIGKILLed mid-pause (before and
+  after the commit point) and restarted -> the sandbox is running or paused, never lost.
+
+Exit 0 pass, 1 fail, 77 skip (no vmsnapd, no qemu, no guest image). No timing assertions.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+BUILD = os.environ.get("VMSNAP_BUILD", "")
+SRC = os.environ.get("VMSNAP_SRC", os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+VMSNAPD = os.path.join(BUILD, "vmsnapd")
+GUEST = os.environ.get("VMSNAP_GUEST_DIR", os.path.join(SRC, "build", "guest"))
+MERGE_CAP = 3
+
+
+def log(*a):
+    print("sandbox-lifecycle:", *a, flush=True)
+
+
+def skip(why):
+    print("SKIP:", why, flush=True)
+    sys.exit(77)
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Daemon:
+    def __init__(self, work):
+        self.work = work
+        self.root = os.path.join(work, "root")
+        self.sock = os.path.join(work, "vmsnapd.sock")
+        self.mem = os.path.join("/dev/shm", os.path.basename(work) + "-mem")
+        self.proc = None
+
+    def start(self, env_extra=None):
+        env = dict(os.environ)
+        env.pop("VMSNAP_CRASH_AT", None)
+        env.update(env_extra or {})
+        logf = open(os.path.join(self.work, "vmsnapd.log"), "a")
+        self.proc = subprocess.Popen(
+            [VMSNAPD, "--root", self.root, "--socket", self.sock, "--no-tcp",
+             "--guest-dir", GUEST, "--mem-root", self.mem, "--merge-cap", str(MERGE_CAP),
+             "--tick-interval", "1"],
+            stdout=logf, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if self.call("GET", "/healthz", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                raise Fail("vmsnapd exited at start (see %s/vmsnapd.log)" % self.work)
+            time.sleep(0.1)
+        raise Fail("vmsnapd did not answer /healthz")
+
+    def call(self, method, path, body=None, timeout=300):
+        c = UnixHTTP(self.sock, timeout)
+        headers = {}
+        data = None
+        if body is not None:
+            data = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=headers)
+        r = c.getresponse()
+        raw = r.read()
+        c.close()
+        try:
+            return r.status, json.loads(raw) if raw else None
+        except ValueError:
+            return r.status, raw.decode(errors="replace")
+
+    def ok(self, method, path, body=None, want=(200, 201, 202, 204)):
+        status, obj = self.call(method, path, body)
+        check(status in want, "%s %s -> %s %s" % (method, path, status, obj))
+        return obj
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def wait_dead(self):
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            raise Fail("vmsnapd did not die at the crash point")
+
+
+def sh(d, sid, cmd):
+    r = d.ok("POST", "/v1/sandboxes/%s/exec" % sid, {"cmd": cmd, "timeout_ms": 20000})
+    check(r["exit_code"] == 0, "exec %r failed: %s" % (cmd, r))
+    return r["stdout"].strip()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is not alive
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+COUNTER = ("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done)"
+           " >/dev/null 2>&1 &")
+
+
+def counter(d, sid):
+    return int(sh(d, sid, "cat /tmp/counter"))
+
+
+def pause_and_check(d, sb):
+    pid = sb["pid"]
+    p = d.ok("POST", "/v1/sandboxes/%s/pause" % sb["id"])
+    check(p["state"] == "paused", "pause left state %s" % p["state"])
+    check(not alive(pid), "the VMM process %d still runs after pause" % pid)
+    check(not os.path.exists(os.path.join(d.mem, sb["id"], "memory")),
+          "the guest memory file is still there after pause")
+    return p
+
+
+def test_lifecycle(d):
+    sb = d.ok("POST", "/v1/sandboxes", {"name": "demo"})
+    check(sb["state"] == "running", "create: %s" % sb)
+    sid = sb["id"]
+    sh(d, sid, "echo persisted > /mnt/data/hello.txt && sync")
+    sh(d, sid, COUNTER)
+    time.sleep(1)
+    before = counter(d, sid)
+    gens = []
+    for cycle in range(MERGE_CAP + 1):
+        p = pause_and_check(d, sb)
+        gens.append(p["generation"])
+        sb = d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+        check(sb["state"] == "running", "resume: %s" % sb)
+        after = counter(d, sid)
+        check(after >= before, "counter went back: %d -> %d" % (before, after))
+        time.sleep(0.6)
+        check(counter(d, sid) > after, "the counter stopped after resume")
+        check(sh(d, sid, "cat /mnt/data/hello.txt") == "persisted", "disk file lost")
+        before = counter(d, sid)
+    log("generations over %d pauses: %s" % (len(gens), gens))
+    check(gens[:MERGE_CAP] == list(range(MERGE_CAP)), "generations %s" % gens)
+    check(gens[MERGE_CAP] == 0, "no merge at the cap: %s" % gens)
+    return sid
+
+
+def test_templates(d, sid):
+    t = d.ok("POST", "/v1/sandboxes/%s/snapshot" % sid, {"name": "tpl"})
+    check(t["name"] == "tpl", "template: %s" % t)
+    check(sh(d, sid, "echo still") == "still", "source sandbox stopped after snapshot")
+    status, err = d.call("POST", "/v1/snapshots/tpl/sandboxes", {"memory_mib": 512})
+    check(status == 409 and "error" in err, "spawn with other memory: %s %s" % (status, err))
+    seeds, clones = set(), []
+    for i in range(3):
+        c = d.ok("POST", "/v1/snapshots/tpl/sandboxes", {})
+        check(c["state"] == "running" and c["template_id"] == t["id"], "spawn: %s" % c)
+        check(sh(d, c["id"], "cat /mnt/data/hello.txt") == "persisted", "clone lost the file")
+        counter(d, c["id"])
+        seeds.add(sh(d, c["id"], "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"))
+        clones.append(c["id"])
+    check(len(seeds) == 3, "clones share RNG output: %s" % seeds)
+    return clones
+
+
+def test_destroy_during_pause(d):
+    sb = d.ok("POST", "/v1/sandboxes", {})
+    results = {}
+
+    def pause():
+        results["pause"] = d.call("POST", "/v1/sandboxes/%s/pause" % sb["id"])[0]
+    t = threading.Thread(target=pause)
+    t.start()
+    time.sleep(0.05)
+    status, _ = d.call("DELETE", "/v1/sandboxes/%s" % sb["id"])
+    t.join()
+    check(status in (200, 204), "destroy during pause: %s" % status)
+    final = d.ok("GET", "/v1/sandboxes/%s" % sb["id"])
+    check(final["state"] == "stopped", "after destroy: %s" % final)
+    check(not alive(sb["pid"]), "VMM survived destroy")
+    check(not os.path.exists(os.path.join(d.root, "sandboxes", sb["id"])), "run dir left")
+    log("destroy racing pause: pause -> %s, destroy -> %s" % (results.get("pause"), status))
+
+
+def crash_pause(d, sid, point):
+    d.stop()
+    d.start({"VMSNAP_CRASH_AT": point})
+    try:
+        d.call("POST", "/v1/sandboxes/%s/pause" % sid, timeout=120)
+    except (OSError, http.client.HTTPException):
+        pass
+    d.wait_dead()
+    d.start()
+    return d.ok("GET", "/v1/sandboxes/%s" % sid)
+
+
+def test_daemon_crash(d):
+    sb = d.ok("POST", "/v1/sandboxes", {})
+    sid = sb["id"]
+    sh(d, sid, "echo kept > /mnt/data/crash.txt && sync")
+    sh(d, sid, COUNTER)
+    after = crash_pause(d, sid, "capture.saved")
+    log("killed before the commit point -> %s" % after["state"])
+    check(after["state"] in ("running", "paused"), "lost: %s" % after)
+    if after["state"] == "paused":
+        d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+    check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
+    counter(d, sid)
+    after = crash_pause(d, sid, "pause.committed")
+    log("killed after the commit point -> %s" % after["state"])
+    check(after["state"] == "paused", "after a committed pause: %s" % after)
+    d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+    check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
+    counter(d, sid)
+
+
+def main():
+    if not BUILD or not os.access(VMSNAPD, os.X_OK):
+        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
+    if not shutil.which("qemu-system-x86_64"):
+        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
+                         stdout=subprocess.DEVNULL)
+    if rc == 2:
+        skip("the guest image cannot be built here (guest/build.sh exit 2)")
+    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
+        raise Fail("guest/build.sh failed (%d)" % rc)
+    work = tempfile.mkdtemp(prefix="vmsnap-e2e-")
+    d = Daemon(work)
+    ok = False
+    try:
+        d.start()
+        t0 = time.time()
+        sid = test_lifecycle(d)
+        test_templates(d, sid)
+        test_destroy_during_pause(d)
+        test_daemon_crash(d)
+        ok = True
+        log("passed in %.1f s" % (time.time() - t0))
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
+    finally:
+        try:
+            if d.proc and d.proc.poll() is None:
+                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
+                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
+        except Exception:
+            pass
+        d.stop()
+        subprocess.call(["pkill", "-9", "-f", work])  # any VMM of ours that survived
+        if os.environ.get("VMSNAP_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(d.mem, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        sys.exit(1)
