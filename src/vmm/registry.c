@@ -4,9 +4,13 @@
 #include <string.h>
 
 extern const struct vmsnap_vmm_driver vmsnap_vmm_qemu;
+extern const struct vmsnap_vmm_driver vmsnap_vmm_firecracker;
+extern const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor;
 
 const struct vmsnap_vmm_driver *const vmsnap_vmm_drivers[] = {
         &vmsnap_vmm_qemu,
+        &vmsnap_vmm_firecracker,
+        &vmsnap_vmm_cloud_hypervisor,
         NULL,
 };
 
