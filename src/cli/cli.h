@@ -10,6 +10,9 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 
 /* Entry points: argv[0] is the group name ("mem", "snapshot", ...). Return an exit code. */
 int cmd_mem(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_sandbox(int argc, char **argv);
+int cmd_uffd_serve(int argc, char **argv);
 
 /* `vmsnap mem inspect DIR` (mem-inspect.c). */
 int cmd_mem_inspect(const char *dir, bool json);

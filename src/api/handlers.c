@@ -1,0 +1,544 @@
+/* Route handlers: parse the body (body.c), call libvmsnap, shape the reply (model.c). Every
+ * failure goes out through api_reply_errno / api_reply_body_error, so statuses come from
+ * errors.c alone. Handlers run in their connection's thread; the sandbox layer serializes
+ * operations per sandbox, and the host's store is shared with it under
+ * vmsnap_host_store_lock (held only for short reads and deletes; imports use their own
+ * connection). */
+#include "api/body.h"
+#include "api/json.h"
+#include "api/model.h"
+#include "api/reply.h"
+#include "api/server.h"
+#include "util/cleanup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+
+typedef void handler_fn(struct api_server *srv, const struct api_call *call, struct api_reply *rep);
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static const char *query(const struct api_call *call, const char *key)
+{
+        return call->query ? call->query(call->query_ctx, key) : NULL;
+}
+
+/* A boolean query parameter: absent = false; "", 1, true, yes = true; 0, false, no = false.
+ * Returns 0, or -EINVAL with the 400 reply set. */
+static int query_bool(const struct api_call *call, const char *key, bool *ret,
+                      struct api_reply *rep)
+{
+        const char *v = query(call, key);
+        if (!v || strcmp(v, "0") == 0 || strcasecmp(v, "false") == 0 || strcasecmp(v, "no") == 0) {
+                *ret = false;
+                return 0;
+        }
+        if (!v[0] || strcmp(v, "1") == 0 || strcasecmp(v, "true") == 0 ||
+            strcasecmp(v, "yes") == 0) {
+                *ret = true;
+                return 0;
+        }
+        api_reply_error(rep, api_error_problem(API_PROBLEM_INVALID_QUERY),
+                        "query parameter '%s' must be 1 or 0", key);
+        return -EINVAL;
+}
+
+static void reply_sandbox(struct api_reply *rep, unsigned status, const struct vmsnap_sandbox *sb)
+{
+        api_reply_json(rep, status, api_sandbox_json(sb));
+        if (status == 201 && rep->status == 201)
+                snprintf(rep->location, sizeof(rep->location), "/v1/sandboxes/%s", sb->id);
+}
+
+static void reply_snapshot(struct api_reply *rep, unsigned status,
+                           const struct vmsnap_snapshot *snap)
+{
+        api_reply_json(rep, status, api_snapshot_json(snap));
+        if (status == 201 && rep->status == 201)
+                snprintf(rep->location, sizeof(rep->location), "/v1/snapshots/%s", snap->id);
+}
+
+static struct vmsnap_sandbox_spec spec_of(const struct api_sandbox_body *b)
+{
+        return (struct vmsnap_sandbox_spec){
+                .name = b->name[0] ? b->name : NULL,
+                .vmm = b->vmm[0] ? b->vmm : NULL,
+                .vcpus = b->vcpus,
+                .memory = b->memory,
+                .idle_timeout = b->idle_timeout,
+        };
+}
+
+/* Takes the host's store (shared with the lifecycle threads); pair with store_release. */
+static struct vmsnap_store *store_take(struct api_server *srv)
+{
+        vmsnap_host_store_lock(srv->host);
+        return vmsnap_host_store(srv->host);
+}
+
+static void store_release(struct api_server *srv)
+{
+        vmsnap_host_store_unlock(srv->host);
+}
+
+static void record_op(struct api_server *srv, enum api_op op, const struct timespec *t0, int r)
+{
+        api_metrics_op(&srv->metrics, op, api_elapsed(t0), r >= 0);
+}
+
+/* ---- health and metrics ------------------------------------------------------------------- */
+
+static void h_healthz(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
+{
+        (void)call;
+        api_reply_json(rep, 200,
+                       json_pack("{s:s, s:I}", "status", "ok", "uptime_seconds",
+                                 (json_int_t)api_elapsed(&srv->started)));
+}
+
+static void gather_sandboxes(struct api_server *srv, struct api_gauges *g)
+{
+        _cleanup_free_ struct vmsnap_sandbox *list = NULL;
+        size_t n = 0;
+        if (vmsnap_sandbox_list(srv->host, true, &list, &n, NULL) < 0)
+                return;
+        g->n_states = VMSNAP_SANDBOX_ERROR + 1;
+        for (size_t i = 0; i < g->n_states; i++)
+                g->state_names[i] = vmsnap_sandbox_state_name((enum vmsnap_sandbox_state)i);
+        for (size_t i = 0; i < n; i++)
+                if ((size_t)list[i].state < g->n_states)
+                        g->sandboxes[list[i].state]++;
+        g->have_sandboxes = true;
+}
+
+static void gather_snapshots(struct api_server *srv, struct api_gauges *g)
+{
+        _cleanup_free_ struct vmsnap_snapshot *list = NULL;
+        size_t n = 0;
+        int r = vmsnap_store_list(store_take(srv), 0, &list, &n, NULL);
+        store_release(srv);
+        if (r < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                unsigned k = list[i].kind == VMSNAP_SNAPSHOT_TEMPLATE ? 1 : 0;
+                g->snapshots[k]++;
+                g->snapshot_bytes[k] += list[i].size_bytes;
+        }
+        g->have_snapshots = true;
+}
+
+static void h_metrics(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
+{
+        (void)call;
+        struct api_gauges g = {0};
+        gather_sandboxes(srv, &g);
+        gather_snapshots(srv, &g);
+        g.in_flight = api_server_in_flight(srv);
+        g.uptime_seconds = api_elapsed(&srv->started);
+        rep->text = api_metrics_render(&srv->metrics, &g, &rep->text_len);
+        if (!rep->text) {
+                api_reply_error(rep, api_error_problem(API_PROBLEM_INTERNAL), "out of memory");
+                return;
+        }
+        rep->status = 200;
+        rep->content_type = "text/plain; version=0.0.4; charset=utf-8";
+}
+
+/* ---- sandboxes ---------------------------------------------------------------------------- */
+
+static void h_sandbox_create(struct api_server *srv, const struct api_call *call,
+                             struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_sandbox_body b;
+        int r = api_parse_sandbox_body(call->body, call->body_len, true, &b, &d);
+        if (r < 0) {
+                api_reply_body_error(rep, r, &d);
+                return;
+        }
+        struct vmsnap_sandbox_spec spec = spec_of(&b);
+        struct vmsnap_sandbox sb;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        if (b.template_ref[0]) {
+                r = vmsnap_sandbox_spawn(srv->host, b.template_ref, &spec, &sb, &d);
+                record_op(srv, API_OP_SPAWN, &t0, r);
+        } else {
+                r = vmsnap_sandbox_create(srv->host, &spec, &sb, &d);
+                record_op(srv, API_OP_CREATE, &t0, r);
+        }
+        if (r < 0) {
+                if (b.template_ref[0])
+                        api_reply_errno(rep, r, &d);
+                else
+                        api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
+                return;
+        }
+        reply_sandbox(rep, 201, &sb);
+}
+
+static void h_sandbox_list(struct api_server *srv, const struct api_call *call,
+                           struct api_reply *rep)
+{
+        bool all;
+        if (query_bool(call, "all", &all, rep) < 0)
+                return;
+        struct vmsnap_diag d = {0};
+        _cleanup_free_ struct vmsnap_sandbox *list = NULL;
+        size_t n = 0;
+        int r = vmsnap_sandbox_list(srv->host, all, &list, &n, &d);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < n; i++)
+                if (json_array_append_new(a, api_sandbox_json(&list[i])) < 0) {
+                        json_decref(a);
+                        a = NULL;
+                }
+        api_reply_json(rep, 200, a ? json_pack("{s:o}", "sandboxes", a) : NULL);
+}
+
+static void h_sandbox_get(struct api_server *srv, const struct api_call *call,
+                          struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct vmsnap_sandbox sb;
+        int r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        reply_sandbox(rep, 200, &sb);
+}
+
+static void h_sandbox_destroy(struct api_server *srv, const struct api_call *call,
+                              struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        int r = vmsnap_sandbox_destroy(srv->host, call->ref, &d);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        api_reply_json(rep, 204, NULL);
+}
+
+/* pause and resume: no body (or {}), the sandbox back, the duration in the histogram. */
+static void pause_or_resume(struct api_server *srv, const struct api_call *call,
+                            struct api_reply *rep, enum api_op op)
+{
+        struct vmsnap_diag d = {0};
+        int r = api_parse_empty_body(call->body, call->body_len, &d);
+        if (r < 0) {
+                api_reply_body_error(rep, r, &d);
+                return;
+        }
+        struct vmsnap_sandbox sb;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        r = op == API_OP_PAUSE ? vmsnap_sandbox_pause(srv->host, call->ref, &sb, &d)
+                               : vmsnap_sandbox_resume(srv->host, call->ref, &sb, &d);
+        record_op(srv, op, &t0, r);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        reply_sandbox(rep, 200, &sb);
+}
+
+static void h_sandbox_pause(struct api_server *srv, const struct api_call *call,
+                            struct api_reply *rep)
+{
+        pause_or_resume(srv, call, rep, API_OP_PAUSE);
+}
+
+static void h_sandbox_resume(struct api_server *srv, const struct api_call *call,
+                             struct api_reply *rep)
+{
+        pause_or_resume(srv, call, rep, API_OP_RESUME);
+}
+
+static void h_sandbox_exec(struct api_server *srv, const struct api_call *call,
+                           struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_exec_body b = {0};
+        int r = api_parse_exec_body(call->body, call->body_len, &b, &d);
+        if (r < 0) {
+                api_reply_body_error(rep, r, &d);
+                return;
+        }
+        struct vmsnap_exec_result res = {0};
+        r = vmsnap_sandbox_exec(srv->host, call->ref, b.cmd, b.timeout_ms, &res, &d);
+        api_exec_body_clear(&b);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        api_reply_json(rep, 200, api_exec_json(&res));
+        vmsnap_exec_result_free(&res);
+}
+
+static void h_sandbox_snapshot(struct api_server *srv, const struct api_call *call,
+                               struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_snapshot_body b;
+        int r = api_parse_snapshot_body(call->body, call->body_len, &b, &d);
+        if (r < 0) {
+                api_reply_body_error(rep, r, &d);
+                return;
+        }
+        struct vmsnap_snapshot *snap = malloc(sizeof(*snap));
+        if (!snap) {
+                api_reply_errno(rep, -ENOMEM, NULL);
+                return;
+        }
+        r = vmsnap_sandbox_snapshot(srv->host, call->ref, b.name, snap, &d);
+        if (r < 0)
+                api_reply_errno(rep, r, &d);
+        else
+                reply_snapshot(rep, 201, snap);
+        free(snap);
+}
+
+/* ---- snapshots ---------------------------------------------------------------------------- */
+
+/* The import source must be a file or a directory on the daemon's host. Returns 0 with *st,
+ * or -EINVAL naming the 'path' field. */
+static int check_import_path(const char *path, struct stat *st, struct vmsnap_diag *d)
+{
+        if (stat(path, st) < 0)
+                return vmsnap_diag(d, -EINVAL, "field 'path': %s: %s", path, strerror(errno));
+        if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
+                return vmsnap_diag(d, -EINVAL, "field 'path': %s is not a file or a directory",
+                                   path);
+        return 0;
+}
+
+/* Imports an export (tar file or directory) from the daemon's host. A long import uses a
+ * store connection of its own (SQLite and the store's locks coordinate it with the host's),
+ * so that it does not hold the host's store lock, and every lifecycle step, for minutes. */
+static int import_path(struct api_server *srv, const struct api_snapshot_create_body *b,
+                       const struct stat *st, struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
+{
+        struct vmsnap_store *s;
+        int r = vmsnap_store_open(srv->root, &s, d);
+        if (r < 0)
+                return r;
+        struct vmsnap_import_opts o = {
+                .name = b->name[0] ? b->name : NULL,
+                .description = b->description[0] ? b->description : NULL,
+        };
+        if (S_ISDIR(st->st_mode)) {
+                r = vmsnap_store_import_dir(s, b->path, &o, ret, d);
+        } else {
+                _cleanup_close_ int fd = open(b->path, O_RDONLY | O_CLOEXEC);
+                r = fd < 0 ? vmsnap_diag(d, -errno, "%s: %s", b->path, strerror(errno))
+                           : vmsnap_store_import_fd(s, fd, &o, ret, d);
+        }
+        vmsnap_store_close(s);
+        return r;
+}
+
+/* Makes a template from a sandbox ({sandbox, name}) or imports an export ({path, ...}). */
+static int snapshot_create(struct api_server *srv, const struct api_snapshot_create_body *b,
+                           struct vmsnap_snapshot *ret, struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct stat st;
+        int r;
+        if (b->sandbox[0]) {
+                r = vmsnap_sandbox_snapshot(srv->host, b->sandbox, b->name, ret, &d);
+        } else if ((r = check_import_path(b->path, &st, &d)) < 0) {
+                api_reply_body_error(rep, r, &d);
+                return r;
+        } else if ((r = import_path(srv, b, &st, ret, &d)) < 0) {
+                api_reply_errno_as(rep, API_SUBJECT_IMPORT, r, &d);
+                return r;
+        }
+        if (r < 0)
+                api_reply_errno(rep, r, &d);
+        return r;
+}
+
+static void h_snapshot_create(struct api_server *srv, const struct api_call *call,
+                              struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_snapshot_create_body *b = malloc(sizeof(*b));
+        struct vmsnap_snapshot *snap = malloc(sizeof(*snap));
+        int r = b && snap ? api_parse_snapshot_create_body(call->body, call->body_len, b, &d)
+                          : -ENOMEM;
+        if (r < 0)
+                api_reply_body_error(rep, r, &d);
+        else if (snapshot_create(srv, b, snap, rep) == 0)
+                reply_snapshot(rep, 201, snap);
+        free(b);
+        free(snap);
+}
+
+/* "kind" query: NULL/absent → *any = true. Returns 0 or -EINVAL with the reply set. */
+static int query_kind(const struct api_call *call, bool *any, enum vmsnap_snapshot_kind *kind,
+                      struct api_reply *rep)
+{
+        const char *v = query(call, "kind");
+        *any = !v;
+        if (!v || vmsnap_snapshot_kind_parse(v, kind) == 0)
+                return 0;
+        api_reply_error(rep, api_error_problem(API_PROBLEM_INVALID_QUERY),
+                        "query parameter 'kind' must be pause or template");
+        return -EINVAL;
+}
+
+static void h_snapshot_list(struct api_server *srv, const struct api_call *call,
+                            struct api_reply *rep)
+{
+        bool all, any;
+        enum vmsnap_snapshot_kind kind;
+        if (query_bool(call, "all", &all, rep) < 0 || query_kind(call, &any, &kind, rep) < 0)
+                return;
+        struct vmsnap_diag d = {0};
+        _cleanup_free_ struct vmsnap_snapshot *list = NULL;
+        size_t n = 0;
+        int r = vmsnap_store_list(store_take(srv), all ? VMSNAP_LIST_ALL : 0, &list, &n, &d);
+        store_release(srv);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < n; i++)
+                if ((any || list[i].kind == kind) &&
+                    json_array_append_new(a, api_snapshot_json(&list[i])) < 0) {
+                        json_decref(a);
+                        a = NULL;
+                }
+        api_reply_json(rep, 200, a ? json_pack("{s:o}", "snapshots", a) : NULL);
+}
+
+/* Resolves ref and reads its files and dependents, all under the store lock. */
+static int snapshot_details(struct api_server *srv, const char *ref, json_t **ret,
+                            struct vmsnap_diag *d)
+{
+        struct vmsnap_snapshot *snap = malloc(sizeof(*snap));
+        _cleanup_free_ struct vmsnap_snapshot_file *files = NULL;
+        _cleanup_free_ struct vmsnap_dependent *deps = NULL;
+        size_t n_files = 0, n_deps = 0;
+        if (!snap)
+                return -ENOMEM;
+        struct vmsnap_store *s = store_take(srv);
+        int r = vmsnap_store_resolve(s, ref, snap, d);
+        if (r == 0)
+                r = vmsnap_store_files(s, snap->id, &files, &n_files, d);
+        if (r == 0)
+                r = vmsnap_store_dependents(s, snap->id, &deps, &n_deps, d);
+        store_release(srv);
+        json_t *j = r == 0 ? api_snapshot_json(snap) : NULL;
+        free(snap);
+        if (r < 0)
+                return r;
+        if (!j || api_snapshot_add_details(j, files, n_files, deps, n_deps) < 0) {
+                json_decref(j);
+                return -ENOMEM;
+        }
+        *ret = j;
+        return 0;
+}
+
+static void h_snapshot_get(struct api_server *srv, const struct api_call *call,
+                           struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        json_t *j;
+        int r = snapshot_details(srv, call->ref, &j, &d);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        api_reply_json(rep, 200, j);
+}
+
+static void h_snapshot_delete(struct api_server *srv, const struct api_call *call,
+                              struct api_reply *rep)
+{
+        bool force;
+        if (query_bool(call, "force", &force, rep) < 0)
+                return;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_snapshot *snap = malloc(sizeof(*snap));
+        if (!snap) {
+                api_reply_errno(rep, -ENOMEM, NULL);
+                return;
+        }
+        struct vmsnap_store *s = store_take(srv);
+        int r = vmsnap_store_resolve(s, call->ref, snap, &d);
+        if (r == 0)
+                r = vmsnap_store_delete(s, snap->id, force ? VMSNAP_DELETE_FORCE : 0, &d);
+        store_release(srv);
+        free(snap);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        api_reply_json(rep, 204, NULL);
+}
+
+static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call,
+                             struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_sandbox_body b;
+        int r = api_parse_sandbox_body(call->body, call->body_len, false, &b, &d);
+        if (r < 0) {
+                api_reply_body_error(rep, r, &d);
+                return;
+        }
+        struct vmsnap_sandbox_spec spec = spec_of(&b);
+        struct vmsnap_sandbox sb;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        r = vmsnap_sandbox_spawn(srv->host, call->ref, &spec, &sb, &d);
+        record_op(srv, API_OP_SPAWN, &t0, r);
+        if (r < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
+        reply_sandbox(rep, 201, &sb);
+}
+
+/* ---- dispatch ----------------------------------------------------------------------------- */
+
+static handler_fn *const handlers[API_ROUTE_COUNT] = {
+        [API_ROUTE_HEALTHZ] = h_healthz,
+        [API_ROUTE_METRICS] = h_metrics,
+        [API_ROUTE_SANDBOX_CREATE] = h_sandbox_create,
+        [API_ROUTE_SANDBOX_LIST] = h_sandbox_list,
+        [API_ROUTE_SANDBOX_GET] = h_sandbox_get,
+        [API_ROUTE_SANDBOX_DESTROY] = h_sandbox_destroy,
+        [API_ROUTE_SANDBOX_PAUSE] = h_sandbox_pause,
+        [API_ROUTE_SANDBOX_RESUME] = h_sandbox_resume,
+        [API_ROUTE_SANDBOX_EXEC] = h_sandbox_exec,
+        [API_ROUTE_SANDBOX_SNAPSHOT] = h_sandbox_snapshot,
+        [API_ROUTE_SNAPSHOT_CREATE] = h_snapshot_create,
+        [API_ROUTE_SNAPSHOT_LIST] = h_snapshot_list,
+        [API_ROUTE_SNAPSHOT_GET] = h_snapshot_get,
+        [API_ROUTE_SNAPSHOT_DELETE] = h_snapshot_delete,
+        [API_ROUTE_SNAPSHOT_SPAWN] = h_snapshot_spawn,
+};
+
+void api_handle(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
+{
+        if ((unsigned)call->route >= API_ROUTE_COUNT || !handlers[call->route]) {
+                api_reply_error(rep, api_error_problem(API_PROBLEM_NO_ROUTE), "no such route");
+                return;
+        }
+        handlers[call->route](srv, call, rep);
+}

@@ -1,0 +1,410 @@
+/* vmsnapd: the host daemon. Opens the sandbox host (recovering what a crash left), serves the
+ * REST API on a Unix socket and on TCP, runs the periodic tick (crash watcher, idle
+ * auto-pause), and on SIGTERM/SIGINT stops accepting, lets the requests in flight finish and
+ * closes the host, leaving sandboxes running for the next start to re-attach. */
+#include "api/demo.h"
+#include "api/routes.h"
+#include "api/server.h"
+#include "api/token.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_LISTEN        "127.0.0.1:7420"
+#define DEFAULT_TICK_INTERVAL 5
+#define SOCKET_NAME           "vmsnapd.sock"
+
+static const char usage_text[] =
+        "usage: vmsnapd [OPTIONS]\n\n"
+        "The vmsnap host daemon: the sandbox REST API (docs/api.md) on a Unix socket (no token)\n"
+        "and on TCP (a bearer token, made on first start and kept in <root>/token).\n\n"
+        "options:\n"
+        "  --root DIR            store root (default: $VMSNAP_ROOT, else " VMSNAP_STORE_DEFAULT_ROOT
+        ")\n"
+        "  --socket PATH         Unix socket, mode 0660 (default: <root>/" SOCKET_NAME ")\n"
+        "  --listen HOST:PORT    TCP address (default: " DEFAULT_LISTEN "; port 0 picks one)\n"
+        "  --no-tcp              serve on the Unix socket only\n"
+        "  --vmm NAME            default VMM driver (default: qemu)\n"
+        "  --guest-dir DIR       guest kernel, initramfs and rootfs (default: <root>/guest)\n"
+        "  --mem-root DIR        guest memory files (default: /dev/shm/vmsnap)\n"
+        "  --merge-cap N         memory generations before a merge (default: 8)\n"
+        "  --tick-interval SECS  crash watcher and idle auto-pause period (default: 5; 0: off)\n"
+        "  --demo                after start, create a sandbox, run a command in it, pause and\n"
+        "                        resume it, and show that its state survived\n"
+        "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
+        "  -h, --help            show this help\n\n"
+        "SIGTERM or SIGINT: stop accepting, finish the requests in flight, exit 0; sandboxes\n"
+        "keep running. A second signal exits at once.\n"
+        "Environment: VMSNAP_ROOT, VMSNAP_LOG=error|warn|info|debug.\n"
+        "Exit codes: 0 clean shutdown, 1 failure, 2 usage error.\n";
+
+struct options {
+        const char *root, *socket, *listen, *vmm, *guest_dir, *mem_root;
+        unsigned merge_cap, tick_interval;
+        bool no_tcp, demo, print_routes;
+};
+
+/* The periodic vmsnap_host_tick, in its own thread, woken early to stop. */
+struct ticker {
+        struct api_server *srv;
+        unsigned interval;
+        pthread_mutex_t lock;
+        pthread_cond_t cond;
+        bool stop, started;
+        pthread_t thread;
+};
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+static int parse_uint(const char *s, unsigned max, unsigned *ret)
+{
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno || end == s || *end || s[0] == '-' || v > max)
+                return -EINVAL;
+        *ret = (unsigned)v;
+        return 0;
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "vmsnapd: ");
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, " (see `vmsnapd --help`)\n");
+        va_end(ap);
+        return 2;
+}
+
+enum {
+        OPT_ROOT = 1000,
+        OPT_SOCKET,
+        OPT_LISTEN,
+        OPT_NO_TCP,
+        OPT_VMM,
+        OPT_GUEST_DIR,
+        OPT_MEM_ROOT,
+        OPT_MERGE_CAP,
+        OPT_TICK,
+        OPT_DEMO,
+        OPT_PRINT_ROUTES
+};
+
+static const struct option long_options[] = {
+        {"root", required_argument, NULL, OPT_ROOT},
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"listen", required_argument, NULL, OPT_LISTEN},
+        {"no-tcp", no_argument, NULL, OPT_NO_TCP},
+        {"vmm", required_argument, NULL, OPT_VMM},
+        {"guest-dir", required_argument, NULL, OPT_GUEST_DIR},
+        {"mem-root", required_argument, NULL, OPT_MEM_ROOT},
+        {"merge-cap", required_argument, NULL, OPT_MERGE_CAP},
+        {"tick-interval", required_argument, NULL, OPT_TICK},
+        {"demo", no_argument, NULL, OPT_DEMO},
+        {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+};
+
+/* Returns 0, 1 for --help (done), or the usage exit code 2. */
+static int parse_options(int argc, char **argv, struct options *o)
+{
+        *o = (struct options){.listen = DEFAULT_LISTEN, .tick_interval = DEFAULT_TICK_INTERVAL};
+        int c;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+                switch (c) {
+                case OPT_ROOT:
+                        o->root = optarg;
+                        break;
+                case OPT_SOCKET:
+                        o->socket = optarg;
+                        break;
+                case OPT_LISTEN:
+                        o->listen = optarg;
+                        break;
+                case OPT_NO_TCP:
+                        o->no_tcp = true;
+                        break;
+                case OPT_VMM:
+                        o->vmm = optarg;
+                        break;
+                case OPT_GUEST_DIR:
+                        o->guest_dir = optarg;
+                        break;
+                case OPT_MEM_ROOT:
+                        o->mem_root = optarg;
+                        break;
+                case OPT_DEMO:
+                        o->demo = true;
+                        break;
+                case OPT_PRINT_ROUTES:
+                        o->print_routes = true;
+                        break;
+                case OPT_MERGE_CAP:
+                        if (parse_uint(optarg, 1024, &o->merge_cap) < 0 || o->merge_cap == 0)
+                                return usage_error(
+                                        "--merge-cap: '%s' is not a number from 1 to 1024", optarg);
+                        break;
+                case OPT_TICK:
+                        if (parse_uint(optarg, 86400, &o->tick_interval) < 0)
+                                return usage_error(
+                                        "--tick-interval: '%s' is not a number of seconds "
+                                        "from 0 to 86400",
+                                        optarg);
+                        break;
+                case 'h':
+                        fputs(usage_text, stdout);
+                        return 1;
+                default:
+                        return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind < argc)
+                return usage_error("unexpected argument '%s'", argv[optind]);
+        if (!o->root)
+                o->root = vmsnap_store_default_root();
+        return 0;
+}
+
+static void print_routes(void)
+{
+        for (unsigned i = 0; i < API_ROUTE_COUNT; i++) {
+                const struct api_route_info *ri = api_route_info((enum api_route)i);
+                printf("%s %s%s\n", ri->method, ri->pattern, ri->public ? " public" : "");
+        }
+}
+
+/* ---- the tick ----------------------------------------------------------------------------- */
+
+static void *ticker_main(void *p)
+{
+        struct ticker *t = p;
+        pthread_mutex_lock(&t->lock);
+        while (!t->stop) {
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_sec += t->interval;
+                while (!t->stop && pthread_cond_timedwait(&t->cond, &t->lock, &until) != ETIMEDOUT)
+                        ;
+                if (t->stop)
+                        break;
+                pthread_mutex_unlock(&t->lock);
+                int n = vmsnap_host_tick(t->srv->host);
+                if (n > 0)
+                        log_info("tick: %d sandbox%s changed state (crashed VMM or idle "
+                                 "auto-pause)",
+                                 n, n == 1 ? "" : "es");
+                else if (n < 0)
+                        log_warn("tick: %s", strerror(-n));
+                pthread_mutex_lock(&t->lock);
+        }
+        pthread_mutex_unlock(&t->lock);
+        return NULL;
+}
+
+static int ticker_start(struct ticker *t, struct api_server *srv, unsigned interval)
+{
+        pthread_condattr_t ca;
+        *t = (struct ticker){.srv = srv, .interval = interval};
+        pthread_mutex_init(&t->lock, NULL);
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&t->cond, &ca);
+        pthread_condattr_destroy(&ca);
+        if (interval == 0)
+                return 0;
+        int r = pthread_create(&t->thread, NULL, ticker_main, t);
+        t->started = r == 0;
+        return -r;
+}
+
+static void ticker_stop(struct ticker *t)
+{
+        pthread_mutex_lock(&t->lock);
+        t->stop = true;
+        pthread_cond_signal(&t->cond);
+        pthread_mutex_unlock(&t->lock);
+        if (t->started)
+                pthread_join(t->thread, NULL);
+        pthread_cond_destroy(&t->cond);
+        pthread_mutex_destroy(&t->lock);
+}
+
+/* ---- start and stop ----------------------------------------------------------------------- */
+
+/* Opens the host and fills srv. */
+static int open_host(struct api_server *srv, const struct options *o, struct vmsnap_diag *d)
+{
+        struct vmsnap_host_config cfg = {
+                .root = o->root,
+                .mem_root = o->mem_root,
+                .guest_dir = o->guest_dir,
+                .vmm = o->vmm,
+                .merge_cap = o->merge_cap,
+        };
+        int r = vmsnap_host_open(&cfg, &srv->host, d);
+        if (r < 0)
+                return r;
+        /* The root path is fixed for the store's life: no lock needed to read it. */
+        snprintf(srv->root, sizeof(srv->root), "%s",
+                 vmsnap_store_root(vmsnap_host_store(srv->host)));
+        return 0;
+}
+
+/* Starts the TCP listener with the token of <root>/token. On the first start the token is
+ * made first, and stored and printed (once) only when the listener is up, so a start that
+ * fails to bind leaves no token behind that nobody was shown. */
+static int start_tcp(struct api_server *srv, const char *listen, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int dirfd = vmsnap_fs_open_dir(srv->root);
+        if (dirfd < 0)
+                return vmsnap_diag(d, dirfd, "%s: %s", srv->root, strerror(-dirfd));
+        int r = api_token_load(dirfd, srv->token, d);
+        bool made = r == -ENOENT;
+        if (made)
+                r = api_token_generate(srv->token, d);
+        if (r < 0)
+                return vmsnap_diag_prefix(d, "%s", srv->root);
+        char url[300];
+        if ((r = api_listen_tcp(srv, listen, url, sizeof(url), d)) < 0)
+                return r;
+        if (made && (r = api_token_store(dirfd, srv->token, d)) < 0)
+                return vmsnap_diag_prefix(d, "%s", srv->root);
+        if (made) {
+                printf("vmsnapd: made the API token for TCP clients. It is shown once here and "
+                       "kept in %s/" API_TOKEN_FILE " (mode 0600):\n%s\n",
+                       srv->root, srv->token);
+                fflush(stdout);
+        }
+        log_info("serving on %s (bearer token in %s/" API_TOKEN_FILE ")", url, srv->root);
+        return 0;
+}
+
+static int start_listeners(struct api_server *srv, const struct options *o, char *socket_path,
+                           size_t size, struct vmsnap_diag *d)
+{
+        if (o->socket)
+                snprintf(socket_path, size, "%s", o->socket);
+        else
+                snprintf(socket_path, size, "%s/" SOCKET_NAME, srv->root);
+        int r = api_listen_unix(srv, socket_path, d);
+        if (r < 0)
+                return r;
+        log_info("serving on unix:%s (no token)", socket_path);
+        return o->no_tcp ? 0 : start_tcp(srv, o->listen, d);
+}
+
+/* Waits for the requests in flight after quiesce; a second signal gives up at once. */
+static void drain(struct api_server *srv, const sigset_t *signals)
+{
+        unsigned waited = 0, n;
+        while ((n = api_server_in_flight(srv)) > 0) {
+                if (waited % 10 == 0)
+                        log_info("waiting for %u request%s in flight", n, n == 1 ? "" : "s");
+                struct timespec one = {.tv_sec = 1};
+                int sig = sigtimedwait(signals, NULL, &one);
+                if (sig > 0) {
+                        log_warn("%s again: exiting without waiting for %u request%s; their "
+                                 "sandboxes are recovered on the next start",
+                                 strsignal(sig), n, n == 1 ? "" : "s");
+                        _exit(1);
+                }
+                waited++;
+        }
+}
+
+static int wait_signal(const sigset_t *signals)
+{
+        int sig;
+        while ((sig = sigwaitinfo(signals, NULL)) < 0 && errno == EINTR)
+                ;
+        return sig;
+}
+
+static void close_host(struct api_server *srv)
+{
+        vmsnap_host_close(srv->host);
+        api_metrics_destroy(&srv->metrics);
+}
+
+/* Runs the daemon until a signal; returns the exit code. */
+static int run(struct api_server *srv, const struct options *o, const sigset_t *signals)
+{
+        struct vmsnap_diag d = {0};
+        char socket_path[PATH_MAX];
+        struct ticker ticker;
+        pthread_t demo;
+        bool demo_started = false;
+        int r = open_host(srv, o, &d);
+        if (r == 0)
+                r = start_listeners(srv, o, socket_path, sizeof(socket_path), &d);
+        if (r == 0 && (r = ticker_start(&ticker, srv, o->tick_interval)) < 0)
+                vmsnap_diag(&d, r, "cannot start the tick thread: %s", strerror(-r));
+        if (r < 0) {
+                log_error("%s", d.msg[0] ? d.msg : strerror(-r));
+                api_server_stop(srv);
+                close_host(srv);
+                return 1;
+        }
+        if (o->demo && api_demo_start(srv, socket_path, &demo) == 0)
+                demo_started = true;
+        int sig = wait_signal(signals);
+        log_info("%s: stopping (no new connections; requests in flight finish)", strsignal(sig));
+        api_server_quiesce(srv);
+        drain(srv, signals);
+        api_server_stop(srv);
+        ticker_stop(&ticker);
+        if (demo_started)
+                pthread_join(demo, NULL);
+        close_host(srv);
+        log_info("stopped; sandboxes keep running");
+        return 0;
+}
+
+int main(int argc, char **argv)
+{
+        vmsnap_log_set_ident("vmsnapd");
+        struct options o;
+        int r = parse_options(argc, argv, &o);
+        if (r)
+                return r == 1 ? 0 : r;
+        if (o.print_routes) {
+                print_routes();
+                return 0;
+        }
+        /* The first log call reads $VMSNAP_LOG; made here, before any thread exists. */
+        log_debug("root %s, vmm %s, tick every %us", o.root, o.vmm ? o.vmm : "(default)",
+                  o.tick_interval);
+        /* Signals are taken synchronously by the main thread; every thread started later
+         * inherits the mask. */
+        sigset_t signals;
+        sigemptyset(&signals);
+        sigaddset(&signals, SIGTERM);
+        sigaddset(&signals, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &signals, NULL);
+        signal(SIGPIPE, SIG_IGN);
+
+        struct api_server *srv = calloc(1, sizeof(*srv));
+        if (!srv) {
+                log_error("out of memory");
+                return 1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &srv->started);
+        api_metrics_init(&srv->metrics);
+        r = run(srv, &o, &signals);
+        free(srv);
+        return r;
+}

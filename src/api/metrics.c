@@ -1,0 +1,174 @@
+/* Metrics as plain counters under one mutex: a scrape copies them and renders text with
+ * open_memstream. Label values come only from fixed tables (route patterns, state and kind
+ * names), never from request text, so nothing needs escaping. */
+#include "api/metrics.h"
+
+#include <vmsnap/store.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double bucket_le[API_METRICS_BUCKETS] = {
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600,
+};
+
+static const char *const op_names[API_OP_COUNT] = {"create", "pause", "resume", "spawn"};
+
+void api_metrics_init(struct api_metrics *m)
+{
+        memset(m, 0, sizeof(*m));
+        pthread_mutex_init(&m->lock, NULL);
+}
+
+void api_metrics_destroy(struct api_metrics *m)
+{
+        pthread_mutex_destroy(&m->lock);
+}
+
+void api_metrics_request(struct api_metrics *m, enum api_route route, unsigned status)
+{
+        if ((unsigned)route > API_ROUTE_NONE)
+                route = API_ROUTE_NONE;
+        if (status >= 600)
+                status = 0;
+        pthread_mutex_lock(&m->lock);
+        m->requests[route][status]++;
+        pthread_mutex_unlock(&m->lock);
+}
+
+void api_metrics_op(struct api_metrics *m, enum api_op op, double seconds, bool ok)
+{
+        if ((unsigned)op >= API_OP_COUNT)
+                return;
+        if (seconds < 0)
+                seconds = 0;
+        pthread_mutex_lock(&m->lock);
+        struct api_histogram *h = &m->ops[op][ok ? 0 : 1];
+        for (unsigned i = 0; i < API_METRICS_BUCKETS; i++)
+                if (seconds <= bucket_le[i]) {
+                        h->buckets[i]++;
+                        break;
+                }
+        h->count++;
+        h->sum += seconds;
+        pthread_mutex_unlock(&m->lock);
+}
+
+static void render_requests(FILE *f, const struct api_metrics *m)
+{
+        fputs("# HELP vmsnapd_http_requests_total HTTP requests served, by route and status "
+              "(code 0: the client left before a response).\n"
+              "# TYPE vmsnapd_http_requests_total counter\n",
+              f);
+        for (unsigned r = 0; r <= API_ROUTE_NONE; r++) {
+                const struct api_route_info *ri = api_route_info((enum api_route)r);
+                for (unsigned s = 0; s < 600; s++)
+                        if (m->requests[r][s])
+                                fprintf(f,
+                                        "vmsnapd_http_requests_total{route=\"%s\",method=\"%s\","
+                                        "code=\"%u\"} %llu\n",
+                                        ri->pattern, ri->method, s,
+                                        (unsigned long long)m->requests[r][s]);
+        }
+}
+
+static void render_histogram(FILE *f, const char *op, const char *result,
+                             const struct api_histogram *h)
+{
+        uint64_t cum = 0;
+        for (unsigned i = 0; i < API_METRICS_BUCKETS; i++) {
+                cum += h->buckets[i];
+                fprintf(f,
+                        "vmsnap_operation_duration_seconds_bucket{op=\"%s\",result=\"%s\","
+                        "le=\"%g\"} %llu\n",
+                        op, result, bucket_le[i], (unsigned long long)cum);
+        }
+        fprintf(f,
+                "vmsnap_operation_duration_seconds_bucket{op=\"%s\",result=\"%s\",le=\"+Inf\"} "
+                "%llu\n",
+                op, result, (unsigned long long)h->count);
+        fprintf(f, "vmsnap_operation_duration_seconds_sum{op=\"%s\",result=\"%s\"} %.6f\n", op,
+                result, h->sum);
+        fprintf(f, "vmsnap_operation_duration_seconds_count{op=\"%s\",result=\"%s\"} %llu\n", op,
+                result, (unsigned long long)h->count);
+}
+
+static void render_ops(FILE *f, const struct api_metrics *m)
+{
+        fputs("# HELP vmsnap_operation_duration_seconds Duration of sandbox operations "
+              "served by the API.\n"
+              "# TYPE vmsnap_operation_duration_seconds histogram\n",
+              f);
+        for (unsigned op = 0; op < API_OP_COUNT; op++) {
+                render_histogram(f, op_names[op], "ok", &m->ops[op][0]);
+                render_histogram(f, op_names[op], "error", &m->ops[op][1]);
+        }
+}
+
+static void render_gauges(FILE *f, const struct api_gauges *g)
+{
+        fprintf(f, "# HELP vmsnapd_up 1 while the daemon serves.\n# TYPE vmsnapd_up gauge\n"
+                   "vmsnapd_up 1\n");
+        fprintf(f,
+                "# HELP vmsnapd_uptime_seconds Seconds since the daemon started.\n"
+                "# TYPE vmsnapd_uptime_seconds gauge\nvmsnapd_uptime_seconds %.3f\n",
+                g->uptime_seconds);
+        fprintf(f,
+                "# HELP vmsnapd_http_requests_in_flight Requests being served.\n"
+                "# TYPE vmsnapd_http_requests_in_flight gauge\n"
+                "vmsnapd_http_requests_in_flight %llu\n",
+                (unsigned long long)g->in_flight);
+        if (g->have_sandboxes) {
+                fputs("# HELP vmsnap_sandboxes Sandboxes by state.\n"
+                      "# TYPE vmsnap_sandboxes gauge\n",
+                      f);
+                for (size_t i = 0; i < g->n_states && i < API_METRICS_STATES; i++)
+                        fprintf(f, "vmsnap_sandboxes{state=\"%s\"} %llu\n", g->state_names[i],
+                                (unsigned long long)g->sandboxes[i]);
+        }
+        if (!g->have_snapshots)
+                return;
+        fputs("# HELP vmsnap_snapshots Ready snapshots by kind.\n# TYPE vmsnap_snapshots gauge\n",
+              f);
+        for (int k = 0; k < 2; k++)
+                fprintf(f, "vmsnap_snapshots{kind=\"%s\"} %llu\n",
+                        vmsnap_snapshot_kind_name((enum vmsnap_snapshot_kind)k),
+                        (unsigned long long)g->snapshots[k]);
+        fputs("# HELP vmsnap_snapshot_bytes Disk bytes allocated by ready snapshots, by kind.\n"
+              "# TYPE vmsnap_snapshot_bytes gauge\n",
+              f);
+        for (int k = 0; k < 2; k++)
+                fprintf(f, "vmsnap_snapshot_bytes{kind=\"%s\"} %llu\n",
+                        vmsnap_snapshot_kind_name((enum vmsnap_snapshot_kind)k),
+                        (unsigned long long)g->snapshot_bytes[k]);
+}
+
+char *api_metrics_render(struct api_metrics *m, const struct api_gauges *g, size_t *ret_len)
+{
+        struct api_metrics *copy = malloc(sizeof(*copy));
+        if (!copy)
+                return NULL;
+        pthread_mutex_lock(&m->lock);
+        memcpy(copy->requests, m->requests, sizeof(m->requests));
+        memcpy(copy->ops, m->ops, sizeof(m->ops));
+        pthread_mutex_unlock(&m->lock);
+
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        if (!f) {
+                free(copy);
+                return NULL;
+        }
+        render_gauges(f, g);
+        render_requests(f, copy);
+        render_ops(f, copy);
+        free(copy);
+        if (fclose(f) != 0) {
+                free(text);
+                return NULL;
+        }
+        *ret_len = len;
+        return text;
+}

@@ -1,0 +1,57 @@
+/* vmsnapd's Prometheus metrics: request counts by route and status, latency histograms of
+ * the long sandbox operations, and gauges read at scrape time. */
+#ifndef VMSNAP_API_METRICS_H
+#define VMSNAP_API_METRICS_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/routes.h"
+
+enum api_op { API_OP_CREATE, API_OP_PAUSE, API_OP_RESUME, API_OP_SPAWN, API_OP_COUNT };
+
+#define API_METRICS_BUCKETS 15
+#define API_METRICS_STATES  16 /* room for every sandbox state */
+
+struct api_histogram {
+        uint64_t buckets[API_METRICS_BUCKETS]; /* cumulative counts are made at render */
+        uint64_t count;
+        double sum;
+};
+
+/* Counters shared by all connection threads (initialize with api_metrics_init). */
+struct api_metrics {
+        pthread_mutex_t lock;
+        uint64_t requests[API_ROUTE_COUNT + 1][600]; /* [route][HTTP status] */
+        struct api_histogram ops[API_OP_COUNT][2];   /* [op][0 ok, 1 error] */
+};
+
+/* Values read at scrape time; a `have_` flag is false when reading them failed (the series
+ * are then left out rather than reported as zero). */
+struct api_gauges {
+        bool have_sandboxes;
+        size_t n_states;
+        const char *state_names[API_METRICS_STATES];
+        uint64_t sandboxes[API_METRICS_STATES];
+        bool have_snapshots;
+        uint64_t snapshots[2], snapshot_bytes[2]; /* [enum vmsnap_snapshot_kind] */
+        uint64_t in_flight;
+        double uptime_seconds;
+};
+
+void api_metrics_init(struct api_metrics *m);
+void api_metrics_destroy(struct api_metrics *m);
+
+/* Counts one finished request (status 0: the client went away before a response). */
+void api_metrics_request(struct api_metrics *m, enum api_route route, unsigned status);
+
+/* Records how long one operation took and whether it succeeded. */
+void api_metrics_op(struct api_metrics *m, enum api_op op, double seconds, bool ok);
+
+/* Renders the Prometheus text exposition format (version 0.0.4) into a malloc'd string.
+ * Returns NULL when out of memory. */
+char *api_metrics_render(struct api_metrics *m, const struct api_gauges *g, size_t *ret_len);
+
+#endif

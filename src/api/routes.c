@@ -1,0 +1,109 @@
+/* Route matching: a short table walked segment by segment; "{ref}" matches one non-empty
+ * segment. Fifteen routes do not need a trie. */
+#include "api/routes.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
+        [API_ROUTE_HEALTHZ] = {"GET", "/healthz", true},
+        [API_ROUTE_METRICS] = {"GET", "/metrics", false},
+        [API_ROUTE_SANDBOX_CREATE] = {"POST", "/v1/sandboxes", false},
+        [API_ROUTE_SANDBOX_LIST] = {"GET", "/v1/sandboxes", false},
+        [API_ROUTE_SANDBOX_GET] = {"GET", "/v1/sandboxes/{ref}", false},
+        [API_ROUTE_SANDBOX_DESTROY] = {"DELETE", "/v1/sandboxes/{ref}", false},
+        [API_ROUTE_SANDBOX_PAUSE] = {"POST", "/v1/sandboxes/{ref}/pause", false},
+        [API_ROUTE_SANDBOX_RESUME] = {"POST", "/v1/sandboxes/{ref}/resume", false},
+        [API_ROUTE_SANDBOX_EXEC] = {"POST", "/v1/sandboxes/{ref}/exec", false},
+        [API_ROUTE_SANDBOX_SNAPSHOT] = {"POST", "/v1/sandboxes/{ref}/snapshot", false},
+        [API_ROUTE_SNAPSHOT_CREATE] = {"POST", "/v1/snapshots", false},
+        [API_ROUTE_SNAPSHOT_LIST] = {"GET", "/v1/snapshots", false},
+        [API_ROUTE_SNAPSHOT_GET] = {"GET", "/v1/snapshots/{ref}", false},
+        [API_ROUTE_SNAPSHOT_DELETE] = {"DELETE", "/v1/snapshots/{ref}", false},
+        [API_ROUTE_SNAPSHOT_SPAWN] = {"POST", "/v1/snapshots/{ref}/sandboxes", false},
+        [API_ROUTE_NONE] = {"-", "unmatched", false},
+};
+
+const struct api_route_info *api_route_info(enum api_route r)
+{
+        if ((unsigned)r > API_ROUTE_NONE)
+                r = API_ROUTE_NONE;
+        return &routes[r];
+}
+
+/* Length of the segment starting at s (up to the next '/' or the end). */
+static size_t segment_len(const char *s)
+{
+        return strcspn(s, "/");
+}
+
+/* Matches path against pattern. Returns 1 on a match (ref filled), 0 when it does not
+ * match, -ENAMETOOLONG when it would match but the {ref} segment is too long. */
+static int match_pattern(const char *pattern, const char *path, char ref[API_REF_MAX + 1])
+{
+        const char *p = pattern, *s = path;
+        bool ref_too_long = false;
+        ref[0] = '\0';
+        while (*p && *s) {
+                if (*p != '/' || *s != '/')
+                        return 0;
+                p++, s++;
+                size_t pl = segment_len(p), sl = segment_len(s);
+                if (sl == 0)
+                        return 0;
+                if (pl == 5 && strncmp(p, "{ref}", 5) == 0) {
+                        if (sl > API_REF_MAX)
+                                ref_too_long = true;
+                        else
+                                snprintf(ref, API_REF_MAX + 1, "%.*s", (int)sl, s);
+                } else if (pl != sl || strncmp(p, s, pl) != 0) {
+                        return 0;
+                }
+                p += pl, s += sl;
+        }
+        if (*p || *s)
+                return 0;
+        return ref_too_long ? -ENAMETOOLONG : 1;
+}
+
+static void allow_add(char *allow, size_t size, const char *method)
+{
+        size_t n = strlen(allow);
+        if (strstr(allow, method))
+                return;
+        snprintf(allow + n, size - n, "%s%s", n ? ", " : "", method);
+}
+
+int api_route_match(const char *method, const char *path, enum api_route *ret,
+                    char ref[API_REF_MAX + 1], char *allow, size_t allow_size)
+{
+        const char *want = strcmp(method, "HEAD") == 0 ? "GET" : method;
+        bool path_matched = false, too_long = false;
+        if (allow_size)
+                allow[0] = '\0';
+        for (unsigned i = 0; i < API_ROUTE_COUNT; i++) {
+                char seg[API_REF_MAX + 1];
+                int m = match_pattern(routes[i].pattern, path, seg);
+                if (m == 0)
+                        continue;
+                if (m < 0) {
+                        too_long = true;
+                        continue;
+                }
+                path_matched = true;
+                if (allow_size) {
+                        allow_add(allow, allow_size, routes[i].method);
+                        if (strcmp(routes[i].method, "GET") == 0)
+                                allow_add(allow, allow_size, "HEAD");
+                }
+                if (strcmp(routes[i].method, want) == 0) {
+                        memcpy(ref, seg, sizeof(seg));
+                        *ret = (enum api_route)i;
+                        return 0;
+                }
+        }
+        if (path_matched)
+                return -EOPNOTSUPP;
+        return too_long ? -ENAMETOOLONG : -ENOENT;
+}

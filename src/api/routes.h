@@ -1,0 +1,47 @@
+/* The route table of vmsnapd: method + path pattern → route id. Pure (no server, no
+ * library state) so tests, the fuzzer and `vmsnapd --print-routes` share it. */
+#ifndef VMSNAP_API_ROUTES_H
+#define VMSNAP_API_ROUTES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define API_REF_MAX 128 /* longest {ref} path segment accepted */
+
+enum api_route {
+        API_ROUTE_HEALTHZ,
+        API_ROUTE_METRICS,
+        API_ROUTE_SANDBOX_CREATE,
+        API_ROUTE_SANDBOX_LIST,
+        API_ROUTE_SANDBOX_GET,
+        API_ROUTE_SANDBOX_DESTROY,
+        API_ROUTE_SANDBOX_PAUSE,
+        API_ROUTE_SANDBOX_RESUME,
+        API_ROUTE_SANDBOX_EXEC,
+        API_ROUTE_SANDBOX_SNAPSHOT,
+        API_ROUTE_SNAPSHOT_CREATE,
+        API_ROUTE_SNAPSHOT_LIST,
+        API_ROUTE_SNAPSHOT_GET,
+        API_ROUTE_SNAPSHOT_DELETE,
+        API_ROUTE_SNAPSHOT_SPAWN,
+        API_ROUTE_COUNT,
+        API_ROUTE_NONE = API_ROUTE_COUNT, /* no route matched (metrics label "unmatched") */
+};
+
+struct api_route_info {
+        const char *method;  /* "GET", "POST", "DELETE" */
+        const char *pattern; /* "/v1/sandboxes/{ref}/pause" */
+        bool public;         /* served without a token on TCP too */
+};
+
+/* The method and pattern of route r (API_ROUTE_NONE gives "-" and "unmatched"). */
+const struct api_route_info *api_route_info(enum api_route r);
+
+/* Matches a request. HEAD is matched as GET. On a match returns 0, *ret and the {ref}
+ * segment (or "") in ref. Returns -ENOENT when no pattern matches the path, -ENAMETOOLONG
+ * when a {ref} segment is longer than API_REF_MAX, and -EOPNOTSUPP when the path matches but
+ * not the method; allow then lists the methods that would ("GET, DELETE"). */
+int api_route_match(const char *method, const char *path, enum api_route *ret,
+                    char ref[API_REF_MAX + 1], char *allow, size_t allow_size);
+
+#endif

@@ -1,0 +1,266 @@
+/* `vmsnap uffd-serve`: the lazy-restore page server as its own process, one per sandbox.
+ * The daemon starts it with setsid before loading the snapshot into the VMM, so that a
+ * daemon restart never stalls a running guest. */
+#include "cli/cli.h"
+#include "util/log.h"
+
+#include <vmsnap/uffd.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char uffd_usage[] =
+        "usage: vmsnap uffd-serve SNAPDIR --socket PATH [OPTIONS]\n\n"
+        "Serve the guest memory of the snapshot in SNAPDIR to a VMM restoring it with a\n"
+        "userfaultfd (Firecracker's Uffd memory backend protocol): listen on PATH, take the\n"
+        "VMM's regions and userfaultfd, install each page the first time the guest touches\n"
+        "it. Every data block is checked against the snapshot's block hashes; when a page\n"
+        "cannot be served correctly the VMM is killed, never fed wrong memory.\n\n"
+        "options:\n"
+        "  --socket PATH          Unix socket to listen on (required; a stale socket is\n"
+        "                         replaced). Later connections may send control requests:\n"
+        "                         {\"request\":\"stats\"|\"save-ws\"|\"stop\"} (docs/uffd.md)\n"
+        "  --fault-around BYTES   install this aligned chunk around each fault (power of\n"
+        "                         two, 4096 = off; default 65536; suffixes K, M)\n"
+        "  --ws-record            record the working set; written as memfile.ws at exit\n"
+        "  --ws-dir DIR           write memfile.ws there instead of SNAPDIR\n"
+        "  --no-ws-replay         ignore SNAPDIR/memfile.ws (replayed by default)\n"
+        "  --prefetch             after the working set, install every other data block in\n"
+        "                         the background\n"
+        "  --workers N            installer threads (default 2)\n"
+        "  --accept-timeout MS    give up when no VMM connects in time (default 10000;\n"
+        "                         -1 waits forever)\n"
+        "  --json                 print the stats as one JSON line on stdout at exit\n"
+        "  -h, --help             this help\n\n"
+        "Runs until the VMM exits, SIGTERM/SIGINT, or a \"stop\" request.\n"
+        "exit codes: 0 served until the end, 1 failure (VMM killed, timeout, bad snapshot),\n"
+        "2 usage error\n";
+
+struct serve_args {
+        const char *snapdir, *socket, *ws_dir;
+        bool json;
+        struct vmsnap_uffd_opts opts;
+};
+
+static struct vmsnap_uffd_server *volatile g_server;
+
+static void on_signal(int sig)
+{
+        (void)sig;
+        vmsnap_uffd_server_stop(g_server); /* one write(2) to an eventfd */
+}
+
+static void on_note(void *ctx, enum vmsnap_uffd_note level, const char *msg)
+{
+        (void)ctx;
+        if (level == VMSNAP_UFFD_NOTE_ERROR)
+                log_error("%s", msg);
+        else if (level == VMSNAP_UFFD_NOTE_WARN)
+                log_warn("%s", msg);
+        else
+                log_info("%s", msg);
+}
+
+/* Parses a byte count with an optional K/M/G suffix; -1 when malformed. */
+static long long parse_bytes(const char *s)
+{
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 0);
+        if (errno || end == s || s[0] == '-')
+                return -1;
+        unsigned shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
+                                                       : *end == 'G' || *end == 'g' ? 30 : 0;
+        if (shift)
+                end++;
+        if (*end || v > (1ull << 40))
+                return -1;
+        return (long long)(v << shift);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(stderr, "vmsnap uffd-serve: ");
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, " (see --help)\n");
+        va_end(ap);
+        return CLI_USAGE;
+}
+
+static int parse_int_opt(int c, const char *arg, struct serve_args *a)
+{
+        char *end;
+        errno = 0;
+        long v = strtol(arg, &end, 10);
+        if (errno || end == arg || *end)
+                return usage_error("'%s' is not a number", arg);
+        if (c == 'w') {
+                if (v < 1 || v > (long)VMSNAP_UFFD_MAX_WORKERS)
+                        return usage_error("--workers %s is out of range (1-64)", arg);
+                a->opts.workers = (unsigned)v;
+        } else if (v < 0)
+                a->opts.accept_timeout_ms = -1;
+        else if (v == 0 || v > 86400000L)
+                return usage_error("--accept-timeout %s: give 1 to 86400000 ms, or -1", arg);
+        else
+                a->opts.accept_timeout_ms = (int)v;
+        return CLI_OK;
+}
+
+static int parse_args(int argc, char **argv, struct serve_args *a)
+{
+        static const struct option longopts[] = {
+                {"socket", required_argument, NULL, 's'},
+                {"fault-around", required_argument, NULL, 'f'},
+                {"ws-record", no_argument, NULL, 'r'},
+                {"ws-dir", required_argument, NULL, 'D'},
+                {"no-ws-replay", no_argument, NULL, 'n'},
+                {"prefetch", no_argument, NULL, 'p'},
+                {"workers", required_argument, NULL, 'w'},
+                {"accept-timeout", required_argument, NULL, 't'},
+                {"json", no_argument, NULL, 'j'},
+                {"help", no_argument, NULL, 'h'},
+                {0},
+        };
+        int c, r;
+        long long v;
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+                switch (c) {
+                case 's':
+                        a->socket = optarg;
+                        break;
+                case 'f':
+                        v = parse_bytes(optarg);
+                        if (v < 4096 || v > VMSNAP_UFFD_MAX_FAULT_AROUND || (v & (v - 1)))
+                                return usage_error("--fault-around '%s': give a power of two "
+                                                   "from 4096 to 64M", optarg);
+                        a->opts.fault_around = (uint64_t)v;
+                        break;
+                case 'r':
+                        a->opts.ws_record = true;
+                        break;
+                case 'D':
+                        a->ws_dir = optarg;
+                        break;
+                case 'n':
+                        a->opts.no_ws_replay = true;
+                        break;
+                case 'p':
+                        a->opts.prefetch = true;
+                        break;
+                case 'w':
+                case 't':
+                        if ((r = parse_int_opt(c, optarg, a)) != CLI_OK)
+                                return r;
+                        break;
+                case 'j':
+                        a->json = true;
+                        break;
+                default:
+                        fputs(uffd_usage, stderr);
+                        return CLI_USAGE;
+                }
+        }
+        if (argc - optind != 1)
+                return usage_error("expected one SNAPDIR");
+        a->snapdir = argv[optind];
+        if (!a->socket)
+                return usage_error("--socket PATH is required");
+        if (a->ws_dir && !a->opts.ws_record)
+                return usage_error("--ws-dir needs --ws-record");
+        return CLI_OK;
+}
+
+static void print_stats(const struct vmsnap_uffd_server *s, bool json)
+{
+        struct vmsnap_uffd_stats st;
+        vmsnap_uffd_server_stats(s, &st);
+        char *line = NULL;
+        if (json && vmsnap_uffd_stats_json(&st, &line) == 0) {
+                printf("%s\n", line);
+                free(line);
+                return;
+        }
+        log_info("served %llu faults (%llu pages, p50 %.1f us, p99 %.1f us), %llu pages "
+                 "ahead of faults (%llu from the working set), %llu zero pages, %.1f MiB",
+                 (unsigned long long)st.faults, (unsigned long long)st.fault_pages,
+                 (double)st.fault_p50_ns / 1e3, (double)st.fault_p99_ns / 1e3,
+                 (unsigned long long)st.prefetched_pages, (unsigned long long)st.ws_pages,
+                 (unsigned long long)st.zero_pages, (double)st.bytes / (1 << 20));
+}
+
+/* SIGTERM/SIGINT stop the server; SIGPIPE is ignored (control clients may vanish). */
+static void install_signals(void)
+{
+        struct sigaction sa = {.sa_handler = on_signal};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGTERM, &sa, NULL);
+        sigaction(SIGINT, &sa, NULL);
+        signal(SIGPIPE, SIG_IGN);
+}
+
+static void restore_signals(void)
+{
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+}
+
+/* Serves until the end, then reports and saves the working set. Returns an exit code. */
+static int serve(struct vmsnap_uffd_server *s, const struct serve_args *a)
+{
+        struct vmsnap_diag d = {0};
+        g_server = s;
+        install_signals();
+        int r = vmsnap_uffd_server_run(s, &d);
+        restore_signals();
+        g_server = NULL;
+        if (r < 0)
+                log_error("%s", d.msg[0] ? d.msg : strerror(-r));
+        struct vmsnap_uffd_stats st;
+        vmsnap_uffd_server_stats(s, &st);
+        if (st.connected)
+                print_stats(s, a->json);
+        if (a->opts.ws_record && st.connected && r == 0) {
+                struct vmsnap_diag wd = {0};
+                if (vmsnap_uffd_server_save_ws(s, a->ws_dir, &wd) < 0) {
+                        log_error("cannot save the working set: %s", wd.msg);
+                        return CLI_FAIL;
+                }
+                log_info("working set saved in %s/%s", a->ws_dir ? a->ws_dir : a->snapdir,
+                         VMSNAP_UFFD_WS_NAME);
+        }
+        return r < 0 ? CLI_FAIL : CLI_OK;
+}
+
+int cmd_uffd_serve(int argc, char **argv)
+{
+        vmsnap_log_set_ident("vmsnap uffd-serve");
+        if (cli_wants_help(argc, argv)) {
+                fputs(uffd_usage, stdout);
+                return CLI_OK;
+        }
+        struct serve_args a = {0};
+        int r = parse_args(argc, argv, &a);
+        if (r != CLI_OK)
+                return r;
+        a.opts.note = on_note;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_uffd_server *s;
+        if (vmsnap_uffd_server_new(a.snapdir, a.socket, &a.opts, &s, &d) < 0) {
+                log_error("%s", d.msg);
+                return CLI_FAIL;
+        }
+        log_info("listening on %s for the VMM's handshake", a.socket);
+        r = serve(s, &a);
+        vmsnap_uffd_server_free(s);
+        return r;
+}
