@@ -50,7 +50,10 @@ struct vmsnap_host_config {
         unsigned merge_cap;    /* memory generations before a merge (default 8) */
 };
 
-struct vmsnap_host; /* opaque: store, drivers, live VMs, per-sandbox locks */
+/* opaque: store, drivers, live VMs, per-sandbox locks. Every vmsnap_sandbox_* call and
+ * vmsnap_host_tick may run from many threads at once: operations on one sandbox are
+ * serialized, operations on different sandboxes run in parallel. */
+struct vmsnap_host;
 
 /* Opens the host: the store and the sandbox tables, then recovery — every journaled step
  * left unfinished by a crash is finished or rolled back, and running VMs are re-attached.
@@ -80,7 +83,8 @@ struct vmsnap_sandbox_spec {
         uint32_t idle_timeout; /* seconds, 0 = never */
 };
 
-/* Boots a new sandbox from the host's guest image. Returns 0 and *ret, or -errno. */
+/* Boots a new sandbox from the host's guest image. Returns 0 and *ret, or -errno (-ENOENT
+ * when the host has no guest image; nothing is left behind by a failed create). */
 int vmsnap_sandbox_create(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *spec,
                           struct vmsnap_sandbox *ret, struct vmsnap_diag *d);
 

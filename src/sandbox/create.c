@@ -68,12 +68,14 @@ static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
                 r = db_journal_done(h, j, sb, d);
         }
         if (r < 0) {
+                /* Nothing was made that could hold user data: the caller gets the error and
+                 * no half-made sandbox is left behind. */
                 vm_kill(l);
                 release_files(h, sb->id);
-                sb->state = VMSNAP_SANDBOX_ERROR;
+                sb->state = VMSNAP_SANDBOX_STOPPED;
                 sb->pid = 0;
-                snprintf(sb->error, sizeof(sb->error), "%s", d ? d->msg : "create failed");
                 db_journal_done(h, j, sb, NULL);
+                db_delete(h, sb->id);
         }
         if (ret)
                 *ret = *sb;

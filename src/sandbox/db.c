@@ -244,6 +244,16 @@ int row_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag
         return r < 0 ? vmsnap_diag(d, r, "%s/vmsnap.db: %s", h->root, sqlite3_errmsg(h->db)) : 0;
 }
 
+void row_delete(struct vmsnap_host *h, const char *id)
+{
+        _cleanup_st_ sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(h->db, "DELETE FROM sandboxes WHERE id = ?1", -1, &st, NULL) ==
+            SQLITE_OK) {
+                sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+                sqlite3_step(st);
+        }
+}
+
 int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_t *ret_n,
              struct vmsnap_diag *d)
 {

@@ -13,13 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static void set_path(char out[PATH_LEN], const char *value, const char *fallback_fmt,
-                     const char *arg)
+static void set_path(char out[PATH_LEN], const char *value, const char *fallback)
 {
-        if (value && *value)
-                snprintf(out, PATH_LEN, "%s", value);
-        else
-                snprintf(out, PATH_LEN, fallback_fmt, arg);
+        snprintf(out, PATH_LEN, "%s", value && *value ? value : fallback);
 }
 
 static int make_dirs(struct vmsnap_host *h, struct vmsnap_diag *d)
@@ -40,9 +36,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         struct vmsnap_host *h = calloc(1, sizeof(*h));
         if (!h)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
-        set_path(h->root, cfg ? cfg->root : NULL, "%s", vmsnap_store_default_root());
-        set_path(h->mem_root, cfg ? cfg->mem_root : NULL, "%s", DEFAULT_MEM_ROOT);
-        set_path(h->guest_dir, cfg ? cfg->guest_dir : NULL, "%s/guest", h->root);
+        set_path(h->root, cfg ? cfg->root : NULL, vmsnap_store_default_root());
+        set_path(h->mem_root, cfg ? cfg->mem_root : NULL, DEFAULT_MEM_ROOT);
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
         pthread_mutex_init(&h->db_lock, NULL);
@@ -50,6 +45,9 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         int r = vmsnap_store_open(h->root, &h->store, d);
         if (r == 0) {
                 snprintf(h->root, PATH_LEN, "%s", vmsnap_store_root(h->store));
+                char guest[PATH_LEN + 8];
+                snprintf(guest, sizeof(guest), "%s/guest", h->root);
+                set_path(h->guest_dir, cfg ? cfg->guest_dir : NULL, guest);
                 h->db = vmsnap_store_db(h->store);
                 r = make_dirs(h, d);
         }

@@ -51,6 +51,9 @@ int row_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag
 int row_resolve(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
                 struct vmsnap_diag *d);
 
+/* Removes a row (a create that failed); its journal entries stay as history. */
+void row_delete(struct vmsnap_host *h, const char *id);
+
 /* Lists rows (all, or those not stopped), oldest first. */
 int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_t *ret_n,
              struct vmsnap_diag *d);
@@ -153,6 +156,7 @@ void op_end(struct live *l);
 
 /* The row writers and journal calls above, each under the db lock. */
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+void db_delete(struct vmsnap_host *h, const char *id);
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
                      const char *data, struct vmsnap_diag *d);
 int db_journal_step(struct vmsnap_host *h, struct journal *j, const char *step,

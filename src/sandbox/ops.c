@@ -41,6 +41,13 @@ int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag 
         return r;
 }
 
+void db_delete(struct vmsnap_host *h, const char *id)
+{
+        pthread_mutex_lock(&h->db_lock);
+        row_delete(h, id);
+        pthread_mutex_unlock(&h->db_lock);
+}
+
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
                      const char *data, struct vmsnap_diag *d)
 {
