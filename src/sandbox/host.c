@@ -45,8 +45,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         int r = vmsnap_store_open(h->root, &h->store, d);
         if (r == 0) {
                 snprintf(h->root, PATH_LEN, "%s", vmsnap_store_root(h->store));
-                char guest[PATH_LEN + 8];
-                snprintf(guest, sizeof(guest), "%s/guest", h->root);
+                char guest[PATH_LEN];
+                snprintf(guest, sizeof(guest), "%.4000s/guest", h->root);
                 set_path(h->guest_dir, cfg ? cfg->guest_dir : NULL, guest);
                 h->db = vmsnap_store_db(h->store);
                 r = make_dirs(h, d);

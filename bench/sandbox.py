@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""bench/sandbox.py: sandbox pause/resume latency through vmsnapd against a bare QEMU
+save/restore of the same guest (the very same QEMU command line, read from the sandbox's
+process) in the same run; and host memory of N clones of one template against N
+independently booted guests.
+
+  pause  ours: POST /pause (agent sync, stop, save, new memory generation + disk overlay
+               into a new store snapshot, fsyncs, VMM exit, files released)
+         bare: QMP stop + x-ignore-shared migrate to a file + quit
+  resume ours: POST /resume (materialize memory into tmpfs, copy the overlay, QEMU
+               -incoming, migrate-incoming, cont, agent restore_hook answered)
+         bare: copy of the memory file into tmpfs, QEMU -incoming, migrate-incoming, cont,
+               agent health answered
+  memory each guest's anonymous RSS + the allocated bytes of its guest-RAM file
+
+usage: VMSNAP_BUILD=build/release python3 bench/sandbox.py [--rounds N] [--clones N]
+Prints medians and ratios (ours / bare); target: resume <= 1.2x.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
+sys.path.insert(0, os.path.join(SRC, "tests", "e2e", "lib"))
+from sandbox_lifecycle import Daemon, GUEST  # noqa: E402
+import qmp_agent  # noqa: E402
+
+
+def cmdline_of(pid):
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        return [a.decode() for a in f.read().split(b"\0") if a]
+
+
+def rebase(argv, old_run, new_run, old_mem, new_mem):
+    return [a.replace(old_run, new_run).replace(old_mem, new_mem) for a in argv]
+
+
+class Bare:
+    """The same guest driven by hand: one QEMU process at a time in `run`."""
+
+    def __init__(self, argv, run, mem):
+        self.argv, self.run, self.mem, self.proc = argv, run, mem, None
+
+    def start(self, incoming=False):
+        for s in ("qmp.sock", "agent.sock"):
+            if os.path.exists(os.path.join(self.run, s)):
+                os.unlink(os.path.join(self.run, s))
+        argv = [a for a in self.argv if a != "-daemonize"]
+        if incoming:
+            argv += ["-incoming", "defer"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.qmp = qmp_agent.QMP(os.path.join(self.run, "qmp.sock"), timeout=60)
+
+    def agent_ok(self):
+        a = qmp_agent.Agent(os.path.join(self.run, "agent.sock"), timeout=60)
+        a.check("health", timeout=60)
+        a.close()
+
+    def save(self, state):
+        self.qmp.save(state)
+        self.qmp.execute("quit")
+        self.qmp.close()
+        self.proc.wait(30)
+
+    def restore(self, state, snapshot_mem):
+        subprocess.check_call(["cp", "--sparse=always", snapshot_mem, self.mem])
+        self.start(incoming=True)
+        self.qmp.load(state)
+        self.agent_ok()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def guest_memory(d, sid, pid):
+    """Anonymous RSS of the VMM + allocated bytes of the guest RAM file."""
+    anon = 0
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                anon = int(line.split()[1]) * 1024
+    st = os.stat(os.path.join(d.mem, sid, "memory"))
+    return anon + st.st_blocks * 512
+
+
+def bench_latency(d, rounds, work):
+    sb = d.ok("POST", "/v1/sandboxes", {})
+    sid, pid = sb["id"], sb["pid"]
+    argv = cmdline_of(pid)
+    run = os.path.join(d.root, "sandboxes", sid)
+    bare_run = os.path.join(work, "bare")
+    bare_mem_dir = os.path.join(d.mem, "bare")
+    os.makedirs(bare_run)
+    os.makedirs(bare_mem_dir)
+    bare_mem = os.path.join(bare_mem_dir, "memory")
+    for f in ("vmlinuz", "initramfs.cpio.gz"):  # the driver boots from copies in its run dir
+        shutil.copy(os.path.join(run, f), os.path.join(bare_run, f))
+    old_mem = os.path.join(d.mem, sid)
+    subprocess.check_call(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                           os.path.join(GUEST, "rootfs.ext4"),
+                           os.path.join(bare_run, "rootfs.qcow2")])
+    bare = Bare(rebase(argv, run, bare_run, old_mem, bare_mem_dir), bare_run, bare_mem)
+    subprocess.check_call(["truncate", "-s", str(sb["memory_mib"] << 20), bare_mem])
+    bare.start()
+    bare.agent_ok()
+    state, saved_mem = os.path.join(work, "bare.state"), os.path.join(work, "bare.mem")
+    ours_p, ours_r, bare_p, bare_r = [], [], [], []
+    for _ in range(rounds):
+        t = time.monotonic()
+        d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
+        ours_p.append(time.monotonic() - t)
+        t = time.monotonic()
+        d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+        ours_r.append(time.monotonic() - t)
+        t = time.monotonic()
+        bare.save(state)
+        bare_p.append(time.monotonic() - t)
+        shutil.move(bare_mem, saved_mem)  # the "snapshot" of the bare guest's RAM
+        t = time.monotonic()
+        bare.restore(state, saved_mem)
+        bare_r.append(time.monotonic() - t)
+    bare.stop()
+    d.ok("DELETE", "/v1/sandboxes/%s" % sid)
+    med = statistics.median
+    print("%-8s %10s %10s %8s   (%d rounds, 256 MiB guest, medians)" %
+          ("", "ours ms", "bare ms", "ratio", rounds))
+    for name, o, b in (("pause", ours_p, bare_p), ("resume", ours_r, bare_r)):
+        print("%-8s %10.1f %10.1f %8.2f" % (name, med(o) * 1e3, med(b) * 1e3, med(o) / med(b)))
+
+
+def bench_density(d, n):
+    base = d.ok("POST", "/v1/sandboxes", {})
+    d.ok("POST", "/v1/sandboxes/%s/snapshot" % base["id"], {"name": "bench-tpl"})
+    d.ok("DELETE", "/v1/sandboxes/%s" % base["id"])
+    clones = [d.ok("POST", "/v1/snapshots/bench-tpl/sandboxes", {}) for _ in range(n)]
+    clone_mem = sum(guest_memory(d, c["id"], c["pid"]) for c in clones)
+    for c in clones:
+        d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
+    fresh = [d.ok("POST", "/v1/sandboxes", {}) for _ in range(n)]
+    fresh_mem = sum(guest_memory(d, c["id"], c["pid"]) for c in fresh)
+    for c in fresh:
+        d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
+    print("memory of %d guests: clones of one template %.1f MiB, independent boots %.1f MiB, "
+          "ratio %.2f" % (n, clone_mem / 2**20, fresh_mem / 2**20, clone_mem / fresh_mem))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--clones", type=int, default=10)
+    a = ap.parse_args()
+    if not os.environ.get("VMSNAP_BUILD"):
+        sys.exit("set VMSNAP_BUILD to the build directory (e.g. build/release)")
+    work = tempfile.mkdtemp(prefix="vmsnap-bench-")
+    d = Daemon(work)
+    try:
+        d.start()
+        bench_latency(d, a.rounds, work)
+        bench_density(d, a.clones)
+    finally:
+        d.stop()
+        subprocess.call(["pkill", "-9", "-f", work])
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(d.mem, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
