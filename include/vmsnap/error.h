@@ -16,7 +16,9 @@ struct vmsnap_diag {
 int vmsnap_diag(struct vmsnap_diag *d, int err, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
-/* Prefixes the message already in d with more context ("ctx: old message"); returns d->err. */
+/* Prefixes the message already in d with more context ("ctx: old message"); returns d->err.
+ * Never returns success: with d == NULL (or no error recorded) it returns -EIO, so
+ * `return vmsnap_diag_prefix(d, ...)` on an error path stays an error. */
 int vmsnap_diag_prefix(struct vmsnap_diag *d, const char *fmt, ...)
         __attribute__((format(printf, 2, 3)));
 

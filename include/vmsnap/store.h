@@ -168,6 +168,10 @@ const char *vmsnap_store_txn_id(const struct vmsnap_store_txn *t);
 const char *vmsnap_store_txn_dir(const struct vmsnap_store_txn *t);
 int vmsnap_store_txn_dirfd(const struct vmsnap_store_txn *t);
 
+/* Records the VMM version that wrote the state (known only once the VM was saved); the
+ * envelope and the row get it at commit. Returns 0 or -EINVAL. */
+int vmsnap_store_txn_set_vmm_version(struct vmsnap_store_txn *t, const char *version);
+
 /* Completes the create: validates and fsyncs the files, writes the envelope, marks the row
  * ready. On success the txn is finished (free it) and *ret (may be NULL) holds the row. On
  * failure nothing is visible and the txn can still be aborted. Returns 0 or -errno. */

@@ -167,10 +167,21 @@ int agent_restore_hook(struct live *l, struct vmsnap_diag *d)
                 enc[k++] = i + 1 < sizeof(seed) ? b64[(v >> 6) & 63] : '=';
                 enc[k++] = i + 2 < sizeof(seed) ? b64[v & 63] : '=';
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        json_int_t ns = (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-        return simple_call(l, json_pack("{s:s, s:I, s:s}", "op", "restore_hook", "time_ns", ns,
-                                        "seed_b64", enc),
-                           10000, d);
+        /* Retried on a fresh connection: right after a restore the guest's port may miss
+         * the first request. Setting the clock and adding entropy twice is harmless. */
+        int64_t deadline = now_ms() + 30000;
+        int r;
+        do {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                json_int_t ns = (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+                r = simple_call(l, json_pack("{s:s, s:I, s:s}", "op", "restore_hook", "time_ns",
+                                             ns, "seed_b64", enc),
+                                3000, d);
+                if (r < 0 && l->agent_fd >= 0) {
+                        close(l->agent_fd);
+                        l->agent_fd = -1;
+                }
+        } while (r < 0 && now_ms() < deadline);
+        return r;
 }

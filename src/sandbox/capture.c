@@ -99,6 +99,8 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         r = db_journal_step(h, j, "begin", data, NULL, d);
         if (r == 0)
                 r = l->driver->save(l->vm, dir, &saved, d);
+        if (r == 0 && saved.version[0]) /* the saving VMM's own word (accel included) */
+                vmsnap_store_txn_set_vmm_version(t, saved.version);
         if (r == 0)
                 r = capture_memory(h, sb, &saved, dir, d);
         if (saved.memory_file_temporary)

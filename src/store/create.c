@@ -291,6 +291,14 @@ const char *vmsnap_store_txn_dir(const struct vmsnap_store_txn *t)
         return t->dir;
 }
 
+int vmsnap_store_txn_set_vmm_version(struct vmsnap_store_txn *t, const char *version)
+{
+        if (!t || !version || strlen(version) >= sizeof(t->rec.vmm_version))
+                return -EINVAL;
+        snprintf(t->rec.vmm_version, sizeof(t->rec.vmm_version), "%s", version);
+        return 0;
+}
+
 int vmsnap_store_txn_dirfd(const struct vmsnap_store_txn *t)
 {
         return t->dirfd;
@@ -394,7 +402,7 @@ static int mark_ready(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         r = store_prepare(s,
                           "UPDATE snapshots SET state = 'ready', state_changed = ?1, "
-                          "size_bytes = ?2, generation = ?3, memory = ?4 "
+                          "size_bytes = ?2, generation = ?3, memory = ?4, vmm_version = ?6 "
                           "WHERE id = ?5 AND state = 'pending'",
                           &st, d);
         if (r == 0) {
@@ -403,6 +411,7 @@ static int mark_ready(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
                 sqlite3_bind_int64(st, 3, (sqlite3_int64)t->rec.generation);
                 sqlite3_bind_int64(st, 4, (sqlite3_int64)t->rec.memory);
                 sqlite3_bind_text(st, 5, t->rec.id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 6, t->rec.vmm_version, -1, SQLITE_STATIC);
                 int rc = sqlite3_step(st);
                 if (rc != SQLITE_DONE)
                         r = store_sql_error(s, rc, "marking the snapshot ready", d);

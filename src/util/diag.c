@@ -1,6 +1,7 @@
 /* Diagnostics: the error message travels with the errno up to the CLI or the daemon. */
 #include <vmsnap/error.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,7 +21,7 @@ int vmsnap_diag(struct vmsnap_diag *d, int err, const char *fmt, ...)
 int vmsnap_diag_prefix(struct vmsnap_diag *d, const char *fmt, ...)
 {
         if (!d)
-                return 0;
+                return -EIO;
         char prefix[512];
         va_list ap;
         va_start(ap, fmt);
@@ -38,7 +39,7 @@ int vmsnap_diag_prefix(struct vmsnap_diag *d, const char *fmt, ...)
         size_t m = strnlen(old, room);
         memcpy(d->msg + n + 2, old, m);
         d->msg[n + 2 + m] = '\0';
-        return d->err;
+        return d->err < 0 ? d->err : -EIO;
 }
 
 void vmsnap_diag_clear(struct vmsnap_diag *d)

@@ -15,8 +15,7 @@
 #define QEMU_AGENT_PORT "org.vmsnap.agent" /* the guest agent looks for this name */
 #define QEMU_MAX_MEMORY (16ull << 40)
 
-/* ---- the machine ------------------------------------------------------------------------------
- */
+/* ---- the machine ----------------------------------------------------------------------------- */
 
 /* The kernel command line: spec's (or the default) plus, under TCG, the TSC frequency.
  * microvm gives the kernel nothing to calibrate the TSC against (docs/guest.md §3.2): without
@@ -163,8 +162,7 @@ int qemu_machine_write_file(int dirfd, const char *where, json_t *o, struct vmsn
         return r;
 }
 
-/* ---- the command line -------------------------------------------------------------------------
- */
+/* ---- the command line ------------------------------------------------------------------------ */
 
 struct argv_buf {
         char *v[64];

@@ -91,7 +91,7 @@ static int boot_files_in(const char *dir, struct boot_files *ret, struct vmsnap_
         return 0;
 }
 
-/* ---- versions ----------------------------------------------------------------------------- */
+/* ---- versions -------------------------------------------------------------------------------- */
 
 static pthread_mutex_t version_lock = PTHREAD_MUTEX_INITIALIZER;
 static char version_binary[PATH_MAX] = "\1"; /* the binary version_text belongs to */
@@ -189,8 +189,7 @@ static int read_run_config(struct vmsnap_vm *vm, struct vmsnap_diag *d)
         return r;
 }
 
-/* ---- files ------------------------------------------------------------------------------------
- */
+/* ---- files ----------------------------------------------------------------------------------- */
 
 /* Makes dst_dirfd/name the same file as src_path (hard link, else reflink or copy), replacing
  * an older file of that name atomically. */
@@ -304,8 +303,7 @@ static void log_tail(const char *path, char *out, size_t size)
         out[len] = '\0';
 }
 
-/* ---- the process ------------------------------------------------------------------------------
- */
+/* ---- the process ----------------------------------------------------------------------------- */
 
 /* Turns a failure on a QEMU that is exiting into "qemu (pid N) exited with status 1 (...)"
  * plus the end of its log; other failures get the pid as prefix. Returns the error. */
@@ -331,6 +329,7 @@ static int explain(struct vmm_process *p, int r, struct vmsnap_diag *d)
                            (int)p->pid, how, msg, tail[0] ? tail : "(empty)", p->log_path);
 }
 
+/* A handle for spec's run directory with its socket paths (no process yet). */
 static int vm_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, struct vmsnap_diag *d)
 {
         struct vmsnap_vm *vm = calloc(1, sizeof(*vm));
@@ -338,7 +337,7 @@ static int vm_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, str
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         vm->proc.pidfd = -1;
         if (snprintf(vm->run_dir, sizeof(vm->run_dir), "%s", spec->run_dir) >=
-                (int)sizeof(vm->run_dir) ||
+                    (int)sizeof(vm->run_dir) ||
             path_join(vm->qmp_sock, sizeof(vm->qmp_sock), spec->run_dir, QEMU_QMP_SOCK) < 0 ||
             path_join(vm->agent_sock, sizeof(vm->agent_sock), spec->run_dir, QEMU_AGENT_SOCK) < 0) {
                 free(vm);
@@ -434,8 +433,7 @@ static void vm_free(struct vmsnap_vm *vm)
         free(vm);
 }
 
-/* ---- KVM probe ----------------------------------------------------------------------------------
- */
+/* ---- KVM probe ------------------------------------------------------------------------------- */
 
 struct probe_ctx {
         const struct vmsnap_vm_spec *spec;
@@ -458,7 +456,7 @@ static int agent_health(const char *sock, struct vmm_process *p, int64_t deadlin
                 sleep_ms(20);
         }
         static const char req[] = "{\"op\":\"health\",\"id\":\"accel-probe\"}\n";
-        if (fd < 0 || vmsnap_fs_write_full(fd, req, sizeof(req) - 1) < 0)
+        if (fd < 0 || send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)sizeof(req) - 1)
                 return vmsnap_diag(d, -EIO, "cannot send to the guest agent");
         char buf[512];
         size_t len = 0;
@@ -543,9 +541,9 @@ static int verdict_dir(const char *run_dir, char out[PATH_MAX], struct vmsnap_di
         return 0;
 }
 
-/* ---- boot --------------------------------------------------------------------------------------
- */
+/* ---- boot ------------------------------------------------------------------------------------ */
 
+/* Validates what boot (boot = true) or restore needs from a spec. */
 static int check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vmsnap_diag *d)
 {
         if (!spec || !spec->id || !spec->run_dir || !spec->memory_file)
@@ -579,9 +577,11 @@ static int choose_accel(const struct vmsnap_vm_spec *spec, const char *kernel, c
         if (r < 0)
                 return r;
         struct probe_ctx ctx = {
-            .spec = spec, .kernel = kernel, .initrd = initrd, .version = version};
-        struct vmm_accel_choice c = {
-            .verdict_dir = vdir, .qemu_version = version, .probe = probe_kvm, .probe_ctx = &ctx};
+                .spec = spec, .kernel = kernel, .initrd = initrd, .version = version};
+        struct vmm_accel_choice c = {.verdict_dir = vdir,
+                                     .qemu_version = version,
+                                     .probe = probe_kvm,
+                                     .probe_ctx = &ctx};
         return vmm_accel_choose(&c, ret, d);
 }
 
@@ -654,8 +654,7 @@ static int qemu_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret,
         return 0;
 }
 
-/* ---- restore ------------------------------------------------------------------------------------
- */
+/* ---- restore --------------------------------------------------------------------------------- */
 
 /* Checks that this host and spec can run the machine a snapshot describes. */
 static int check_restorable(const struct vmsnap_vm_spec *spec, const char *state_dir,
@@ -740,7 +739,7 @@ static int restore_memory(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spe
                                    (int)from->memory_mode);
         const char *path = from->memory_path ? from->memory_path : spec->memory_file;
         if (!path || snprintf(vm->memory_file, sizeof(vm->memory_file), "%s", path) >=
-                         (int)sizeof(vm->memory_file))
+                             (int)sizeof(vm->memory_file))
                 return vmsnap_diag(d, -EINVAL, "qemu: restore needs a memory file path");
         vm->memory_shared = from->memory_mode == VMSNAP_VM_MEMORY_FILE_SHARED;
         return prepare_memory_file(vm->memory_file, vm->machine.memory, false, d);
@@ -789,8 +788,7 @@ static int qemu_restore(const struct vmsnap_vm_spec *spec, const struct vmsnap_v
         return 0;
 }
 
-/* ---- attach, pause, resume ----------------------------------------------------------------------
- */
+/* ---- attach, pause, resume ------------------------------------------------------------------- */
 
 static int qemu_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsnap_vm **ret,
                        struct vmsnap_diag *d)
@@ -845,8 +843,7 @@ static int qemu_resume(struct vmsnap_vm *vm, struct vmsnap_diag *d)
         return qmp(vm, "cont", NULL, -1, VMM_QMP_TIMEOUT_MS, NULL, d);
 }
 
-/* ---- save ---------------------------------------------------------------------------------------
- */
+/* ---- save ------------------------------------------------------------------------------------ */
 
 /* Polls query-migrate until the outgoing migration completed. */
 static int wait_migration(struct vmsnap_vm *vm, struct vmsnap_diag *d)
@@ -867,8 +864,7 @@ static int wait_migration(struct vmsnap_vm *vm, struct vmsnap_diag *d)
                                         (int)vm->proc.pid, st, why ? why : "no reason given");
                 else if (now_ms() >= deadline)
                         r = vmsnap_diag(d, -ETIMEDOUT,
-                                        "qemu (pid %d): migration still %s after "
-                                        "%d ms",
+                                        "qemu (pid %d): migration still %s after %d ms",
                                         (int)vm->proc.pid, st ? st : "?", timeout);
                 json_decref(info);
                 if (r == -ETIMEDOUT)
@@ -924,6 +920,9 @@ static int write_machine(struct vmsnap_vm *vm, int dirfd, const char *state_dir,
 static int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm_saved *ret,
                      struct vmsnap_diag *d)
 {
+        struct vmsnap_diag local = {0};
+        if (!d) /* vmsnap_diag_prefix(NULL, ...) returns 0: callees must see a diag */
+                d = &local;
         if (!vm || !state_dir || !ret)
                 return vmsnap_diag(d, -EINVAL, "qemu: save needs a VM and a state directory");
         /* x-ignore-shared skips only shared RAM: a share=off VM would stream its whole RAM
@@ -939,7 +938,16 @@ static int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_
         _cleanup_close_ int dirfd = vmsnap_fs_open_dir(state_dir);
         if (dirfd < 0)
                 return vmsnap_diag(d, dirfd, "%s: cannot open: %s", state_dir, strerror(-dirfd));
+        char status[32] = "";
         int r = qemu_pause(vm, d);
+        if (r == 0)
+                r = query_status(vm, status, sizeof(status), d);
+        /* QEMU refuses to migrate again before the VM ran: say why in our words. */
+        if (r == 0 && strcmp(status, "postmigrate") == 0)
+                r = vmsnap_diag(d, -EBUSY,
+                                "qemu (pid %d): the VM was saved and has not run since; "
+                                "resume it before saving it again",
+                                (int)vm->proc.pid);
         if (r == 0)
                 r = write_snapfile(vm, dirfd, d);
         if (r == 0)
@@ -957,8 +965,7 @@ static int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_
         return 0;
 }
 
-/* ---- agent, teardown ----------------------------------------------------------------------------
- */
+/* ---- agent, teardown ------------------------------------------------------------------------- */
 
 static int qemu_agent_connect(struct vmsnap_vm *vm, int timeout_ms, int *ret_fd,
                               struct vmsnap_diag *d)
@@ -987,6 +994,7 @@ static int qemu_agent_connect(struct vmsnap_vm *vm, int timeout_ms, int *ret_fd,
         }
 }
 
+/* Removes what a dead QEMU leaves in its run directory (sockets, pid file). */
 static void unlink_run_files(const char *run_dir)
 {
         static const char *const names[] = {QEMU_QMP_SOCK, QEMU_AGENT_SOCK, QEMU_PIDFILE};
@@ -1021,17 +1029,17 @@ static pid_t qemu_pid(const struct vmsnap_vm *vm)
 }
 
 const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
-    .name = QEMU_NAME,
-    .probe = qemu_probe,
-    .compatible = qemu_compatible,
-    .boot = qemu_boot,
-    .restore = qemu_restore,
-    .attach = qemu_attach,
-    .pause = qemu_pause,
-    .resume = qemu_resume,
-    .save = qemu_save,
-    .agent_connect = qemu_agent_connect,
-    .destroy = qemu_destroy,
-    .detach = qemu_detach,
-    .pid = qemu_pid,
+        .name = QEMU_NAME,
+        .probe = qemu_probe,
+        .compatible = qemu_compatible,
+        .boot = qemu_boot,
+        .restore = qemu_restore,
+        .attach = qemu_attach,
+        .pause = qemu_pause,
+        .resume = qemu_resume,
+        .save = qemu_save,
+        .agent_connect = qemu_agent_connect,
+        .destroy = qemu_destroy,
+        .detach = qemu_detach,
+        .pid = qemu_pid,
 };

@@ -237,7 +237,8 @@ static int read_greeting(struct vmm_qmp *q, int64_t deadline, struct vmsnap_diag
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: no QMP greeting: %s", q->path,
                                    r == -ECONNRESET  ? "QEMU closed the connection"
-                                   : r == -ETIMEDOUT ? "timed out"
+                                   : r == -ETIMEDOUT ? "timed out (QMP serves one client at a "
+                                                       "time: is another one connected?)"
                                                      : strerror(-r));
         json_t *o = json_loadb(line, len, 0, NULL);
         bool ok = json_is_object(json_object_get(o, "QMP"));

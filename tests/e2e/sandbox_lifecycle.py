@@ -143,8 +143,8 @@ def alive(pid):
         return False
 
 
-COUNTER = ("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.2; done)"
-           " >/dev/null 2>&1 &")
+COUNTER = ("(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new;"
+           " mv /tmp/counter.new /tmp/counter; sleep 0.2; done) >/dev/null 2>&1 &")
 
 
 def counter(d, sid):
