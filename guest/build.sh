@@ -27,6 +27,11 @@ mkdir -p "$OUTDIR/cache"
 OUTDIR=$(cd "$OUTDIR" && pwd)
 CACHE=$OUTDIR/cache
 
+# One build at a time per output directory: tests that need the image run in parallel and
+# each calls this script; the second waits and then finds everything up to date.
+exec 9>"$OUTDIR/.build.lock"
+flock 9
+
 KERNEL_META=linux-image-cloud-amd64
 # Drivers the guest needs (see docs/guest.md): the microvm machine exposes its devices
 # as virtio-mmio; the agent port is virtio-serial; the rootfs is virtio-blk. ext4 is

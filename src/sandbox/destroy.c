@@ -10,10 +10,9 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
         struct journal j;
         char snapshot[VMSNAP_ID_LEN + 1];
         snprintf(snapshot, sizeof(snapshot), "%s", sb->snapshot_id);
-        sb->state = VMSNAP_SANDBOX_STOPPING;
-        int r = db_journal_begin(h, &j, sb->id, "destroy", NULL, d);
-        if (r == 0)
-                r = db_journal_step(h, &j, "begin", NULL, sb, d);
+        if (sb->state == VMSNAP_SANDBOX_STOPPED)
+                return 0; /* idempotent */
+        int r = transition_begin(h, &j, sb, "destroy", VMSNAP_SANDBOX_STOPPING, d);
         if (r < 0)
                 return r;
         vm_kill(l);
@@ -29,15 +28,5 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
 
 int vmsnap_sandbox_destroy(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d)
 {
-        struct live *l;
-        struct vmsnap_sandbox sb;
-        int r = op_begin(h, ref, &l, &sb, d);
-        if (r < 0)
-                return r;
-        if (sb.state == VMSNAP_SANDBOX_STOPPED)
-                r = 0; /* idempotent */
-        else
-                r = destroy_locked(h, l, &sb, d);
-        op_end(l);
-        return r;
+        return run_locked(h, ref, destroy_locked, NULL, d);
 }

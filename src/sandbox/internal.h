@@ -154,6 +154,20 @@ int op_begin(struct vmsnap_host *h, const char *ref, struct live **ret_l,
 /* Releases the operation lock. */
 void op_end(struct live *l);
 
+/* An operation on one sandbox, run with its lock held and its row fresh. */
+typedef int (*locked_op_fn)(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                            struct vmsnap_diag *d);
+
+/* Resolves ref, runs fn under the sandbox's lock, and copies the row to ret (may be NULL) on
+ * success. */
+int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
+               struct vmsnap_sandbox *ret, struct vmsnap_diag *d);
+
+/* Starts a journaled operation: the row moves to `state` in the same transaction that
+ * opens the journal entry's first step. */
+int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                     const char *op, enum vmsnap_sandbox_state state, struct vmsnap_diag *d);
+
 /* The row writers and journal calls above, each under the db lock. */
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 void db_delete(struct vmsnap_host *h, const char *id);

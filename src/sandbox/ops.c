@@ -33,6 +33,29 @@ void op_end(struct live *l)
         pthread_mutex_unlock(&l->op_lock);
 }
 
+int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
+               struct vmsnap_sandbox *ret, struct vmsnap_diag *d)
+{
+        struct live *l;
+        struct vmsnap_sandbox sb;
+        int r = op_begin(h, ref, &l, &sb, d);
+        if (r < 0)
+                return r;
+        r = fn(h, l, &sb, d);
+        op_end(l);
+        if (r == 0 && ret)
+                *ret = sb;
+        return r;
+}
+
+int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                     const char *op, enum vmsnap_sandbox_state state, struct vmsnap_diag *d)
+{
+        sb->state = state;
+        int r = db_journal_begin(h, j, sb->id, op, NULL, d);
+        return r < 0 ? r : db_journal_step(h, j, "begin", NULL, sb, d);
+}
+
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
 {
         pthread_mutex_lock(&h->db_lock);

@@ -29,10 +29,7 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         struct journal j;
         char previous[VMSNAP_ID_LEN + 1];
         snprintf(previous, sizeof(previous), "%s", sb->snapshot_id);
-        sb->state = VMSNAP_SANDBOX_PAUSING;
-        int r = db_journal_begin(h, &j, sb->id, "pause", NULL, d);
-        if (r == 0)
-                r = db_journal_step(h, &j, "begin", NULL, sb, d);
+        int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, d);
         if (r < 0)
                 return r;
         struct vmsnap_diag ignore = {0};
@@ -66,14 +63,5 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
 int vmsnap_sandbox_pause(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
                          struct vmsnap_diag *d)
 {
-        struct live *l;
-        struct vmsnap_sandbox sb;
-        int r = op_begin(h, ref, &l, &sb, d);
-        if (r < 0)
-                return r;
-        r = pause_locked(h, l, &sb, d);
-        op_end(l);
-        if (r == 0 && ret)
-                *ret = sb;
-        return r;
+        return run_locked(h, ref, pause_locked, ret, d);
 }

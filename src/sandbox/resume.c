@@ -21,10 +21,7 @@ static int resume_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
         struct journal j;
-        sb->state = VMSNAP_SANDBOX_RESUMING;
-        r = db_journal_begin(h, &j, sb->id, "resume", NULL, d);
-        if (r == 0)
-                r = db_journal_step(h, &j, "begin", NULL, sb, d);
+        r = transition_begin(h, &j, sb, "resume", VMSNAP_SANDBOX_RESUMING, d);
         if (r < 0)
                 return r;
         r = restore_into(h, l, sb, &snap, false, d);
@@ -43,14 +40,5 @@ static int resume_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
 int vmsnap_sandbox_resume(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
                           struct vmsnap_diag *d)
 {
-        struct live *l;
-        struct vmsnap_sandbox sb;
-        int r = op_begin(h, ref, &l, &sb, d);
-        if (r < 0)
-                return r;
-        r = resume_locked(h, l, &sb, d);
-        op_end(l);
-        if (r == 0 && ret)
-                *ret = sb;
-        return r;
+        return run_locked(h, ref, resume_locked, ret, d);
 }

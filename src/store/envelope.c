@@ -303,34 +303,10 @@ int store_envelope_serialize(const struct store_envelope *e, char **ret, size_t 
         return 0;
 }
 
-/* Reads a small regular file without following a symlink. */
-static int read_nofollow(int dirfd, const char *name, size_t max, char **ret, size_t *ret_len)
-{
-        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        if (fd < 0)
-                return errno == ELOOP ? -ELOOP : -errno;
-        struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
-                return -EINVAL;
-        if ((uint64_t)st.st_size > max)
-                return -EFBIG;
-        _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        ssize_t n = vmsnap_fs_pread_full(fd, buf, (size_t)st.st_size, 0);
-        if (n < 0)
-                return (int)n;
-        buf[n] = '\0';
-        *ret_len = (size_t)n;
-        *ret = TAKE_PTR(buf);
-        return 0;
-}
-
 int store_envelope_read(int dirfd, char **ret, size_t *ret_len, struct vmsnap_diag *d)
 {
-        int r = read_nofollow(dirfd, VMSNAP_ENVELOPE_NAME, STORE_ENVELOPE_MAX, ret, ret_len);
+        int r = vmsnap_fs_read_file(dirfd, VMSNAP_ENVELOPE_NAME, STORE_ENVELOPE_MAX,
+                                    (uint8_t **)ret, ret_len);
         if (r == -ENOENT)
                 return vmsnap_diag(d, r, VMSNAP_ENVELOPE_NAME " is missing");
         if (r < 0)

@@ -68,7 +68,7 @@ int vmsnap_fs_write_full(int fd, const void *buf, size_t len)
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len)
 {
-        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
         struct stat st;

@@ -19,8 +19,9 @@ int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Writes all len bytes at the current position; returns 0 or -errno. */
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
 
-/* Reads a whole (small) file into a malloc'd buffer, capped at max bytes; returns 0 and sets
- * *ret_buf and *ret_len, -EFBIG when larger than max, or -errno. */
+/* Reads a whole (small) regular file into a malloc'd, NUL-terminated buffer, capped at max
+ * bytes, never following a symlink; returns 0 and sets *ret_buf and *ret_len, -EFBIG when
+ * larger than max, -ELOOP for a symlink, -EINVAL for a non-regular file, or -errno. */
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len);
 
