@@ -55,6 +55,8 @@ struct vmsnap_vm; /* a VMM process the driver started or attached to (opaque) */
 
 struct vmsnap_vmm_driver {
         const char *name; /* "qemu", "firecracker", "cloud-hypervisor" */
+        const char *disk_format; /* the sandbox disk it takes: "qcow2" overlay or "raw" copy */
+        bool lazy_uffd;          /* restore can take VMSNAP_VM_MEMORY_UFFD (the page server) */
 
         /* Finds the VMM binary and reads its version into ret_version. Returns 0, -ENOENT
          * when it is not installed (d says what to install), or -errno. */

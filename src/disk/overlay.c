@@ -84,6 +84,57 @@ int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vms
         return 0;
 }
 
+const char *vmsnap_disk_name(const char *format)
+{
+        return format && strcmp(format, "raw") == 0 ? VMSNAP_ROOTFS_RAW : VMSNAP_ROOTFS_OVERLAY;
+}
+
+/* Copies the data regions of in to out (holes skipped) and sizes out like in. */
+static int copy_sparse(int in, int out, uint64_t size)
+{
+        uint64_t off = 0;
+        while (off < size) {
+                off_t data = lseek(in, (off_t)off, SEEK_DATA);
+                if (data < 0)
+                        break; /* ENXIO: only a hole is left */
+                off_t hole = lseek(in, data, SEEK_HOLE);
+                if (hole < 0)
+                        hole = (off_t)size;
+                int r = vmsnap_fs_copy_range(in, (uint64_t)data, out, (uint64_t)data,
+                                             (uint64_t)(hole - data));
+                if (r < 0)
+                        return r;
+                off = (uint64_t)hole;
+        }
+        return ftruncate(out, (off_t)size) < 0 ? -errno : 0;
+}
+
+int vmsnap_disk_clone(const char *base, const char *dst, struct vmsnap_diag *d)
+{
+        char dname[256];
+        _cleanup_close_ int ddir = open_parent(dst, dname, d);
+        if (ddir < 0)
+                return ddir;
+        struct vmsnap_staged s;
+        int r = vmsnap_staged_open(&s, ddir, dname, d);
+        if (r < 0)
+                return r;
+        _cleanup_close_ int in = open(base, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (in < 0 || fstat(in, &st) < 0)
+                r = vmsnap_diag(d, -errno, "%s: cannot open the base image: %s", base,
+                                strerror(errno));
+        else if (ioctl(s.fd, FICLONE, in) < 0 && (r = copy_sparse(in, s.fd, (uint64_t)st.st_size)) < 0)
+                vmsnap_diag(d, r, "%s: copy to %s failed: %s", base, dst, strerror(-r));
+        if (r == 0)
+                r = vmsnap_staged_commit(&s, d);
+        if (r == 0 && (r = vmsnap_fs_fsync_dir(ddir)) < 0)
+                vmsnap_diag(d, r, "%s: fsync of directory failed", dst);
+        if (r < 0)
+                vmsnap_staged_abort(&s);
+        return r;
+}
+
 int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
 {
         char sname[256], dname[256];
@@ -116,12 +167,13 @@ int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
         return r;
 }
 
-int vmsnap_disk_write_meta(const char *dir, const char *base, struct vmsnap_diag *d)
+int vmsnap_disk_write_meta(const char *dir, const char *base, const char *format,
+                           struct vmsnap_diag *d)
 {
         _cleanup_close_ int fd = vmsnap_fs_open_dir(dir);
         if (fd < 0)
                 return vmsnap_diag(d, fd, "%s: cannot open: %s", dir, strerror(-fd));
-        json_t *o = json_pack("{s:s, s:s}", "base", base, "format", "qcow2");
+        json_t *o = json_pack("{s:s, s:s}", "base", base, "format", format);
         _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
         json_decref(o);
         if (!text)

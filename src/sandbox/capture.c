@@ -47,10 +47,12 @@ static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
 static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, bool keep_running,
                         const char *dir, struct vmsnap_diag *d)
 {
-        char run[PATH_LEN], src[PATH_LEN + 32], dst[PATH_LEN + 32], base[PATH_LEN + 32];
-        path_run_dir(h, sb->id, run);
-        snprintf(src, sizeof(src), "%s/%s", run, VMSNAP_ROOTFS_OVERLAY);
-        snprintf(dst, sizeof(dst), "%s/%s", dir, VMSNAP_ROOTFS_OVERLAY);
+        char src[PATH_LEN + 32], dst[PATH_LEN + 32], base[PATH_LEN + 32];
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        build_spec(h, sb, &buf, &spec);
+        snprintf(src, sizeof(src), "%s", spec.rootfs);
+        snprintf(dst, sizeof(dst), "%s/%s", dir, vmsnap_disk_name(spec.rootfs_format));
         snprintf(base, sizeof(base), "%s/rootfs.ext4", h->guest_dir);
         int r;
         if (access(src, F_OK) < 0)
@@ -59,7 +61,7 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
                 r = 0;
         else
                 r = vmsnap_disk_copy(src, dst, d);
-        return r < 0 ? r : vmsnap_disk_write_meta(dir, base, d);
+        return r < 0 ? r : vmsnap_disk_write_meta(dir, base, spec.rootfs_format, d);
 }
 
 static int begin_snapshot(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
@@ -135,12 +137,15 @@ static int prepare_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
 static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                         const char *snapdir, struct vmsnap_diag *d)
 {
-        char src[PATH_LEN + 32], run[PATH_LEN], dst[PATH_LEN + 32];
-        snprintf(src, sizeof(src), "%s/%s", snapdir, VMSNAP_ROOTFS_OVERLAY);
-        path_run_dir(h, sb->id, run);
-        snprintf(dst, sizeof(dst), "%s/%s", run, VMSNAP_ROOTFS_OVERLAY);
-        if (mkdir(run, 0755) < 0 && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s: cannot create: %s", run, strerror(errno));
+        char src[PATH_LEN + 32];
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        build_spec(h, sb, &buf, &spec);
+        snprintf(src, sizeof(src), "%s/%s", snapdir, vmsnap_disk_name(spec.rootfs_format));
+        const char *dst = spec.rootfs;
+        if (mkdir(buf.run_dir, 0755) < 0 && errno != EEXIST)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
+                                   strerror(errno));
         if (access(src, F_OK) < 0)
                 return 0;
         return vmsnap_disk_copy(src, dst, d);
@@ -174,14 +179,21 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
                 r = check_version(l, snap, d);
         if (r == 0)
                 r = prepare_disk(h, sb, snapdir, d);
-        if (r == 0)
-                r = prepare_memory(h, sb, snapdir, d);
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
         build_spec(h, sb, &buf, &spec);
         struct vmsnap_vm_restore from = {.state_dir = snapdir,
                                          .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
                                          .memory_path = buf.memory};
+        char pager_socket[PATH_LEN];
+        if (r == 0 && l->driver->lazy_uffd) {
+                /* Lazy: pages come from the snapshot on first touch, nothing is copied. */
+                r = pager_start(h, l, sb, snapdir, pager_socket, d);
+                from.memory_mode = VMSNAP_VM_MEMORY_UFFD;
+                from.memory_path = pager_socket;
+        } else if (r == 0) {
+                r = prepare_memory(h, sb, snapdir, d);
+        }
         if (r == 0)
                 r = l->driver->restore(&spec, &from, &l->vm, d);
         if (r == 0)

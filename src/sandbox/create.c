@@ -98,7 +98,9 @@ static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandb
         if (mkdir(buf.run_dir, 0755) < 0 || mkdir(memdir, 0700) < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
                                    strerror(errno));
-        int r = vmsnap_disk_overlay_create(base, buf.rootfs, d);
+        int r = strcmp(spec.rootfs_format, "raw") == 0
+                        ? vmsnap_disk_clone(base, buf.rootfs, d)
+                        : vmsnap_disk_overlay_create(base, buf.rootfs, d);
         if (r == 0)
                 r = l->driver->boot(&spec, &l->vm, d);
         if (r == 0) { /* the pid is recorded so that recovery can find the VMM */

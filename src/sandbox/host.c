@@ -3,6 +3,8 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <vmsnap/disk.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -136,7 +138,9 @@ void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         path_run_dir(h, sb->id, buf->run_dir);
         snprintf(buf->kernel, PATH_LEN, "%.3000s/vmlinuz", h->guest_dir);
         snprintf(buf->initrd, PATH_LEN, "%.3000s/initramfs.cpio.gz", h->guest_dir);
-        snprintf(buf->rootfs, PATH_LEN, "%.3000s/rootfs.qcow2", buf->run_dir);
+        const struct vmsnap_vmm_driver *drv = vmsnap_vmm_find(sb->vmm);
+        const char *format = drv && drv->disk_format ? drv->disk_format : "qcow2";
+        snprintf(buf->rootfs, PATH_LEN, "%.3000s/%s", buf->run_dir, vmsnap_disk_name(format));
         path_memory(h, sb->id, buf->memory);
         *ret = (struct vmsnap_vm_spec){
                 .id = sb->id,
@@ -144,7 +148,7 @@ void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                 .kernel = buf->kernel,
                 .initrd = buf->initrd,
                 .rootfs = buf->rootfs,
-                .rootfs_format = "qcow2",
+                .rootfs_format = format,
                 .vcpus = sb->vcpus,
                 .memory = sb->memory,
                 .memory_file = buf->memory,

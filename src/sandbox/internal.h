@@ -21,6 +21,7 @@ struct live {
         struct vmsnap_vm *vm;    /* NULL when no VMM process is attached */
         const struct vmsnap_vmm_driver *driver;
         int agent_fd;            /* connection to the guest agent, -1 when none */
+        pid_t pager_pid;         /* the sandbox's page server (lazy restore), 0 when none */
         struct live *next;
 };
 
@@ -138,6 +139,14 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
 int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                  const struct vmsnap_snapshot *snap, bool shared_template,
                  struct vmsnap_diag *d);
+
+/* Starts `vmsnap uffd-serve` for snapdir in its own session, listening on
+ * <run_dir>/uffd.sock (written into socket_out); records its pid in l. */
+int pager_start(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
+                const char *snapdir, char socket_out[PATH_LEN], struct vmsnap_diag *d);
+
+/* Stops the sandbox's page server, if any, and reaps it. */
+void pager_stop(struct live *l);
 
 /* Recovery of open journal entries and re-attachment of running VMs (recover.c). */
 int recover(struct vmsnap_host *h, struct vmsnap_diag *d);

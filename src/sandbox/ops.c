@@ -122,6 +122,7 @@ void drop_snapshot(struct vmsnap_host *h, const char *id)
 
 void vm_kill(struct live *l)
 {
+        pager_stop(l); /* first: it would kill the VMM itself if it lost its uffd mid-fault */
         if (l->agent_fd >= 0)
                 close(l->agent_fd);
         l->agent_fd = -1;

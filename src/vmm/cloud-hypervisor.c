@@ -583,6 +583,7 @@ static int ch_probe(const char *binary, char *ret_version, size_t size, struct v
 
 const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor = {
     .name = CH_NAME,
+    .disk_format = "qcow2",
     .probe = ch_probe,
     .compatible = ch_compatible,
     .boot = ch_boot,

@@ -500,6 +500,8 @@ static int fc_probe(const char *binary, char *ret_version, size_t size, struct v
 
 const struct vmsnap_vmm_driver vmsnap_vmm_firecracker = {
     .name = FC_NAME,
+    .disk_format = "raw",
+    .lazy_uffd = true,
     .probe = fc_probe,
     .compatible = fc_compatible,
     .boot = fc_boot,

@@ -1029,7 +1029,8 @@ static pid_t qemu_pid(const struct vmsnap_vm *vm)
 }
 
 const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
-        .name = QEMU_NAME,
+        .disk_format = "qcow2",
+    .name = QEMU_NAME,
         .probe = qemu_probe,
         .compatible = qemu_compatible,
         .boot = qemu_boot,

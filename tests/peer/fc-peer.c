@@ -24,7 +24,8 @@
  *     (this release's field names) and the uffd attached with SCM_RIGHTS. A failed load
  *     answers 400 and ends the process, as Firecracker does.
  *   - The vsock device proxies "CONNECT <port>\n" on its uds_path; port 1024 answers
- *     "OK <n>\n" and echoes lines (a stand-in for the guest agent).
+ *     "OK <n>\n" and then every request line with {"ok":true} (exec: exit 0, no output),
+ *     a stand-in for the guest agent.
  *
  * Test-only endpoints: PUT /peer/write {"offset","length","seed"|"fill"} (guest writes while
  * running), PUT /peer/dump {"path"} (writes guest memory to a file: with Uffd every page
@@ -456,7 +457,7 @@ static bool read_line(int fd, char *line, size_t size)
         return false;
 }
 
-/* One host connection: "CONNECT <port>\n"; the pretend agent on AGENT_PORT echoes lines. */
+/* One host connection: "CONNECT <port>\n"; the pretend agent on AGENT_PORT answers ok. */
 static void vsock_serve(int c)
 {
         char line[4096];
@@ -467,10 +468,14 @@ static void vsock_serve(int c)
         const char ok_line[] = "OK 1073741824\n";
         if (send(c, ok_line, sizeof(ok_line) - 1, MSG_NOSIGNAL) < 0)
                 return;
+        /* The stand-in agent answers in the agent's protocol (docs/guest.md) so that the
+         * sandbox layer can drive a "guest" here: every op succeeds; exec runs nothing. */
         while (read_line(c, line, sizeof(line))) {
-                size_t n = strlen(line);
-                line[n] = '\n';
-                if (send(c, line, n + 1, MSG_NOSIGNAL) < 0)
+                const char *reply = strstr(line, "\"op\":\"exec\"")
+                                            ? "{\"ok\":true,\"exit\":0,\"stdout\":\"\","
+                                              "\"stderr\":\"\",\"truncated\":false}\n"
+                                            : "{\"ok\":true}\n";
+                if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
                         return;
         }
 }

@@ -1,0 +1,108 @@
+/* The page server of a lazily restored sandbox: `vmsnap uffd-serve` in its own session, so
+ * that a daemon restart never stalls a running guest (docs/uffd.md). */
+#include "sandbox/internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define PAGER_ACCEPT_TIMEOUT_MS "60000"
+
+/* The vmsnap CLI next to this program (vmsnapd and vmsnap are installed together), else
+ * the one on $PATH. */
+static void cli_path(char out[PATH_LEN])
+{
+        char self[PATH_LEN];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        if (n > 0) {
+                self[n] = '\0';
+                snprintf(out, PATH_LEN, "%.4000s/vmsnap", dirname(self));
+                if (access(out, X_OK) == 0)
+                        return;
+        }
+        snprintf(out, PATH_LEN, "vmsnap");
+}
+
+static int spawn_pager(const char *snapdir, const char *socket, const char *log, pid_t *ret)
+{
+        char cli[PATH_LEN];
+        cli_path(cli);
+        char *argv[] = {cli, "uffd-serve", (char *)snapdir, "--socket", (char *)socket,
+                        "--accept-timeout", PAGER_ACCEPT_TIMEOUT_MS, NULL};
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t at;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log, O_WRONLY | O_CREAT | O_APPEND,
+                                         0644);
+        posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+        posix_spawnattr_init(&at);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
+        int r = posix_spawnp(ret, cli, &fa, &at, argv, environ);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&at);
+        return -r;
+}
+
+/* Waits until the server listens (its socket exists) or exits. */
+static int wait_listening(pid_t pid, const char *socket, const char *log, struct vmsnap_diag *d)
+{
+        for (int i = 0; i < 500; i++) { /* 5 s */
+                if (access(socket, F_OK) == 0)
+                        return 0;
+                int status;
+                if (waitpid(pid, &status, WNOHANG) == pid)
+                        return vmsnap_diag(d, -EIO, "the page server exited at start (see %s)",
+                                           log);
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+        }
+        return vmsnap_diag(d, -ETIMEDOUT, "the page server did not listen on %s", socket);
+}
+
+int pager_start(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
+                const char *snapdir, char socket_out[PATH_LEN], struct vmsnap_diag *d)
+{
+        char run[PATH_LEN], log[PATH_LEN + 16];
+        path_run_dir(h, sb->id, run);
+        snprintf(socket_out, PATH_LEN, "%.4000s/uffd.sock", run);
+        snprintf(log, sizeof(log), "%s/uffd.log", run);
+        unlink(socket_out);
+        pid_t pid;
+        int r = spawn_pager(snapdir, socket_out, log, &pid);
+        if (r < 0)
+                return vmsnap_diag(d, r, "cannot start the page server (vmsnap uffd-serve): %s",
+                                   strerror(-r));
+        l->pager_pid = pid;
+        r = wait_listening(pid, socket_out, log, d);
+        if (r < 0)
+                pager_stop(l);
+        return r;
+}
+
+void pager_stop(struct live *l)
+{
+        if (l->pager_pid <= 0)
+                return;
+        kill(l->pager_pid, SIGTERM); /* it stops cleanly; a dead VMM already stopped it */
+        for (int i = 0; i < 200; i++) { /* 2 s, then no more patience */
+                if (waitpid(l->pager_pid, NULL, WNOHANG) != 0)
+                        break;
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+                if (i == 199) {
+                        kill(l->pager_pid, SIGKILL);
+                        waitpid(l->pager_pid, NULL, 0);
+                }
+        }
+        l->pager_pid = 0;
+}
