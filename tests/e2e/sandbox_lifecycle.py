@@ -4,8 +4,9 @@
   create -> exec (a file on the disk, a counter in RAM) -> pause (VMM gone, memory freed)
   -> resume (counter went on, file intact); more pause/resume cycles past the merge cap;
   template from a running sandbox -> 3 spawns, each runs, distinct RNG; a spawn asking for
-  other memory -> 409; destroy racing a pause; the daemon SIGKILLed mid-pause (before and
-  after the commit point) and restarted -> the sandbox is running or paused, never lost.
+  other memory -> 409; destroy racing a pause; the idle timeout pausing a sandbox by itself;
+  a VMM killed behind the daemon's back -> error; the daemon SIGKILLed mid-pause (before
+  and after the commit point) and restarted -> the sandbox is running or paused, never lost.
 
 Exit 0 pass, 1 fail, 77 skip (no vmsnapd, no qemu, no guest image). No timing assertions.
 """
@@ -224,6 +225,31 @@ def test_destroy_during_pause(d):
     log("destroy racing pause: pause -> %s, destroy -> %s" % (results.get("pause"), status))
 
 
+def wait_state(d, sid, state, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        sb = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        if sb["state"] == state:
+            return sb
+        time.sleep(0.5)
+    raise Fail("sandbox %s never became %s (last: %s)" % (sid, state, sb))
+
+
+def test_watchers(d):
+    """The idle timeout pauses a sandbox by itself; a VMM that dies is noticed."""
+    idle = d.ok("POST", "/v1/sandboxes", {"idle_timeout": 2})
+    wait_state(d, idle["id"], "paused")
+    check(not alive(idle["pid"]), "idle pause left the VMM running")
+    d.ok("POST", "/v1/sandboxes/%s/resume" % idle["id"])
+    d.ok("DELETE", "/v1/sandboxes/%s" % idle["id"])
+    doomed = d.ok("POST", "/v1/sandboxes", {})
+    os.kill(doomed["pid"], signal.SIGKILL)
+    err = wait_state(d, doomed["id"], "error")
+    check("exited" in err["error"], "crash watcher message: %s" % err)
+    d.ok("DELETE", "/v1/sandboxes/%s" % doomed["id"])
+    log("idle auto-pause and the crash watcher: ok")
+
+
 def crash_pause(d, sid, point):
     d.stop()
     d.start({"VMSNAP_CRASH_AT": point})
@@ -276,6 +302,7 @@ def main():
         sid = test_lifecycle(d)
         test_templates(d, sid)
         test_destroy_during_pause(d)
+        test_watchers(d)
         test_daemon_crash(d)
         ok = True
         log("passed in %.1f s" % (time.time() - t0))
