@@ -110,6 +110,8 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         if (r == 0)
                 r = capture_disk(h, sb, kind == VMSNAP_SNAPSHOT_TEMPLATE, dir, d);
         if (r == 0)
+                r = pager_save_ws(h, l, sb->id, dir, d);
+        if (r == 0)
                 r = db_journal_step(h, j, "saved", NULL, NULL, d);
         vmsnap_crashpoint("capture.saved");
         pthread_mutex_lock(&h->db_lock);
@@ -196,6 +198,8 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         }
         if (r == 0)
                 r = l->driver->restore(&spec, &from, &l->vm, d);
+        if (r == 0)
+                pager_wait_ws(h, l, sb->id);
         if (r == 0)
                 r = l->driver->resume(l->vm, d);
         if (r == 0)

@@ -148,6 +148,15 @@ int pager_start(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandb
 /* Stops the sandbox's page server, if any, and reaps it. */
 void pager_stop(struct live *l);
 
+/* Asks the page server to write the working set it recorded into dir (the VM is paused).
+ * A sandbox without a page server has nothing to save: 0. */
+int pager_save_ws(struct vmsnap_host *h, struct live *l, const char *sandbox_id, const char *dir,
+                  struct vmsnap_diag *d);
+
+/* Waits (bounded) until the page server has replayed the snapshot's working set, so that
+ * the guest starts with the pages it will touch first already in place. */
+void pager_wait_ws(struct vmsnap_host *h, struct live *l, const char *sandbox_id);
+
 /* Recovery of open journal entries and re-attachment of running VMs (recover.c). */
 int recover(struct vmsnap_host *h, struct vmsnap_diag *d);
 

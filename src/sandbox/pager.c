@@ -3,12 +3,15 @@
 #include "sandbox/internal.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,8 +39,12 @@ static int spawn_pager(const char *snapdir, const char *socket, const char *log,
 {
         char cli[PATH_LEN];
         cli_path(cli);
+        /* --ws-record: the order of first touches becomes the next snapshot's memfile.ws,
+         * which the next restore replays before the guest runs; --json: its stats land in
+         * uffd.log when it ends. */
         char *argv[] = {cli, "uffd-serve", (char *)snapdir, "--socket", (char *)socket,
-                        "--accept-timeout", PAGER_ACCEPT_TIMEOUT_MS, NULL};
+                        "--accept-timeout", PAGER_ACCEPT_TIMEOUT_MS, "--ws-record", "--json",
+                        NULL};
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t at;
         posix_spawn_file_actions_init(&fa);
@@ -105,4 +112,77 @@ void pager_stop(struct live *l)
                 }
         }
         l->pager_pid = 0;
+}
+
+/* One control request on a fresh connection; *ret is the parsed reply (caller decrefs). */
+static int pager_request(struct vmsnap_host *h, const char *sandbox_id, json_t *req,
+                         json_t **ret, struct vmsnap_diag *d)
+{
+        char run[PATH_LEN];
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        path_run_dir(h, sandbox_id, run);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%.90s/uffd.sock", run);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        char *line = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        int r = fd < 0 || !line ? -ENOMEM : 0;
+        if (r == 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+                r = -errno;
+        if (r == 0 && (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0))
+                r = -errno;
+        char buf[4096];
+        size_t n = 0;
+        while (r == 0 && n < sizeof(buf) - 1 && (n == 0 || buf[n - 1] != '\n')) {
+                struct pollfd p = {.fd = fd, .events = POLLIN};
+                ssize_t got = poll(&p, 1, 10000) == 1 ? read(fd, buf + n, sizeof(buf) - 1 - n)
+                                                      : -1;
+                if (got <= 0)
+                        r = -EIO;
+                else
+                        n += (size_t)got;
+        }
+        free(line);
+        if (fd >= 0)
+                close(fd);
+        buf[n] = '\0';
+        json_t *o = r == 0 ? json_loads(buf, 0, NULL) : NULL;
+        if (!o)
+                return vmsnap_diag(d, r < 0 ? r : -EPROTO, "page server of sandbox %s: no "
+                                   "answer", sandbox_id);
+        *ret = o;
+        return 0;
+}
+
+int pager_save_ws(struct vmsnap_host *h, struct live *l, const char *sandbox_id, const char *dir,
+                  struct vmsnap_diag *d)
+{
+        if (l->pager_pid <= 0)
+                return 0;
+        json_t *reply = NULL;
+        int r = pager_request(h, sandbox_id, json_pack("{s:s, s:s}", "request", "save-ws", "dir",
+                                                       dir), &reply, d);
+        const char *err = json_string_value(json_object_get(reply, "error"));
+        if (r == 0 && !json_is_true(json_object_get(reply, "ok")))
+                r = vmsnap_diag(d, -EIO, "page server of sandbox %s: save-ws: %s", sandbox_id,
+                                err ? err : "failed");
+        json_decref(reply);
+        return r;
+}
+
+void pager_wait_ws(struct vmsnap_host *h, struct live *l, const char *sandbox_id)
+{
+        for (int i = 0; l->pager_pid > 0 && i < 500; i++) { /* 5 s at most: then on demand */
+                json_t *reply = NULL;
+                if (pager_request(h, sandbox_id, json_pack("{s:s}", "request", "stats"), &reply,
+                                  NULL) < 0)
+                        return;
+                json_t *ws = json_object_get(reply, "working_set");
+                bool done = !ws || json_integer_value(json_object_get(ws, "blocks")) == 0 ||
+                            json_is_true(json_object_get(ws, "done"));
+                json_decref(reply);
+                if (done)
+                        return;
+                struct timespec ts = {0, 10 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+        }
 }

@@ -47,6 +47,22 @@ def same(a, b, what):
     check(filecmp.cmp(a, b, shallow=False), "%s: guest memory differs" % what)
 
 
+def pager_stats(d, sid):
+    """The page server's stats (its control request), docs/uffd.md."""
+    import socket as so
+    s = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(os.path.join(d.root, "sandboxes", sid, "uffd.sock"))
+    s.sendall(b'{"request":"stats"}\n')
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = s.recv(65536)
+        check(chunk, "the page server closed the control connection")
+        buf += chunk
+    s.close()
+    return json.loads(buf)
+
+
 def pause_resume(d, sid, work, tag):
     before = dump(d, sid, work, tag + "-before")
     sb = d.ok("GET", "/v1/sandboxes/%s" % sid)
@@ -89,6 +105,14 @@ def main():
         peer(d, sid, "PUT", "/peer/write", {"offset": 40 << 20, "length": 2 << 20, "seed": 2})
         p = pause_resume(d, sid, work, "gen1")
         check(p["generation"] == 1, "second pause (a Diff): %s" % p)
+        # The first resume's page server recorded what the guest touched (the dump read all of
+        # memory); the second pause saved it as memfile.ws; this resume replayed it first.
+        st = pager_stats(d, sid)
+        ws = st.get("working_set", {})
+        check(ws.get("done") and st.get("ws_pages", 0) > 0,
+              "working set not replayed on resume: %s" % st)
+        log("working set replayed: %d pages before the guest ran; demand faults after: %d"
+            % (st["ws_pages"], st.get("faults", -1)))
         snap = d.ok("POST", "/v1/sandboxes/%s/snapshot" % sid, {"name": "fc-tpl"})
         tpl_mem = dump(d, sid, work, "template")
         for i in range(2):
