@@ -1,6 +1,7 @@
 /* `vmsnap snapshot …`: the snapshot store from the command line. Tables for people,
  * --json for programs, a progress bar on a terminal only; exit codes 0 / 1 / 2. */
 #include "cli/cli.h"
+#include "util/text.h"
 #include "util/cleanup.h"
 
 #include <vmsnap/store.h>
@@ -117,21 +118,6 @@ static int parse_duration(const char *s, int64_t *ret)
                 return -EINVAL;
         *ret = (int64_t)(v * mult);
         return 0;
-}
-
-static void human(uint64_t n, char out[16])
-{
-        static const char units[] = "BKMGTPE";
-        double v = (double)n;
-        int u = 0;
-        while (v >= 1024 && u < 6) {
-                v /= 1024;
-                u++;
-        }
-        if (u == 0)
-                snprintf(out, 16, "%lluB", (unsigned long long)n);
-        else
-                snprintf(out, 16, v < 10 ? "%.1f%c" : "%.0f%c", v, units[u]);
 }
 
 static void local_time(int64_t t, char out[20])
@@ -435,8 +421,8 @@ static void print_table(const struct args *a, const struct vmsnap_snapshot *v, s
                 char id[37], parent[37], mem[16], size[16], created[20];
                 short_id(v[i].id, a->no_trunc, id);
                 short_id(v[i].parent_id, a->no_trunc, parent);
-                human(v[i].memory, mem);
-                human(v[i].size_bytes, size);
+                vmsnap_format_bytes(v[i].memory, mem);
+                vmsnap_format_bytes(v[i].size_bytes, size);
                 local_time(v[i].created, created);
                 printf("%-*s  %-20s %-8s ", w, id, v[i].name[0] ? v[i].name : "-",
                        vmsnap_snapshot_kind_name(v[i].kind));
@@ -472,9 +458,9 @@ static void bar_draw(void *ctx, uint64_t done, uint64_t total)
         double el = t - b->start, rate = el > 0 ? (double)done / el : 0;
         int pct = total ? (int)(100.0 * (double)done / (double)total) : 0, fill = pct / 4;
         char d[16], tot[16], r[16];
-        human(done, d);
-        human(total, tot);
-        human((uint64_t)rate, r);
+        vmsnap_format_bytes(done, d);
+        vmsnap_format_bytes(total, tot);
+        vmsnap_format_bytes((uint64_t)rate, r);
         long eta = rate > 0 && total > done ? (long)((double)(total - done) / rate) : 0;
         fprintf(stderr, "\r%s [%.*s%*s] %3d%% %s/%s %s/s ETA %ld:%02ld ", b->what, fill,
                 "=========================", 25 - fill, "", pct, d, tot, r, eta / 60, eta % 60);
@@ -558,7 +544,7 @@ static void print_files(const struct vmsnap_snapshot_file *f, size_t n, json_t *
                                                              "checksum", "xxh3-128:", hex));
                         continue;
                 }
-                human(f[i].size, size);
+                vmsnap_format_bytes(f[i].size, size);
                 printf("  %-52s %8s  xxh3-128:%s\n", f[i].name, size, hex);
         }
 }
@@ -566,8 +552,8 @@ static void print_files(const struct vmsnap_snapshot_file *f, size_t n, json_t *
 static void print_record(const struct vmsnap_snapshot *r, const char *dir)
 {
         char mem[16], size[16], created[21], accessed[21];
-        human(r->memory, mem);
-        human(r->size_bytes, size);
+        vmsnap_format_bytes(r->memory, mem);
+        vmsnap_format_bytes(r->size_bytes, size);
         vmsnap_time_format(r->created, created);
         vmsnap_time_format(r->last_accessed, accessed);
         printf("id:            %s\n", r->id);
@@ -681,7 +667,7 @@ static void print_added(struct vmsnap_store *s, const struct args *a,
                 return;
         }
         char size[16];
-        human(r->size_bytes, size);
+        vmsnap_format_bytes(r->size_bytes, size);
         printf("%s %s%s%s%s (%s, generation %llu, %s on disk)\n", verb, r->id,
                r->name[0] ? " (" : "", r->name, r->name[0] ? ")" : "",
                vmsnap_snapshot_kind_name(r->kind), (unsigned long long)r->generation, size);
@@ -904,7 +890,7 @@ static void gc_item(void *ctx, const struct vmsnap_gc_item *it)
                 return;
         }
         char size[16];
-        human(it->bytes, size);
+        vmsnap_format_bytes(it->bytes, size);
         printf("%-18s %8s  %s%s\n", it->what, size, it->path,
                strcmp(it->what, "unindexed") == 0 ? "  (kept: run `vmsnap snapshot reindex`)" : "");
 }
@@ -934,9 +920,9 @@ static int verb_gc(struct vmsnap_store *s, struct args *a)
         }
         json_decref(g.items);
         char bytes[16], before[16], after[16];
-        human(res.bytes, bytes);
-        human(res.usage_before, before);
-        human(res.usage_after, after);
+        vmsnap_format_bytes(res.bytes, bytes);
+        vmsnap_format_bytes(res.usage_before, before);
+        vmsnap_format_bytes(res.usage_after, after);
         printf("%s%llu item%s, %s%s (store: %s -> %s)\n", a->dry_run ? "dry run: " : "",
                (unsigned long long)res.items, res.items == 1 ? "" : "s", bytes,
                a->dry_run ? " would be freed" : " freed", before, after);

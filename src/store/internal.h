@@ -42,8 +42,6 @@ int store_labels_from_json(json_t *o, char out[VMSNAP_LABELS_MAX + 1], struct vm
 /* Copies src into a fixed buffer; -ENAMETOOLONG (with d naming what) when it does not fit. */
 int store_copy_str(char *dst, size_t size, const char *src, const char *what,
                    struct vmsnap_diag *d);
-/* Human form of a byte count ("1.5G") into out (16 bytes). */
-void store_bytes_human(uint64_t n, char out[16]);
 
 /* ---- files.c: directory and file helpers (flat snapshot directories) ---------------------- */
 

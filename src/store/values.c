@@ -249,18 +249,3 @@ int store_copy_str(char *dst, size_t size, const char *src, const char *what, st
         memcpy(dst, src, n + 1);
         return 0;
 }
-
-void store_bytes_human(uint64_t n, char out[16])
-{
-        static const char units[] = "BKMGTPE";
-        double v = (double)n;
-        int u = 0;
-        while (v >= 1024 && u < 6) {
-                v /= 1024;
-                u++;
-        }
-        if (u == 0)
-                snprintf(out, 16, "%lluB", (unsigned long long)n);
-        else
-                snprintf(out, 16, v < 10 ? "%.1f%c" : "%.0f%c", v, units[u]);
-}
