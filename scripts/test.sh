@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+bash scripts/setup.sh # a no-op check when everything is installed
 cmake --preset ci >/dev/null
 cmake --build build/ci
 ctest --preset ci -j2 "$@"
