@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The sandbox lifecycle on the Firecracker driver against tests/peer/fc-peer, with lazy
-# restore through the page server; the test is tests/e2e/sandbox_firecracker.py.
+# restore through the page server; the test is tests/e2e/sandbox_peer_vmm.py.
 set -euo pipefail
 command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 77; }
-exec python3 "$(dirname "$0")/sandbox_firecracker.py"
+exec python3 "$(dirname "$0")/sandbox_peer_vmm.py" firecracker

@@ -25,7 +25,8 @@
  *     userfaultfd and refuses prefault) maps the file lazily. The VM is left Paused unless
  *     resume is true.
  *   - The vsock device proxies "CONNECT <port>\n" on its socket; port 1024 answers
- *     "OK <n>\n" and echoes lines (a stand-in for the guest agent).
+ *     "OK <n>\n" and then every request line with {"ok":true} (exec: exit 0, no output),
+ *     a stand-in for the guest agent.
  *
  * Test-only endpoints: PUT /peer/write {"offset","length","seed"|"fill"}, PUT /peer/dump
  * {"path"}. Environment: CH_PEER_VERSION (default 52.0) sets the release it plays;
@@ -429,10 +430,14 @@ static void vsock_serve(int c)
         const char ok_line[] = "OK 1073741824\n";
         if (send(c, ok_line, sizeof(ok_line) - 1, MSG_NOSIGNAL) < 0)
                 return;
+        /* The stand-in agent answers in the agent's protocol (docs/guest.md) so that the
+         * sandbox layer can drive a "guest" here: every op succeeds; exec runs nothing. */
         while (read_line(c, line, sizeof(line))) {
-                size_t n = strlen(line);
-                line[n] = '\n';
-                if (send(c, line, n + 1, MSG_NOSIGNAL) < 0)
+                const char *reply = strstr(line, "\"op\":\"exec\"")
+                                            ? "{\"ok\":true,\"exit\":0,\"stdout\":\"\","
+                                              "\"stderr\":\"\",\"truncated\":false}\n"
+                                            : "{\"ok\":true}\n";
+                if (send(c, reply, strlen(reply), MSG_NOSIGNAL) < 0)
                         return;
         }
 }
