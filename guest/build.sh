@@ -36,7 +36,10 @@ KERNEL_META=linux-image-cloud-amd64
 # Drivers the guest needs (see docs/guest.md): the microvm machine exposes its devices
 # as virtio-mmio; the agent port is virtio-serial; the rootfs is virtio-blk. ext4 is
 # built into the cloud kernel, but it is checked the same way in case that changes.
-NEEDED_MODULES=(virtio_mmio virtio_console virtio_blk ext4)
+# vsock: Firecracker and Cloud Hypervisor reach the agent on vsock port 1024; the
+# loopback transport lets a test prove that listener inside a QEMU guest (no host vsock).
+NEEDED_MODULES=(virtio_mmio virtio_console virtio_blk ext4
+                vmw_vsock_virtio_transport vsock_loopback)
 ROOTFS_SIZE=64M
 CFLAGS=(-std=c11 -static -Os -s -Wall -Wextra -Wpedantic -Wshadow -Wvla -Wimplicit-fallthrough)
 

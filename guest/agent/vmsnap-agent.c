@@ -39,11 +39,13 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/vm_sockets.h>
 
 #define PORT_NAME "org.vmsnap.agent"
 #define MAX_LINE (8u << 20)    /* longest request line; write_file data rides in it */
@@ -1261,6 +1263,76 @@ static void serve(const char *override, struct line_reader *lr)
 	}
 }
 
+/* ---- vsock (Firecracker, Cloud Hypervisor) ---- */
+
+#define AGENT_VSOCK_PORT 1024 /* the port the host's VMM drivers connect to */
+
+/* Answers one host connection until it closes. */
+static void serve_vsock_conn(int c, struct line_reader *lr)
+{
+	ssize_t n;
+
+	lr->len = lr->scanned = 0;
+	lr->discarding = false;
+	while ((n = read(c, lr->data + lr->len, MAX_LINE - lr->len)) > 0 || (n < 0 && errno == EINTR)) {
+		if (n > 0) {
+			lr->len += (size_t)n;
+			process_input(c, lr);
+		}
+	}
+	close(c);
+}
+
+/* Serves the same protocol on vsock port 1024, one connection at a time, for VMMs that give
+ * the guest a vsock device instead of a virtio-serial port. Runs in a child process; quietly
+ * ends when the guest has no vsock transport (QEMU microvm here). */
+static void serve_vsock(struct line_reader *lr)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY,
+				  .svm_port = AGENT_VSOCK_PORT };
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+		logmsg("no vsock listener (%s); serving the virtio-serial port only", strerror(errno));
+		_exit(0);
+	}
+	logmsg("listening on vsock port %d", AGENT_VSOCK_PORT);
+	for (;;) {
+		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+		if (c >= 0)
+			serve_vsock_conn(c, lr);
+		else if (errno != EINTR)
+			sleep_ms(100);
+	}
+}
+
+/* `vmsnap-agent --vsock-selftest`: asks the agent over vsock loopback (CID 1) for its health
+ * and prints the answer, so a test can prove the vsock listener works inside a guest. */
+static int vsock_selftest(void)
+{
+	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_LOCAL,
+				  .svm_port = AGENT_VSOCK_PORT };
+	const char req[] = "{\"op\":\"health\"}\n";
+	char buf[256];
+	ssize_t n;
+	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    write(fd, req, sizeof(req) - 1) != (ssize_t)sizeof(req) - 1) {
+		fprintf(stderr, "vsock selftest: %s\n", strerror(errno));
+		return 1;
+	}
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0) {
+		fprintf(stderr, "vsock selftest: no answer\n");
+		return 1;
+	}
+	buf[n] = '\0';
+	fputs(buf, stdout);
+	close(fd);
+	return strstr(buf, "\"ok\":true") ? 0 : 1;
+}
+
 /* Makes sure fds 0-2 exist, so that pipes and the port never land on them. */
 static void ensure_std_fds(void)
 {
@@ -1276,8 +1348,10 @@ int main(int argc, char **argv)
 
 	if (argc == 3 && strcmp(argv[1], "--port") == 0) {
 		override = argv[2];
+	} else if (argc == 2 && strcmp(argv[1], "--vsock-selftest") == 0) {
+		return vsock_selftest();
 	} else if (argc != 1) {
-		fprintf(stderr, "usage: vmsnap-agent [--port DEVICE]\n");
+		fprintf(stderr, "usage: vmsnap-agent [--port DEVICE | --vsock-selftest]\n");
 		return 2;
 	}
 	ensure_std_fds();
@@ -1294,6 +1368,8 @@ int main(int argc, char **argv)
 		lr.data = malloc(MAX_LINE);
 	}
 	logmsg("started (pid %d)", (int)getpid());
+	if (fork() == 0)
+		serve_vsock(&lr); /* a copy of the buffer: the child has its own */
 	serve(override, &lr);
 	return 0;
 }

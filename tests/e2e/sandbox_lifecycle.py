@@ -167,6 +167,8 @@ def test_lifecycle(d):
     check(sb["state"] == "running", "create: %s" % sb)
     sid = sb["id"]
     sh(d, sid, "echo persisted > /mnt/data/hello.txt && sync")
+    # The agent's vsock listener (Firecracker/Cloud Hypervisor use it), over vsock loopback.
+    check('"ok":true' in sh(d, sid, "vmsnap-agent --vsock-selftest"), "agent on vsock")
     sh(d, sid, COUNTER)
     time.sleep(1)
     before = counter(d, sid)
