@@ -1,12 +1,14 @@
 /* The two halves every lifecycle flow is built from: capture a paused VM into a new store
  * snapshot, and start a VM from a snapshot. */
 #include "sandbox/internal.h"
+#include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/sys.h"
 
 #include <vmsnap/disk.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -42,18 +44,35 @@ static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
         return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
 }
 
+/* rootfs.meta (which pinned base image the disk stands on) travels with the disk. */
+static int copy_meta(const char *from, const char *to, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int f = vmsnap_fs_open_dir(from);
+        _cleanup_close_ int t = vmsnap_fs_open_dir(to);
+        if (f < 0 || t < 0)
+                return vmsnap_diag(d, -ENOENT, "%s: cannot open", f < 0 ? from : to);
+        if (faccessat(f, VMSNAP_ROOTFS_META, F_OK, 0) < 0)
+                return 0; /* made before rootfs.meta existed */
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t len;
+        int r = vmsnap_fs_read_file(f, VMSNAP_ROOTFS_META, 64 << 10, &buf, &len);
+        if (r < 0)
+                return vmsnap_diag(d, r, "%s/%s: cannot read: %s", from, VMSNAP_ROOTFS_META,
+                                   strerror(-r));
+        return vmsnap_fs_atomic_write(t, VMSNAP_ROOTFS_META, buf, len, d);
+}
+
 /* Disk: the overlay goes into the snapshot. A VM about to be destroyed gives its overlay
  * by hard link (it writes no more); a VM that keeps running gets a copy taken. */
 static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, bool keep_running,
                         const char *dir, struct vmsnap_diag *d)
 {
-        char src[PATH_LEN + 32], dst[PATH_LEN + 32], base[PATH_LEN + 32];
+        char src[PATH_LEN + 32], dst[PATH_LEN + 32];
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
         build_spec(h, sb, &buf, &spec);
         snprintf(src, sizeof(src), "%s", spec.rootfs);
         snprintf(dst, sizeof(dst), "%s/%s", dir, vmsnap_disk_name(spec.rootfs_format));
-        snprintf(base, sizeof(base), "%s/rootfs.ext4", h->guest_dir);
         int r;
         if (access(src, F_OK) < 0)
                 return 0; /* a diskless guest */
@@ -61,7 +80,7 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
                 r = 0;
         else
                 r = vmsnap_disk_copy(src, dst, d);
-        return r < 0 ? r : vmsnap_disk_write_meta(dir, base, spec.rootfs_format, d);
+        return r < 0 ? r : copy_meta(buf.run_dir, dir, d);
 }
 
 static int begin_snapshot(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
@@ -150,7 +169,8 @@ static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                                    strerror(errno));
         if (access(src, F_OK) < 0)
                 return 0;
-        return vmsnap_disk_copy(src, dst, d);
+        int r = vmsnap_disk_copy(src, dst, d);
+        return r < 0 ? r : copy_meta(snapdir, buf.run_dir, d);
 }
 
 /* Refuses state written by a VMM version that cannot load it (e.g. Firecracker's). */

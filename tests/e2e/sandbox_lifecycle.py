@@ -28,6 +28,7 @@ SRC = os.environ.get("VMSNAP_SRC", os.path.dirname(os.path.dirname(os.path.dirna
 VMSNAPD = os.path.join(BUILD, "vmsnapd")
 GUEST = os.environ.get("VMSNAP_GUEST_DIR", os.path.join(SRC, "build", "guest"))
 MERGE_CAP = 3
+BACKUP_SB_KIB = 57345  # the last backup superblock of guest/build.sh's 64 MiB ext4 (1 KiB blocks)
 
 
 def log(*a):
@@ -60,8 +61,9 @@ class UnixHTTP(http.client.HTTPConnection):
 
 
 class Daemon:
-    def __init__(self, work):
+    def __init__(self, work, guest=GUEST):
         self.work = work
+        self.guest = guest
         self.root = os.path.join(work, "root")
         self.sock = os.path.join(work, "vmsnapd.sock")
         self.mem = os.path.join("/dev/shm", os.path.basename(work) + "-mem")
@@ -74,7 +76,7 @@ class Daemon:
         logf = open(os.path.join(self.work, "vmsnapd.log"), "a")
         self.proc = subprocess.Popen(
             [VMSNAPD, "--root", self.root, "--socket", self.sock, "--no-tcp",
-             "--guest-dir", GUEST, "--mem-root", self.mem, "--merge-cap", str(MERGE_CAP),
+             "--guest-dir", self.guest, "--mem-root", self.mem, "--merge-cap", str(MERGE_CAP),
              "--tick-interval", "1"],
             stdout=logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30
@@ -152,6 +154,21 @@ def counter(d, sid):
     return int(sh(d, sid, "cat /tmp/counter"))
 
 
+def replace_base_image(d):
+    """Rebuilding the guest image (a new rootfs.ext4 renamed into place, as guest/build.sh
+    does) must not change the disk of an existing sandbox: its base is pinned."""
+    path = os.path.join(d.guest, "rootfs.ext4")
+    os.link(path, path + ".orig")  # put back by restore_base_image for the later tests
+    with open(path + ".new", "wb") as f:
+        f.truncate(os.path.getsize(path))  # all zeros: no filesystem at all
+    os.rename(path + ".new", path)
+
+
+def restore_base_image(d):
+    path = os.path.join(d.guest, "rootfs.ext4")
+    os.rename(path + ".orig", path)
+
+
 def pause_and_check(d, sb):
     pid = sb["pid"]
     p = d.ok("POST", "/v1/sandboxes/%s/pause" % sb["id"])
@@ -176,14 +193,23 @@ def test_lifecycle(d):
     for cycle in range(MERGE_CAP + 1):
         p = pause_and_check(d, sb)
         gens.append(p["generation"])
+        if cycle == 0:
+            replace_base_image(d)
         sb = d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
         check(sb["state"] == "running", "resume: %s" % sb)
         after = counter(d, sid)
         check(after >= before, "counter went back: %d -> %d" % (before, after))
         time.sleep(0.6)
         check(counter(d, sid) > after, "the counter stopped after resume")
+        sh(d, sid, "sync; echo 3 > /proc/sys/vm/drop_caches")  # read through the disk
         check(sh(d, sid, "cat /mnt/data/hello.txt") == "persisted", "disk file lost")
+        # The last backup superblock of the base image: never written by the guest, so it
+        # is read from the base image through the overlay.
+        got = sh(d, sid, "dd if=/dev/vda bs=1024 skip=%d count=2 2>/dev/null | md5sum"
+                 % BACKUP_SB_KIB).split()[0]
+        check(got == d.base_md5, "the base image changed under the sandbox's disk")
         before = counter(d, sid)
+    restore_base_image(d)
     log("generations over %d pauses: %s" % (len(gens), gens))
     check(gens[:MERGE_CAP] == list(range(MERGE_CAP)), "generations %s" % gens)
     check(gens[MERGE_CAP] == 0, "no merge at the cap: %s" % gens)
@@ -296,7 +322,15 @@ def main():
     if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
         raise Fail("guest/build.sh failed (%d)" % rc)
     work = tempfile.mkdtemp(prefix="vmsnap-e2e-")
-    d = Daemon(work)
+    guest = os.path.join(work, "guest")  # our own copy: the test replaces its disk image
+    os.makedirs(guest)
+    for f in os.listdir(GUEST):
+        if os.path.isfile(os.path.join(GUEST, f)):
+            shutil.copy(os.path.join(GUEST, f), os.path.join(guest, f))
+    d = Daemon(work, guest)
+    with open(os.path.join(guest, "rootfs.ext4"), "rb") as f:
+        f.seek(BACKUP_SB_KIB * 1024)
+        d.base_md5 = __import__("hashlib").md5(f.read(2048)).hexdigest()
     ok = False
     try:
         d.start()
