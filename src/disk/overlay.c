@@ -95,8 +95,10 @@ static int copy_sparse(int in, int out, uint64_t size)
         uint64_t off = 0;
         while (off < size) {
                 off_t data = lseek(in, (off_t)off, SEEK_DATA);
+                if (data < 0 && errno == ENXIO)
+                        break; /* only a hole is left */
                 if (data < 0)
-                        break; /* ENXIO: only a hole is left */
+                        return -errno;
                 off_t hole = lseek(in, data, SEEK_HOLE);
                 if (hole < 0)
                         hole = (off_t)size;

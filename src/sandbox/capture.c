@@ -74,7 +74,7 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
         snprintf(src, sizeof(src), "%s", spec.rootfs);
         snprintf(dst, sizeof(dst), "%s/%s", dir, vmsnap_disk_name(spec.rootfs_format));
         int r;
-        if (access(src, F_OK) < 0)
+        if (access(src, F_OK) < 0 && errno == ENOENT)
                 return 0; /* a diskless guest */
         if (!keep_running && link(src, dst) == 0)
                 r = 0;
@@ -189,7 +189,7 @@ static int check_version(struct live *l, const struct vmsnap_snapshot *snap,
 }
 
 int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
-                 const struct vmsnap_snapshot *snap, bool shared_template,
+                 const struct vmsnap_snapshot *snap, bool shared_template, struct journal *j,
                  struct vmsnap_diag *d)
 {
         (void)shared_template; /* see docs/vmm.md: QEMU clones get their own memory file */
@@ -218,6 +218,10 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         }
         if (r == 0)
                 r = l->driver->restore(&spec, &from, &l->vm, d);
+        if (r == 0) { /* recorded at once: recovery must be able to find this VMM */
+                sb->pid = l->driver->pid(l->vm);
+                r = db_journal_step(h, j, "restored", NULL, sb, d);
+        }
         if (r == 0)
                 pager_wait_ws(h, l, sb->id);
         if (r == 0)
@@ -227,8 +231,8 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         if (r < 0) {
                 vm_kill(l);
                 release_files(h, sb->id);
+                sb->pid = 0;
                 return r;
         }
-        sb->pid = l->driver->pid(l->vm);
         return 0;
 }

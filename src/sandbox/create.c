@@ -53,10 +53,12 @@ static int check_spec(const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag
         return 0;
 }
 
-/* A fresh row in state `creating`, its journal entry and the sandbox's live entry. */
+/* A fresh row in state `creating` and its journal entry, written in one transaction while
+ * the sandbox's operation lock is already held (no one can act on the row before the create
+ * is journaled). On success *ret_l is returned locked. */
 static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *spec,
-                       struct vmsnap_sandbox *sb, struct journal *j, struct live **ret_l,
-                       struct vmsnap_diag *d)
+                       const char *template_id, struct vmsnap_sandbox *sb, struct journal *j,
+                       struct live **ret_l, struct vmsnap_diag *d)
 {
         struct vmsnap_uuid id;
         memset(sb, 0, sizeof(*sb));
@@ -69,16 +71,20 @@ static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *
         sb->idle_timeout = spec ? spec->idle_timeout : 0;
         sb->state = VMSNAP_SANDBOX_CREATING;
         sb->created = sb->last_active = (int64_t)time(NULL);
+        snprintf(sb->template_id, sizeof(sb->template_id), "%s", template_id ? template_id : "");
         struct live *l = live_get(h, sb->id);
         if (!l)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
-        int r = db_put(h, sb, d);
-        if (r == 0)
-                r = db_journal_begin(h, j, sb->id, "create", NULL, d);
+        pthread_mutex_lock(&l->op_lock);
+        int r = db_journal_begin(h, j, sb->id, "create", NULL, sb, d);
+        if (r < 0) {
+                pthread_mutex_unlock(&l->op_lock);
+                return r;
+        }
         *ret_l = l;
-        return r;
+        return 0;
 }
 
 /* Ends a create: running on success; on failure the VM is killed, files released and the row
@@ -182,10 +188,9 @@ int vmsnap_sandbox_create(struct vmsnap_host *h, const struct vmsnap_sandbox_spe
         struct vmsnap_sandbox sb;
         struct journal j;
         struct live *l = NULL;
-        r = new_sandbox(h, spec, &sb, &j, &l, d);
+        r = new_sandbox(h, spec, NULL, &sb, &j, &l, d);
         if (r < 0)
-                return r; /* nothing started yet; a row may say creating: recovery ends it */
-        pthread_mutex_lock(&l->op_lock);
+                return r; /* nothing was written */
         r = boot_fresh(h, l, &sb, &j, d);
         return finish_create(h, l, &sb, &j, r, ret, d);
 }
@@ -231,17 +236,13 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
         struct vmsnap_sandbox sb;
         struct journal j;
         struct live *l = NULL;
-        r = new_sandbox(h, &s, &sb, &j, &l, d);
+        r = new_sandbox(h, &s, t.id, &sb, &j, &l, d);
         if (r < 0)
                 return r;
-        pthread_mutex_lock(&l->op_lock);
-        snprintf(sb.template_id, sizeof(sb.template_id), "%s", t.id);
         sb.generation = t.generation;
         pthread_mutex_lock(&h->db_lock);
         vmsnap_store_touch(h->store, t.id, NULL);
         pthread_mutex_unlock(&h->db_lock);
-        r = db_put(h, &sb, d);
-        if (r == 0)
-                r = restore_into(h, l, &sb, &t, true, d);
+        r = restore_into(h, l, &sb, &t, true, &j, d);
         return finish_create(h, l, &sb, &j, r, ret, d);
 }

@@ -213,8 +213,19 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
         _cleanup_st_ sqlite3_stmt *st = NULL;
         sb->updated = (int64_t)time(NULL);
         if (sqlite3_prepare_v2(h->db,
-                               "INSERT OR REPLACE INTO sandboxes (" ROW_COLUMNS
-                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)",
+                               /* An upsert on the id alone: a name already taken by
+                                * another sandbox is a constraint error, never a REPLACE
+                                * that would delete that sandbox's row. */
+                               "INSERT INTO sandboxes (" ROW_COLUMNS
+                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15) "
+                               "ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
+                               "state = excluded.state, vmm = excluded.vmm, "
+                               "vcpus = excluded.vcpus, memory = excluded.memory, "
+                               "template_id = excluded.template_id, "
+                               "snapshot_id = excluded.snapshot_id, "
+                               "generation = excluded.generation, pid = excluded.pid, "
+                               "updated = excluded.updated, last_active = excluded.last_active, "
+                               "idle_timeout = excluded.idle_timeout, error = excluded.error",
                                -1, &st, NULL) != SQLITE_OK)
                 return -EIO;
         sqlite3_bind_text(st, 1, sb->id, -1, SQLITE_TRANSIENT);
@@ -233,7 +244,7 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
         sqlite3_bind_int64(st, 14, sb->idle_timeout);
         sqlite3_bind_text(st, 15, sb->error, -1, SQLITE_TRANSIENT);
         int rc = sqlite3_step(st);
-        return rc == SQLITE_DONE ? 0 : rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+        return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
 }
 
 int row_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
@@ -294,8 +305,8 @@ static int journal_write(struct vmsnap_host *h, struct journal *j, bool done)
         return sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
 }
 
-int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
-                  const char *op, const char *data, struct vmsnap_diag *d)
+static int journal_insert(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
+                          const char *op, const char *data, struct vmsnap_diag *d)
 {
         memset(j, 0, sizeof(*j));
         snprintf(j->sandbox_id, sizeof(j->sandbox_id), "%s", sandbox_id);
@@ -315,6 +326,24 @@ int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_
                                    sqlite3_errmsg(h->db));
         j->seq = sqlite3_last_insert_rowid(h->db);
         return 0;
+}
+
+int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
+                  const char *op, const char *data, struct vmsnap_sandbox *sb,
+                  struct vmsnap_diag *d)
+{
+        int r = exec_sql(h, "BEGIN IMMEDIATE", d);
+        if (r < 0)
+                return r;
+        r = journal_insert(h, j, sandbox_id, op, data, d);
+        if (r == 0 && sb && (r = row_write(h, sb)) < 0)
+                vmsnap_diag(d, r, r == -EEXIST ? "a sandbox named '%s' exists already"
+                                               : "sandbox row of %s: write failed",
+                            r == -EEXIST ? sb->name : sandbox_id);
+        if (r == 0)
+                return exec_sql(h, "COMMIT", d);
+        exec_sql(h, "ROLLBACK", NULL);
+        return r;
 }
 
 /* Runs the journal update and the row write in one transaction. */

@@ -12,7 +12,9 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
         snprintf(snapshot, sizeof(snapshot), "%s", sb->snapshot_id);
         if (sb->state == VMSNAP_SANDBOX_STOPPED)
                 return 0; /* idempotent */
-        int r = transition_begin(h, &j, sb, "destroy", VMSNAP_SANDBOX_STOPPING, d);
+        char data[96];
+        snprintf(data, sizeof(data), "{\"snapshot\":\"%s\"}", snapshot);
+        int r = transition_begin(h, &j, sb, "destroy", VMSNAP_SANDBOX_STOPPING, data, d);
         if (r < 0)
                 return r;
         vm_kill(l);

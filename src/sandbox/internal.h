@@ -68,9 +68,11 @@ struct journal {
         char data[1024]; /* JSON object text */
 };
 
-/* Opens a journal entry (before the operation acts). Returns 0 and ret->seq, or -errno. */
+/* Opens a journal entry (before the operation acts) and, when sb is non-NULL, writes the
+ * sandbox row in the same transaction. Returns 0 and ret->seq, or -errno. */
 int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
-                  const char *op, const char *data, struct vmsnap_diag *d);
+                  const char *op, const char *data, struct vmsnap_sandbox *sb,
+                  struct vmsnap_diag *d);
 
 /* Records progress: the entry's step (and data when non-NULL) and, when sb is non-NULL,
  * the sandbox row, in one transaction. */
@@ -137,7 +139,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
 
 /* Starts a VM from a snapshot (pause or template) into sb's run dir; leaves it running. */
 int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
-                 const struct vmsnap_snapshot *snap, bool shared_template,
+                 const struct vmsnap_snapshot *snap, bool shared_template, struct journal *j,
                  struct vmsnap_diag *d);
 
 /* Starts `vmsnap uffd-serve` for snapdir in its own session, listening on
@@ -184,13 +186,14 @@ int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
 /* Starts a journaled operation: the row moves to `state` in the same transaction that
  * opens the journal entry's first step. */
 int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
-                     const char *op, enum vmsnap_sandbox_state state, struct vmsnap_diag *d);
+                     const char *op, enum vmsnap_sandbox_state state, const char *data,
+                     struct vmsnap_diag *d);
 
 /* The row writers and journal calls above, each under the db lock. */
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 void db_delete(struct vmsnap_host *h, const char *id);
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
-                     const char *data, struct vmsnap_diag *d);
+                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 int db_journal_step(struct vmsnap_host *h, struct journal *j, const char *step,
                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 int db_journal_done(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,

@@ -49,11 +49,11 @@ int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
 }
 
 int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
-                     const char *op, enum vmsnap_sandbox_state state, struct vmsnap_diag *d)
+                     const char *op, enum vmsnap_sandbox_state state, const char *data,
+                     struct vmsnap_diag *d)
 {
         sb->state = state;
-        int r = db_journal_begin(h, j, sb->id, op, NULL, d);
-        return r < 0 ? r : db_journal_step(h, j, "begin", NULL, sb, d);
+        return db_journal_begin(h, j, sb->id, op, data, sb, d);
 }
 
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
@@ -72,10 +72,10 @@ void db_delete(struct vmsnap_host *h, const char *id)
 }
 
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
-                     const char *data, struct vmsnap_diag *d)
+                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
 {
         pthread_mutex_lock(&h->db_lock);
-        int r = journal_begin(h, j, id, op, data, d);
+        int r = journal_begin(h, j, id, op, data, sb, d);
         pthread_mutex_unlock(&h->db_lock);
         return r;
 }

@@ -68,7 +68,7 @@ static int wait_listening(pid_t pid, const char *socket, const char *log, struct
                         return 0;
                 int status;
                 if (waitpid(pid, &status, WNOHANG) == pid)
-                        return vmsnap_diag(d, -EIO, "the page server exited at start (see %s)",
+                        return vmsnap_diag(d, -ESRCH, "the page server exited at start (see %s)",
                                            log);
                 struct timespec ts = {0, 10 * 1000 * 1000};
                 nanosleep(&ts, NULL);
@@ -91,7 +91,9 @@ int pager_start(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandb
                                    strerror(-r));
         l->pager_pid = pid;
         r = wait_listening(pid, socket_out, log, d);
-        if (r < 0)
+        if (r == -ESRCH)
+                l->pager_pid = 0; /* reaped already: its pid may belong to another process */
+        else if (r < 0)
                 pager_stop(l);
         return r;
 }

@@ -8,16 +8,20 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Puts a VM whose pause failed back to running; returns the state the row should say. */
-static enum vmsnap_sandbox_state roll_back(struct live *l, struct vmsnap_sandbox *sb)
+/* Puts a VM whose pause failed back to running; returns the state the row should say. A VM
+ * that cannot run again leaves the sandbox paused on its previous snapshot when it has one. */
+static enum vmsnap_sandbox_state roll_back(struct vmsnap_host *h, struct live *l,
+                                           struct vmsnap_sandbox *sb)
 {
         struct vmsnap_diag ignore = {0};
         if (l->vm && l->driver->resume(l->vm, &ignore) == 0)
                 return VMSNAP_SANDBOX_RUNNING;
         vm_kill(l);
+        release_files(h, sb->id);
+        sb->pid = 0;
         snprintf(sb->error, sizeof(sb->error), "pause failed and the VM could not be resumed: %.400s",
                  ignore.msg);
-        return VMSNAP_SANDBOX_ERROR;
+        return sb->snapshot_id[0] ? VMSNAP_SANDBOX_PAUSED : VMSNAP_SANDBOX_ERROR;
 }
 
 static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
@@ -29,7 +33,7 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         struct journal j;
         char previous[VMSNAP_ID_LEN + 1];
         snprintf(previous, sizeof(previous), "%s", sb->snapshot_id);
-        int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, d);
+        int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, NULL, d);
         if (r < 0)
                 return r;
         struct vmsnap_diag ignore = {0};
@@ -39,7 +43,7 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         if (r == 0)
                 r = capture(h, l, sb, VMSNAP_SNAPSHOT_PAUSE, NULL, &j, &snap, d);
         if (r < 0) {
-                sb->state = roll_back(l, sb);
+                sb->state = roll_back(h, l, sb);
                 db_journal_done(h, &j, sb, NULL);
                 return r;
         }

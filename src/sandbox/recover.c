@@ -65,12 +65,29 @@ static bool step_before(const struct journal *j, const char *step)
         return a < b;
 }
 
+/* The snapshot a pause or snapshot step was making, when the store committed it already
+ * (a crash between the store's commit and the journal's "committed" step). */
+static bool txn_ready(struct vmsnap_host *h, const struct journal *j, struct vmsnap_snapshot *ret)
+{
+        json_t *o = json_loads(j->data, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "txn"));
+        bool ready = id && vmsnap_store_get(h->store, id, ret, NULL) == 0 &&
+                     ret->state == VMSNAP_SNAPSHOT_READY;
+        json_decref(o);
+        return ready;
+}
+
 static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                           const struct journal *j)
 {
         char previous[VMSNAP_ID_LEN + 1];
+        struct vmsnap_snapshot made;
         previous_of(j, previous);
-        if (step_before(j, "committed")) {
+        if (step_before(j, "committed") && txn_ready(h, j, &made)) {
+                /* Committed by the store: roll forward, the new snapshot is the sandbox. */
+                snprintf(sb->snapshot_id, sizeof(sb->snapshot_id), "%s", made.id);
+                sb->generation = made.generation;
+        } else if (step_before(j, "committed")) {
                 abort_txn(h, j);
                 struct vmsnap_diag ignore = {0};
                 if (l->vm && l->driver->resume(l->vm, &ignore) == 0) {
@@ -93,11 +110,49 @@ static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                 drop_snapshot(h, previous);
 }
 
-static void recover_entry(struct vmsnap_host *h, const struct journal *j)
+/* The state an open entry of `op` leaves its sandbox in; an entry whose sandbox is not in
+ * it was already finished (its closing write failed) and must not be replayed. */
+static bool entry_current(const struct journal *j, const struct vmsnap_sandbox *sb)
+{
+        static const struct {
+                const char *op;
+                enum vmsnap_sandbox_state state;
+        } in[] = {{"create", VMSNAP_SANDBOX_CREATING},
+                  {"pause", VMSNAP_SANDBOX_PAUSING},
+                  {"resume", VMSNAP_SANDBOX_RESUMING},
+                  {"destroy", VMSNAP_SANDBOX_STOPPING}};
+        for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+                if (strcmp(j->op, in[i].op) == 0)
+                        return sb->state == in[i].state;
+        return true; /* snapshot: the state does not change; the newest entry is current */
+}
+
+/* Finishes a destroy: the row says stopped first, then the snapshot only it held goes. */
+static void recover_destroy(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                            const struct journal *j)
+{
+        json_t *o = json_loads(j->data, 0, NULL);
+        const char *snap = json_string_value(json_object_get(o, "snapshot"));
+        char id[VMSNAP_ID_LEN + 1];
+        snprintf(id, sizeof(id), "%s", snap && *snap ? snap : sb->snapshot_id);
+        json_decref(o);
+        vm_kill(l);
+        release_files(h, sb->id);
+        sb->state = VMSNAP_SANDBOX_STOPPED;
+        sb->snapshot_id[0] = '\0';
+        sb->pid = 0;
+        row_put(h, sb, NULL);
+        drop_snapshot(h, id);
+}
+
+static void recover_entry(struct vmsnap_host *h, const struct journal *j, bool newest)
 {
         struct vmsnap_sandbox sb;
-        if (row_get(h, j->sandbox_id, &sb, NULL) < 0)
+        struct journal done = *j;
+        if (row_get(h, j->sandbox_id, &sb, NULL) < 0 || !newest || !entry_current(j, &sb)) {
+                journal_done(h, &done, NULL, NULL); /* stale: closed, not replayed */
                 return;
+        }
         struct live *l = live_get(h, sb.id);
         l->driver = vmsnap_vmm_find(sb.vmm);
         try_attach(h, l, &sb);
@@ -121,17 +176,12 @@ static void recover_entry(struct vmsnap_host *h, const struct journal *j)
                 if (l->vm)
                         l->driver->resume(l->vm, &ignore);
         } else if (strcmp(j->op, "destroy") == 0) {
-                vm_kill(l);
-                release_files(h, sb.id);
-                drop_snapshot(h, sb.snapshot_id);
-                sb.state = VMSNAP_SANDBOX_STOPPED;
-                sb.snapshot_id[0] = '\0';
+                recover_destroy(h, l, &sb, j);
         }
         if (sb.state != VMSNAP_SANDBOX_RUNNING)
                 sb.pid = 0;
         else if (l->vm)
                 sb.pid = l->driver->pid(l->vm);
-        struct journal done = *j;
         journal_done(h, &done, &sb, NULL);
 }
 
@@ -167,8 +217,12 @@ int recover(struct vmsnap_host *h, struct vmsnap_diag *d)
         struct journal *entries = NULL;
         size_t n = 0;
         int r = journal_open_entries(h, &entries, &n, d);
-        for (size_t i = 0; r == 0 && i < n; i++)
-                recover_entry(h, &entries[i]);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                bool newest = true; /* no later open entry for the same sandbox */
+                for (size_t k = i + 1; k < n; k++)
+                        newest &= strcmp(entries[k].sandbox_id, entries[i].sandbox_id) != 0;
+                recover_entry(h, &entries[i], newest);
+        }
         if (r == 0)
                 reattach_running(h);
         free(entries);

@@ -21,10 +21,10 @@ static int resume_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
         struct journal j;
-        r = transition_begin(h, &j, sb, "resume", VMSNAP_SANDBOX_RESUMING, d);
+        r = transition_begin(h, &j, sb, "resume", VMSNAP_SANDBOX_RESUMING, NULL, d);
         if (r < 0)
                 return r;
-        r = restore_into(h, l, sb, &snap, false, d);
+        r = restore_into(h, l, sb, &snap, false, &j, d);
         vmsnap_crashpoint("resume.restored");
         if (r < 0) {
                 sb->state = VMSNAP_SANDBOX_PAUSED;

@@ -6,19 +6,24 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
+#include <string.h>
 #include <time.h>
 
-/* True while the VMM process exists (reaping it when it is our exited child). */
+/* True while the VMM process runs. It is never reaped here: the driver's destroy reaps it,
+ * and a pid (or process group) reaped behind its back could be reused by another process
+ * by the time the driver kills it. An exited child is a zombie until then. */
 static bool vmm_alive(pid_t pid)
 {
-        int status;
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
                 return false;
-        if (w < 0 && errno == ECHILD) /* not our child (re-attached after a restart) */
-                return kill(pid, 0) == 0 || errno != ESRCH;
-        return true;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        const char *end = strrchr(buf, ')'); /* the name may contain spaces and parens */
+        return end && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X';
 }
 
 /* Checks one running sandbox; returns 1 when it changed it, 0 otherwise, or 2 when it is
@@ -29,6 +34,15 @@ static int check_one(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
         if (!l || pthread_mutex_trylock(&l->op_lock) != 0)
                 return 0; /* an operation is running on it: it knows best */
         int changed = 0;
+        struct vmsnap_sandbox fresh; /* the list may be old by now: decide on the row as is */
+        pthread_mutex_lock(&h->db_lock);
+        int r = row_get(h, sb->id, &fresh, NULL);
+        pthread_mutex_unlock(&h->db_lock);
+        if (r < 0 || fresh.state != VMSNAP_SANDBOX_RUNNING) {
+                pthread_mutex_unlock(&l->op_lock);
+                return 0;
+        }
+        *sb = fresh;
         if (l->vm && !vmm_alive(l->driver->pid(l->vm))) {
                 vm_kill(l);
                 sb->state = VMSNAP_SANDBOX_ERROR;

@@ -216,6 +216,14 @@ def test_lifecycle(d):
     return sid
 
 
+def test_name_clash(d, sid):
+    """A create with a taken name is refused; the sandbox holding the name is untouched."""
+    status, err = d.call("POST", "/v1/sandboxes", {"name": "demo"})
+    check(status == 409 and "error" in err, "name clash: %s %s" % (status, err))
+    same = d.ok("GET", "/v1/sandboxes/demo")
+    check(same["id"] == sid and same["state"] == "running", "name clash hurt it: %s" % same)
+
+
 def test_templates(d, sid):
     t = d.ok("POST", "/v1/sandboxes/%s/snapshot" % sid, {"name": "tpl"})
     check(t["name"] == "tpl", "template: %s" % t)
@@ -302,12 +310,16 @@ def test_daemon_crash(d):
         d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
     counter(d, sid)
-    after = crash_pause(d, sid, "pause.committed")
-    log("killed after the commit point -> %s" % after["state"])
-    check(after["state"] == "paused", "after a committed pause: %s" % after)
-    d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
-    check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
-    counter(d, sid)
+    for point in ("store.commit.ready", "pause.committed"):
+        # After the store's commit the new snapshot is the sandbox: recovery rolls forward.
+        before = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        after = crash_pause(d, sid, point)
+        log("killed at %s (after the store's commit) -> %s" % (point, after["state"]))
+        check(after["state"] == "paused", "after a committed pause: %s" % after)
+        check(after["snapshot_id"] != before["snapshot_id"], "not rolled forward: %s" % after)
+        d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+        check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
+        counter(d, sid)
 
 
 def main():
@@ -336,6 +348,7 @@ def main():
         d.start()
         t0 = time.time()
         sid = test_lifecycle(d)
+        test_name_clash(d, sid)
         test_templates(d, sid)
         test_destroy_during_pause(d)
         test_watchers(d)
