@@ -173,6 +173,8 @@ static void remove_own_dir(const char *dir)
                 return;
         int dfd = dup(fd);
         DIR *dh = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!dh && dfd >= 0)
+                close(dfd);
         struct dirent *e;
         while (dh && (e = readdir(dh)))
                 if (e->d_name[0] != '.' || (e->d_name[1] && strcmp(e->d_name, "..") != 0))
