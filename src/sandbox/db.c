@@ -276,7 +276,8 @@ int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_
                            -1, &st, NULL);
         struct vmsnap_sandbox *v = NULL;
         size_t n = 0;
-        while (st && sqlite3_step(st) == SQLITE_ROW) {
+        int rc = SQLITE_ERROR;
+        while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct vmsnap_sandbox *nv = realloc(v, (n + 1) * sizeof(*v));
                 if (!nv) {
                         free(v);
@@ -284,6 +285,11 @@ int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_
                 }
                 v = nv;
                 row_read(st, &v[n++]);
+        }
+        if (rc != SQLITE_DONE) { /* never a silently partial list */
+                free(v);
+                return vmsnap_diag(d, -EIO, "%s/vmsnap.db: listing sandboxes: %s", h->root,
+                                   sqlite3_errmsg(h->db));
         }
         *ret = v;
         *ret_n = n;
@@ -386,7 +392,8 @@ int journal_open_entries(struct vmsnap_host *h, struct journal **ret, size_t *re
                                   "WHERE done = 0 ORDER BY seq", -1, &st, NULL);
         struct journal *v = NULL;
         size_t n = 0;
-        while (st && sqlite3_step(st) == SQLITE_ROW) {
+        int rc = SQLITE_ERROR;
+        while (st && (rc = sqlite3_step(st)) == SQLITE_ROW) {
                 struct journal *nv = realloc(v, (n + 1) * sizeof(*v));
                 if (!nv) {
                         free(v);
@@ -400,6 +407,11 @@ int journal_open_entries(struct vmsnap_host *h, struct journal **ret, size_t *re
                 copy_text(v[n].step, sizeof(v[n].step), st, 3);
                 copy_text(v[n].data, sizeof(v[n].data), st, 4);
                 n++;
+        }
+        if (rc != SQLITE_DONE) { /* recovery must not skip entries it could not read */
+                free(v);
+                return vmsnap_diag(d, -EIO, "%s/vmsnap.db: reading the journal: %s", h->root,
+                                   sqlite3_errmsg(h->db));
         }
         *ret = v;
         *ret_n = n;
