@@ -181,6 +181,9 @@ struct build_stream {
         size_t win_len, cap;
 };
 
+/* Window size for one of n_builds streams: large enough for few reads, 64 MiB in all. */
+size_t stream_window_size(uint32_t n_builds, uint64_t block_size);
+
 int stream_init(struct build_stream *st, int fd, size_t cap);
 void stream_free(struct build_stream *st);
 

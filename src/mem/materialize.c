@@ -31,12 +31,6 @@ struct out_run {
         bool direct;
 };
 
-static bool set_direct(int fd, bool on)
-{
-        int fl = fcntl(fd, F_GETFL);
-        return fl >= 0 && fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) == 0;
-}
-
 static int out_flush(struct out_run *o)
 {
         int r = 0;
@@ -77,10 +71,10 @@ static int out_copy(struct out_run *o, int fd, uint64_t from, uint64_t to, uint6
         if (r < 0)
                 return r;
         if (o->direct)
-                set_direct(o->fd, false);
+                vmsnap_fs_set_direct(o->fd, false);
         r = vmsnap_fs_copy_range(fd, from, o->fd, to, len);
         if (o->direct)
-                set_direct(o->fd, true);
+                vmsnap_fs_set_direct(o->fd, true);
         return r;
 }
 
@@ -109,7 +103,7 @@ static int out_open(struct out_run *o, int fd)
         o->bufs[1] = aligned_alloc(4096, IO_CHUNK);
         if (!o->bufs[0] || !o->bufs[1])
                 return -ENOMEM;
-        o->direct = !memory_backed(fd) && set_direct(fd, true);
+        o->direct = !memory_backed(fd) && vmsnap_fs_set_direct(fd, true);
         return vmsnap_aio_start(&o->aio, fd);
 }
 
@@ -132,7 +126,7 @@ static int write_all(struct vmsnap_mem_snapshot *s, int fd, struct vmsnap_mem_re
         struct build_stream *streams = calloc(nb, sizeof(*streams));
         if (r == 0 && !streams)
                 r = -ENOMEM;
-        size_t win = MAX(MIN(((size_t)64 << 20) / nb, (size_t)8 << 20), (size_t)s->h->block_size);
+        size_t win = stream_window_size(nb, s->h->block_size);
         for (uint32_t i = 0; i < nb && r == 0; i++)
                 r = stream_init(&streams[i], s->fds[i], win);
         for (uint64_t i = 0; i < s->h->n_extents && r == 0; i++) {

@@ -9,14 +9,6 @@
 #include <errno.h>
 #include <string.h>
 
-/* Per-build window size: large enough for few reads, bounded in total. */
-static size_t window_size(uint32_t n_builds, uint64_t block_size)
-{
-        size_t w = ((size_t)64 << 20) / (n_builds ? n_builds : 1);
-        w = MIN(w, (size_t)8 << 20);
-        return MAX(w, (size_t)block_size);
-}
-
 /* Appends one data extent of the old header to the new build. */
 static int move_extent(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
                        struct build_stream *streams, const struct vmsnap_mem_extent *e,
@@ -58,8 +50,9 @@ static int move_all(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
         if (!streams)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", s->dir);
         int r = 0;
+        size_t win = stream_window_size(nb, s->h->block_size);
         for (uint32_t i = 0; i < nb && r == 0; i++)
-                if (stream_init(&streams[i], s->fds[i], window_size(nb, s->h->block_size)) < 0)
+                if (stream_init(&streams[i], s->fds[i], win) < 0)
                         r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", s->dir);
         for (uint64_t i = 0; i < s->h->n_extents && r == 0; i++) {
                 const struct vmsnap_mem_extent *e = &s->h->extents[i];

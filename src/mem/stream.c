@@ -7,6 +7,13 @@
 #include <errno.h>
 #include <string.h>
 
+size_t stream_window_size(uint32_t n_builds, uint64_t block_size)
+{
+        size_t w = ((size_t)64 << 20) / (n_builds ? n_builds : 1);
+        w = MIN(w, (size_t)8 << 20);
+        return MAX(w, (size_t)block_size);
+}
+
 int stream_init(struct build_stream *st, int fd, size_t cap)
 {
         st->fd = fd;

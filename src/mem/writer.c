@@ -11,15 +11,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* O_DIRECT on or off for the diff file; false when the filesystem refuses (tmpfs). */
-static bool set_direct(int fd, bool on)
-{
-        int fl = fcntl(fd, F_GETFL);
-        if (fl < 0)
-                return false;
-        return fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) == 0;
-}
-
 int writer_open(struct build_writer *w, int dirfd, const struct vmsnap_uuid *id,
                 uint64_t block_size, struct vmsnap_diag *d)
 {
@@ -37,7 +28,7 @@ int writer_open(struct build_writer *w, int dirfd, const struct vmsnap_uuid *id,
         int r = vmsnap_staged_open(&w->file, dirfd, name, d);
         if (r < 0)
                 return r;
-        w->direct = set_direct(w->file.fd, true);
+        w->direct = vmsnap_fs_set_direct(w->file.fd, true);
         r = vmsnap_aio_start(&w->aio, w->file.fd);
         return r < 0 ? vmsnap_diag(d, r, "%s: cannot start writer thread", name) : 0;
 }
@@ -111,10 +102,10 @@ int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
         if (grow_hashes(w, nblocks) < 0)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", w->file.name);
         if (w->direct) /* in-kernel copies go through the page cache */
-                set_direct(w->file.fd, false);
+                vmsnap_fs_set_direct(w->file.fd, false);
         r = vmsnap_fs_copy_range(fd, off, w->file.fd, w->flushed, len);
         if (w->direct)
-                set_direct(w->file.fd, true);
+                vmsnap_fs_set_direct(w->file.fd, true);
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: copy failed: %s", w->file.name, strerror(-r));
         memcpy(w->hashes + w->n_hashes, hashes, nblocks * sizeof(*hashes));

@@ -250,6 +250,12 @@ int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
         return copy_whole_file(src_dirfd, src_name, dst_dirfd, dst_name, d);
 }
 
+bool vmsnap_fs_set_direct(int fd, bool on)
+{
+        int fl = fcntl(fd, F_GETFL);
+        return fl >= 0 && fcntl(fd, F_SETFL, on ? fl | O_DIRECT : fl & ~O_DIRECT) == 0;
+}
+
 bool vmsnap_fs_same_file(int a, int b)
 {
         struct stat sa, sb;

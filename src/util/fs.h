@@ -62,6 +62,9 @@ int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uin
 int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
                            const char *dst_name, struct vmsnap_diag *d);
 
+/* Turns O_DIRECT on or off for fd; false when the filesystem refuses it. */
+bool vmsnap_fs_set_direct(int fd, bool on);
+
 /* True when both fds refer to the same inode. */
 bool vmsnap_fs_same_file(int a, int b);
 

@@ -21,6 +21,7 @@
 #include <vmsnap/mem.h>
 
 #include "testlib.h"
+#include "test-mem-lib.h"
 #include "util/ids.h"
 
 #define BS     4096u
@@ -38,25 +39,6 @@ struct fixture {
 };
 
 /* ---- helpers ----------------------------------------------------------------------------- */
-
-static void must(int r, const struct vmsnap_diag *d, const char *what)
-{
-        if (r < 0)
-                fail_msg("%s failed (%d): %s", what, r, d->msg);
-}
-
-static void assert_msg_has(const struct vmsnap_diag *d, const char *what)
-{
-        if (!strstr(d->msg, what))
-                fail_msg("diagnostic \"%s\" does not contain \"%s\"", d->msg, what);
-}
-
-static char *diff_name(const struct vmsnap_uuid *id)
-{
-        char name[64];
-        vmsnap_mem_diff_name(id, name);
-        return strdup(name);
-}
 
 static char *hashes_file_name(const struct vmsnap_uuid *id)
 {
@@ -135,22 +117,6 @@ static void flip_byte(const char *dir, const char *name, off_t at)
         assert_int_equal(pwrite(fd, &b, 1, at), 1);
         close(fd);
         free(p);
-}
-
-/* True when files in dir keep holes visible to SEEK_DATA (every Linux filesystem vmsnap
- * targets does; a test that needs it skips rather than fails where it does not). */
-static bool keeps_holes(const char *dir)
-{
-        char *p = test_path(dir, "hole-probe");
-        int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        assert_int_equal(pwrite(fd, "x", 1, (1 << 20) - 1), 1);
-        off_t data = lseek(fd, 0, SEEK_DATA);
-        close(fd);
-        unlink(p);
-        free(p);
-        return data > 0;
 }
 
 static void assert_bytes_equal(const uint8_t *got, const uint8_t *want, size_t len, size_t block)

@@ -21,6 +21,7 @@
 #include <vmsnap/mem.h>
 
 #include "testlib.h"
+#include "test-mem-lib.h"
 #include "util/ids.h"
 
 #define BS 4096u
@@ -108,13 +109,6 @@ static void write_in(const char *dir, const char *name, const void *buf, size_t 
         free(p);
 }
 
-static char *diff_name(const struct vmsnap_uuid *id)
-{
-        char name[64];
-        vmsnap_mem_diff_name(id, name);
-        return strdup(name);
-}
-
 static bool exists_in(const char *dir, const char *name)
 {
         char *p = test_path(dir, name);
@@ -142,22 +136,6 @@ static char *list_dir(const char *dir)
         }
         free(ents);
         return out;
-}
-
-/* True when files in dir keep holes visible to SEEK_DATA (every Linux filesystem vmsnap
- * targets does; a test that needs it skips rather than fails where it does not). */
-static bool keeps_holes(const char *dir)
-{
-        char *p = test_path(dir, "hole-probe");
-        int fd = open(p, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        assert_true(fd >= 0);
-        assert_int_equal(ftruncate(fd, 1 << 20), 0);
-        assert_int_equal(pwrite(fd, "x", 1, (1 << 20) - 1), 1);
-        off_t data = lseek(fd, 0, SEEK_DATA);
-        close(fd);
-        unlink(p);
-        free(p);
-        return data > 0;
 }
 
 /* ---- the main scenario ------------------------------------------------------------------- */
@@ -233,18 +211,6 @@ static int teardown(void **state)
 }
 
 /* ---- assertions ---------------------------------------------------------------------- */
-
-static void must(int r, const struct vmsnap_diag *d, const char *what)
-{
-        if (r < 0)
-                fail_msg("%s failed (%d): %s", what, r, d->msg);
-}
-
-static void assert_msg_has(const struct vmsnap_diag *d, const char *what)
-{
-        if (!strstr(d->msg, what))
-                fail_msg("diagnostic \"%s\" does not contain \"%s\"", d->msg, what);
-}
 
 static void assert_bytes_equal(const uint8_t *got, const uint8_t *want, size_t len)
 {
