@@ -1,0 +1,106 @@
+/* libvmsnap jails: every VMM process and every page server runs confined, with the
+ * guarantees of Firecracker's jailer and for all three drivers: its own unprivileged uid and
+ * gid, a private mount namespace whose root holds only the files it was given, no
+ * capabilities, no_new_privs, a seccomp filter, and a cgroup (v1 or v2) with memory, CPU
+ * and pid limits. docs/jail.md has the design; docs/security.md the threat model.
+ *
+ * Two ways in, one implementation:
+ * - a VMM (an outside binary) is started through the jailer program `vmsnap-jailer`, whose
+ *   command line vmsnap_jail_argv() builds: it enters the jail and then execs the VMM, so
+ *   the VMM keeps the jailer's pid;
+ * - our own page server opens every input it needs first and then calls vmsnap_jail_enter()
+ *   on itself, before it reads a byte a VMM sent. */
+#ifndef VMSNAP_JAIL_H
+#define VMSNAP_JAIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <vmsnap/error.h>
+
+enum vmsnap_cgroup_version {
+        VMSNAP_CGROUP_AUTO = 0, /* v2 when its root lists memory, cpu and pids; else v1 */
+        VMSNAP_CGROUP_V1 = 1,   /* one hierarchy per controller (memory, cpu, pids) */
+        VMSNAP_CGROUP_V2 = 2,   /* the unified hierarchy */
+};
+
+/* Host-wide jail settings (vmsnapd flags). Zero fields take the defaults in docs/jail.md. */
+struct vmsnap_jail_config {
+        bool disabled;          /* --insecure-no-jail: VMMs run as the daemon, unconfined */
+        uid_t uid_first;        /* first uid (and gid) of the range handed to jails */
+        uint32_t uid_count;     /* how many */
+        gid_t shared_gid;       /* supplementary group of every jail: the read-only inputs
+                                   that several jails share (base images, kernels) are
+                                   0640 root:shared_gid */
+        enum vmsnap_cgroup_version cgroup_version;
+        const char *cgroup_root;   /* where cgroupfs is mounted (default /sys/fs/cgroup) */
+        const char *cgroup_parent; /* our group under each hierarchy (default "vmsnap") */
+        const char *jailer;        /* the jailer program (default: vmsnap-jailer beside the
+                                      running executable) */
+};
+
+/* One path the jailed process may reach: `source` (absolute, on the host, resolved by
+ * root without following a final symlink) appears at `target` (absolute, inside the jail). */
+struct vmsnap_jail_bind {
+        const char *source;
+        const char *target;
+        bool writable; /* else mounted read-only (and always nosuid, nodev) */
+};
+
+struct vmsnap_jail_limits {
+        uint64_t memory_max; /* bytes; 0: no limit */
+        uint32_t cpus;       /* CPU quota in whole CPUs per period; 0: no limit */
+        uint32_t pids_max;   /* tasks (processes and threads); 0: no limit */
+};
+
+/* One jailed process. */
+struct vmsnap_jail_spec {
+        const struct vmsnap_jail_config *config;
+        const char *name;     /* cgroup name and messages: the sandbox id, or "<id>.pager" */
+        const char *root_dir; /* an existing empty host directory; the jail's / is a tmpfs
+                                 mounted on it inside the jail's own mount namespace only */
+        uid_t uid;            /* non-zero, inside the config's range; gid = uid */
+        const struct vmsnap_jail_bind *binds;
+        size_t n_binds;
+        const char *const *devices; /* NULL-terminated ("/dev/null", "/dev/kvm", ...): made
+                                       as nodes inside the jail, owned by uid */
+        struct vmsnap_jail_limits limits;
+        bool seccomp;         /* install vmsnap's own filter (the page server); VMMs bring
+                                 their own (QEMU -sandbox, Firecracker's, CH --seccomp) */
+};
+
+/* Checks that every piece of the jail works on this host (mount namespaces, the uid range,
+ * each cgroup controller, the jailer program). Returns 0, or -errno with d naming the
+ * first missing piece and what to do (or `--insecure-no-jail`). */
+int vmsnap_jail_probe(const struct vmsnap_jail_config *c, struct vmsnap_diag *d);
+
+/* The cgroup version the config resolves to on this host (AUTO decided), or -errno. */
+int vmsnap_jail_cgroup_version(const struct vmsnap_jail_config *c, struct vmsnap_diag *d);
+
+/* Creates (or updates) the cgroup `name` with limits under every hierarchy the version
+ * uses. Idempotent. Returns 0 or -errno with d. */
+int vmsnap_jail_cgroup_create(const struct vmsnap_jail_config *c, const char *name,
+                              const struct vmsnap_jail_limits *limits, struct vmsnap_diag *d);
+
+/* Removes the cgroup `name` everywhere; a missing group is fine. Returns 0, -EBUSY while a
+ * process still runs in it, or -errno with d. */
+int vmsnap_jail_cgroup_remove(const struct vmsnap_jail_config *c, const char *name,
+                              struct vmsnap_diag *d);
+
+/* Confines the calling process as s says: joins the cgroup, enters new mount, IPC and UTS
+ * namespaces, builds the root from s->binds and s->devices, pivots into it, drops every
+ * capability, switches to s->uid, sets no_new_privs, and installs the seccomp filter when
+ * s->seccomp. Must run as root in a single-threaded process. Returns 0 or -errno with d (the
+ * process is then in an undefined state and must exit). */
+int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d);
+
+/* The jailer command line that runs vmm_argv (argv[0] absolute, as seen inside the jail)
+ * inside s: malloc'd, NULL-terminated; free with vmsnap_jail_argv_free. Returns 0 or -errno. */
+int vmsnap_jail_argv(const struct vmsnap_jail_spec *s, char *const vmm_argv[], char ***ret,
+                     struct vmsnap_diag *d);
+
+void vmsnap_jail_argv_free(char **argv);
+
+#endif
