@@ -50,6 +50,15 @@ static inline void jail_test_require(void)
         }
 }
 
+/* Removes the test cgroup parent when empty (fine to fail: in use, or absent). */
+static inline void jail_test_cleanup_parent(void)
+{
+        rmdir("/sys/fs/cgroup/memory/" TEST_CGROUP_PARENT);
+        rmdir("/sys/fs/cgroup/cpu/" TEST_CGROUP_PARENT);
+        rmdir("/sys/fs/cgroup/pids/" TEST_CGROUP_PARENT);
+        rmdir("/sys/fs/cgroup/" TEST_CGROUP_PARENT);
+}
+
 /* Reads /proc/<pid>/<file> into a malloc'd string (NULL when it cannot). */
 static inline char *proc_read(pid_t pid, const char *file)
 {

@@ -567,9 +567,6 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_caller_refused, setup, teardown),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
-        rmdir("/sys/fs/cgroup/memory/" TEST_CGROUP_PARENT); /* fine to fail: v2, or in use */
-        rmdir("/sys/fs/cgroup/cpu/" TEST_CGROUP_PARENT);
-        rmdir("/sys/fs/cgroup/pids/" TEST_CGROUP_PARENT);
-        rmdir("/sys/fs/cgroup/" TEST_CGROUP_PARENT);
+        jail_test_cleanup_parent();
         return failed;
 }
