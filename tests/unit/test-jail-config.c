@@ -226,7 +226,8 @@ static void test_argv_round_trip(void **state)
         assert_string_equal(cl.spec.name, "sb1");
         assert_string_equal(cl.spec.root_dir, "/srv/jails/sb1");
         assert_int_equal(cl.spec.uid, TEST_UID);
-        assert_int_equal(cl.config.uid_first, VMSNAP_JAIL_DEFAULT_UID_FIRST);
+        assert_int_equal(cl.config.uid_first, TEST_UID_FIRST);
+        assert_int_equal(cl.config.uid_count, TEST_UID_COUNT);
         assert_int_equal(cl.config.shared_gid, VMSNAP_JAIL_DEFAULT_SHARED_GID);
         assert_true(cl.config.cgroup_version == VMSNAP_CGROUP_V1 ||
                     cl.config.cgroup_version == VMSNAP_CGROUP_V2); /* resolved, not AUTO */

@@ -17,11 +17,23 @@
 #include <vmsnap/jail.h>
 
 #define TEST_CGROUP_PARENT "vmsnap-test"
-#define TEST_UID           (VMSNAP_JAIL_DEFAULT_UID_FIRST + 7)
+/* The tests' own uid range, away from the default one a vmsnapd on this host (or another
+ * engineer's test) hands to its jails: a jail sees the processes of its own uid. */
+#define TEST_UID_FIRST     0x7e000000u
+#define TEST_UID_COUNT     65536u
+#define TEST_UID           jail_test_uid()
+
+/* One uid per test process, so that parallel runs do not share one. */
+static inline uid_t jail_test_uid(void)
+{
+        return TEST_UID_FIRST + 1 + (uid_t)getpid() % (TEST_UID_COUNT - 1);
+}
 
 static inline struct vmsnap_jail_config jail_test_config(void)
 {
-        return (struct vmsnap_jail_config){.cgroup_parent = TEST_CGROUP_PARENT,
+        return (struct vmsnap_jail_config){.uid_first = TEST_UID_FIRST,
+                                           .uid_count = TEST_UID_COUNT,
+                                           .cgroup_parent = TEST_CGROUP_PARENT,
                                            .jailer = getenv("VMSNAP_JAILER")};
 }
 
