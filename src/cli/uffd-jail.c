@@ -29,7 +29,8 @@ const char uffd_jail_usage[] =
         "                         required and bound writable at the same path\n"
         "  --jail-root DIR        empty directory for the jail's root (required)\n"
         "  --jail-cgroup NAME     the jail's cgroup, e.g. <sandbox>.pager (required)\n"
-        "  --jail-uids FIRST:COUNT, --jail-gid GID, --jail-cgroup-version auto|1|2\n"
+        "  --jail-uids FIRST:COUNT, --jail-gid GID, --jail-cgroup-version auto|1|2,\n"
+        "  --jail-cgroup-root DIR, --jail-cgroup-parent PATH\n"
         "                         the host's jail settings (vmsnapd's; defaults as docs)\n"
         "  --jail-memory BYTES    memory limit (default none)\n"
         "  --jail-pids N          task limit (default workers + 8)\n";
@@ -69,6 +70,12 @@ int uffd_jail_option(int opt, const char *arg, struct uffd_jail_args *j)
         case UFFD_OPT_JAIL_CGROUP:
                 j->name = arg;
                 return CLI_OK;
+        case UFFD_OPT_JAIL_CGROUP_ROOT:
+                j->config.cgroup_root = arg;
+                return CLI_OK;
+        case UFFD_OPT_JAIL_CGROUP_PARENT:
+                j->config.cgroup_parent = arg;
+                return CLI_OK;
         case UFFD_OPT_JAIL_UIDS:
                 return vmsnap_jail_parse_uids(arg, &j->config.uid_first, &j->config.uid_count,
                                               &d) < 0 ? usage("%s", d.msg) : CLI_OK;
@@ -97,7 +104,8 @@ int uffd_jail_option(int opt, const char *arg, struct uffd_jail_args *j)
 int uffd_jail_check(const struct uffd_jail_args *j, bool ws_record, const char *ws_dir)
 {
         bool any = j->root || j->name || j->config.uid_first || j->config.shared_gid ||
-                   j->config.cgroup_version || j->limits.memory_max || j->limits.pids_max;
+                   j->config.cgroup_version || j->config.cgroup_root ||
+                   j->config.cgroup_parent || j->limits.memory_max || j->limits.pids_max;
         if (!j->on)
                 return any ? usage("%s", "the --jail-* options need --jail-uid") : CLI_OK;
         if (!j->root || !j->name)

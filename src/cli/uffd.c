@@ -147,6 +147,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 {"jail-uids", required_argument, NULL, UFFD_OPT_JAIL_UIDS},
                 {"jail-gid", required_argument, NULL, UFFD_OPT_JAIL_GID},
                 {"jail-cgroup-version", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_VERSION},
+                {"jail-cgroup-root", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_ROOT},
+                {"jail-cgroup-parent", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_PARENT},
                 {"jail-memory", required_argument, NULL, UFFD_OPT_JAIL_MEMORY},
                 {"jail-pids", required_argument, NULL, UFFD_OPT_JAIL_PIDS},
                 {0},
@@ -192,6 +194,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 case UFFD_OPT_JAIL_UIDS:
                 case UFFD_OPT_JAIL_GID:
                 case UFFD_OPT_JAIL_CGROUP_VERSION:
+                case UFFD_OPT_JAIL_CGROUP_ROOT:
+                case UFFD_OPT_JAIL_CGROUP_PARENT:
                 case UFFD_OPT_JAIL_MEMORY:
                 case UFFD_OPT_JAIL_PIDS:
                         if ((r = uffd_jail_option(c, optarg, &a->jail)) != CLI_OK)
@@ -274,9 +278,8 @@ static int serve(struct vmsnap_uffd_server *s, const struct serve_args *a)
 }
 
 /* Confines this process once its inputs are open and before a VMM's byte is read. */
-static int jail_self(struct vmsnap_uffd_server *s, const struct serve_args *a)
+static int jail_self(const struct serve_args *a)
 {
-        (void)s;
         struct vmsnap_diag d = {0};
         json_object_seed(0); /* now: inside the jail there is no /dev/urandom to seed from */
         int r = uffd_jail_enter(&a->jail, a->socket, a->ws_dir, a->opts.workers, &d);
@@ -303,7 +306,7 @@ int cmd_uffd_serve(int argc, char **argv)
                 log_error("%s", d.msg);
                 return CLI_FAIL;
         }
-        if (a.jail.on && jail_self(s, &a) < 0) {
+        if (a.jail.on && jail_self(&a) < 0) {
                 vmsnap_uffd_server_free(s);
                 return CLI_FAIL;
         }
