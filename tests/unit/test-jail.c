@@ -13,11 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <termios.h>
 
 #include <cmocka.h>
 
@@ -393,6 +395,16 @@ static void fork_a_child(void)
                 _exit(0);
 }
 
+/* TCGETS answers ENOTTY (stdio asks it); any other ioctl than the uffd's kills. */
+static void ioctl_not_uffd(void)
+{
+        struct termios t;
+        int n;
+        if (ioctl(STDOUT_FILENO, TCGETS, &t) == 0 || errno != ENOTTY)
+                _exit(3);
+        ioctl(STDIN_FILENO, FIONREAD, &n);
+}
+
 /* With seccomp (the page server's filter): Seccomp 2 from outside, and a syscall outside
  * the list kills the process. */
 static void seccomp_case(void (*forbidden)(void))
@@ -421,6 +433,12 @@ static void test_seccomp_kills_fork(void **state)
 {
         (void)state;
         seccomp_case(fork_a_child);
+}
+
+static void test_seccomp_kills_other_ioctl(void **state)
+{
+        (void)state;
+        seccomp_case(ioctl_not_uffd);
 }
 
 /* Attack: the spec names a plain file; before the jail is built it is swapped for a
@@ -561,6 +579,8 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_system_dirs_and_proc, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_seccomp_kills_socket, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_seccomp_kills_fork, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_seccomp_kills_other_ioctl, setup,
+                                                teardown),
                 cmocka_unit_test_setup_teardown(test_swapped_symlink_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_symlink_in_path_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_specs_refused, setup, teardown),
