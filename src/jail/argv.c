@@ -254,7 +254,7 @@ static size_t count_strings(const char **v)
 static int parse_number_option(struct jail_cmdline *cl, int opt, const char *arg,
                                struct vmsnap_diag *d)
 {
-        uint64_t v;
+        uint64_t v = 0;
         uint64_t max = opt == OPT_MEMORY ? UINT64_MAX : opt == OPT_UID || opt == OPT_GID
                                                                 ? 0xfffffffeu
                                                                 : UINT32_MAX;

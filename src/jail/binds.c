@@ -133,9 +133,10 @@ static int make_target(const char *name, int root_fd, const struct jail_bind *b,
                                    name, b->target, strerror(-parent));
         int r;
         if (S_ISDIR(b->src_st.st_mode)) {
-                r = mkdirat(parent, last, 0755) < 0 ? -errno : 0;
-                if (r == 0) /* whatever the umask: the jail's uid must traverse it */
-                        fchmodat(parent, last, 0755, 0);
+                /* 0755 whatever the umask: the jail's uid must traverse it. */
+                r = mkdirat(parent, last, 0755) < 0 || fchmodat(parent, last, 0755, 0) < 0
+                            ? -errno
+                            : 0;
         } else {
                 int fd = openat(parent, last, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                 0600);

@@ -19,9 +19,8 @@
 static int mount_on(int root_fd, const char *name, const char *fstype, unsigned long flags,
                     const char *opts)
 {
-        if (mkdirat(root_fd, name, 0755) < 0)
+        if (mkdirat(root_fd, name, 0755) < 0 || fchmodat(root_fd, name, 0755, 0) < 0)
                 return -errno;
-        fchmodat(root_fd, name, 0755, 0);
         _cleanup_close_ int fd = jail_open_nosymlinks(root_fd, name, O_DIRECTORY);
         if (fd < 0)
                 return fd;

@@ -62,9 +62,9 @@ int jail_make_parents(int dirfd, const char *path, const char **ret_last)
                 memcpy(comp, path, len);
                 comp[len] = '\0';
                 /* 0755 whatever the umask: the jail's uid must traverse to its binds. */
-                if (mkdirat(cur, comp, 0755) == 0)
-                        fchmodat(cur, comp, 0755, 0);
-                else if (errno != EEXIST) {
+                int made = mkdirat(cur, comp, 0755);
+                if ((made < 0 && errno != EEXIST) ||
+                    (made == 0 && fchmodat(cur, comp, 0755, 0) < 0)) {
                         int e = -errno;
                         close(cur);
                         return e;
