@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+/* clang-format off */
 static const char *const allowed[] = {
         /* memory */
         "mmap", "munmap", "mremap", "mprotect", "madvise", "brk",
@@ -34,16 +35,18 @@ static const char *const allowed[] = {
         "sysinfo",
 };
 
-/* What LeakSanitizer's exit-time check uses (its tracer process, ptrace, /proc/PID/task). */
+/* What LeakSanitizer's exit-time check uses (its tracer process, ptrace, /proc/PID/task),
+ * found by running a jailed restore and reading the kernel's seccomp audit lines. */
 static const char *const sanitizer_allowed[] = {
-        "ptrace", "wait4", "waitid", "prctl", "getppid", "getdents64", "pipe", "pipe2",
-        "tgkill", "uname", "getrlimit", "prlimit64", "open", "stat", "lstat", "access",
-        "dup", "dup2", "dup3", "getdents",
+        "ptrace", "wait4", "waitid", "prctl", "getppid", "getdents", "getdents64", "pipe",
+        "pipe2", "tgkill", "uname", "getrlimit", "prlimit64", "open", "stat", "lstat",
+        "access", "dup", "dup2", "dup3",
 };
+/* clang-format on */
 
 /* glibc's pthread_create: a thread, never a process. */
-#define THREAD_CLONE_FLAGS                                                                        \
-        (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |      \
+#define THREAD_CLONE_FLAGS                                                                         \
+        (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |        \
          CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 /* LeakSanitizer's StopTheWorld tracer (sanitizer builds only). */
 #define LSAN_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED)
@@ -125,14 +128,12 @@ int jail_seccomp_install(struct vmsnap_diag *d)
                 r = add_sanitizer_rules(ctx);
         if (r < 0) {
                 seccomp_release(ctx);
-                return vmsnap_diag(d, r, "jail: cannot build the seccomp filter: %s",
-                                   strerror(-r));
+                return vmsnap_diag(d, r, "jail: cannot build the seccomp filter: %s", strerror(-r));
         }
         r = seccomp_load(ctx);
         seccomp_release(ctx);
         if (r < 0)
-                return vmsnap_diag(d, r, "jail: cannot load the seccomp filter: %s",
-                                   strerror(-r));
+                return vmsnap_diag(d, r, "jail: cannot load the seccomp filter: %s", strerror(-r));
         return 0;
 }
 

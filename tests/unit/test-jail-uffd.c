@@ -78,10 +78,26 @@ static pid_t start_server(void)
         snprintf(uid, sizeof(uid), "%u", (unsigned)TEST_UID);
         snprintf(uids, sizeof(uids), "%u:%u", TEST_UID_FIRST, TEST_UID_COUNT);
         const char *cli = getenv("VMSNAP_CLI");
-        char *argv[] = {(char *)cli, "uffd-serve", fx.snap, "--socket", fx.sock,
-                        "--ws-record", "--ws-dir", ws_dir, "--json",
-                        "--jail-uid", uid, "--jail-root", jail_root, "--jail-cgroup", name,
-                        "--jail-uids", uids, "--jail-cgroup-parent", TEST_CGROUP_PARENT, NULL};
+        char *argv[] = {(char *)cli,
+                        "uffd-serve",
+                        fx.snap,
+                        "--socket",
+                        fx.sock,
+                        "--ws-record",
+                        "--ws-dir",
+                        ws_dir,
+                        "--json",
+                        "--jail-uid",
+                        uid,
+                        "--jail-root",
+                        jail_root,
+                        "--jail-cgroup",
+                        name,
+                        "--jail-uids",
+                        uids,
+                        "--jail-cgroup-parent",
+                        TEST_CGROUP_PARENT,
+                        NULL};
         return cli ? spawn(argv, out_path, err_path) : -1;
 }
 
@@ -148,10 +164,11 @@ static pid_t start_peer_as_jail_uid(void)
 {
         char ids[16];
         snprintf(ids, sizeof(ids), "%u", (unsigned)TEST_UID);
-        char *argv[] = {"/usr/bin/setpriv", "--reuid", ids, "--regid", ids, "--clear-groups",
-                        "--inh-caps", "+sys_ptrace", "--ambient-caps", "+sys_ptrace",
-                        (char *)peer_path(), "--socket", fx.sock, "--expect", fx.expect,
-                        "--threads", "4", NULL};
+        char *argv[] = {
+                "/usr/bin/setpriv",  "--reuid",    ids,           "--regid",        ids,
+                "--clear-groups",    "--inh-caps", "+sys_ptrace", "--ambient-caps", "+sys_ptrace",
+                (char *)peer_path(), "--socket",   fx.sock,       "--expect",       fx.expect,
+                "--threads",         "4",          NULL};
         return spawn(argv, NULL, NULL);
 }
 
