@@ -36,6 +36,17 @@ class UnixHTTP(http.client.HTTPConnection):
         self.sock.connect(self.unix_path)
 
 
+def unix_request(sock, method, path, body=None, headers=None):
+    """One request on a daemon's Unix socket: (status, headers, body bytes)."""
+    c = UnixHTTP(sock)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.getheaders(), r.read()
+    finally:
+        c.close()
+
+
 class Vmsnapd:
     """One daemon. args are extra command-line options; env_extra extra environment."""
 
@@ -49,9 +60,12 @@ class Vmsnapd:
         self.port = None
         self.log_path = os.path.join(work, "vmsnapd.log")
 
-    def start(self):
-        for _ in range(3):  # only a port race is worth a retry
-            self.port = free_port()
+    def start(self, same_port=False):
+        """Starts the daemon (again with the same port when same_port, e.g. behind a proxy)
+        and waits until it answers."""
+        for _ in range(1 if same_port else 3):  # only a port race is worth a retry
+            if not same_port or not self.port:
+                self.port = free_port()
             env = dict(os.environ)
             env.update(self.env_extra)
             with open(self.log_path, "a") as log:
@@ -87,13 +101,7 @@ class Vmsnapd:
 
     def unix(self, method, path, body=None, headers=None):
         """One request on the Unix socket: (status, headers, body bytes)."""
-        c = UnixHTTP(self.sock)
-        try:
-            c.request(method, path, body=body, headers=headers or {})
-            r = c.getresponse()
-            return r.status, r.getheaders(), r.read()
-        finally:
-            c.close()
+        return unix_request(self.sock, method, path, body, headers)
 
     def tcp(self, method, path, body=None, headers=None, token=True, source="127.0.0.1",
             timeout=30):
