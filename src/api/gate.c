@@ -29,7 +29,7 @@ struct api_gate_conn {
 struct api_gate {
         struct api_gate_limits limits;
         pthread_mutex_t lock;
-        pthread_cond_t wake; /* a first untrusted connection, or stop */
+        pthread_cond_t wake;               /* a first untrusted connection, or stop */
         struct api_gate_conn *head, *tail; /* untrusted, oldest first */
         unsigned n_untrusted;
         uint64_t refused, expired;

@@ -29,8 +29,8 @@ struct api_gate_limits {
 
 /* Counters since the gate was made. */
 struct api_gate_stats {
-        uint64_t refused; /* connections refused at accept: their address was at its cap */
-        uint64_t expired; /* untrusted connections shut down at the deadline */
+        uint64_t refused;   /* connections refused at accept: their address was at its cap */
+        uint64_t expired;   /* untrusted connections shut down at the deadline */
         unsigned untrusted; /* untrusted connections open now */
 };
 

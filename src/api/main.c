@@ -326,7 +326,8 @@ static int start_listeners(struct api_server *srv, const struct options *o, char
         int n = o->socket ? snprintf(socket_path, size, "%s", o->socket)
                           : snprintf(socket_path, size, "%s/" SOCKET_NAME, srv->root);
         if (n < 0 || (size_t)n >= size)
-                return vmsnap_diag(d, -ENAMETOOLONG, "%s/" SOCKET_NAME ": the socket path is too "
+                return vmsnap_diag(d, -ENAMETOOLONG,
+                                   "%s/" SOCKET_NAME ": the socket path is too "
                                    "long; pass a shorter --socket",
                                    o->socket ? o->socket : srv->root);
         int r = api_listen_unix(srv, socket_path, d);

@@ -28,7 +28,7 @@ struct api_metrics {
         pthread_mutex_t lock;
         /* [route][method slot][status slot]: see method_slot and status_slot */
         uint64_t requests[API_ROUTE_COUNT + 1][API_METRICS_METHODS][API_METRICS_CODES];
-        struct api_histogram ops[API_OP_COUNT][2];   /* [op][0 ok, 1 error] */
+        struct api_histogram ops[API_OP_COUNT][2]; /* [op][0 ok, 1 error] */
 };
 
 /* Values read at scrape time; a `have_` flag is false when reading them failed (the series

@@ -40,9 +40,9 @@ struct gate_log {
 struct api_listener {
         struct api_server *srv;
         struct MHD_Daemon *mhd;
-        int fd;                 /* the listening socket; closed after MHD_stop_daemon */
-        bool auth;              /* bearer token required (TCP) */
-        struct api_gate *gate;  /* TCP: per-address cap and deadline of untrusted connections */
+        int fd;                /* the listening socket; closed after MHD_stop_daemon */
+        bool auth;             /* bearer token required (TCP) */
+        struct api_gate *gate; /* TCP: per-address cap and deadline of untrusted connections */
         struct gate_log gate_log;
         char name[160];
         char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -56,8 +56,8 @@ struct request {
         enum api_route route;
         char ref[API_REF_MAX + 1];
         char method[16];
-        char path[200];   /* decoded, printable: for messages */
-        char target[200]; /* as sent (path and query), printable: for the log line */
+        char path[200];         /* decoded, printable: for messages */
+        char target[200];       /* as sent (path and query), printable: for the log line */
         const char *target_end; /* where libmicrohttpd's copy of the target ends (never read) */
         enum api_target target_problem;
         char target_why[200];
@@ -437,8 +437,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                 __atomic_sub_fetch(&l->srv->in_flight, 1, __ATOMIC_SEQ_CST);
         } else {
                 /* Its headers never came in full (a slow or vanished client): no request. */
-                log_debug("%s: a request line without complete headers: %s", l->name,
-                          req->target);
+                log_debug("%s: a request line without complete headers: %s", l->name, req->target);
         }
         free(req->body);
         free(req);
@@ -533,8 +532,8 @@ static int start_daemon(struct api_server *srv, struct api_listener *l, struct v
         l->mhd = MHD_start_daemon(
                 flags, 0, on_accept, l, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
                 MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
-                MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_URI_LOG_CALLBACK,
-                on_uri, l, MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+                l, MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S, MHD_OPTION_END);
         if (!l->mhd)
                 return vmsnap_diag(d, -EIO, "%s: cannot start the HTTP server", l->name);
@@ -592,9 +591,11 @@ int api_listen_tcp(struct api_server *srv, const char *addr, char *url, size_t u
         l->fd = api_bind_tcp(addr, url, url_size, d);
         int r = l->fd < 0 ? l->fd : api_gate_new(&srv->gate_limits, &l->gate);
         if (r < 0 && l->fd >= 0)
-                vmsnap_diag(d, r, "%s: cannot start the connection gate (limits %u per address, "
-                            "%us): %s", url, srv->gate_limits.per_address,
-                            srv->gate_limits.deadline_s, strerror(-r));
+                vmsnap_diag(d, r,
+                            "%s: cannot start the connection gate (limits %u per address, "
+                            "%us): %s",
+                            url, srv->gate_limits.per_address, srv->gate_limits.deadline_s,
+                            strerror(-r));
         if (r == 0) {
                 l->auth = true;
                 snprintf(l->name, sizeof(l->name), "%s", url);

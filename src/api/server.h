@@ -28,9 +28,9 @@ struct api_server {
         char token[API_TOKEN_HEX + 1]; /* required on TCP */
         struct api_metrics metrics;
         struct api_gate_limits gate_limits; /* of the TCP listener; set before api_listen_tcp */
-        struct timespec started; /* CLOCK_MONOTONIC */
-        bool shutting_down;      /* __atomic */
-        unsigned in_flight;      /* __atomic: requests between first byte and completion */
+        struct timespec started;            /* CLOCK_MONOTONIC */
+        bool shutting_down;                 /* __atomic */
+        unsigned in_flight; /* __atomic: requests between first byte and completion */
         struct api_listener *listeners[2];
         unsigned n_listeners;
 };

@@ -1,8 +1,8 @@
 /* vmsnapd's pure parts, without a server: the request-body parsers (every field's type,
  * range and the message that names it), route matching (ref capture, 404 vs 405 and the
  * Allow list), the raw request-target check, the errno → status table, UTF-8 repair of
- * command output, and the metrics text (method labels, every status with its series). The sources are compiled into this test directly: vmsnapd is a program, not part
- * of libvmsnap. */
+ * command output, and the metrics text (method labels, every status with its series). The sources
+ * are compiled into this test directly: vmsnapd is a program, not part of libvmsnap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -254,15 +254,20 @@ static void test_routes(void **state)
         assert_string_equal(api_route_info(API_ROUTE_NONE)->pattern, "unmatched");
 }
 
-
 /* Raw request targets: what decoding would hide is refused before it can, the rest passes. */
 static void test_target_check(void **state)
 {
         (void)state;
         char why[200];
-        const char *ok[] = {"/v1/snapshots/dup",        "/v1/snapshots/a%2Db", "/healthz",
-                            "/v1/snapshots?kind=pause", "/v1/x?p=a%2Fb",       "/v1/a%zz",
-                            "/v1/a%2",                  "/%41%42%43",          ""};
+        const char *ok[] = {"/v1/snapshots/dup",
+                            "/v1/snapshots/a%2Db",
+                            "/healthz",
+                            "/v1/snapshots?kind=pause",
+                            "/v1/x?p=a%2Fb",
+                            "/v1/a%zz",
+                            "/v1/a%2",
+                            "/%41%42%43",
+                            ""};
         for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
                 if (api_target_check(ok[i], why, sizeof(why)) != API_TARGET_OK)
                         fail_msg("'%s' refused: %s", ok[i], why);
@@ -400,14 +405,14 @@ static void test_statuses_counted(void **state)
                 for (int s = API_SUBJECT_REF; s <= API_SUBJECT_IMPORT; s++) {
                         struct api_error x = api_error_from_errno(-e, (enum api_subject)s);
                         if (!api_metrics_status_known(x.status))
-                                fail_msg("errno %d: status %u has no metrics series", e,
-                                         x.status);
+                                fail_msg("errno %d: status %u has no metrics series", e, x.status);
                 }
                 if (!api_metrics_status_known(api_error_from_body(-e).status))
                         fail_msg("body errno %d has no metrics series", e);
         }
         for (int p = 0; p <= API_PROBLEM_INTERNAL; p++)
-                assert_true(api_metrics_status_known(api_error_problem((enum api_problem)p).status));
+                assert_true(
+                        api_metrics_status_known(api_error_problem((enum api_problem)p).status));
         const unsigned success[] = {0, 200, 201, 204};
         for (size_t i = 0; i < ARRAY_SIZE(success); i++)
                 assert_true(api_metrics_status_known(success[i]));
@@ -426,9 +431,9 @@ static void test_metrics(void **state)
         api_metrics_request(m, API_ROUTE_NONE, "GET", 404);
         api_metrics_request(m, API_ROUTE_NONE, "PUT", 405); /* a 405 has the request's method */
         api_metrics_request(m, API_ROUTE_SANDBOX_LIST, "HEAD", 200);
-        api_metrics_request(m, API_ROUTE_NONE, "BREW", 405);        /* made up: "other" */
-        api_metrics_request(m, (enum api_route)1000, NULL, 999);    /* clamped, not a crash */
-        api_metrics_request(m, API_ROUTE_NONE, "GET\"}\n", 0);      /* never echoed */
+        api_metrics_request(m, API_ROUTE_NONE, "BREW", 405);     /* made up: "other" */
+        api_metrics_request(m, (enum api_route)1000, NULL, 999); /* clamped, not a crash */
+        api_metrics_request(m, API_ROUTE_NONE, "GET\"}\n", 0);   /* never echoed */
         api_metrics_op(m, API_OP_PAUSE, 0.3, true);
         api_metrics_op(m, API_OP_PAUSE, 1000, true); /* past the last bucket: +Inf only */
         api_metrics_op(m, API_OP_CREATE, 0.001, false);
@@ -484,8 +489,8 @@ static void test_metrics(void **state)
         free(text);
 
         /* The gate's counters, with a TCP listener. */
-        struct api_gauges gated = {.have_gate = true, .gate_refused = 7, .gate_expired = 5,
-                                   .gate_untrusted = 2};
+        struct api_gauges gated = {
+                .have_gate = true, .gate_refused = 7, .gate_expired = 5, .gate_untrusted = 2};
         text = api_metrics_render(m, &gated, &len);
         assert_non_null(strstr(text, "vmsnapd_tcp_connections_refused_total 7\n"));
         assert_non_null(strstr(text, "vmsnapd_tcp_connections_expired_total 5\n"));
@@ -505,10 +510,10 @@ static void test_metrics(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_sandbox_body_ok), cmocka_unit_test(test_sandbox_body_errors),
-                cmocka_unit_test(test_exec_body),       cmocka_unit_test(test_snapshot_bodies),
-                cmocka_unit_test(test_routes),          cmocka_unit_test(test_errors),
-                cmocka_unit_test(test_json_lossy),      cmocka_unit_test(test_metrics),
+                cmocka_unit_test(test_sandbox_body_ok),  cmocka_unit_test(test_sandbox_body_errors),
+                cmocka_unit_test(test_exec_body),        cmocka_unit_test(test_snapshot_bodies),
+                cmocka_unit_test(test_routes),           cmocka_unit_test(test_errors),
+                cmocka_unit_test(test_json_lossy),       cmocka_unit_test(test_metrics),
                 cmocka_unit_test(test_statuses_counted), cmocka_unit_test(test_target_check),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
