@@ -590,6 +590,9 @@ int api_listen_tcp(struct api_server *srv, const char *addr, char *url, size_t u
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         l->fd = api_bind_tcp(addr, url, url_size, d);
         int r = l->fd < 0 ? l->fd : api_gate_new(&srv->gate_limits, &l->gate);
+        /* Published before the daemon starts: /metrics may run on the Unix listener already. */
+        if (r == 0)
+                __atomic_store_n(&srv->gate, l->gate, __ATOMIC_RELEASE);
         if (r < 0 && l->fd >= 0)
                 vmsnap_diag(d, r,
                             "%s: cannot start the connection gate (limits %u per address, "
@@ -601,8 +604,10 @@ int api_listen_tcp(struct api_server *srv, const char *addr, char *url, size_t u
                 snprintf(l->name, sizeof(l->name), "%s", url);
                 r = start_daemon(srv, l, d);
         }
-        if (r < 0)
+        if (r < 0) {
+                __atomic_store_n(&srv->gate, NULL, __ATOMIC_RELEASE);
                 listener_free(l);
+        }
         return r;
 }
 
@@ -634,6 +639,8 @@ void api_server_stop(struct api_server *srv)
                 /* MHD_OPTION_LISTEN_SOCKET: the socket stays ours; closed after the stop. */
                 if (l->unix_path[0])
                         unlink(l->unix_path);
+                if (l->gate)
+                        __atomic_store_n(&srv->gate, NULL, __ATOMIC_RELEASE);
                 listener_free(l);
         }
         srv->n_listeners = 0;
@@ -641,10 +648,8 @@ void api_server_stop(struct api_server *srv)
 
 bool api_server_gate_stats(struct api_server *srv, struct api_gate_stats *ret)
 {
-        for (unsigned i = 0; i < srv->n_listeners; i++)
-                if (srv->listeners[i]->gate) {
-                        api_gate_stats(srv->listeners[i]->gate, ret);
-                        return true;
-                }
-        return false;
+        struct api_gate *g = __atomic_load_n(&srv->gate, __ATOMIC_ACQUIRE);
+        if (g)
+                api_gate_stats(g, ret);
+        return g != NULL;
 }

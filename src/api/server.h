@@ -30,8 +30,9 @@ struct api_server {
         struct api_gate_limits gate_limits; /* of the TCP listener; set before api_listen_tcp */
         struct timespec started;            /* CLOCK_MONOTONIC */
         bool shutting_down;                 /* __atomic */
-        unsigned in_flight; /* __atomic: requests between first byte and completion */
-        struct api_listener *listeners[2];
+        unsigned in_flight;    /* __atomic: requests between first byte and completion */
+        struct api_gate *gate; /* __atomic: the TCP listener's, for /metrics; NULL without */
+        struct api_listener *listeners[2]; /* written by the main thread only */
         unsigned n_listeners;
 };
 
