@@ -14,8 +14,13 @@ PACKAGES=(
   # guest image and the QEMU VMM
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs zstd
   # tools the tests and benches drive
-  tar gzip curl sqlite3 python3
+  tar gzip curl sqlite3 python3 python3-yaml
+  # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them)
+  nodejs
 )
+# npm: Debian's package, unless a Node.js build that ships its own npm is installed (such
+# a nodejs package conflicts with Debian's npm).
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -30,3 +35,7 @@ if ((${#missing[@]})); then
 else
   echo "setup: all ${#PACKAGES[@]} packages present"
 fi
+
+# The npm tools of the API tests, pinned by tests/api/package-lock.json (a no-op when
+# installed; exit 77 means the registry could not be reached: the tests then skip).
+bash "$(dirname "$0")/../tests/api/tools.sh" || [ $? -eq 77 ]

@@ -49,6 +49,7 @@ static const struct api_error problems[] = {
         [API_PROBLEM_MALFORMED_JSON] = {400, "malformed_json"},
         [API_PROBLEM_INVALID_FIELD] = {400, "invalid_field"},
         [API_PROBLEM_INVALID_QUERY] = {400, "invalid_query"},
+        [API_PROBLEM_INVALID_PATH] = {400, "invalid_path"},
         [API_PROBLEM_UNAUTHORIZED] = {401, "unauthorized"},
         [API_PROBLEM_NO_ROUTE] = {404, "no_such_route"},
         [API_PROBLEM_METHOD] = {405, "method_not_allowed"},

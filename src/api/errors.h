@@ -14,6 +14,7 @@ enum api_problem {
         API_PROBLEM_MALFORMED_JSON, /* 400: the body is not a JSON object */
         API_PROBLEM_INVALID_FIELD,  /* 400: a body field is missing, unknown or invalid */
         API_PROBLEM_INVALID_QUERY,  /* 400: a query parameter is invalid */
+        API_PROBLEM_INVALID_PATH,   /* 400: a control character or encoded '/' in the path */
         API_PROBLEM_UNAUTHORIZED,   /* 401: missing or wrong bearer token (TCP only) */
         API_PROBLEM_NO_ROUTE,       /* 404: no such path */
         API_PROBLEM_METHOD,         /* 405: the path exists, not with this method */

@@ -140,6 +140,12 @@ static void h_metrics(struct api_server *srv, const struct api_call *call, struc
         gather_snapshots(srv, &g);
         g.in_flight = api_server_in_flight(srv);
         g.uptime_seconds = api_elapsed(&srv->started);
+        struct api_gate_stats gs;
+        if ((g.have_gate = api_server_gate_stats(srv, &gs))) {
+                g.gate_refused = gs.refused;
+                g.gate_expired = gs.expired;
+                g.gate_untrusted = gs.untrusted;
+        }
         rep->text = api_metrics_render(&srv->metrics, &g, &rep->text_len);
         if (!rep->text) {
                 api_reply_error(rep, api_error_problem(API_PROBLEM_INTERNAL), "out of memory");

@@ -32,6 +32,10 @@ static const char usage_text[] =
         "  --socket PATH         Unix socket, mode 0660 (default: <root>/" SOCKET_NAME ")\n"
         "  --listen HOST:PORT    TCP address (default: " DEFAULT_LISTEN "; port 0 picks one)\n"
         "  --no-tcp              serve on the Unix socket only\n"
+        "  --per-address-limit N TCP connections one client address may hold before it has\n"
+        "                        sent the token (default: 32; over it, new ones are refused)\n"
+        "  --header-timeout SECS seconds a TCP connection has from accept to a request with\n"
+        "                        the token, or it is closed (default: 10)\n"
         "  --vmm NAME            default VMM driver (default: qemu)\n"
         "  --guest-dir DIR       guest kernel, initramfs and rootfs (default: <root>/guest)\n"
         "  --mem-root DIR        guest memory files (default: /dev/shm/vmsnap)\n"
@@ -49,6 +53,7 @@ static const char usage_text[] =
 struct options {
         const char *root, *socket, *listen, *vmm, *guest_dir, *mem_root;
         unsigned merge_cap, tick_interval;
+        struct api_gate_limits gate;
         bool no_tcp, demo, print_routes;
 };
 
@@ -99,7 +104,9 @@ enum {
         OPT_MERGE_CAP,
         OPT_TICK,
         OPT_DEMO,
-        OPT_PRINT_ROUTES
+        OPT_PRINT_ROUTES,
+        OPT_PER_ADDRESS_LIMIT,
+        OPT_HEADER_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -114,6 +121,8 @@ static const struct option long_options[] = {
         {"tick-interval", required_argument, NULL, OPT_TICK},
         {"demo", no_argument, NULL, OPT_DEMO},
         {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
+        {"per-address-limit", required_argument, NULL, OPT_PER_ADDRESS_LIMIT},
+        {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -121,7 +130,11 @@ static const struct option long_options[] = {
 /* Returns 0, 1 for --help (done), or the usage exit code 2. */
 static int parse_options(int argc, char **argv, struct options *o)
 {
-        *o = (struct options){.listen = DEFAULT_LISTEN, .tick_interval = DEFAULT_TICK_INTERVAL};
+        *o = (struct options){
+                .listen = DEFAULT_LISTEN,
+                .tick_interval = DEFAULT_TICK_INTERVAL,
+                .gate = {API_GATE_PER_ADDRESS_DEFAULT, API_GATE_DEADLINE_DEFAULT},
+        };
         int c;
         opterr = 0;
         while ((c = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
@@ -164,6 +177,20 @@ static int parse_options(int argc, char **argv, struct options *o)
                                         "--tick-interval: '%s' is not a number of seconds "
                                         "from 0 to 86400",
                                         optarg);
+                        break;
+                case OPT_PER_ADDRESS_LIMIT:
+                        if (parse_uint(optarg, 512, &o->gate.per_address) < 0 ||
+                            o->gate.per_address == 0)
+                                return usage_error("--per-address-limit: '%s' is not a number "
+                                                   "from 1 to 512",
+                                                   optarg);
+                        break;
+                case OPT_HEADER_TIMEOUT:
+                        if (parse_uint(optarg, 3600, &o->gate.deadline_s) < 0 ||
+                            o->gate.deadline_s == 0)
+                                return usage_error("--header-timeout: '%s' is not a number of "
+                                                   "seconds from 1 to 3600",
+                                                   optarg);
                         break;
                 case 'h':
                         fputs(usage_text, stdout);
@@ -296,10 +323,13 @@ static int start_tcp(struct api_server *srv, const char *listen, struct vmsnap_d
 static int start_listeners(struct api_server *srv, const struct options *o, char *socket_path,
                            size_t size, struct vmsnap_diag *d)
 {
-        if (o->socket)
-                snprintf(socket_path, size, "%s", o->socket);
-        else
-                snprintf(socket_path, size, "%s/" SOCKET_NAME, srv->root);
+        int n = o->socket ? snprintf(socket_path, size, "%s", o->socket)
+                          : snprintf(socket_path, size, "%s/" SOCKET_NAME, srv->root);
+        if (n < 0 || (size_t)n >= size)
+                return vmsnap_diag(d, -ENAMETOOLONG,
+                                   "%s/" SOCKET_NAME ": the socket path is too "
+                                   "long; pass a shorter --socket",
+                                   o->socket ? o->socket : srv->root);
         int r = api_listen_unix(srv, socket_path, d);
         if (r < 0)
                 return r;
@@ -403,6 +433,7 @@ int main(int argc, char **argv)
                 return 1;
         }
         clock_gettime(CLOCK_MONOTONIC, &srv->started);
+        srv->gate_limits = o.gate;
         api_metrics_init(&srv->metrics);
         r = run(srv, &o, &signals);
         free(srv);

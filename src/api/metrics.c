@@ -1,6 +1,6 @@
 /* Metrics as plain counters under one mutex: a scrape copies them and renders text with
- * open_memstream. Label values come only from fixed tables (route patterns, state and kind
- * names), never from request text, so nothing needs escaping. */
+ * open_memstream. Label values come only from fixed tables (route patterns, methods, state
+ * and kind names), never from request text, so nothing needs escaping. */
 #include "api/metrics.h"
 
 #include <vmsnap/store.h>
@@ -15,6 +15,39 @@ static const double bucket_le[API_METRICS_BUCKETS] = {
 
 static const char *const op_names[API_OP_COUNT] = {"create", "pause", "resume", "spawn"};
 
+/* The method label: the request's own method, or "other" (the last slot) for one outside
+ * this list, so that a client cannot make up label values. */
+static const char *const method_names[API_METRICS_METHODS] = {
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+};
+
+/* The statuses vmsnapd sends (errors.c and the handlers' 200/201/204), and 0; anything else
+ * is counted in the last slot, code="other". */
+static const unsigned status_codes[API_METRICS_CODES - 1] = {
+        0, 200, 201, 204, 400, 401, 404, 405, 409, 413, 415, 500, 501, 502, 503, 504, 507,
+};
+
+static unsigned method_slot(const char *method)
+{
+        for (unsigned i = 0; method && i + 1 < API_METRICS_METHODS; i++)
+                if (strcmp(method, method_names[i]) == 0)
+                        return i;
+        return API_METRICS_METHODS - 1;
+}
+
+static unsigned status_slot(unsigned status)
+{
+        for (unsigned i = 0; i < API_METRICS_CODES - 1; i++)
+                if (status_codes[i] == status)
+                        return i;
+        return API_METRICS_CODES - 1;
+}
+
+bool api_metrics_status_known(unsigned status)
+{
+        return status_slot(status) < API_METRICS_CODES - 1;
+}
+
 void api_metrics_init(struct api_metrics *m)
 {
         memset(m, 0, sizeof(*m));
@@ -26,14 +59,14 @@ void api_metrics_destroy(struct api_metrics *m)
         pthread_mutex_destroy(&m->lock);
 }
 
-void api_metrics_request(struct api_metrics *m, enum api_route route, unsigned status)
+void api_metrics_request(struct api_metrics *m, enum api_route route, const char *method,
+                         unsigned status)
 {
         if ((unsigned)route > API_ROUTE_NONE)
                 route = API_ROUTE_NONE;
-        if (status >= 600)
-                status = 0;
+        unsigned ms = method_slot(method), ss = status_slot(status);
         pthread_mutex_lock(&m->lock);
-        m->requests[route][status]++;
+        m->requests[route][ms][ss]++;
         pthread_mutex_unlock(&m->lock);
 }
 
@@ -55,6 +88,18 @@ void api_metrics_op(struct api_metrics *m, enum api_op op, double seconds, bool 
         pthread_mutex_unlock(&m->lock);
 }
 
+static void render_request_count(FILE *f, const char *route, const char *method, unsigned ss,
+                                 uint64_t n)
+{
+        if (!n)
+                return;
+        fprintf(f, "vmsnapd_http_requests_total{route=\"%s\",method=\"%s\",", route, method);
+        if (ss < API_METRICS_CODES - 1)
+                fprintf(f, "code=\"%u\"} %llu\n", status_codes[ss], (unsigned long long)n);
+        else
+                fprintf(f, "code=\"other\"} %llu\n", (unsigned long long)n);
+}
+
 static void render_requests(FILE *f, const struct api_metrics *m)
 {
         fputs("# HELP vmsnapd_http_requests_total HTTP requests served, by route and status "
@@ -62,14 +107,11 @@ static void render_requests(FILE *f, const struct api_metrics *m)
               "# TYPE vmsnapd_http_requests_total counter\n",
               f);
         for (unsigned r = 0; r <= API_ROUTE_NONE; r++) {
-                const struct api_route_info *ri = api_route_info((enum api_route)r);
-                for (unsigned s = 0; s < 600; s++)
-                        if (m->requests[r][s])
-                                fprintf(f,
-                                        "vmsnapd_http_requests_total{route=\"%s\",method=\"%s\","
-                                        "code=\"%u\"} %llu\n",
-                                        ri->pattern, ri->method, s,
-                                        (unsigned long long)m->requests[r][s]);
+                const char *route = api_route_info((enum api_route)r)->pattern;
+                for (unsigned ms = 0; ms < API_METRICS_METHODS; ms++)
+                        for (unsigned ss = 0; ss < API_METRICS_CODES; ss++)
+                                render_request_count(f, route, method_names[ms], ss,
+                                                     m->requests[r][ms][ss]);
         }
 }
 
@@ -106,6 +148,28 @@ static void render_ops(FILE *f, const struct api_metrics *m)
         }
 }
 
+static void render_gate(FILE *f, const struct api_gauges *g)
+{
+        fprintf(f,
+                "# HELP vmsnapd_tcp_connections_refused_total TCP connections refused at accept: "
+                "their client address had its limit of connections without a token.\n"
+                "# TYPE vmsnapd_tcp_connections_refused_total counter\n"
+                "vmsnapd_tcp_connections_refused_total %llu\n",
+                (unsigned long long)g->gate_refused);
+        fprintf(f,
+                "# HELP vmsnapd_tcp_connections_expired_total TCP connections closed because "
+                "no request with the token came in time.\n"
+                "# TYPE vmsnapd_tcp_connections_expired_total counter\n"
+                "vmsnapd_tcp_connections_expired_total %llu\n",
+                (unsigned long long)g->gate_expired);
+        fprintf(f,
+                "# HELP vmsnapd_tcp_connections_untrusted TCP connections open that have not "
+                "sent the token yet.\n"
+                "# TYPE vmsnapd_tcp_connections_untrusted gauge\n"
+                "vmsnapd_tcp_connections_untrusted %llu\n",
+                (unsigned long long)g->gate_untrusted);
+}
+
 static void render_gauges(FILE *f, const struct api_gauges *g)
 {
         fprintf(f, "# HELP vmsnapd_up 1 while the daemon serves.\n# TYPE vmsnapd_up gauge\n"
@@ -127,6 +191,8 @@ static void render_gauges(FILE *f, const struct api_gauges *g)
                         fprintf(f, "vmsnap_sandboxes{state=\"%s\"} %llu\n", g->state_names[i],
                                 (unsigned long long)g->sandboxes[i]);
         }
+        if (g->have_gate)
+                render_gate(f, g);
         if (!g->have_snapshots)
                 return;
         fputs("# HELP vmsnap_snapshots Ready snapshots by kind.\n# TYPE vmsnap_snapshots gauge\n",

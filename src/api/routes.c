@@ -1,9 +1,12 @@
 /* Route matching: a short table walked segment by segment; "{ref}" matches one non-empty
- * segment. Fifteen routes do not need a trie. */
+ * segment. Fifteen routes do not need a trie. And the check of the raw request target that
+ * runs before percent-decoding can hide what the client sent. */
 #include "api/routes.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
@@ -106,4 +109,52 @@ int api_route_match(const char *method, const char *path, enum api_route *ret,
         if (path_matched)
                 return -EOPNOTSUPP;
         return too_long ? -ENAMETOOLONG : -ENOENT;
+}
+
+static bool is_control(unsigned char c)
+{
+        return c < 0x20 || c == 0x7f;
+}
+
+/* The byte that "%XY" at s encodes, or -1 when s is not a percent escape. */
+static int escaped_byte(const char *s)
+{
+        if (s[0] != '%' || !isxdigit((unsigned char)s[1]) || !isxdigit((unsigned char)s[2]))
+                return -1;
+        char hex[3] = {s[1], s[2], '\0'};
+        return (int)strtol(hex, NULL, 16);
+}
+
+enum api_target api_target_check(const char *raw, char *why, size_t why_size)
+{
+        bool in_query = false;
+        for (size_t i = 0; raw[i]; i++) {
+                const char *part = in_query ? "query" : "path";
+                enum api_target bad = in_query ? API_TARGET_BAD_QUERY : API_TARGET_BAD_PATH;
+                unsigned char c = (unsigned char)raw[i];
+                int e = escaped_byte(raw + i);
+                if (c == '?' && !in_query) {
+                        in_query = true;
+                } else if (is_control(c)) {
+                        snprintf(why, why_size,
+                                 "the %s holds the control character 0x%02x at byte %zu: ids, "
+                                 "names and query values never contain NUL or control "
+                                 "characters",
+                                 part, c, i);
+                        return bad;
+                } else if (e >= 0 && is_control((unsigned char)e)) {
+                        snprintf(why, why_size,
+                                 "the %s holds %.3s (%s) at byte %zu: ids, names and query "
+                                 "values never contain NUL or control characters",
+                                 part, raw + i, e == 0 ? "NUL" : "a control character", i);
+                        return bad;
+                } else if (e == '/' && !in_query) {
+                        snprintf(why, why_size,
+                                 "the path holds %.3s (an encoded '/') at byte %zu: an id or "
+                                 "name never contains '/'",
+                                 raw + i, i);
+                        return bad;
+                }
+        }
+        return API_TARGET_OK;
 }

@@ -34,6 +34,13 @@ struct api_route_info {
         bool public;         /* served without a token on TCP too */
 };
 
+/* What api_target_check found in a raw request target. */
+enum api_target {
+        API_TARGET_OK,
+        API_TARGET_BAD_PATH,  /* a control character or an encoded '/' in the path */
+        API_TARGET_BAD_QUERY, /* a control character in the query */
+};
+
 /* The method and pattern of route r (API_ROUTE_NONE gives "-" and "unmatched"). */
 const struct api_route_info *api_route_info(enum api_route r);
 
@@ -43,5 +50,13 @@ const struct api_route_info *api_route_info(enum api_route r);
  * not the method; allow then lists the methods that would ("GET, DELETE"). */
 int api_route_match(const char *method, const char *path, enum api_route *ret,
                     char ref[API_REF_MAX + 1], char *allow, size_t allow_size);
+
+/* Checks a raw request target (the path and query as the client sent them, before
+ * percent-decoding) for what no route, ref, name or query value holds and what decoding
+ * would silently change: NUL and other control characters anywhere, raw or percent-encoded
+ * (%00-%1F, %7F; a decoded NUL would cut a ref short), and an encoded '/' (%2F) in the path
+ * (it would split one ref into two segments). Returns API_TARGET_OK, or the part at fault
+ * with why ("%00 (NUL) at byte 17 of the path: ...") written for the error message. */
+enum api_target api_target_check(const char *raw, char *why, size_t why_size);
 
 #endif

@@ -1,49 +1,66 @@
-/* The HTTP layer: listening sockets, libmicrohttpd daemons (one thread per connection), the
- * per-request life cycle — refusals that need no handler (shutdown, token, route, size,
- * content type), the capped body buffer, dispatch, the reply — and one log line per
- * request. Handlers run in the connection's thread and run to completion even when the
- * client goes away: an operation is never cancelled half-way because a socket closed. */
+/* The HTTP layer: libmicrohttpd daemons (one thread per connection) on the listening
+ * sockets, the TCP connection gate's hooks, the per-request life cycle — refusals that need
+ * no handler (shutdown, token, request target, route, size, content type), the capped body
+ * buffer, dispatch, the reply — and one log line per request. Handlers run in the
+ * connection's thread and run to completion even when the client goes away: an operation
+ * is never cancelled half-way because a socket closed. */
 #include "api/server.h"
 #include "api/body.h"
+#include "api/gate.h"
 #include "api/json.h"
 #include "api/reply.h"
+#include "api/sockets.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
-#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define API_CONNECTION_LIMIT 512
-#define API_IDLE_TIMEOUT_S   120        /* an idle or stalled connection is closed */
+#define API_IDLE_TIMEOUT_S   120        /* an idle or stalled trusted connection is closed */
 #define API_DISCARD_MAX      (1u << 20) /* bytes of an oversized chunked body we read away */
+#define GATE_LOG_PERIOD_S    10         /* at most one log line about the gate this often */
+
+/* What the gate did since its last log line (a flood of slow clients is one line). */
+struct gate_log {
+        pthread_mutex_t lock;
+        struct timespec last;
+        uint64_t refused, expired;
+};
 
 struct api_listener {
         struct api_server *srv;
         struct MHD_Daemon *mhd;
-        int fd;    /* the listening socket; closed after MHD_stop_daemon */
-        bool auth; /* bearer token required */
+        int fd;                /* the listening socket; closed after MHD_stop_daemon */
+        bool auth;             /* bearer token required (TCP) */
+        struct api_gate *gate; /* TCP: per-address cap and deadline of untrusted connections */
+        struct gate_log gate_log;
         char name[160];
         char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
-/* One request, from its first header to its completion callback. */
+/* One request, from its request line (on_uri) to its completion callback. */
 struct request {
         struct timespec t0;
+        bool started;     /* its headers are in and on_request has seen it */
+        bool close_after; /* untrusted on TCP: "Connection: close" on the reply */
         enum api_route route;
         char ref[API_REF_MAX + 1];
         char method[16];
-        char path[200];
+        char path[200];         /* decoded, printable: for messages */
+        char target[200];       /* as sent (path and query), printable: for the log line */
+        const char *target_end; /* where libmicrohttpd's copy of the target ends (never read) */
+        enum api_target target_problem;
+        char target_why[200];
         char *body;
         size_t len, discarded;
         bool too_large;
@@ -101,6 +118,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *c, struct request *req,
                 MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
                                         "Bearer realm=\"vmsnapd\"");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+        if (req->close_after)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
         enum MHD_Result ok = MHD_queue_response(c, rep->status, r);
         MHD_destroy_response(r);
         req->status = rep->status;
@@ -203,7 +222,26 @@ static enum MHD_Result check_body(struct MHD_Connection *c, struct request *req,
         return MHD_YES;
 }
 
-/* The checks made when the headers are in: shutdown, token, route, body. */
+/* TCP: checks the token (when the route needs one, or the client sent one) and lets the
+ * connection out of the gate when it is valid; else the reply will close the connection.
+ * Returns NULL when the request may go on, else why not. */
+static const char *authenticate(struct api_listener *l, struct MHD_Connection *c,
+                                struct request *req, bool public)
+{
+        if (!l->auth)
+                return NULL;
+        const char *why = auth_problem(l, c);
+        if (!why) {
+                const union MHD_ConnectionInfo *ci =
+                        MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+                api_gate_trust(l->gate, ci ? ci->socket_context : NULL);
+                return NULL;
+        }
+        req->close_after = true;
+        return public ? NULL : why;
+}
+
+/* The checks made when the headers are in: shutdown, token, request target, route, body. */
 static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection *c, const char *url,
                                   struct request *req)
 {
@@ -212,12 +250,20 @@ static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection 
                               "vmsnapd is shutting down; retry when it is back");
         char allow[64];
         int m = api_route_match(req->method, url, &req->route, req->ref, allow, sizeof(allow));
-        bool public = m == 0 && api_route_info(req->route)->public;
+        /* A bad target is never public: the 400 below comes after the token check. */
+        bool public = m == 0 && api_route_info(req->route)->public &&
+                      req->target_problem == API_TARGET_OK;
         if (m < 0)
                 req->route = API_ROUTE_NONE;
-        const char *why = l->auth && !public ? auth_problem(l, c) : NULL;
+        const char *why = authenticate(l, c, req, public);
         if (why)
                 return refuse(c, req, API_PROBLEM_UNAUTHORIZED, NULL, "%s", why);
+        if (req->target_problem != API_TARGET_OK)
+                return refuse(c, req,
+                              req->target_problem == API_TARGET_BAD_QUERY
+                                      ? API_PROBLEM_INVALID_QUERY
+                                      : API_PROBLEM_INVALID_PATH,
+                              NULL, "%s", req->target_why);
         if (m == -EOPNOTSUPP)
                 return refuse(c, req, API_PROBLEM_METHOD, allow,
                               "%s is not allowed on %s (allowed: %s)", req->method, req->path,
@@ -285,24 +331,55 @@ static enum MHD_Result dispatch(struct api_listener *l, struct MHD_Connection *c
         return r;
 }
 
+/* MHD_OPTION_URI_LOG_CALLBACK: a request line came in. The target is seen here as the
+ * client sent it, before libmicrohttpd decodes it (a decoded %00 would cut a ref short).
+ * Returns the request, which libmicrohttpd hands to on_request and on_completed. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+        (void)cls, (void)c;
+        struct request *req = calloc(1, sizeof(*req));
+        if (!req)
+                return NULL; /* on_request refuses the request */
+        clock_gettime(CLOCK_MONOTONIC, &req->t0);
+        req->route = API_ROUTE_NONE;
+        printable(req->target, sizeof(req->target), uri);
+        req->target_end = uri + strlen(uri);
+        req->target_problem = api_target_check(uri, req->target_why, sizeof(req->target_why));
+        return req;
+}
+
+/* A raw NUL byte in the request line ends libmicrohttpd's C string of the target early, so
+ * on_uri saw only the part before it ("DELETE /v1/snapshots/dup<NUL>x" would name "dup").
+ * libmicrohttpd parses the line in place: the version string starts right after the target
+ * and the space that ended it. Anything else means the target held a NUL. */
+static void check_target_whole(struct request *req, const char *version)
+{
+        if (!version || !version[0] || version == req->target_end + 1)
+                return;
+        if (req->target_problem == API_TARGET_OK) {
+                req->target_problem = API_TARGET_BAD_PATH;
+                snprintf(req->target_why, sizeof(req->target_why),
+                         "the request target holds a NUL byte after '%.60s': ids, names and query "
+                         "values never contain NUL or control characters",
+                         req->target);
+        }
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **con_cls)
 {
         struct api_listener *l = cls;
         struct request *req = *con_cls;
-        (void)version;
-        if (!req) {
-                req = calloc(1, sizeof(*req));
-                if (!req)
-                        return MHD_NO;
+        if (!req)
+                return MHD_NO; /* out of memory in on_uri */
+        if (!req->started) {
+                req->started = true;
+                check_target_whole(req, version);
                 /* Counted before the shutdown flag is read (see api_server_quiesce). */
                 __atomic_add_fetch(&l->srv->in_flight, 1, __ATOMIC_SEQ_CST);
-                clock_gettime(CLOCK_MONOTONIC, &req->t0);
-                req->route = API_ROUTE_NONE;
                 printable(req->method, sizeof(req->method), method);
                 printable(req->path, sizeof(req->path), url);
-                *con_cls = req;
                 return on_headers(l, c, url, req);
         }
         if (req->status) {
@@ -325,7 +402,7 @@ static void log_request(const struct request *req, double seconds,
         long long ms = (long long)(seconds * 1000 + 0.5);
         if (!req->status) {
                 log_warn("%s %s - %lldms (connection ended before a response: %s)", req->method,
-                         req->path, ms,
+                         req->target, ms,
                          toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED   ? "timeout"
                          : toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN ? "shutdown"
                                                                          : "client or error");
@@ -336,13 +413,13 @@ static void log_request(const struct request *req, double seconds,
                                    ? ""
                                    : " (not delivered: the client went away)";
         if (req->status >= 500)
-                log_error("%s %s %u %lldms%s %s: %s", req->method, req->path, req->status, ms, lost,
-                          req->code, req->message);
+                log_error("%s %s %u %lldms%s %s: %s", req->method, req->target, req->status, ms,
+                          lost, req->code, req->message);
         else if (req->status >= 400)
-                log_warn("%s %s %u %lldms%s %s: %s", req->method, req->path, req->status, ms, lost,
-                         req->code, req->message);
+                log_warn("%s %s %u %lldms%s %s: %s", req->method, req->target, req->status, ms,
+                         lost, req->code, req->message);
         else
-                log_info("%s %s %u %lldms%s", req->method, req->path, req->status, ms, lost);
+                log_info("%s %s %u %lldms%s", req->method, req->target, req->status, ms, lost);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
@@ -354,11 +431,16 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
         if (!req)
                 return;
         *con_cls = NULL;
-        log_request(req, api_elapsed(&req->t0), toe);
-        api_metrics_request(&l->srv->metrics, req->route, req->status);
+        if (req->started) {
+                log_request(req, api_elapsed(&req->t0), toe);
+                api_metrics_request(&l->srv->metrics, req->route, req->method, req->status);
+                __atomic_sub_fetch(&l->srv->in_flight, 1, __ATOMIC_SEQ_CST);
+        } else {
+                /* Its headers never came in full (a slow or vanished client): no request. */
+                log_debug("%s: a request line without complete headers: %s", l->name, req->target);
+        }
         free(req->body);
         free(req);
-        __atomic_sub_fetch(&l->srv->in_flight, 1, __ATOMIC_SEQ_CST);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -375,6 +457,71 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
         log_warn("%s: %s", l->name, msg);
 }
 
+/* ---- the connection gate (TCP) ---------------------------------------------------------- */
+
+/* Logs what the gate refused and closed since the last line, at most once per
+ * GATE_LOG_PERIOD_S: a flood of slow clients must not become a flood of log lines. */
+static void gate_log_note(struct api_listener *l, bool refused)
+{
+        struct gate_log *g = &l->gate_log;
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        pthread_mutex_lock(&g->lock);
+        if (refused)
+                g->refused++;
+        else
+                g->expired++;
+        bool due = g->last.tv_sec == 0 || now.tv_sec - g->last.tv_sec >= GATE_LOG_PERIOD_S;
+        uint64_t n_refused = g->refused, n_expired = g->expired;
+        if (due) {
+                g->last = now;
+                g->refused = g->expired = 0;
+        }
+        pthread_mutex_unlock(&g->lock);
+        if (due)
+                log_warn("%s: %llu connection(s) refused (their address had %u without a "
+                         "token), %llu closed (no request with the token within %us)",
+                         l->name, (unsigned long long)n_refused, l->srv->gate_limits.per_address,
+                         (unsigned long long)n_expired, l->srv->gate_limits.deadline_s);
+}
+
+/* MHD_AcceptPolicyCallback: refuses a connection whose address is at its cap. */
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+        struct api_listener *l = cls;
+        (void)len;
+        if (!l->gate || api_gate_admit(l->gate, addr))
+                return MHD_YES;
+        gate_log_note(l, true);
+        return MHD_NO;
+}
+
+/* MHD_NotifyConnectionCallback: a TCP connection enters the gate when it opens and leaves
+ * it when it closes (libmicrohttpd closes the fd only after this returns). */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+        struct api_listener *l = cls;
+        if (!l->gate)
+                return;
+        if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+                if (api_gate_expired(l->gate, *socket_context))
+                        gate_log_note(l, false);
+                api_gate_close(l->gate, *socket_context);
+                *socket_context = NULL;
+                return;
+        }
+        const union MHD_ConnectionInfo *fd =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *addr =
+                MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+        if (!fd)
+                return;
+        *socket_context = addr ? api_gate_open(l->gate, fd->connect_fd, addr->client_addr) : NULL;
+        if (!*socket_context)
+                shutdown(fd->connect_fd, SHUT_RDWR); /* never an ungated stranger */
+}
+
 /* ---- listeners ---------------------------------------------------------------------------- */
 
 static int start_daemon(struct api_server *srv, struct api_listener *l, struct vmsnap_diag *d)
@@ -383,9 +530,10 @@ static int start_daemon(struct api_server *srv, struct api_listener *l, struct v
                          MHD_USE_ITC | MHD_USE_ERROR_LOG;
         l->srv = srv;
         l->mhd = MHD_start_daemon(
-                flags, 0, NULL, NULL, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
+                flags, 0, on_accept, l, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,
                 MHD_OPTION_LISTEN_SOCKET, l->fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, l,
-                MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
+                MHD_OPTION_NOTIFY_CONNECTION, on_connection, l, MHD_OPTION_URI_LOG_CALLBACK, on_uri,
+                l, MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S, MHD_OPTION_END);
         if (!l->mhd)
                 return vmsnap_diag(d, -EIO, "%s: cannot start the HTTP server", l->name);
@@ -393,67 +541,35 @@ static int start_daemon(struct api_server *srv, struct api_listener *l, struct v
         return 0;
 }
 
-/* A socket file at path: removed when stale, -EADDRINUSE when a daemon answers on it. */
-static int clear_stale_socket(const char *path, struct vmsnap_diag *d)
+static struct api_listener *listener_new(void)
 {
-        struct stat st;
-        if (lstat(path, &st) < 0)
-                return errno == ENOENT ? 0
-                                       : vmsnap_diag(d, -errno, "%s: %s", path, strerror(errno));
-        if (!S_ISSOCK(st.st_mode))
-                return vmsnap_diag(d, -EEXIST,
-                                   "%s exists and is not a socket; remove it or "
-                                   "pass --socket",
-                                   path);
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
-                return vmsnap_diag(d, -EADDRINUSE, "%s: another vmsnapd is serving on it", path);
-        if (unlink(path) < 0 && errno != ENOENT)
-                return vmsnap_diag(d, -errno, "%s: cannot remove the stale socket: %s", path,
-                                   strerror(errno));
-        return 0;
+        struct api_listener *l = calloc(1, sizeof(*l));
+        if (!l)
+                return NULL;
+        l->fd = -1;
+        pthread_mutex_init(&l->gate_log.lock, NULL);
+        return l;
 }
 
-static int bind_unix(const char *path, struct vmsnap_diag *d)
+/* Frees a listener whose daemon is stopped (or never started); closes its socket. */
+static void listener_free(struct api_listener *l)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        if (strlen(path) >= sizeof(sa.sun_path))
-                return vmsnap_diag(d, -ENAMETOOLONG, "%s: a Unix socket path is at most %zu bytes",
-                                   path, sizeof(sa.sun_path) - 1);
-        int r = clear_stale_socket(path, d);
-        if (r < 0)
-                return r;
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0)
-                return vmsnap_diag(d, -errno, "socket: %s", strerror(errno));
-        /* Bound with mode 0660 from the start (no window where others may connect); the
-         * umask is process-wide, so this runs before any thread starts. */
-        mode_t old = umask(0117);
-        r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        int saved = errno;
-        umask(old);
-        if (r < 0)
-                return vmsnap_diag(d, -saved, "%s: cannot bind: %s", path, strerror(saved));
-        if (chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
-                saved = errno;
-                unlink(path);
-                return vmsnap_diag(d, -saved, "%s: %s", path, strerror(saved));
-        }
-        return TAKE_FD(fd);
+        if (l->fd >= 0)
+                close(l->fd);
+        api_gate_free(l->gate);
+        pthread_mutex_destroy(&l->gate_log.lock);
+        free(l);
 }
 
 int api_listen_unix(struct api_server *srv, const char *path, struct vmsnap_diag *d)
 {
-        struct api_listener *l = calloc(1, sizeof(*l));
+        struct api_listener *l = listener_new();
         if (!l)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
-        l->fd = bind_unix(path, d);
+        l->fd = api_bind_unix(path, d);
         if (l->fd < 0) {
                 int r = l->fd;
-                free(l);
+                listener_free(l);
                 return r;
         }
         snprintf(l->unix_path, sizeof(l->unix_path), "%s", path);
@@ -461,90 +577,36 @@ int api_listen_unix(struct api_server *srv, const char *path, struct vmsnap_diag
         int r = start_daemon(srv, l, d);
         if (r < 0) {
                 unlink(path);
-                close(l->fd);
-                free(l);
+                listener_free(l);
         }
         return r;
-}
-
-/* Splits "HOST:PORT" / "[V6]:PORT" into host and port. */
-static int split_addr(const char *addr, char *host, size_t hsize, char *port, size_t psize)
-{
-        const char *colon = strrchr(addr, ':');
-        if (!colon || !colon[1])
-                return -EINVAL;
-        const char *h = addr, *hend = colon;
-        if (addr[0] == '[') {
-                if (colon == addr || colon[-1] != ']')
-                        return -EINVAL;
-                h = addr + 1;
-                hend = colon - 1;
-        }
-        if ((size_t)(hend - h) >= hsize || strlen(colon + 1) >= psize || hend == h)
-                return -EINVAL;
-        snprintf(host, hsize, "%.*s", (int)(hend - h), h);
-        snprintf(port, psize, "%s", colon + 1);
-        for (const char *p = port; *p; p++)
-                if (!isdigit((unsigned char)*p))
-                        return -EINVAL;
-        return 0;
-}
-
-/* Binds and listens on addr; returns the fd and writes the bound URL. */
-static int bind_tcp(const char *addr, char *url, size_t url_size, struct vmsnap_diag *d)
-{
-        char host[256], port[16];
-        if (split_addr(addr, host, sizeof(host), port, sizeof(port)) < 0)
-                return vmsnap_diag(d, -EINVAL,
-                                   "--listen %s: expected HOST:PORT, e.g. "
-                                   "127.0.0.1:7420 or [::1]:7420",
-                                   addr);
-        struct addrinfo hints = {.ai_family = AF_UNSPEC,
-                                 .ai_socktype = SOCK_STREAM,
-                                 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-        struct addrinfo *ai;
-        int e = getaddrinfo(host, port, &hints, &ai);
-        if (e)
-                return vmsnap_diag(d, -EINVAL, "--listen %s: %s", addr, gai_strerror(e));
-        _cleanup_close_ int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-        int one = 1, r = fd < 0 ? -errno : 0;
-        if (r == 0 && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-                r = -errno;
-        if (r == 0 && (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0))
-                r = -errno;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        if (r == 0 && getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
-                r = -errno;
-        freeaddrinfo(ai);
-        if (r < 0)
-                return vmsnap_diag(d, r, "--listen %s: %s", addr, strerror(-r));
-        char h[NI_MAXHOST], p[NI_MAXSERV];
-        if (getnameinfo((struct sockaddr *)&ss, sl, h, sizeof(h), p, sizeof(p),
-                        NI_NUMERICHOST | NI_NUMERICSERV) != 0)
-                snprintf(h, sizeof(h), "%s", host), snprintf(p, sizeof(p), "%s", port);
-        snprintf(url, url_size, ss.ss_family == AF_INET6 ? "http://[%s]:%s" : "http://%s:%s", h, p);
-        return TAKE_FD(fd);
 }
 
 int api_listen_tcp(struct api_server *srv, const char *addr, char *url, size_t url_size,
                    struct vmsnap_diag *d)
 {
-        struct api_listener *l = calloc(1, sizeof(*l));
+        struct api_listener *l = listener_new();
         if (!l)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
-        l->fd = bind_tcp(addr, url, url_size, d);
-        if (l->fd < 0) {
-                int r = l->fd;
-                free(l);
-                return r;
+        l->fd = api_bind_tcp(addr, url, url_size, d);
+        int r = l->fd < 0 ? l->fd : api_gate_new(&srv->gate_limits, &l->gate);
+        /* Published before the daemon starts: /metrics may run on the Unix listener already. */
+        if (r == 0)
+                __atomic_store_n(&srv->gate, l->gate, __ATOMIC_RELEASE);
+        if (r < 0 && l->fd >= 0)
+                vmsnap_diag(d, r,
+                            "%s: cannot start the connection gate (limits %u per address, "
+                            "%us): %s",
+                            url, srv->gate_limits.per_address, srv->gate_limits.deadline_s,
+                            strerror(-r));
+        if (r == 0) {
+                l->auth = true;
+                snprintf(l->name, sizeof(l->name), "%s", url);
+                r = start_daemon(srv, l, d);
         }
-        l->auth = true;
-        snprintf(l->name, sizeof(l->name), "%s", url);
-        int r = start_daemon(srv, l, d);
         if (r < 0) {
-                close(l->fd);
-                free(l);
+                __atomic_store_n(&srv->gate, NULL, __ATOMIC_RELEASE);
+                listener_free(l);
         }
         return r;
 }
@@ -572,12 +634,22 @@ void api_server_stop(struct api_server *srv)
 {
         for (unsigned i = 0; i < srv->n_listeners; i++) {
                 struct api_listener *l = srv->listeners[i];
+                /* Closes every connection (each leaves the gate) and joins their threads. */
                 MHD_stop_daemon(l->mhd);
                 /* MHD_OPTION_LISTEN_SOCKET: the socket stays ours; closed after the stop. */
-                close(l->fd);
                 if (l->unix_path[0])
                         unlink(l->unix_path);
-                free(l);
+                if (l->gate)
+                        __atomic_store_n(&srv->gate, NULL, __ATOMIC_RELEASE);
+                listener_free(l);
         }
         srv->n_listeners = 0;
+}
+
+bool api_server_gate_stats(struct api_server *srv, struct api_gate_stats *ret)
+{
+        struct api_gate *g = __atomic_load_n(&srv->gate, __ATOMIC_ACQUIRE);
+        if (g)
+                api_gate_stats(g, ret);
+        return g != NULL;
 }

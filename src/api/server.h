@@ -1,6 +1,7 @@
-/* vmsnapd's HTTP server: listeners (Unix socket without auth, TCP with a bearer token) on
- * libmicrohttpd with one thread per connection, so a long pause on one sandbox never holds
- * up requests for another (the sandbox layer serializes per sandbox). */
+/* vmsnapd's HTTP server: listeners (Unix socket without auth, TCP with a bearer token and a
+ * connection gate against slow strangers) on libmicrohttpd with one thread per connection,
+ * so a long pause on one sandbox never holds up requests for another (the sandbox layer
+ * serializes per sandbox). */
 #ifndef VMSNAP_API_SERVER_H
 #define VMSNAP_API_SERVER_H
 
@@ -13,6 +14,7 @@
 #include <vmsnap/sandbox.h>
 #include <vmsnap/store.h>
 
+#include "api/gate.h"
 #include "api/metrics.h"
 
 #define API_TOKEN_HEX 64 /* 32 random bytes in hex */
@@ -25,10 +27,12 @@ struct api_server {
         char root[PATH_MAX];
         char token[API_TOKEN_HEX + 1]; /* required on TCP */
         struct api_metrics metrics;
-        struct timespec started; /* CLOCK_MONOTONIC */
-        bool shutting_down;      /* __atomic */
-        unsigned in_flight;      /* __atomic: requests between first byte and completion */
-        struct api_listener *listeners[2];
+        struct api_gate_limits gate_limits; /* of the TCP listener; set before api_listen_tcp */
+        struct timespec started;            /* CLOCK_MONOTONIC */
+        bool shutting_down;                 /* __atomic */
+        unsigned in_flight;    /* __atomic: requests between first byte and completion */
+        struct api_gate *gate; /* __atomic: the TCP listener's, for /metrics; NULL without */
+        struct api_listener *listeners[2]; /* written by the main thread only */
         unsigned n_listeners;
 };
 
@@ -37,8 +41,8 @@ struct api_server {
 int api_listen_unix(struct api_server *srv, const char *path, struct vmsnap_diag *d);
 
 /* Starts serving on TCP "HOST:PORT" ("[v6]:PORT" too; PORT 0 picks a free one) with the
- * bearer token required. Writes "http://HOST:PORT" actually bound into url. Returns 0 or
- * -errno. */
+ * bearer token required, behind a connection gate with srv->gate_limits (gate.h). Writes
+ * "http://HOST:PORT" actually bound into url. Returns 0 or -errno. */
 int api_listen_tcp(struct api_server *srv, const char *addr, char *url, size_t url_size,
                    struct vmsnap_diag *d);
 
@@ -52,6 +56,9 @@ unsigned api_server_in_flight(struct api_server *srv);
 /* Closes every connection and frees the listeners; call after the requests in flight are
  * done. */
 void api_server_stop(struct api_server *srv);
+
+/* The TCP listener's gate counters; false when there is no TCP listener. */
+bool api_server_gate_stats(struct api_server *srv, struct api_gate_stats *ret);
 
 /* Seconds since t on CLOCK_MONOTONIC. */
 double api_elapsed(const struct timespec *t);

@@ -259,7 +259,10 @@ for family in ("vmsnapd_http_requests_total", "vmsnap_sandboxes", "vmsnap_snapsh
 for op in ("create", "pause", "resume", "spawn"):
     assert any(f'op="{op}"' in l for l in text.splitlines()), f"no histogram for {op}"
 assert re.search(r'vmsnapd_http_requests_total\{route="/v1/sandboxes/\{ref\}",method="GET",code="404"\} [1-9]', text), "404s of GET /v1/sandboxes/{ref} not counted"
-assert re.search(r'vmsnapd_http_requests_total\{route="unmatched",method="-",code="404"\} [1-9]', text), "unmatched routes not counted"
+assert re.search(r'vmsnapd_http_requests_total\{route="unmatched",method="GET",code="404"\} [1-9]', text), "unmatched routes not counted"
+assert re.search(r'vmsnapd_http_requests_total\{route="unmatched",method="PUT",code="405"\} [1-9]', text), "PUT /v1/sandboxes (405) not counted with method PUT"
+assert 'method="-"' not in text, "a request counted without its method"
+assert re.search(r'^vmsnapd_tcp_connections_refused_total 0$', text, re.M), "no TCP gate counters"
 assert 'vmsnap_sandboxes{state="running"}' in text, "no running-sandbox gauge"
 PY
 

@@ -1,9 +1,10 @@
 #!/bin/bash
 # docs/openapi.yaml and docs/api.md kept true to the code of vmsnapd: the same routes
-# (src/api/routes.c, and `vmsnapd --print-routes` when it is built), the same error codes
-# with the same statuses (src/api/errors.c), the same response fields (src/api/model.c) and
-# request fields (src/api/body.c); every $ref resolves; every operation documents its
-# error responses. Reads the sources as text: needs no daemon.
+# (src/api/routes.c, and `vmsnapd --print-routes` when it is built) with HEAD beside every
+# GET, the same error codes with the same statuses (src/api/errors.c; one error schema per
+# status), the same response fields (src/api/model.c) and request fields (src/api/body.c);
+# every $ref resolves; every operation documents its error responses. Reads the sources as
+# text: needs no daemon. What the daemon actually answers is tests/cli/api-conformance.sh.
 set -u
 
 SRC=${VMSNAP_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
@@ -77,6 +78,31 @@ check(not diff, f"api.md error table differs from errors.c for: {diff}")
 responses_text = yaml.safe_dump(spec["components"]["responses"])
 for code in code_errors:
     check(code in responses_text, f"error code {code} is in no openapi response description")
+# Each status has its own error schema whose code enum is exactly errors.c's codes of it.
+schemas_all = spec["components"]["schemas"]
+by_status = {}
+for code, statuses in code_errors.items():
+    for st in statuses:
+        by_status.setdefault(st, set()).add(code)
+for name, statuses in (("Error400", {400}), ("Error401", {401}), ("Error404", {404}),
+                       ("Error405", {405}), ("Error409", {409}), ("Error413", {413}),
+                       ("Error415", {415}), ("Error500", {500}), ("Error503", {503}),
+                       ("ErrorOther", {501, 502, 504, 507})):
+    want = set().union(*(by_status.get(st, set()) for st in statuses))
+    sch = schemas_all.get(name, {})
+    code_schema = sch.get("properties", {}).get("error", {}).get("properties", {}).get("code", {})
+    got = set(next((part.get("enum", []) for part in code_schema.get("allOf", []) if "enum" in part), []))
+    check(got == want, f"{name}: codes {sorted(got)}, errors.c has {sorted(want)} for {sorted(statuses)}")
+check(set(by_status) <= {400, 401, 404, 405, 409, 413, 415, 500, 501, 502, 503, 504, 507},
+      f"errors.c has a status with no error schema: {sorted(by_status)}")
+# HEAD is served wherever GET is: the spec says so, with the same statuses.
+for p, ops in spec["paths"].items():
+    if "get" in ops:
+        check("head" in ops, f"{p}: GET without HEAD")
+        if "head" in ops:
+            check(set(ops["get"]["responses"]) == set(ops["head"]["responses"]),
+                  f"{p}: HEAD and GET document different statuses")
+    check("head" not in ops or "get" in ops, f"{p}: HEAD without GET")
 
 # ---- response fields ----
 model = read("src/api/model.c")
@@ -85,6 +111,10 @@ def keys_of(func):
     check(body is not None, f"no {func} in model.c")
     return set(re.findall(r'api_json_set\(o, "(\w+)"', body.group(0))) if body else set()
 schemas = spec["components"]["schemas"]
+details = set(schemas["SnapshotDetails"]["properties"])
+check(details == set(schemas["Snapshot"]["properties"]) | {"files", "dependents"},
+      "SnapshotDetails is not Snapshot + files + dependents")
+check(set(schemas["SnapshotDetails"]["required"]) == details, "SnapshotDetails: required list")
 for func, schema in (("api_sandbox_json", "Sandbox"), ("api_snapshot_json", "Snapshot"),
                      ("api_exec_json", "ExecResult")):
     fields = keys_of(func)
@@ -135,6 +165,6 @@ for f in failures:
 if failures:
     print(f"api-docs: {len(failures)} check(s) failed")
     sys.exit(1)
-print(f"api-docs: {len(code_routes)} routes, {len(code_errors)} error codes, fields of 3 "
-      "resources and 5 request bodies agree")
+print(f"api-docs: {len(code_routes)} routes (and HEAD), {len(code_errors)} error codes by "
+      "status, fields of 3 resources and 5 request bodies agree")
 PY

@@ -1,8 +1,8 @@
 /* vmsnapd's pure parts, without a server: the request-body parsers (every field's type,
  * range and the message that names it), route matching (ref capture, 404 vs 405 and the
- * Allow list), the errno → status table, UTF-8 repair of command output, and the metrics
- * text. The sources are compiled into this test directly: vmsnapd is a program, not part
- * of libvmsnap. */
+ * Allow list), the raw request-target check, the errno → status table, UTF-8 repair of
+ * command output, and the metrics text (method labels, every status with its series). The sources
+ * are compiled into this test directly: vmsnapd is a program, not part of libvmsnap. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -254,6 +254,52 @@ static void test_routes(void **state)
         assert_string_equal(api_route_info(API_ROUTE_NONE)->pattern, "unmatched");
 }
 
+/* Raw request targets: what decoding would hide is refused before it can, the rest passes. */
+static void test_target_check(void **state)
+{
+        (void)state;
+        char why[200];
+        const char *ok[] = {"/v1/snapshots/dup",
+                            "/v1/snapshots/a%2Db",
+                            "/healthz",
+                            "/v1/snapshots?kind=pause",
+                            "/v1/x?p=a%2Fb",
+                            "/v1/a%zz",
+                            "/v1/a%2",
+                            "/%41%42%43",
+                            ""};
+        for (size_t i = 0; i < ARRAY_SIZE(ok); i++)
+                if (api_target_check(ok[i], why, sizeof(why)) != API_TARGET_OK)
+                        fail_msg("'%s' refused: %s", ok[i], why);
+        const struct {
+                const char *target;
+                enum api_target want;
+                const char *mention;
+        } bad[] = {
+                {"/v1/snapshots/dup%00x", API_TARGET_BAD_PATH, "%00 (NUL) at byte 17"},
+                {"/v1/sandboxes/a%0Ab", API_TARGET_BAD_PATH, "%0A"},
+                {"/v1/sandboxes/a%0ab", API_TARGET_BAD_PATH, "control character"},
+                {"/v1/sandboxes/a%7Fb/pause", API_TARGET_BAD_PATH, "%7F"},
+                {"/v1/sandboxes/a%1fb", API_TARGET_BAD_PATH, "%1f"},
+                {"/v1/sandboxes/a\x01"
+                 "b",
+                 API_TARGET_BAD_PATH, "0x01"},
+                {"/v1/sandboxes/a\x7f", API_TARGET_BAD_PATH, "0x7f"},
+                {"/v1/sandboxes/x%2Fpause", API_TARGET_BAD_PATH, "encoded '/'"},
+                {"/v1/sandboxes/x%2fpause", API_TARGET_BAD_PATH, "encoded '/'"},
+                {"/v1/snapshots?kind=pause%00", API_TARGET_BAD_QUERY, "query holds %00"},
+                {"/v1/snapshots?all=1&kind%0A=x", API_TARGET_BAD_QUERY, "%0A"},
+                {"/v1/snapshots?\t", API_TARGET_BAD_QUERY, "0x09"},
+                {"/healthz%00", API_TARGET_BAD_PATH, "NUL"},
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                why[0] = '\0';
+                enum api_target got = api_target_check(bad[i].target, why, sizeof(why));
+                if (got != bad[i].want || !strstr(why, bad[i].mention))
+                        fail_msg("'%s': got %d '%s', want %d mentioning '%s'", bad[i].target, got,
+                                 why, bad[i].want, bad[i].mention);
+        }
+}
 /* ---- errors ------------------------------------------------------------------------------- */
 
 static void test_errors(void **state)
@@ -296,7 +342,7 @@ static void test_errors(void **state)
         assert_string_equal(api_error_from_body(-EINVAL).code, "invalid_field");
         assert_int_equal(api_error_from_body(-ENOMEM).status, 503);
 
-        unsigned want[] = {400, 400, 400, 401, 404, 405, 413, 415, 503, 500};
+        unsigned want[] = {400, 400, 400, 400, 401, 404, 405, 413, 415, 503, 500};
         for (unsigned p = 0; p < ARRAY_SIZE(want); p++)
                 assert_int_equal(api_error_problem((enum api_problem)p).status, want[p]);
         assert_int_equal(api_error_problem((enum api_problem)99).status, 500);
@@ -351,6 +397,28 @@ static void test_json_lossy(void **state)
         json_decref(t);
 }
 
+/* Every status errors.c can give has a series of its own in the metrics (not code="other"). */
+static void test_statuses_counted(void **state)
+{
+        (void)state;
+        for (int e = 0; e < 4096; e++) {
+                for (int s = API_SUBJECT_REF; s <= API_SUBJECT_IMPORT; s++) {
+                        struct api_error x = api_error_from_errno(-e, (enum api_subject)s);
+                        if (!api_metrics_status_known(x.status))
+                                fail_msg("errno %d: status %u has no metrics series", e, x.status);
+                }
+                if (!api_metrics_status_known(api_error_from_body(-e).status))
+                        fail_msg("body errno %d has no metrics series", e);
+        }
+        for (int p = 0; p <= API_PROBLEM_INTERNAL; p++)
+                assert_true(
+                        api_metrics_status_known(api_error_problem((enum api_problem)p).status));
+        const unsigned success[] = {0, 200, 201, 204};
+        for (size_t i = 0; i < ARRAY_SIZE(success); i++)
+                assert_true(api_metrics_status_known(success[i]));
+        assert_false(api_metrics_status_known(418));
+}
+
 /* ---- metrics ------------------------------------------------------------------------------ */
 
 static void test_metrics(void **state)
@@ -358,10 +426,14 @@ static void test_metrics(void **state)
         (void)state;
         struct api_metrics *m = malloc(sizeof(*m));
         api_metrics_init(m);
-        api_metrics_request(m, API_ROUTE_SANDBOX_PAUSE, 200);
-        api_metrics_request(m, API_ROUTE_SANDBOX_PAUSE, 200);
-        api_metrics_request(m, API_ROUTE_NONE, 404);
-        api_metrics_request(m, (enum api_route)1000, 999); /* clamped, not a crash */
+        api_metrics_request(m, API_ROUTE_SANDBOX_PAUSE, "POST", 200);
+        api_metrics_request(m, API_ROUTE_SANDBOX_PAUSE, "POST", 200);
+        api_metrics_request(m, API_ROUTE_NONE, "GET", 404);
+        api_metrics_request(m, API_ROUTE_NONE, "PUT", 405); /* a 405 has the request's method */
+        api_metrics_request(m, API_ROUTE_SANDBOX_LIST, "HEAD", 200);
+        api_metrics_request(m, API_ROUTE_NONE, "BREW", 405);     /* made up: "other" */
+        api_metrics_request(m, (enum api_route)1000, NULL, 999); /* clamped, not a crash */
+        api_metrics_request(m, API_ROUTE_NONE, "GET\"}\n", 0);   /* never echoed */
         api_metrics_op(m, API_OP_PAUSE, 0.3, true);
         api_metrics_op(m, API_OP_PAUSE, 1000, true); /* past the last bucket: +Inf only */
         api_metrics_op(m, API_OP_CREATE, 0.001, false);
@@ -385,8 +457,15 @@ static void test_metrics(void **state)
                 "vmsnap_snapshot_bytes{kind=\"pause\"} 4096\n",
                 ("vmsnapd_http_requests_total{route=\"/v1/sandboxes/{ref}/pause\",method=\"POST\","
                  "code=\"200\"} 2\n"),
-                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"-\",code=\"404\"} 1\n",
-                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"-\",code=\"0\"} 1\n",
+                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"GET\",code=\"404\"} 1\n",
+                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"PUT\",code=\"405\"} 1\n",
+                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"other\",code=\"405\"} "
+                "1\n",
+                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"other\",code=\"0\"} 1\n",
+                "vmsnapd_http_requests_total{route=\"unmatched\",method=\"other\",code=\"other\"} "
+                "1\n",
+                "vmsnapd_http_requests_total{route=\"/v1/sandboxes\",method=\"HEAD\",code=\"200\"} "
+                "1\n",
                 "vmsnap_operation_duration_seconds_bucket{op=\"pause\",result=\"ok\",le=\"0.25\"} "
                 "0\n",
                 "vmsnap_operation_duration_seconds_bucket{op=\"pause\",result=\"ok\",le=\"0.5\"} "
@@ -404,6 +483,18 @@ static void test_metrics(void **state)
         for (size_t i = 0; i < ARRAY_SIZE(want); i++)
                 if (!strstr(text, want[i]))
                         fail_msg("metrics lack '%s'", want[i]);
+        assert_null(strstr(text, "method=\"-\""));
+        assert_null(strstr(text, "BREW"));
+        assert_null(strstr(text, "vmsnapd_tcp_connections")); /* no TCP listener */
+        free(text);
+
+        /* The gate's counters, with a TCP listener. */
+        struct api_gauges gated = {
+                .have_gate = true, .gate_refused = 7, .gate_expired = 5, .gate_untrusted = 2};
+        text = api_metrics_render(m, &gated, &len);
+        assert_non_null(strstr(text, "vmsnapd_tcp_connections_refused_total 7\n"));
+        assert_non_null(strstr(text, "vmsnapd_tcp_connections_expired_total 5\n"));
+        assert_non_null(strstr(text, "vmsnapd_tcp_connections_untrusted 2\n"));
         free(text);
 
         /* Gauges that could not be read are left out, not reported as 0. */
@@ -419,10 +510,11 @@ static void test_metrics(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_sandbox_body_ok), cmocka_unit_test(test_sandbox_body_errors),
-                cmocka_unit_test(test_exec_body),       cmocka_unit_test(test_snapshot_bodies),
-                cmocka_unit_test(test_routes),          cmocka_unit_test(test_errors),
-                cmocka_unit_test(test_json_lossy),      cmocka_unit_test(test_metrics),
+                cmocka_unit_test(test_sandbox_body_ok),  cmocka_unit_test(test_sandbox_body_errors),
+                cmocka_unit_test(test_exec_body),        cmocka_unit_test(test_snapshot_bodies),
+                cmocka_unit_test(test_routes),           cmocka_unit_test(test_errors),
+                cmocka_unit_test(test_json_lossy),       cmocka_unit_test(test_metrics),
+                cmocka_unit_test(test_statuses_counted), cmocka_unit_test(test_target_check),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

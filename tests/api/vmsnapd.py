@@ -1,0 +1,135 @@
+"""The real vmsnapd for the API tests: started on a temporary root with its Unix socket and a
+free TCP port on 127.0.0.1, stopped with SIGTERM. Shared by tests/api/*.py."""
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+BUILD = os.environ.get("VMSNAP_BUILD", "")
+VMSNAPD = os.environ.get("VMSNAPD", os.path.join(BUILD, "vmsnapd"))
+
+
+def skip(test, why):
+    print("%s: SKIP: %s" % (test, why), flush=True)
+    sys.exit(77)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path, timeout=60):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.unix_path)
+
+
+def unix_request(sock, method, path, body=None, headers=None):
+    """One request on a daemon's Unix socket: (status, headers, body bytes)."""
+    c = UnixHTTP(sock)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, r.getheaders(), r.read()
+    finally:
+        c.close()
+
+
+class Vmsnapd:
+    """One daemon. args are extra command-line options; env_extra extra environment."""
+
+    def __init__(self, work, args=(), env_extra=None):
+        self.work = work
+        self.root = os.path.join(work, "root")
+        self.sock = os.path.join(work, "api.sock")
+        self.args = list(args)
+        self.env_extra = env_extra or {}
+        self.proc = None
+        self.port = None
+        self.log_path = os.path.join(work, "vmsnapd.log")
+
+    def start(self, same_port=False):
+        """Starts the daemon (again with the same port when same_port, e.g. behind a proxy)
+        and waits until it answers."""
+        for _ in range(1 if same_port else 3):  # only a port race is worth a retry
+            if not same_port or not self.port:
+                self.port = free_port()
+            env = dict(os.environ)
+            env.update(self.env_extra)
+            with open(self.log_path, "a") as log:
+                self.proc = subprocess.Popen(
+                    [VMSNAPD, "--root", self.root, "--socket", self.sock,
+                     "--listen", "127.0.0.1:%d" % self.port,
+                     "--mem-root", os.path.join(self.work, "mem"),
+                     "--guest-dir", os.path.join(self.work, "guest"),
+                     "--tick-interval", "0"] + self.args,
+                    stdout=log, stderr=subprocess.STDOUT, env=env)
+            for _ in range(600):
+                if self.proc.poll() is not None:
+                    break
+                try:
+                    if self.unix("GET", "/healthz")[0] == 200:
+                        with open(os.path.join(self.root, "token")) as f:
+                            self.token = f.read().strip()
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.05)
+            self.kill()
+            if "in use" not in self.log():
+                break
+        raise RuntimeError("vmsnapd did not come up; its log:\n" + self.log())
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def unix(self, method, path, body=None, headers=None):
+        """One request on the Unix socket: (status, headers, body bytes)."""
+        return unix_request(self.sock, method, path, body, headers)
+
+    def tcp(self, method, path, body=None, headers=None, token=True, source="127.0.0.1",
+            timeout=30):
+        """One request over TCP from the loopback address source: (status, headers, body)."""
+        h = dict(headers or {})
+        if token:
+            h["Authorization"] = "Bearer " + self.token
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout,
+                                       source_address=(source, 0))
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            return r.status, r.getheaders(), r.read()
+        finally:
+            c.close()
+
+    def stop(self):
+        """SIGTERM and wait; returns the exit code (None if it was not running)."""
+        if not self.proc or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
