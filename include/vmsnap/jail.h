@@ -28,7 +28,7 @@
 #define VMSNAP_JAIL_DEFAULT_CGROUP_PARENT "vmsnap"
 #define VMSNAP_JAIL_JAILER_NAME           "vmsnap-jailer"
 /* The jailer's exit status when it could not start the VMM (one line on stderr says why). */
-#define VMSNAP_JAIL_JAILER_FAILED 125
+#define VMSNAP_JAIL_JAILER_FAILED         125
 
 enum vmsnap_cgroup_version {
         VMSNAP_CGROUP_AUTO = 0, /* v2 when its root lists memory, cpu and pids; else v1 */
@@ -38,12 +38,12 @@ enum vmsnap_cgroup_version {
 
 /* Host-wide jail settings (vmsnapd flags). Zero fields take the defaults in docs/jail.md. */
 struct vmsnap_jail_config {
-        bool disabled;      /* --insecure-no-jail: VMMs run as the daemon, unconfined */
-        uid_t uid_first;    /* first uid (and gid) of the range handed to jails */
-        uint32_t uid_count; /* how many */
-        gid_t shared_gid;   /* supplementary group of every jail: the read-only inputs
-                               that several jails share (base images, kernels) are
-                               0640 root:shared_gid */
+        bool disabled;          /* --insecure-no-jail: VMMs run as the daemon, unconfined */
+        uid_t uid_first;        /* first uid (and gid) of the range handed to jails */
+        uint32_t uid_count;     /* how many */
+        gid_t shared_gid;       /* supplementary group of every jail: the read-only inputs
+                                   that several jails share (base images, kernels) are
+                                   0640 root:shared_gid */
         enum vmsnap_cgroup_version cgroup_version;
         const char *cgroup_root;   /* where cgroupfs is mounted (default /sys/fs/cgroup) */
         const char *cgroup_parent; /* our group under each hierarchy (default "vmsnap") */
@@ -77,14 +77,14 @@ struct vmsnap_jail_spec {
         const char *const *devices; /* NULL-terminated ("/dev/null", "/dev/kvm", ...): made
                                        as nodes inside the jail, owned by uid */
         struct vmsnap_jail_limits limits;
-        bool seccomp;           /* install vmsnap's own filter (the page server); VMMs bring
-                                   their own (QEMU -sandbox, Firecracker's, CH --seccomp) */
-        bool system_dirs;       /* bind the host's /usr read-only with the merged-/usr links
-                                   (/bin, /sbin, /lib, /lib64): for a dynamically linked VMM */
-        bool proc;              /* mount a procfs that shows only the jail's own processes
-                                   (hidepid=invisible,subset=pid); else the jail has no /proc */
-        bool keep_fds;          /* keep every open fd (a process jailing itself after opening
-                                   its inputs); else every fd above 2 is closed */
+        bool seccomp;         /* install vmsnap's own filter (the page server); VMMs bring
+                                 their own (QEMU -sandbox, Firecracker's, CH --seccomp) */
+        bool system_dirs;     /* bind the host's /usr read-only with the merged-/usr links
+                                 (/bin, /sbin, /lib, /lib64): for a dynamically linked VMM */
+        bool proc;            /* mount a procfs that shows only the jail's own processes
+                                 (hidepid=invisible,subset=pid); else the jail has no /proc */
+        bool keep_fds;        /* keep every open fd (a process jailing itself after opening
+                                 its inputs); else every fd above 2 is closed */
         const char *const *env; /* NULL-terminated "NAME=VALUE" list: the VMM's whole
                                    environment when started by the jailer (NULL: empty) */
 };
@@ -116,10 +116,10 @@ int vmsnap_jail_cgroup_kill(const struct vmsnap_jail_config *c, const char *name
                             struct vmsnap_diag *d);
 
 /* Confines the calling process as s says: joins the cgroup, forbids core dumps, enters new
- * mount, IPC, UTS and (empty) network namespaces, builds the root from s->binds and s->devices,
- * pivots into it, drops every capability, switches to s->uid, sets no_new_privs, and installs the
- * seccomp filter when s->seccomp. Must run as root in a single-threaded process. Returns 0 or
- * -errno with d (the process is then in an undefined state and must exit). */
+ * mount, IPC, UTS and (empty) network namespaces, builds the root from s->binds and
+ * s->devices, pivots into it, drops every capability, switches to s->uid, sets
+ * no_new_privs, and installs the seccomp filter when s->seccomp. Must run as root in a single-threaded process. Returns 0 or -errno with d (the
+ * process is then in an undefined state and must exit). */
 int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d);
 
 /* The jailer command line that runs vmm_argv (argv[0] absolute, as seen inside the jail)
