@@ -118,8 +118,9 @@ int vmsnap_jail_cgroup_kill(const struct vmsnap_jail_config *c, const char *name
 /* Confines the calling process as s says: joins the cgroup, forbids core dumps, enters new
  * mount, IPC, UTS and (empty) network namespaces, builds the root from s->binds and
  * s->devices, pivots into it, drops every capability, switches to s->uid, sets
- * no_new_privs, and installs the seccomp filter when s->seccomp. Must run as root in a single-threaded process. Returns 0 or -errno with d (the
- * process is then in an undefined state and must exit). */
+ * no_new_privs, and installs the seccomp filter when s->seccomp. Must run as root in a
+ * single-threaded process. Returns 0 or -errno with d (the process is then in an undefined
+ * state and must exit). */
 int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d);
 
 /* The jailer command line that runs vmm_argv (argv[0] absolute, as seen inside the jail)
