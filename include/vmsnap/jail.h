@@ -107,11 +107,20 @@ int vmsnap_jail_cgroup_create(const struct vmsnap_jail_config *c, const char *na
 int vmsnap_jail_cgroup_remove(const struct vmsnap_jail_config *c, const char *name,
                               struct vmsnap_diag *d);
 
-/* Confines the calling process as s says: joins the cgroup, enters new mount, IPC and UTS
- * namespaces, builds the root from s->binds and s->devices, pivots into it, drops every
- * capability, switches to s->uid, sets no_new_privs, and installs the seccomp filter when
- * s->seccomp. Must run as root in a single-threaded process. Returns 0 or -errno with d (the
- * process is then in an undefined state and must exit). */
+/* Kills (SIGKILL) every process of the cgroup `name` and waits until the group is empty; a
+ * missing or empty group is fine. A jail's uid may be handed to a new jail only after this
+ * and vmsnap_jail_cgroup_remove: a process left behind (setsid, its VMM gone) would keep
+ * that uid and could ptrace or signal the next jail. Returns 0 or -errno with d (-EBUSY
+ * when processes are still there after a few seconds). */
+int vmsnap_jail_cgroup_kill(const struct vmsnap_jail_config *c, const char *name,
+                            struct vmsnap_diag *d);
+
+/* Confines the calling process as s says: joins the cgroup, forbids core dumps, enters new
+ * mount, IPC, UTS and (empty) network namespaces, builds the root from s->binds and
+ * s->devices, pivots into it, drops every capability, switches to s->uid, sets
+ * no_new_privs, and installs the seccomp filter when s->seccomp. Must run as root in a
+ * single-threaded process. Returns 0 or -errno with d (the process is then in an undefined
+ * state and must exit). */
 int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d);
 
 /* The jailer command line that runs vmm_argv (argv[0] absolute, as seen inside the jail)

@@ -121,6 +121,11 @@ int uffd_jail_check(const struct uffd_jail_args *j, bool ws_record, const char *
         return CLI_OK;
 }
 
+int uffd_jail_close_inherited(void)
+{
+        return close_range(3, ~0u, 0) < 0 ? -errno : 0;
+}
+
 /* The socket becomes UID's, 0600: its VMM (same uid) may connect, the daemon (root) too,
  * nobody else. The path is opened without following a symlink and must be a socket. */
 static int give_socket(const char *socket, uid_t uid, struct vmsnap_diag *d)

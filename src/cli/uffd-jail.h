@@ -40,6 +40,11 @@ int uffd_jail_option(int opt, const char *arg, struct uffd_jail_args *j);
 /* Checks the --jail-* options together with the rest. Returns CLI_OK or CLI_USAGE. */
 int uffd_jail_check(const struct uffd_jail_args *j, bool ws_record, const char *ws_dir);
 
+/* Closes every fd above 2 this process inherited (a jailed server keeps the fds it has open
+ * when it jails itself: only those it opened on purpose may be among them). Call before
+ * opening any input. Returns 0 or -errno. */
+int uffd_jail_close_inherited(void);
+
 /* Gives the listening socket to the jail's uid (so that its VMM, same uid, can connect) and
  * jails the calling process: ws_dir (may be NULL) bound writable at the same path, seccomp
  * on, every open fd kept. Returns 0 or -errno with d; on failure the process must exit. */

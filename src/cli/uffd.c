@@ -300,6 +300,10 @@ int cmd_uffd_serve(int argc, char **argv)
         if (r != CLI_OK)
                 return r;
         a.opts.note = on_note;
+        if (a.jail.on && uffd_jail_close_inherited() < 0) {
+                log_error("cannot close the inherited fds: %s", strerror(errno));
+                return CLI_FAIL;
+        }
         struct vmsnap_diag d = {0};
         struct vmsnap_uffd_server *s;
         if (vmsnap_uffd_server_new(a.snapdir, a.socket, &a.opts, &s, &d) < 0) {

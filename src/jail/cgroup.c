@@ -6,10 +6,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef CGROUP_SUPER_MAGIC
@@ -320,4 +324,75 @@ int vmsnap_jail_cgroup_remove(const struct vmsnap_jail_config *config, const cha
                         first = r;
         }
         return first;
+}
+
+/* How long vmsnap_jail_cgroup_kill waits for SIGKILLed processes to leave the group. */
+#define KILL_ROUNDS   5000
+#define KILL_ROUND_NS 1000000L
+
+/* True when /proc/<pid>/cgroup names the group (…:/<parent>/<name> on one line). */
+static bool pid_in_group(pid_t pid, const struct jail_conf *c, const char *name)
+{
+        char path[64], buf[4096], want[PATH_MAX];
+        snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+        snprintf(want, sizeof(want), ":/%s/%s\n", c->cgroup_parent, name);
+        return read_small(path, buf, sizeof(buf)) > 0 && strstr(buf, want);
+}
+
+/* SIGKILL for pid, through a pidfd taken before checking that pid is still in the group:
+ * a pid reused by a process outside the group is never signalled. */
+static void kill_member(pid_t pid, const struct jail_conf *c, const char *name)
+{
+        int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0)
+                return; /* gone already */
+        if (pid_in_group(pid, c, name))
+                syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        close(pidfd);
+}
+
+/* One round: SIGKILL every process listed in dir/cgroup.procs. Returns how many were
+ * listed, 0 when the group is empty or missing, or -errno. */
+static int kill_round(const struct jail_conf *c, const char *dir, const char *name)
+{
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return errno == ENOENT ? 0 : -errno;
+        int n = 0;
+        for (long pid; fscanf(f, "%ld", &pid) == 1; n++)
+                if (pid > 0 && pid != getpid())
+                        kill_member((pid_t)pid, c, name);
+        fclose(f);
+        return n;
+}
+
+int vmsnap_jail_cgroup_kill(const struct vmsnap_jail_config *config, const char *name,
+                            struct vmsnap_diag *d)
+{
+        struct jail_conf c;
+        int r = jail_conf_resolve(config, &c, d);
+        if (r < 0)
+                return r;
+        if (!jail_name_ok(name))
+                return vmsnap_diag(d, -EINVAL, "cgroup name '%s' is not a jail name",
+                                   name ? name : "");
+        int v = jail_cgroup_resolve(&c, d);
+        if (v < 0)
+                return v;
+        /* Every process is in each v1 hierarchy (joined together); pids is enough. */
+        char dir[PATH_MAX];
+        r = group_path(&c, v == VMSNAP_CGROUP_V2 ? NULL : "pids", name, dir, d);
+        const struct timespec round = {0, KILL_ROUND_NS};
+        for (int i = 0; r == 0 && i < KILL_ROUNDS; i++) {
+                int n = kill_round(&c, dir, name);
+                if (n <= 0)
+                        return n < 0 ? vmsnap_diag(d, n, "%s/cgroup.procs: %s", dir, strerror(-n))
+                                     : 0;
+                nanosleep(&round, NULL); /* SIGKILLed tasks leave the group as they exit */
+        }
+        return r < 0 ? r
+                     : vmsnap_diag(d, -EBUSY, "%s: processes still run after SIGKILL for %d ms",
+                                   dir, KILL_ROUNDS * (int)(KILL_ROUND_NS / 1000000));
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -50,12 +51,15 @@ static int check_caller(const char *name, struct vmsnap_diag *d)
         return 0;
 }
 
-/* New mount, IPC and UTS namespaces; nothing mounted from here on reaches the host. */
+/* New mount, IPC, UTS and network namespaces; nothing mounted from here on reaches the
+ * host. The network namespace is empty (a loopback that is down): a jailed process reaches
+ * no host address, no localhost service and no abstract Unix socket; its VMM's sockets are
+ * filesystem paths, which a network namespace does not scope. */
 static int enter_namespaces(const char *name, struct vmsnap_diag *d)
 {
-        if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
+        if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) < 0)
                 return vmsnap_diag(d, -errno,
-                                   "jail %s: unshare(mount, IPC, UTS namespaces): "
+                                   "jail %s: unshare(mount, IPC, UTS, network namespaces): "
                                    "%s",
                                    name, strerror(errno));
         if (sethostname(name, strlen(name)) < 0)
@@ -66,6 +70,17 @@ static int enter_namespaces(const char *name, struct vmsnap_diag *d)
         return 0;
 }
 
+/* No core file, ever: RLIMIT_CORE 0, soft and hard, so that neither this process nor the
+ * VMM it execs (dumpable again after execve) can raise it; a crash must not leave a copy
+ * of the guest's memory on the host (docs/jail.md, "Core dumps"). */
+static int forbid_core_dumps(const char *name, struct vmsnap_diag *d)
+{
+        const struct rlimit none = {0, 0};
+        if (setrlimit(RLIMIT_CORE, &none) < 0)
+                return vmsnap_diag(d, -errno, "jail %s: RLIMIT_CORE 0: %s", name, strerror(errno));
+        return 0;
+}
+
 /* Everything up to the privileges: cgroup, namespaces, the root. */
 static int confine(const struct vmsnap_jail_spec *s, const struct jail_conf *c,
                    struct vmsnap_diag *d)
@@ -73,6 +88,8 @@ static int confine(const struct vmsnap_jail_spec *s, const struct jail_conf *c,
         int r = jail_cgroup_create(c, s->name, &s->limits, d);
         if (r == 0)
                 r = jail_cgroup_join(c, s->name, getpid(), d);
+        if (r == 0)
+                r = forbid_core_dumps(s->name, d);
         if (r == 0)
                 r = enter_namespaces(s->name, d);
         if (r == 0)
@@ -120,6 +137,9 @@ int jail_check_inside(uid_t uid, struct vmsnap_diag *d)
                 return vmsnap_diag(d, -EPERM, "inside the jail no_new_privs is not set");
         if (prctl(PR_CAPBSET_READ, 0, 0, 0, 0) != 0)
                 return vmsnap_diag(d, -EPERM, "inside the jail the bounding set is not empty");
+        struct rlimit core;
+        if (getrlimit(RLIMIT_CORE, &core) < 0 || core.rlim_max != 0)
+                return vmsnap_diag(d, -EPERM, "inside the jail core dumps are allowed");
         for (size_t i = 0; i < sizeof(host_dirs) / sizeof(host_dirs[0]); i++) {
                 struct stat st;
                 if (lstat(host_dirs[i], &st) == 0)

@@ -127,7 +127,8 @@ void jail_cmdline_free(struct jail_cmdline *cl);
 /* enter.c */
 
 /* The checks the jailer's --probe makes from inside a jail it entered: the uid, no
- * capability left, no_new_privs, no host directory in /. Returns 0 or -errno with d. */
+ * capability left, no_new_privs, no core dumps, no host directory in /. Returns 0 or -errno
+ * with d. */
 int jail_check_inside(uid_t uid, struct vmsnap_diag *d);
 
 #endif

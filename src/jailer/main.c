@@ -14,8 +14,9 @@
 static const char usage[] =
         "usage: vmsnap-jailer --name NAME --root DIR --uid UID [OPTIONS] -- VMM [ARG]...\n"
         "       vmsnap-jailer --probe --name NAME --root DIR --uid UID [OPTIONS]\n\n"
-        "Runs VMM confined: a cgroup with limits, its own mount, IPC and UTS namespaces, a\n"
-        "root holding only the given binds and devices (a tmpfs on DIR, pivoted into), no\n"
+        "Runs VMM confined: a cgroup with limits, its own mount, IPC, UTS and (empty) network\n"
+        "namespaces, no core dumps, a root holding only the given binds and devices (a tmpfs\n"
+        "on DIR, pivoted into), no\n"
         "capabilities, uid and gid UID, no_new_privs; then execs VMM (a path inside the\n"
         "jail) with only the --env variables. vmsnapd writes this command line; it is not\n"
         "meant to be typed. Must be started by root; UID must lie in the range.\n\n"

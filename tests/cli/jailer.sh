@@ -17,8 +17,8 @@ if [ "$(id -u)" != 0 ]; then
         echo "jailer: needs root (jails switch uids and mount); skipping"
         exit 77
 fi
-if ! unshare -m -i -u true 2>/dev/null; then
-        echo "jailer: no mount/IPC/UTS namespaces here; skipping"
+if ! unshare -m -i -u -n true 2>/dev/null; then
+        echo "jailer: no mount/IPC/UTS/network namespaces here; skipping"
         exit 77
 fi
 BB=$(command -v busybox || true)

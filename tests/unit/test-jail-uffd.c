@@ -55,10 +55,16 @@ static int teardown(void **state)
         return 0;
 }
 
+/* An fd the next spawned program inherits as fd 9 (-1: none), as a careless parent's. */
+static int inherit_fd = -1;
+#define INHERITED_FD 9
+
 static pid_t spawn(char *const argv[], const char *out, const char *err)
 {
         posix_spawn_file_actions_t fa;
         posix_spawn_file_actions_init(&fa);
+        if (inherit_fd >= 0)
+                posix_spawn_file_actions_adddup2(&fa, inherit_fd, INHERITED_FD);
         posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
         if (out)
                 posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out,
@@ -202,6 +208,41 @@ static void test_jailed_restore(void **state)
         free(ws);
 }
 
+/* Attack: the server's parent leaked an fd (here a read-write fd of a host file) into it.
+ * A jailed server keeps the fds it has open, so a VMM that took it over through its socket
+ * would find the host file there: the server closes every inherited fd first. */
+static void test_inherited_fd_not_kept(void **state)
+{
+        (void)state;
+        char *secret = test_path(fx.dir, "daemon-secret");
+        test_write_file(secret, "host secret", 11);
+        inherit_fd = open(secret, O_RDWR | O_CLOEXEC);
+        assert_true(inherit_fd >= 0);
+        pid_t server = start_server();
+        close(inherit_fd);
+        inherit_fd = -1;
+        assert_true(server > 0);
+        if (!wait_jailed(server))
+                fail_msg("the server did not jail itself: %s", file_text(err_path));
+        char dir[64], link[PATH_MAX + 64], target[PATH_MAX];
+        snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)server);
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        bool leaked = false;
+        for (struct dirent *e; (e = readdir(d));) {
+                snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+                ssize_t n = readlink(link, target, sizeof(target) - 1);
+                target[n > 0 ? n : 0] = '\0';
+                leaked |= strcmp(target, secret) == 0;
+        }
+        closedir(d);
+        kill(server, SIGTERM);
+        peer_wait(server);
+        if (leaked)
+                fail_msg("the jailed server kept the inherited fd of %s", secret);
+        free(secret);
+}
+
 /* Overwrites a few bytes of the snapshot's diff file (a data block no longer matches its
  * hash). */
 static void corrupt_snapshot(void)
@@ -258,6 +299,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_jailed_restore, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_jailed_corrupt_block_kills_vmm, setup,
                                                 teardown),
+                cmocka_unit_test_setup_teardown(test_inherited_fd_not_kept, setup, teardown),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         return failed == 0 && peer_missing_feature ? 77 : failed;

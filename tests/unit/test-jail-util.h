@@ -46,11 +46,13 @@ static inline void jail_test_require(void)
         }
         pid_t pid = fork();
         if (pid == 0)
-                _exit(unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0 ? errno : 0);
+                _exit(unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) < 0 ? errno
+                                                                                            : 0);
         int st = 0;
         waitpid(pid, &st, 0);
         if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
-                fprintf(stderr, "skipping: no mount/IPC/UTS namespaces here (unshare: %s)\n",
+                fprintf(stderr,
+                        "skipping: no mount/IPC/UTS/network namespaces here (unshare: %s)\n",
                         WIFEXITED(st) ? strerror(WEXITSTATUS(st)) : "child died");
                 exit(77);
         }
