@@ -112,7 +112,9 @@ bundle_libs() {
 set_run_paths() {
         local f
         for f in "$stage"/bin/*; do
-                [[ $(head -c 4 "$f") == $'\x7fELF' ]] && patchelf --set-rpath '$ORIGIN/../lib' "$f"
+                if [[ $(head -c 4 "$f") == $'\x7fELF' ]]; then
+                        patchelf --set-rpath '$ORIGIN/../lib' "$f"
+                fi
         done
         for f in "$stage"/lib/*.so*; do
                 patchelf --set-rpath '$ORIGIN' "$f"
@@ -186,10 +188,14 @@ stage_copyrights() {
         {
                 packages_of "$out_dir/bundled-from"
                 printf '%s\n' "${qemu_packages[@]}"
-        } | sed '/^$/d' | sort -u | while read -r pkg; do
+        } | sed '/^$/d' | sort -u >"$out_dir/packages"
+        while read -r pkg; do
                 [[ -f /usr/share/doc/$pkg/copyright ]] &&
                         install -m 0644 "/usr/share/doc/$pkg/copyright" "$dir/$pkg.copyright"
-        done
+        done <"$out_dir/packages"
+        # the exact versions: their sources are Debian's source packages of these versions
+        xargs -r dpkg-query -W -f='${Package} ${Version}\n' <"$out_dir/packages" >"$dir/PACKAGES"
+        chmod 0644 "$dir/PACKAGES"
         install -m 0644 LICENSE* "$stage/share/doc/vmsnap/" 2>/dev/null || true
 }
 

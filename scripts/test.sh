@@ -10,7 +10,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The hugetlb case of unit/test-uffd-serve needs 4 free 2 MiB hugepages. As root, reserve
+# them when fewer are free (16 MiB, kept until `sysctl vm.nr_hugepages=0` or a reboot);
+# otherwise that test reports itself skipped and this script fails.
+reserve_hugepages() {
+        local need=4 free total
+        [[ $(id -u) == 0 && -w /proc/sys/vm/nr_hugepages ]] || return 0
+        free=$(awk '/^HugePages_Free:/ {print $2}' /proc/meminfo)
+        total=$(cat /proc/sys/vm/nr_hugepages)
+        ((free < need)) || return 0
+        echo $((total + need - free)) >/proc/sys/vm/nr_hugepages 2>/dev/null || true
+        echo "test.sh: vm.nr_hugepages $total -> $(cat /proc/sys/vm/nr_hugepages)" \
+                "(unit/test-uffd-serve needs $need free 2 MiB hugepages)"
+}
+
 bash scripts/setup.sh # a no-op check when everything is installed
+reserve_hugepages
 cmake --preset ci >/dev/null
 cmake --build build/ci
 
