@@ -12,7 +12,8 @@ set(VMSNAP_BUDGET_long 3600)
 set(VMSNAP_BUDGET_DEFAULT 300)
 
 set(VMSNAP_TEST_BUDGETS
-    cli/snapshot-crash 480
+    unit/test-mem-property 300
+    cli/snapshot-crash 600
     dist/install-script 60)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
