@@ -19,6 +19,7 @@ Prints medians and ratios (ours / bare); target: resume <= 1.2x.
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +32,40 @@ sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e", "lib"))
 from sandbox_lifecycle import Daemon, GUEST  # noqa: E402
 import qmp_agent  # noqa: E402
+
+
+class Reaper:
+    """Every process this bench started or was handed by the daemon (VMM pids from the API's
+    answers), held as pidfds from the moment its pid is known, so that the cleanup kills
+    exactly those processes, by pid, even if the pid is reused meanwhile; never a pattern."""
+
+    def __init__(self):
+        self.fds = []
+
+    def watch(self, pid):
+        try:
+            self.fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass  # already gone: nothing to kill later
+        return pid
+
+    def sandbox(self, sb):
+        """Watches the VMM of a sandbox the API just returned; returns sb."""
+        if sb.get("pid"):
+            self.watch(sb["pid"])
+        return sb
+
+    def kill_all(self):
+        for fd in self.fds:
+            try:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.close(fd)
+        self.fds = []
+
+
+REAPER = Reaper()
 
 
 def cmdline_of(pid):
@@ -57,6 +92,7 @@ class Bare:
             argv += ["-incoming", "defer"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
+        REAPER.watch(self.proc.pid)
         self.qmp = qmp_agent.QMP(os.path.join(self.run, "qmp.sock"), timeout=60)
 
     def agent_ok(self):
@@ -94,7 +130,7 @@ def guest_memory(d, sid, pid):
 
 
 def bench_latency(d, rounds, work):
-    sb = d.ok("POST", "/v1/sandboxes", {})
+    sb = REAPER.sandbox(d.ok("POST", "/v1/sandboxes", {}))
     sid, pid = sb["id"], sb["pid"]
     argv = cmdline_of(pid)
     run = os.path.join(d.root, "sandboxes", sid)
@@ -120,7 +156,7 @@ def bench_latency(d, rounds, work):
         d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
         ours_p.append(time.monotonic() - t)
         t = time.monotonic()
-        d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+        REAPER.sandbox(d.ok("POST", "/v1/sandboxes/%s/resume" % sid))
         ours_r.append(time.monotonic() - t)
         t = time.monotonic()
         bare.save(state)
@@ -139,14 +175,15 @@ def bench_latency(d, rounds, work):
 
 
 def bench_density(d, n):
-    base = d.ok("POST", "/v1/sandboxes", {})
+    base = REAPER.sandbox(d.ok("POST", "/v1/sandboxes", {}))
     d.ok("POST", "/v1/sandboxes/%s/snapshot" % base["id"], {"name": "bench-tpl"})
     d.ok("DELETE", "/v1/sandboxes/%s" % base["id"])
-    clones = [d.ok("POST", "/v1/snapshots/bench-tpl/sandboxes", {}) for _ in range(n)]
+    clones = [REAPER.sandbox(d.ok("POST", "/v1/snapshots/bench-tpl/sandboxes", {}))
+              for _ in range(n)]
     clone_mem = sum(guest_memory(d, c["id"], c["pid"]) for c in clones)
     for c in clones:
         d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
-    fresh = [d.ok("POST", "/v1/sandboxes", {}) for _ in range(n)]
+    fresh = [REAPER.sandbox(d.ok("POST", "/v1/sandboxes", {})) for _ in range(n)]
     fresh_mem = sum(guest_memory(d, c["id"], c["pid"]) for c in fresh)
     for c in fresh:
         d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
@@ -165,11 +202,12 @@ def main():
     d = Daemon(work)
     try:
         d.start()
+        REAPER.watch(d.proc.pid)
         bench_latency(d, a.rounds, work)
         bench_density(d, a.clones)
     finally:
         d.stop()
-        subprocess.call(["pkill", "-9", "-f", work])
+        REAPER.kill_all()  # any VMM of ours that survived its DELETE, by pid
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(d.mem, ignore_errors=True)
 

@@ -13,8 +13,11 @@ PACKAGES=(
   libcmocka-dev
   # guest image and the QEMU VMM
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs zstd
-  # tools the tests and benches drive
-  tar gzip curl sqlite3 python3 python3-yaml
+  # tools the tests and benches drive (grep tests/ bench/ guest/ for what they call; the
+  # suite fails on a skip, so a tool missing here shows up as a red CI run, docs/testing.md)
+  tar gzip curl sqlite3 python3 python3-yaml procps util-linux diffutils
+  # the release (scripts/dist.sh) and its test in a clean Debian chroot (tests/dist/)
+  patchelf debootstrap wget gpgv debian-archive-keyring binutils
   # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them)
   nodejs
 )

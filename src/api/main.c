@@ -3,6 +3,7 @@
  * auto-pause), and on SIGTERM/SIGINT stops accepting, lets the requests in flight finish and
  * closes the host, leaving sandboxes running for the next start to re-attach. */
 #include "api/demo.h"
+#include "api/notify.h"
 #include "api/routes.h"
 #include "api/server.h"
 #include "api/token.h"
@@ -391,8 +392,10 @@ static int run(struct api_server *srv, const struct options *o, const sigset_t *
         }
         if (o->demo && api_demo_start(srv, socket_path, &demo) == 0)
                 demo_started = true;
+        api_notify("READY=1");
         int sig = wait_signal(signals);
         log_info("%s: stopping (no new connections; requests in flight finish)", strsignal(sig));
+        api_notify("STOPPING=1");
         api_server_quiesce(srv);
         drain(srv, signals);
         api_server_stop(srv);
@@ -415,6 +418,7 @@ int main(int argc, char **argv)
                 print_routes();
                 return 0;
         }
+        api_notify_init(); /* before any thread exists: it edits the environment */
         /* The first log call reads $VMSNAP_LOG; made here, before any thread exists. */
         log_debug("root %s, vmm %s, tick every %us", o.root, o.vmm ? o.vmm : "(default)",
                   o.tick_interval);
