@@ -22,6 +22,9 @@ struct vmsnap_vm_spec {
         const char *cmdline;     /* NULL: the driver's default console/panic arguments */
         const char *rootfs;      /* the guest's /dev/vda (a CoW overlay), NULL: none */
         const char *rootfs_format; /* "qcow2" or "raw" */
+        const char *rootfs_base; /* a qcow2 overlay's backing image (raw, opened read-only),
+                                    chosen by the caller: the backing file name in the
+                                    overlay's header is never opened. Required for qcow2 */
         uint32_t vcpus;
         uint64_t memory;         /* bytes, a multiple of 2 MiB */
         const char *memory_file; /* guest RAM backing file where the VMM supports one (QEMU:

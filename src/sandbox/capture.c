@@ -204,6 +204,12 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
         build_spec(h, sb, &buf, &spec);
+        char base[PATH_LEN];
+        if (r == 0 && strcmp(spec.rootfs_format, "qcow2") == 0 &&
+            access(spec.rootfs, F_OK) == 0) { /* the overlay's backing: ours, never its header's */
+                r = base_image_of(h, buf.run_dir, base, d);
+                spec.rootfs_base = base;
+        }
         struct vmsnap_vm_restore from = {.state_dir = snapdir,
                                          .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
                                          .memory_path = buf.memory};

@@ -106,6 +106,18 @@ struct spec_buf {
 void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                 struct spec_buf *buf, struct vmsnap_vm_spec *ret);
 
+/* ---- base images (base-image.c) ---- */
+
+/* Pins the guest image's rootfs.ext4 as <root>/images/rootfs-<hash>.ext4 (hard link or
+ * copy, never replaced) and writes that path into out. Returns 0 or -errno with d. */
+int base_image_pin(struct vmsnap_host *h, char out[PATH_LEN], struct vmsnap_diag *d);
+
+/* The pinned base image the disk in disk_dir stands on: the file name that
+ * disk_dir/rootfs.meta gives, which must be rootfs-<hash>.ext4, taken from <root>/images/
+ * whatever directory the meta names. Returns 0, -ENOENT or -EBADMSG (with d). */
+int base_image_of(const struct vmsnap_host *h, const char *disk_dir, char out[PATH_LEN],
+                  struct vmsnap_diag *d);
+
 /* The driver of a sandbox's VMM, or NULL with d. */
 const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *d);
 

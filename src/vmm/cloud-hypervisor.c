@@ -100,6 +100,32 @@ static int ch_put_json(struct vmsnap_vm *vm, const char *name, json_t *body, lon
         return ch_call(vm, "PUT", name, body, timeout_ms, NULL, d);
 }
 
+/* Cloud Hypervisor detects a disk's image type from its first bytes and (before v51) opens
+ * the backing file a qcow2 header names. Its disks are therefore raw copies only, and a raw
+ * disk that starts like a qcow2 image (the guest can write its own sector zero) is refused:
+ * the VMM would take it for an overlay and open whatever host file its header names. */
+static int ch_check_disk(const struct vmsnap_vm_spec *spec, struct vmsnap_diag *d)
+{
+        if (spec->rootfs_format && strcmp(spec->rootfs_format, "raw") != 0)
+                return vmsnap_diag(d, -EINVAL,
+                                   "cloud-hypervisor: disk format '%s': this driver takes raw "
+                                   "disks only (it would follow a qcow2 header's backing name)",
+                                   spec->rootfs_format);
+        int fd = open(spec->rootfs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return vmsnap_diag(d, -errno, "%s: disk: %s", spec->rootfs, strerror(errno));
+        uint8_t magic[4] = {0};
+        ssize_t n = vmsnap_fs_pread_full(fd, magic, sizeof(magic), 0);
+        close(fd);
+        if (n == (ssize_t)sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0)
+                return vmsnap_diag(d, -EPERM,
+                                   "%s: this raw disk starts with a qcow2 header; Cloud "
+                                   "Hypervisor would open it as qcow2 and follow the backing "
+                                   "file it names",
+                                   spec->rootfs);
+        return 0;
+}
+
 static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vmsnap_diag *d)
 {
         if (!spec || !spec->id || !spec->run_dir || spec->run_dir[0] != '/')
@@ -114,7 +140,7 @@ static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
                                    (unsigned long long)spec->memory);
         if (boot && !spec->kernel)
                 return vmsnap_diag(d, -EINVAL, "cloud-hypervisor: boot needs a kernel");
-        return 0;
+        return spec->rootfs ? ch_check_disk(spec, d) : 0;
 }
 
 static int ch_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, struct vmsnap_diag *d)
@@ -209,7 +235,7 @@ static json_t *ch_vm_config(const struct vmsnap_vm_spec *spec)
         if (c && spec->initrd)
                 json_object_set_new(json_object_get(c, "payload"), "initramfs",
                                     json_string(spec->initrd));
-        if (c && spec->rootfs) /* the image type (raw, qcow2) is detected from the file */
+        if (c && spec->rootfs) /* raw: ch_check_disk refused anything that looks like qcow2 */
                 json_object_set_new(
                     c, "disks", json_pack("[{s:s, s:s}]", "path", spec->rootfs, "id", "rootfs"));
         return c;
@@ -583,7 +609,7 @@ static int ch_probe(const char *binary, char *ret_version, size_t size, struct v
 
 const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor = {
     .name = CH_NAME,
-    .disk_format = "qcow2",
+    .disk_format = "raw",
     .probe = ch_probe,
     .compatible = ch_compatible,
     .boot = ch_boot,

@@ -5,6 +5,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -123,6 +124,42 @@ int qemu_prepare_memory_file(const char *path, uint64_t size, bool create, struc
         if ((uint64_t)st.st_size != size)
                 return vmsnap_diag(d, -EINVAL, "%s: memory file has %lld bytes, the VM %llu", path,
                                    (long long)st.st_size, (unsigned long long)size);
+        return 0;
+}
+
+/* The qcow2 header fields read here (docs/vmm.md "Disks"), big-endian. */
+#define QCOW2_MAGIC             0x514649fbu /* "QFI\xfb" */
+#define QCOW2_INCOMPAT_OFFSET   72          /* version 3 and later */
+#define QCOW2_INCOMPAT_DATAFILE (1ull << 2) /* the guest's data lives in an external file */
+
+static uint32_t load32(const uint8_t *p)
+{
+        uint32_t v;
+        memcpy(&v, p, sizeof(v));
+        return v;
+}
+
+int qemu_check_overlay(const char *path, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return vmsnap_diag(d, -errno, "%s: disk overlay: %s", path, strerror(errno));
+        uint8_t h[QCOW2_INCOMPAT_OFFSET + 8];
+        ssize_t n = vmsnap_fs_pread_full(fd, h, sizeof(h), 0);
+        if (n < 8 || be32toh(load32(h)) != QCOW2_MAGIC)
+                return vmsnap_diag(d, -EBADMSG, "%s: not a qcow2 image", path);
+        uint32_t version = be32toh(load32(h + 4));
+        if (version < 3)
+                return 0; /* version 2 has no feature bits and no external data file */
+        if (n < (ssize_t)sizeof(h))
+                return vmsnap_diag(d, -EBADMSG, "%s: truncated qcow2 header", path);
+        uint64_t incompat;
+        memcpy(&incompat, h + QCOW2_INCOMPAT_OFFSET, sizeof(incompat));
+        if (be64toh(incompat) & QCOW2_INCOMPAT_DATAFILE)
+                return vmsnap_diag(d, -EPERM,
+                                   "%s: the qcow2 header names an external data file; a "
+                                   "sandbox disk keeps its data in the overlay itself",
+                                   path);
         return 0;
 }
 

@@ -106,6 +106,10 @@ int qemu_install_boot_files(const char *run_dir, const char *kernel, const char 
 int qemu_prepare_memory_file(const char *path, uint64_t size, bool create,
                              struct vmsnap_diag *d);
 
+/* Refuses a qcow2 overlay whose header names an external data file (a host file QEMU would
+ * open for the guest's data) or is not qcow2 at all. Returns 0, -EPERM or -EBADMSG (with d). */
+int qemu_check_overlay(const char *path, struct vmsnap_diag *d);
+
 /* Removes the regular files of a scratch directory we made, then the directory. */
 void qemu_remove_scratch(const char *dir);
 

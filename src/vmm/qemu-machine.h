@@ -72,6 +72,7 @@ struct qemu_launch {
         const char *memory_file;
         bool share;         /* memory-backend-file share=on (else off: MAP_PRIVATE) */
         const char *rootfs; /* used when machine->disk */
+        const char *rootfs_base; /* the qcow2 overlay's backing node (raw, read-only) */
         bool incoming;      /* -incoming defer */
 };
 

@@ -117,6 +117,21 @@ static int check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vmsna
         return 0;
 }
 
+/* The disk of a start: a qcow2 overlay needs the base image its caller chose (absolute),
+ * and a header without an external data file (another file name QEMU would open). */
+static int check_disk(const struct qemu_machine *m, const struct vmsnap_vm_spec *spec,
+                      struct vmsnap_diag *d)
+{
+        if (!m->disk || strcmp(m->disk_format, "qcow2") != 0)
+                return 0;
+        if (!spec->rootfs_base || spec->rootfs_base[0] != '/')
+                return vmsnap_diag(d, -EINVAL,
+                                   "qemu: %s is a qcow2 overlay and the spec names no base "
+                                   "image for it (rootfs_base): its header's backing file "
+                                   "name is never used",
+                                   spec->rootfs);
+        return qemu_check_overlay(spec->rootfs, d);
+}
 
 /* Starts the process of vm (boot or restore) from its config and run directory. */
 static int start(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spec, bool incoming,
@@ -124,6 +139,8 @@ static int start(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spec, bool i
 {
         struct boot_files f;
         int r = qemu_boot_files_in(vm->run_dir, &f, d);
+        if (r == 0)
+                r = check_disk(&vm->machine, spec, d);
         if (r == 0)
                 r = qemu_write_run_config(vm, d); /* before the process: attach needs it */
         if (r < 0)
@@ -136,6 +153,7 @@ static int start(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spec, bool i
                                 .memory_file = vm->memory_file,
                                 .share = vm->memory_shared,
                                 .rootfs = spec->rootfs,
+                                .rootfs_base = spec->rootfs_base,
                                 .incoming = incoming};
         return qemu_start_process(&l, &vm->proc, &vm->qmp, d);
 }

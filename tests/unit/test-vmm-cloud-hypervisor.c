@@ -58,19 +58,19 @@ static int setup(void **state)
         f->tmp = test_mkdtemp("vmm-ch");
         f->run = test_path(f->tmp, "run");
         f->kernel = test_path(f->tmp, "vmlinux");
-        f->rootfs = test_path(f->tmp, "rootfs.qcow2");
+        f->rootfs = test_path(f->tmp, "rootfs.raw");
         assert_int_equal(mkdir(f->run, 0700), 0);
         uint8_t kernel[200 * 1024];
         uint64_t seed = 43;
         test_fill_random(&seed, kernel, sizeof(kernel));
         test_write_file(f->kernel, kernel, sizeof(kernel));
-        test_write_file(f->rootfs, "QFI\xfb", 4);
+        test_write_file(f->rootfs, "\0\0\0\0raw disk", 12);
         f->spec = (struct vmsnap_vm_spec){.id = "sbx-ch",
                                           .run_dir = f->run,
                                           .vmm_binary = peer,
                                           .kernel = f->kernel,
                                           .rootfs = f->rootfs,
-                                          .rootfs_format = "qcow2",
+                                          .rootfs_format = "raw",
                                           .vcpus = 2,
                                           .memory = MEM};
         unsetenv("CH_PEER_VERSION");
@@ -302,6 +302,25 @@ static void test_probe_and_rules(void **state)
         assert_false(drv->compatible("52.0.0", "53.0.0"));
         assert_false(drv->compatible("53.0.0", "52.0.0"));
         assert_false(drv->compatible("", "52.0.0"));
+}
+
+/* Raw disks only, and never one that starts like a qcow2 image: Cloud Hypervisor detects the
+ * type from those bytes and would open the backing file the header names. The guest owns
+ * its disk's sector zero, so it could write such a header itself. */
+static void test_disk_never_qcow2(void **state)
+{
+        struct fx *f = *state;
+        struct vmsnap_vm *vm = NULL;
+        struct vmsnap_diag d = {0};
+        assert_string_equal(drv->disk_format, "raw");
+        f->spec.rootfs_format = "qcow2";
+        assert_int_equal(drv->boot(&f->spec, &vm, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "raw disks only"));
+        f->spec.rootfs_format = "raw";
+        test_write_file(f->rootfs, "QFI\xfb\0\0\0\3/etc/shadow", 19);
+        assert_int_equal(drv->boot(&f->spec, &vm, &d), -EPERM);
+        assert_non_null(strstr(d.msg, "qcow2 header"));
+        assert_null(vm);
 }
 
 /* ---- boot, pause, save, restore (Copy and OnDemand), resume -------------------------------- */
@@ -592,6 +611,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_probe_and_rules, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_disk_never_qcow2, setup, teardown),
             cmocka_unit_test_setup_teardown(test_boot_save_restore, setup, teardown),
             cmocka_unit_test_setup_teardown(test_release_before_ondemand, setup, teardown),
             cmocka_unit_test_setup_teardown(test_incompatible_version_refused, setup, teardown),

@@ -239,8 +239,9 @@ static void vm_init(struct vm *v, const char *tag)
         make_dir(v->run_dir, tag);
         snprintf(v->memory, sizeof(v->memory), "%s/%s.mem", F.shm, tag);
         snprintf(v->rootfs, sizeof(v->rootfs), "%s/rootfs.qcow2", v->run_dir);
-        static char kernel[4096 + 16], initrd[4096 + 32];
+        static char kernel[4096 + 16], initrd[4096 + 32], base[4096 + 16];
         snprintf(kernel, sizeof(kernel), "%s/vmlinuz", F.guest);
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", F.guest);
         snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio.gz", F.guest);
         v->spec = (struct vmsnap_vm_spec){
                 .id = tag,
@@ -249,6 +250,7 @@ static void vm_init(struct vm *v, const char *tag)
                 .initrd = initrd,
                 .rootfs = v->rootfs,
                 .rootfs_format = "qcow2",
+                .rootfs_base = base,
                 .vcpus = 1,
                 .memory = MEMORY,
                 .memory_file = v->memory,
@@ -554,17 +556,45 @@ static void test_start_failure(void **state)
         struct vm v = {.agent = -1};
         struct vmsnap_diag d = {0};
         vm_init(&v, "fail");
-        snprintf(v.rootfs, sizeof(v.rootfs), "%s/missing.qcow2", v.run_dir);
+        snprintf(v.rootfs, sizeof(v.rootfs), "%s/missing.raw", v.run_dir);
+        v.spec.rootfs_format = "raw"; /* no header check first: QEMU itself fails */
         assert_true(drv->boot(&v.spec, &v.vm, &d) < 0);
         assert_null(v.vm);
         printf("# start failure: %s\n", d.msg);
-        assert_non_null(strstr(d.msg, "missing.qcow2"));
+        assert_non_null(strstr(d.msg, "missing.raw"));
         assert_non_null(strstr(d.msg, "vmm.log"));
 
         vm_init(&v, "nokernel");
         v.spec.kernel = "/nonexistent/vmlinuz";
         assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -ENOENT);
         assert_non_null(strstr(d.msg, "/nonexistent/vmlinuz"));
+}
+
+/* A qcow2 overlay only starts over the base the caller names, and never with an external
+ * data file (a host file name in its header that QEMU would open for the guest's data). */
+static void test_disk_refusals(void **state)
+{
+        (void)state;
+        struct vm v = {.agent = -1};
+        struct vmsnap_diag d = {0};
+        char cmd[16384], base[4096 + 16];
+        vm_init(&v, "nobase");
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", F.guest);
+        assert_int_equal(vmsnap_disk_overlay_create(base, v.rootfs, &d), 0);
+        v.spec.rootfs_base = NULL;
+        assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "rootfs_base"));
+        assert_null(v.vm);
+
+        vm_init(&v, "datafile");
+        snprintf(cmd, sizeof(cmd),
+                 "qemu-img create -q -f qcow2 -o data_file=%s/data.raw,data_file_raw=on "
+                 "%s 64M",
+                 v.run_dir, v.rootfs);
+        assert_int_equal(system(cmd), 0);
+        assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -EPERM);
+        assert_non_null(strstr(d.msg, "external data file"));
+        assert_null(v.vm);
 }
 
 /* ---- setup -------------------------------------------------------------------------------- */
@@ -666,6 +696,7 @@ int main(void)
                 cmocka_unit_test(test_detach_attach),
                 cmocka_unit_test(test_destroy_reaps),
                 cmocka_unit_test(test_start_failure),
+                cmocka_unit_test(test_disk_refusals),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
