@@ -20,6 +20,16 @@
 
 #include <vmsnap/error.h>
 
+/* Defaults for the zero fields of vmsnap_jail_config; docs/jail.md says why these. */
+#define VMSNAP_JAIL_DEFAULT_UID_FIRST     1879113728u /* 0x70010000 */
+#define VMSNAP_JAIL_DEFAULT_UID_COUNT     65536u
+#define VMSNAP_JAIL_DEFAULT_SHARED_GID    1879048192u /* 0x70000000 */
+#define VMSNAP_JAIL_DEFAULT_CGROUP_ROOT   "/sys/fs/cgroup"
+#define VMSNAP_JAIL_DEFAULT_CGROUP_PARENT "vmsnap"
+#define VMSNAP_JAIL_JAILER_NAME           "vmsnap-jailer"
+/* The jailer's exit status when it could not start the VMM (one line on stderr says why). */
+#define VMSNAP_JAIL_JAILER_FAILED         125
+
 enum vmsnap_cgroup_version {
         VMSNAP_CGROUP_AUTO = 0, /* v2 when its root lists memory, cpu and pids; else v1 */
         VMSNAP_CGROUP_V1 = 1,   /* one hierarchy per controller (memory, cpu, pids) */
@@ -69,6 +79,14 @@ struct vmsnap_jail_spec {
         struct vmsnap_jail_limits limits;
         bool seccomp;         /* install vmsnap's own filter (the page server); VMMs bring
                                  their own (QEMU -sandbox, Firecracker's, CH --seccomp) */
+        bool system_dirs;     /* bind the host's /usr read-only with the merged-/usr links
+                                 (/bin, /sbin, /lib, /lib64): for a dynamically linked VMM */
+        bool proc;            /* mount a procfs that shows only the jail's own processes
+                                 (hidepid=invisible,subset=pid); else the jail has no /proc */
+        bool keep_fds;        /* keep every open fd (a process jailing itself after opening
+                                 its inputs); else every fd above 2 is closed */
+        const char *const *env; /* NULL-terminated "NAME=VALUE" list: the VMM's whole
+                                   environment when started by the jailer (NULL: empty) */
 };
 
 /* Checks that every piece of the jail works on this host (mount namespaces, the uid range,
@@ -97,10 +115,20 @@ int vmsnap_jail_cgroup_remove(const struct vmsnap_jail_config *c, const char *na
 int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d);
 
 /* The jailer command line that runs vmm_argv (argv[0] absolute, as seen inside the jail)
- * inside s: malloc'd, NULL-terminated; free with vmsnap_jail_argv_free. Returns 0 or -errno. */
+ * inside s: malloc'd, NULL-terminated; free with vmsnap_jail_argv_free. Returns 0 or -errno
+ * (-EINVAL for s->seccomp, which is the page server's filter, or a path holding ':'). */
 int vmsnap_jail_argv(const struct vmsnap_jail_spec *s, char *const vmm_argv[], char ***ret,
                      struct vmsnap_diag *d);
 
 void vmsnap_jail_argv_free(char **argv);
+
+/* Parses "FIRST:COUNT" (a uid range, as vmsnapd's --jail-uids and the jailer's --uids take
+ * it). Returns 0, or -EINVAL with d saying what is wrong. */
+int vmsnap_jail_parse_uids(const char *s, uid_t *ret_first, uint32_t *ret_count,
+                           struct vmsnap_diag *d);
+
+/* Parses "auto", "1" or "2" (also "v1", "v2"). Returns 0, or -EINVAL with d. */
+int vmsnap_jail_parse_cgroup_version(const char *s, enum vmsnap_cgroup_version *ret,
+                                     struct vmsnap_diag *d);
 
 #endif
