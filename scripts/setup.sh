@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config clang git
   # libraries libvmsnap links against
   libjansson-dev libxxhash-dev libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
-  libarchive-dev libzstd-dev libssl-dev uuid-dev
+  libarchive-dev libzstd-dev libssl-dev uuid-dev libseccomp-dev
   # unit tests
   libcmocka-dev
   # guest image and the QEMU VMM
