@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/jail.h>
 #include <vmsnap/mem.h>
 
 /* What to boot. Every path is absolute. */
@@ -29,6 +30,10 @@ struct vmsnap_vm_spec {
         uint64_t memory;         /* bytes, a multiple of 2 MiB */
         const char *memory_file; /* guest RAM backing file where the VMM supports one (QEMU:
                                     memory-backend-file share=on), created when missing */
+        const struct vmsnap_jail_spec *jail; /* NULL: the VMM runs unjailed. Else the
+                                    sandbox's jail (config, name, root dir, uid, limits): the
+                                    driver adds the files and devices its VMM needs and runs
+                                    it through vmsnap-jailer (docs/vmm.md "Jails") */
 };
 
 /* Where a restored VM's memory comes from. */

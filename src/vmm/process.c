@@ -5,6 +5,8 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <vmsnap/jail.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -123,13 +125,23 @@ int vmm_process_spawn(const struct vmm_spawn *sp, struct vmm_process *ret, struc
         int r = spawn_attr_init(&attr);
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: posix_spawnattr: %s", sp->name, strerror(-r));
-        r = spawn_actions(&fa, log_fd, sp->cwd);
+        char **jailed = NULL;
+        if (sp->jail)
+                r = vmsnap_jail_argv(sp->jail, sp->argv, &jailed, d);
+        if (r == 0)
+                r = spawn_actions(&fa, log_fd, sp->jail ? NULL : sp->cwd);
         pid_t pid = 0;
         if (r == 0) {
-                r = spawn_argv(&pid, sp->argv, &fa, &attr);
+                r = spawn_argv(&pid, jailed ? jailed : sp->argv, &fa, &attr);
                 posix_spawn_file_actions_destroy(&fa);
         }
+        if (r < 0 && jailed)
+                vmsnap_diag(d, r, "%s: cannot start the jailer %s: %s", sp->name, jailed[0],
+                            strerror(-r));
+        vmsnap_jail_argv_free(jailed);
         posix_spawnattr_destroy(&attr);
+        if (r < 0 && sp->jail)
+                return r;
         if (r == -ENOENT || r == -EACCES)
                 return vmsnap_diag(d, r, "%s: cannot run %s: %s (install it or give its path)",
                                    sp->name, sp->argv[0], strerror(-r));

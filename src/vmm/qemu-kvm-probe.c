@@ -86,12 +86,19 @@ static int probe_kvm(void *arg, int timeout_ms, struct vmsnap_diag *d)
         int r = qemu_machine_init(&s, VMM_ACCEL_KVM, ctx->version, &m, d);
         if (r == 0)
                 r = qemu_prepare_memory_file(mem, m.memory, true, d);
+        /* Jailed like the VM it decides for: the scratch dir is the jail's run dir. */
+        if (r == 0 && s.jail && (chown(dir, s.jail->uid, s.jail->uid) < 0 ||
+                                 chown(mem, s.jail->uid, s.jail->uid) < 0))
+                r = vmsnap_diag(d, -errno, "%s: cannot hand to uid %u: %s", dir,
+                                (unsigned)s.jail->uid, strerror(errno));
         struct qemu_launch l = {.machine = &m,
                                 .binary = s.vmm_binary,
                                 .run_dir = dir,
                                 .kernel = ctx->kernel,
                                 .initrd = ctx->initrd,
-                                .memory_file = mem};
+                                .memory_file = mem,
+                                .name = "kvm-probe",
+                                .jail = s.jail};
         if (r == 0)
                 r = qemu_start_process(&l, &proc, &q, d);
         if (r == 0) {

@@ -4,6 +4,7 @@
 
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "vmm/confine.h"
 #include <sys/socket.h>
 
 #include <errno.h>
@@ -58,9 +59,83 @@ int qemu_vm_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, struc
         return 0;
 }
 
+/* Inside-jail paths of a launch (the strings behind a qemu_launch). */
+struct jail_paths {
+        char binary[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], memory[PATH_MAX],
+            rootfs[PATH_MAX], base[PATH_MAX];
+};
+
+/* Finds name in $PATH (what posix_spawnp would run) into out. */
+static int find_in_path(const char *name, char *out, size_t size, struct vmsnap_diag *d)
+{
+        const char *path = getenv("PATH");
+        _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
+        char *save = NULL;
+        for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
+             dir = strtok_r(NULL, ":", &save)) {
+                int n = snprintf(out, size, "%s/%s", dir, name);
+                if (dir[0] == '/' && n > 0 && (size_t)n < size && access(out, X_OK) == 0)
+                        return 0;
+        }
+        return vmsnap_diag(d, -ENOENT, "qemu: %s is not in $PATH (%s)", name, QEMU_HINT);
+}
+
+/* The binary as the jail sees it: a QEMU under /usr is reached through the system dirs (it
+ * is dynamically linked and reads /usr/share/qemu); any other is bound at /vmm. */
+static int jail_binary(struct vmm_confine *c, const char *binary, char *out, size_t size,
+                       struct vmsnap_diag *d)
+{
+        char host[PATH_MAX];
+        int r = binary && strchr(binary, '/')
+                    ? (snprintf(host, sizeof(host), "%s", binary), 0)
+                    : find_in_path(binary ? binary : QEMU_BINARY, host, sizeof(host), d);
+        if (r < 0)
+                return r;
+        if (strncmp(host, "/usr/", 5) == 0) {
+                snprintf(out, size, "%s", host);
+                return 0;
+        }
+        snprintf(out, size, "%s", VMM_JAIL_VMM);
+        return vmm_confine_bind(c, host, VMM_JAIL_VMM, false, d);
+}
+
+/* Builds the jail of l (its template l->jail plus every file QEMU opens) and the same launch
+ * with inside-jail paths. */
+static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
+                       struct qemu_launch *inside, struct jail_paths *p, struct vmsnap_diag *d)
+{
+        int r = vmm_confine_init(c, l->jail, l->run_dir, d);
+        *inside = *l;
+        inside->run_dir = VMM_JAIL_RUN;
+        c->spec.system_dirs = true;
+        if (r == 0)
+                r = jail_binary(c, l->binary, p->binary, sizeof(p->binary), d);
+        inside->binary = p->binary;
+        if (r == 0)
+                r = vmm_confine_path(c, l->kernel, "/vmlinuz", false, p->kernel, PATH_MAX, d);
+        inside->kernel = p->kernel;
+        if (r == 0 && l->machine->initrd)
+                r = vmm_confine_path(c, l->initrd, "/initrd", false, p->initrd, PATH_MAX, d);
+        inside->initrd = p->initrd;
+        if (r == 0)
+                r = vmm_confine_path(c, l->memory_file, VMM_JAIL_MEMORY, true, p->memory,
+                                     PATH_MAX, d);
+        inside->memory_file = p->memory;
+        if (r == 0 && l->machine->disk && l->rootfs)
+                r = vmm_confine_path(c, l->rootfs, VMM_JAIL_DISK, true, p->rootfs, PATH_MAX, d);
+        inside->rootfs = l->rootfs ? p->rootfs : NULL;
+        if (r == 0 && l->machine->disk && l->rootfs_base)
+                r = vmm_confine_path(c, l->rootfs_base, VMM_JAIL_BASE, false, p->base, PATH_MAX,
+                                     d);
+        inside->rootfs_base = l->rootfs_base ? p->base : NULL;
+        if (r == 0 && l->machine->accel == VMM_ACCEL_KVM)
+                r = vmm_confine_device(c, "/dev/kvm", d);
+        return r;
+}
+
 /* Starts QEMU for l and connects to its monitor. On failure the process is killed. */
-int qemu_start_process(const struct qemu_launch *l, struct vmm_process *proc, struct vmm_qmp **ret_qmp,
-                  struct vmsnap_diag *d)
+int qemu_start_process(const struct qemu_launch *l, struct vmm_process *proc,
+                       struct vmm_qmp **ret_qmp, struct vmsnap_diag *d)
 {
         char qmp[PATH_MAX], agent[PATH_MAX], log[PATH_MAX];
         if (path_join(qmp, sizeof(qmp), l->run_dir, QEMU_QMP_SOCK) < 0 ||
@@ -69,12 +144,21 @@ int qemu_start_process(const struct qemu_launch *l, struct vmm_process *proc, st
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", l->run_dir);
         unlink(qmp); /* a stale socket would look like a live monitor */
         unlink(agent);
+        _cleanup_free_ struct vmm_confine *c = l->jail ? calloc(1, sizeof(*c)) : NULL;
+        _cleanup_free_ struct jail_paths *p = l->jail ? calloc(1, sizeof(*p)) : NULL;
+        struct qemu_launch inside;
+        int r = l->jail && (!c || !p) ? -ENOMEM : 0;
+        if (r == 0 && l->jail)
+                r = jail_launch(l, c, &inside, p, d);
         char **argv = NULL;
-        int r = qemu_argv_build(l, &argv);
-        struct vmm_spawn sp = {.name = QEMU_NAME, .argv = argv, .log_path = log, .cwd = l->run_dir};
-        if (r < 0)
-                r = vmsnap_diag(d, r, "out of memory");
-        else
+        if (r == 0 && qemu_argv_build(l->jail ? &inside : l, &argv) < 0)
+                r = vmsnap_diag(d, -ENOMEM, "out of memory");
+        struct vmm_spawn sp = {.name = QEMU_NAME,
+                               .argv = argv,
+                               .log_path = log,
+                               .cwd = l->run_dir,
+                               .jail = l->jail ? &c->spec : NULL};
+        if (r == 0)
                 r = vmm_process_spawn(&sp, proc, d);
         qemu_argv_free(argv);
         if (r < 0)

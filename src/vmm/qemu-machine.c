@@ -301,7 +301,13 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret)
         struct argv_buf a = {0};
         unsigned long long mib = (unsigned long long)(m->memory >> 20);
         add(&a, "%s", l->binary ? l->binary : QEMU_BINARY);
-        add_opt(&a, "-accel", "%s", vmm_accel_name(m->accel));
+        if (m->accel == VMM_ACCEL_TCG)
+                add_opt(&a, "-accel", "tcg,tb-size=%u", QEMU_TB_SIZE_MIB);
+        else
+                add_opt(&a, "-accel", "%s", vmm_accel_name(m->accel));
+        if (l->name)
+                add_opt(&a, "-name", "vmsnap-%s", l->name);
+        add_opt(&a, "-sandbox", "%s", QEMU_SANDBOX);
         add_opt(&a, "-machine", "%s", m->machine);
         add_opt(&a, "-cpu", "%s", m->cpu);
         add_opt(&a, "-smp", "%u", m->vcpus);

@@ -154,7 +154,9 @@ static int start(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spec, bool i
                                 .share = vm->memory_shared,
                                 .rootfs = spec->rootfs,
                                 .rootfs_base = spec->rootfs_base,
-                                .incoming = incoming};
+                                .incoming = incoming,
+                                .name = spec->id,
+                                .jail = spec->jail};
         return qemu_start_process(&l, &vm->proc, &vm->qmp, d);
 }
 
@@ -318,12 +320,21 @@ static int qemu_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsn
         int r = qemu_vm_new(spec, &vm, d);
         if (r < 0)
                 return r;
+        /* -name vmsnap-<id> is the same inside and outside a jail (paths are not); a QEMU
+         * started before -name existed is known by its monitor's host path. */
         _cleanup_free_ char *esc = qemu_opt_escape(vm->qmp_sock);
-        char needle[PATH_MAX + 16];
-        snprintf(needle, sizeof(needle), "path=%s,", esc ? esc : vm->qmp_sock);
-        r = qemu_read_run_config(vm, d);
+        char needle[PATH_MAX + 16], old_needle[PATH_MAX + 16];
+        snprintf(needle, sizeof(needle), "-name vmsnap-%s ", spec->id ? spec->id : "");
+        snprintf(old_needle, sizeof(old_needle), "path=%s,", esc ? esc : vm->qmp_sock);
+        r = spec->id ? qemu_read_run_config(vm, d)
+                     : vmsnap_diag(d, -EINVAL, "qemu: attach needs the sandbox id");
+        if (r == 0 && spec->memory_file && strcmp(spec->memory_file, vm->memory_file) != 0)
+                r = vmsnap_diag(d, -EPERM, "%s/%s: names memory file %s, the sandbox's is %s",
+                                vm->run_dir, QEMU_CONFIG, vm->memory_file, spec->memory_file);
         if (r == 0)
                 r = vmm_process_attach(pid, QEMU_NAME, needle, &vm->proc, d);
+        if (r == -EPERM)
+                r = vmm_process_attach(pid, QEMU_NAME, old_needle, &vm->proc, d);
         if (r == 0 &&
             path_join(vm->proc.log_path, sizeof(vm->proc.log_path), vm->run_dir, QEMU_LOG) < 0)
                 r = vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", vm->run_dir);
