@@ -50,7 +50,7 @@ int base_image_pin(struct vmsnap_host *h, char out[PATH_LEN], struct vmsnap_diag
         char images[PATH_LEN], name[64], hex[33];
         struct vmsnap_hash hash;
         snprintf(images, sizeof(images), "%.4000s/images", h->root);
-        if (mkdir(images, 0755) < 0 && errno != EEXIST)
+        if (mkdir(images, 0700) < 0 && errno != EEXIST)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", images, strerror(errno));
         _cleanup_close_ int gdir = vmsnap_fs_open_dir(h->guest_dir);
         _cleanup_close_ int idir = vmsnap_fs_open_dir(images);

@@ -93,6 +93,16 @@ static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         return r;
 }
 
+/* The guest RAM file of a boot, empty (the driver sizes it), owned by the jail's uid. */
+static int create_memory_file(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                              const char *path, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", path, strerror(errno));
+        return jail_own(h, sb, path, d);
+}
+
 static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                       struct journal *j, struct vmsnap_diag *d)
 {
@@ -104,17 +114,23 @@ static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandb
         if (access(spec.kernel, R_OK) < 0)
                 return vmsnap_diag(d, -ENOENT, "%s: no guest kernel; build the guest image with "
                                    "guest/build.sh %s", spec.kernel, h->guest_dir);
-        if (mkdir(buf.run_dir, 0755) < 0 || mkdir(memdir, 0700) < 0)
+        if (mkdir(buf.run_dir, 0700) < 0 || mkdir(memdir, 0700) < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
                                    strerror(errno));
         int r = base_image_pin(h, base, d);
+        spec.rootfs_base = strcmp(spec.rootfs_format, "qcow2") == 0 ? base : NULL;
         if (r == 0)
                 r = strcmp(spec.rootfs_format, "raw") == 0
                             ? vmsnap_disk_clone(base, buf.rootfs, d)
                             : vmsnap_disk_overlay_create(base, buf.rootfs, d);
         if (r == 0) /* travels with the disk into every snapshot */
                 r = vmsnap_disk_write_meta(buf.run_dir, base, spec.rootfs_format, d);
-        spec.rootfs_base = base;
+        if (r == 0)
+                r = jail_prepare(h, sb, &spec, d);
+        if (r == 0)
+                r = jail_own(h, sb, buf.rootfs, d);
+        if (r == 0)
+                r = create_memory_file(h, sb, buf.memory, d);
         if (r == 0)
                 r = l->driver->boot(&spec, &l->vm, d);
         if (r == 0) { /* the pid is recorded so that recovery can find the VMM */

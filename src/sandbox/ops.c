@@ -75,7 +75,9 @@ int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, c
                      const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
 {
         pthread_mutex_lock(&h->db_lock);
-        int r = journal_begin(h, j, id, op, data, sb, d);
+        int r = sb && sb->state == VMSNAP_SANDBOX_CREATING ? jail_uid_alloc(h, sb, d) : 0;
+        if (r == 0)
+                r = journal_begin(h, j, id, op, data, sb, d);
         pthread_mutex_unlock(&h->db_lock);
         return r;
 }

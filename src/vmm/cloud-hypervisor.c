@@ -131,6 +131,11 @@ static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
         if (!spec || !spec->id || !spec->run_dir || spec->run_dir[0] != '/')
                 return vmsnap_diag(
                     d, -EINVAL, "cloud-hypervisor: the spec needs an id and an absolute run_dir");
+        if (spec->jail) /* refused, never silently run unconfined */
+                return vmsnap_diag(d, -EOPNOTSUPP,
+                                   "cloud-hypervisor: this driver does not run its VMM jailed "
+                                   "yet (docs/vmm.md \"Jails\"); run vmsnapd with "
+                                   "--insecure-no-jail to use it");
         if (spec->vcpus < 1 || spec->vcpus > 254)
                 return vmsnap_diag(d, -EINVAL, "cloud-hypervisor: %u vCPUs (1..254)", spec->vcpus);
         if (spec->memory == 0 || spec->memory % (2u << 20))

@@ -106,6 +106,11 @@ static int fc_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
 {
         if (!spec || !spec->id || !spec->run_dir)
                 return vmsnap_diag(d, -EINVAL, "firecracker: the spec needs an id and a run_dir");
+        if (spec->jail) /* refused, never silently run unconfined */
+                return vmsnap_diag(d, -EOPNOTSUPP,
+                                   "firecracker: this driver does not run its VMM jailed yet "
+                                   "(docs/vmm.md \"Jails\"); run vmsnapd with "
+                                   "--insecure-no-jail to use it");
         if (spec->vcpus < 1 || spec->vcpus > FC_MAX_VCPUS)
                 return vmsnap_diag(d, -EINVAL, "firecracker: %u vCPUs (1..%u)", spec->vcpus,
                                    FC_MAX_VCPUS);
