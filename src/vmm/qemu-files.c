@@ -58,8 +58,8 @@ int qemu_read_run_config(struct vmsnap_vm *vm, struct vmsnap_diag *d)
 
 /* Makes dst_dirfd/name the same file as src_path (hard link, else reflink or copy), replacing
  * an older file of that name atomically. */
-int qemu_install_file(const char *src_path, int dst_dirfd, const char *name,
-                        struct vmsnap_diag *d)
+int qemu_install_file(const char *src_path, bool follow, int dst_dirfd, const char *name,
+                      struct vmsnap_diag *d)
 {
         _cleanup_free_ char *dir = strdup(src_path);
         char *slash = dir ? strrchr(dir, '/') : NULL;
@@ -70,16 +70,25 @@ int qemu_install_file(const char *src_path, int dst_dirfd, const char *name,
         if (sfd < 0)
                 return vmsnap_diag(d, sfd, "%s: cannot open its directory: %s", src_path,
                                    strerror(-sfd));
-        _cleanup_close_ int a = openat(sfd, slash + 1, O_RDONLY | O_CLOEXEC);
-        if (a < 0)
+        _cleanup_close_ int a = openat(sfd, slash + 1,
+                                       O_RDONLY | O_NONBLOCK | O_CLOEXEC |
+                                           (follow ? 0 : O_NOFOLLOW));
+        struct stat st;
+        if (a < 0 || fstat(a, &st) < 0)
                 return vmsnap_diag(d, -errno, "%s: %s", src_path, strerror(errno));
+        if (!S_ISREG(st.st_mode)) /* a FIFO or device a jailed VMM put in its run dir */
+                return vmsnap_diag(d, -EPERM, "%s: not a regular file", src_path);
+        char self[64]; /* exactly the inode checked, whatever the name points at now */
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", a);
         _cleanup_close_ int b = openat(dst_dirfd, name, O_RDONLY | O_CLOEXEC);
         if (b >= 0 && vmsnap_fs_same_file(a, b))
                 return 0; /* rename() would do nothing and leave the temporary behind */
         char tmp[300];
         snprintf(tmp, sizeof(tmp), ".%s.tmp", name);
         unlinkat(dst_dirfd, tmp, 0);
-        int r = vmsnap_fs_link_or_copy(sfd, slash + 1, dst_dirfd, tmp, d);
+        int r = linkat(AT_FDCWD, self, dst_dirfd, tmp, AT_SYMLINK_FOLLOW) == 0
+                    ? 0
+                    : vmsnap_fs_link_or_copy(AT_FDCWD, self, dst_dirfd, tmp, d);
         if (r < 0) {
                 vmsnap_diag_prefix(d, "%s", src_path);
                 return r;
@@ -96,14 +105,14 @@ int qemu_install_file(const char *src_path, int dst_dirfd, const char *name,
  * depends on nothing outside it, and save() links these very files into the snapshot even
  * when the guest image was rebuilt meanwhile. */
 int qemu_install_boot_files(const char *run_dir, const char *kernel, const char *initrd,
-                              struct vmsnap_diag *d)
+                            bool follow, struct vmsnap_diag *d)
 {
         _cleanup_close_ int dfd = vmsnap_fs_open_dir(run_dir);
         if (dfd < 0)
                 return vmsnap_diag(d, dfd, "%s: cannot open: %s", run_dir, strerror(-dfd));
-        int r = qemu_install_file(kernel, dfd, QEMU_KERNEL, d);
+        int r = qemu_install_file(kernel, follow, dfd, QEMU_KERNEL, d);
         if (r == 0 && initrd)
-                r = qemu_install_file(initrd, dfd, QEMU_INITRD, d);
+                r = qemu_install_file(initrd, follow, dfd, QEMU_INITRD, d);
         return r;
 }
 

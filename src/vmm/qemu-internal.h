@@ -93,13 +93,16 @@ int qemu_write_run_config(const struct vmsnap_vm *vm, struct vmsnap_diag *d);
 int qemu_read_run_config(struct vmsnap_vm *vm, struct vmsnap_diag *d);
 
 /* Makes dst_dirfd/name the same file as src_path (hard link, else reflink or copy), replacing
- * an older file of that name atomically. Returns 0 or -errno (with d). */
-int qemu_install_file(const char *src_path, int dst_dirfd, const char *name,
+ * an older file of that name atomically. src_path must be a regular file; a final symlink is
+ * followed only when `follow` (the admin's guest dir, never a run or snapshot dir, which a
+ * jailed VMM or an archive could have filled). Returns 0, -EPERM or -errno (with d). */
+int qemu_install_file(const char *src_path, bool follow, int dst_dirfd, const char *name,
                       struct vmsnap_diag *d);
 
-/* Links the kernel and initramfs (NULL: none) into run_dir. Returns 0 or -errno (with d). */
+/* Links the kernel and initramfs (NULL: none) into run_dir; `follow` as for
+ * qemu_install_file. Returns 0 or -errno (with d). */
 int qemu_install_boot_files(const char *run_dir, const char *kernel, const char *initrd,
-                            struct vmsnap_diag *d);
+                            bool follow, struct vmsnap_diag *d);
 
 /* Creates the memory file of a boot (create: sparse, size bytes) or checks that an existing
  * one has size bytes. Returns 0 or -errno (with d). */

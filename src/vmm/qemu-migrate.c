@@ -108,9 +108,9 @@ static int write_machine(struct vmsnap_vm *vm, int dirfd, const char *state_dir,
         struct boot_files f;
         int r = qemu_boot_files_in(vm->run_dir, &f, d);
         if (r == 0)
-                r = qemu_install_file(f.kernel, dirfd, QEMU_KERNEL, d);
+                r = qemu_install_file(f.kernel, false, dirfd, QEMU_KERNEL, d);
         if (r == 0 && vm->machine.initrd)
-                r = qemu_install_file(f.initrd, dirfd, QEMU_INITRD, d);
+                r = qemu_install_file(f.initrd, false, dirfd, QEMU_INITRD, d);
         if (r == 0)
                 r = qemu_machine_write_file(dirfd, state_dir, qemu_machine_to_json(&vm->machine),
                                             d);

@@ -189,7 +189,7 @@ static int qemu_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret,
         if (r == 0)
                 r = qemu_prepare_memory_file(vm->memory_file, spec->memory, true, d);
         if (r == 0)
-                r = qemu_install_boot_files(vm->run_dir, spec->kernel, spec->initrd, d);
+                r = qemu_install_boot_files(vm->run_dir, spec->kernel, spec->initrd, true, d);
         if (r == 0)
                 r = start(vm, spec, false, d);
         char status[32] = "";
@@ -294,8 +294,8 @@ static int qemu_restore(const struct vmsnap_vm_spec *spec, const struct vmsnap_v
         if (r == 0)
                 r = restore_memory(vm, spec, from, d);
         if (r == 0)
-                r = qemu_install_boot_files(vm->run_dir, f.kernel, vm->machine.initrd ? f.initrd : NULL,
-                                       d);
+                r = qemu_install_boot_files(vm->run_dir, f.kernel,
+                                            vm->machine.initrd ? f.initrd : NULL, false, d);
         if (r == 0)
                 r = start(vm, spec, true, d);
         if (r == 0)

@@ -240,8 +240,12 @@ def check_jailed(d, sb):
     mem_file = os.stat(os.path.join(d.mem, sb["id"], "memory"))
     check(mem_file.st_uid == int(uids[0]) and mem_file.st_mode & 0o777 == 0o600,
           "memory file owner/mode")
-    log("VMM %d jailed: uid %s, CapEff 0, NoNewPrivs 1, Seccomp 2, root %s, memory.max %d MiB"
-        % (pid, uids[0], sorted(root), mem >> 20))
+    peak = cgroup_file(sb["id"], "memory", "memory.peak") or \
+        cgroup_file(sb["id"], "memory", "memory.max_usage_in_bytes")
+    with open(peak) as f:
+        peak_mib = int(f.read()) >> 20
+    log("VMM %d jailed: uid %s, CapEff 0, NoNewPrivs 1, Seccomp 2, root %s, memory.max %d MiB "
+        "(peak so far %d MiB)" % (pid, uids[0], sorted(root), mem >> 20, peak_mib))
     return int(uids[0])
 
 
