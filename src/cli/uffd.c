@@ -2,9 +2,12 @@
  * The daemon starts it with setsid before loading the snapshot into the VMM, so that a
  * daemon restart never stalls a running guest. */
 #include "cli/cli.h"
+#include "cli/uffd-jail.h"
 #include "util/log.h"
 
 #include <vmsnap/uffd.h>
+
+#include <jansson.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -35,8 +38,10 @@ static const char uffd_usage[] =
         "  --accept-timeout MS    give up when no VMM connects in time (default 10000;\n"
         "                         -1 waits forever)\n"
         "  --json                 print the stats as one JSON line on stdout at exit\n"
-        "  -h, --help             this help\n\n"
-        "Runs until the VMM exits, SIGTERM/SIGINT, or a \"stop\" request.\n"
+        "  -h, --help             this help\n\n";
+
+static const char uffd_usage_end[] =
+        "\nRuns until the VMM exits, SIGTERM/SIGINT, or a \"stop\" request.\n"
         "exit codes: 0 served until the end, 1 failure (VMM killed, timeout, bad snapshot),\n"
         "2 usage error\n";
 
@@ -44,7 +49,15 @@ struct serve_args {
         const char *snapdir, *socket, *ws_dir;
         bool json;
         struct vmsnap_uffd_opts opts;
+        struct uffd_jail_args jail;
 };
+
+static void print_usage(FILE *f)
+{
+        fputs(uffd_usage, f);
+        fputs(uffd_jail_usage, f);
+        fputs(uffd_usage_end, f);
+}
 
 static struct vmsnap_uffd_server *volatile g_server;
 
@@ -128,6 +141,16 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 {"accept-timeout", required_argument, NULL, 't'},
                 {"json", no_argument, NULL, 'j'},
                 {"help", no_argument, NULL, 'h'},
+                {"jail-uid", required_argument, NULL, UFFD_OPT_JAIL_UID},
+                {"jail-root", required_argument, NULL, UFFD_OPT_JAIL_ROOT},
+                {"jail-cgroup", required_argument, NULL, UFFD_OPT_JAIL_CGROUP},
+                {"jail-uids", required_argument, NULL, UFFD_OPT_JAIL_UIDS},
+                {"jail-gid", required_argument, NULL, UFFD_OPT_JAIL_GID},
+                {"jail-cgroup-version", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_VERSION},
+                {"jail-cgroup-root", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_ROOT},
+                {"jail-cgroup-parent", required_argument, NULL, UFFD_OPT_JAIL_CGROUP_PARENT},
+                {"jail-memory", required_argument, NULL, UFFD_OPT_JAIL_MEMORY},
+                {"jail-pids", required_argument, NULL, UFFD_OPT_JAIL_PIDS},
                 {0},
         };
         int c, r;
@@ -165,8 +188,21 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 case 'j':
                         a->json = true;
                         break;
+                case UFFD_OPT_JAIL_UID:
+                case UFFD_OPT_JAIL_ROOT:
+                case UFFD_OPT_JAIL_CGROUP:
+                case UFFD_OPT_JAIL_UIDS:
+                case UFFD_OPT_JAIL_GID:
+                case UFFD_OPT_JAIL_CGROUP_VERSION:
+                case UFFD_OPT_JAIL_CGROUP_ROOT:
+                case UFFD_OPT_JAIL_CGROUP_PARENT:
+                case UFFD_OPT_JAIL_MEMORY:
+                case UFFD_OPT_JAIL_PIDS:
+                        if ((r = uffd_jail_option(c, optarg, &a->jail)) != CLI_OK)
+                                return r;
+                        break;
                 default:
-                        fputs(uffd_usage, stderr);
+                        print_usage(stderr);
                         return CLI_USAGE;
                 }
         }
@@ -177,7 +213,7 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 return usage_error("--socket PATH is required");
         if (a->ws_dir && !a->opts.ws_record)
                 return usage_error("--ws-dir needs --ws-record");
-        return CLI_OK;
+        return uffd_jail_check(&a->jail, a->opts.ws_record, a->ws_dir);
 }
 
 static void print_stats(const struct vmsnap_uffd_server *s, bool json)
@@ -241,11 +277,22 @@ static int serve(struct vmsnap_uffd_server *s, const struct serve_args *a)
         return r < 0 ? CLI_FAIL : CLI_OK;
 }
 
+/* Confines this process once its inputs are open and before a VMM's byte is read. */
+static int jail_self(const struct serve_args *a)
+{
+        struct vmsnap_diag d = {0};
+        json_object_seed(0); /* now: inside the jail there is no /dev/urandom to seed from */
+        int r = uffd_jail_enter(&a->jail, a->socket, a->ws_dir, a->opts.workers, &d);
+        if (r < 0)
+                log_error("cannot jail the page server: %s", d.msg);
+        return r;
+}
+
 int cmd_uffd_serve(int argc, char **argv)
 {
         vmsnap_log_set_ident("vmsnap uffd-serve");
         if (cli_wants_help(argc, argv)) {
-                fputs(uffd_usage, stdout);
+                print_usage(stdout);
                 return CLI_OK;
         }
         struct serve_args a = {0};
@@ -259,7 +306,12 @@ int cmd_uffd_serve(int argc, char **argv)
                 log_error("%s", d.msg);
                 return CLI_FAIL;
         }
-        log_info("listening on %s for the VMM's handshake", a.socket);
+        if (a.jail.on && jail_self(&a) < 0) {
+                vmsnap_uffd_server_free(s);
+                return CLI_FAIL;
+        }
+        log_info("listening on %s for the VMM's handshake%s", a.socket,
+                 a.jail.on ? " (jailed)" : "");
         r = serve(s, &a);
         vmsnap_uffd_server_free(s);
         return r;

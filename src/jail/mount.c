@@ -1,6 +1,7 @@
-/* The jail's root: a tmpfs on root_dir in the jail's private mount namespace, filled with
- * the binds, devices, system dirs and /proc the spec asks for, then pivoted into and sealed
- * read-only (docs/jail.md, steps 5-10). Every path inside the new root is made relative to
+/* The jail's root: a tmpfs on root_dir in the jail's private mount namespace whose
+ * directory /jail is filled with the binds, devices, system dirs and /proc the spec asks
+ * for; the tmpfs is pivoted into, sealed read-only, and /jail becomes / (docs/jail.md,
+ * steps 5-10). Every path inside the new root is made relative to
  * its descriptor, one component at a time, never following a symlink. */
 #include "jail/mount.h"
 #include "util/cleanup.h"
@@ -18,6 +19,8 @@
 #include <unistd.h>
 
 #define ROOT_TMPFS_OPTS "size=1m,nr_inodes=1024,mode=0755"
+/* The jail's / inside the root tmpfs (see seal_and_enter). */
+#define JAIL_DIR "jail"
 
 int jail_open_nosymlinks(int dirfd, const char *path, int extra)
 {
@@ -121,30 +124,52 @@ static int pivot_into(int root_fd, const char *name, struct vmsnap_diag *d)
         return 0;
 }
 
-/* Remounts / (and /dev when made) read-only: the jail's uid could not write there anyway
- * (root owns them), now nobody can. */
-static int seal(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
+/* Remounts the tmpfs (and /dev when made) read-only: the jail's uid could not write there
+ * anyway (root owns them), now nobody can. Then chroot one level down into JAIL_DIR: a
+ * process whose root is not its mount namespace's root may not create user namespaces
+ * (create_user_ns refuses a chrooted caller), so no jailed process reaches the kernel's
+ * user-namespace surface, whatever its own seccomp filter allows. */
+static int seal_and_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
 {
         if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
                   NULL) < 0)
                 return vmsnap_diag(d, -errno, "jail %s: remounting / read-only: %s", s->name,
                                    strerror(errno));
         if (s->devices && s->devices[0] &&
-            mount(NULL, "/dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC,
-                  NULL) < 0)
+            mount(NULL, "/" JAIL_DIR "/dev", NULL,
+                  MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
                 return vmsnap_diag(d, -errno, "jail %s: remounting /dev read-only: %s",
                                    s->name, strerror(errno));
+        if (chroot("/" JAIL_DIR) < 0 || chdir("/") < 0)
+                return vmsnap_diag(d, -errno, "jail %s: chroot into /%s: %s", s->name, JAIL_DIR,
+                                   strerror(errno));
         return 0;
+}
+
+/* The directory of the tmpfs that becomes the jail's / (0755, root's). */
+static int make_jail_dir(int tmpfs_fd, const char *name, struct vmsnap_diag *d)
+{
+        if (mkdirat(tmpfs_fd, JAIL_DIR, 0755) < 0 || fchmodat(tmpfs_fd, JAIL_DIR, 0755, 0) < 0)
+                return vmsnap_diag(d, -errno, "jail %s: mkdir /%s in the root tmpfs: %s", name,
+                                   JAIL_DIR, strerror(errno));
+        int fd = jail_open_nosymlinks(tmpfs_fd, JAIL_DIR, O_DIRECTORY);
+        return fd < 0 ? vmsnap_diag(d, fd, "jail %s: /%s: %s", name, JAIL_DIR, strerror(-fd))
+                      : fd;
 }
 
 int jail_build_root(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
 {
         struct jail_root root = {.root_fd = -1};
+        _cleanup_close_ int tmpfs = -1;
         /* Sources first: they must be mounts of this namespace, and visible (root_dir's
          * own content is hidden by the tmpfs from the next step on). */
         int r = jail_binds_plan(s, &root, d);
         if (r == 0) {
-                root.root_fd = mount_root_tmpfs(s, d);
+                tmpfs = mount_root_tmpfs(s, d);
+                r = tmpfs < 0 ? tmpfs : 0;
+        }
+        if (r == 0) {
+                root.root_fd = make_jail_dir(tmpfs, s->name, d);
                 r = root.root_fd < 0 ? root.root_fd : 0;
         }
         if (r == 0)
@@ -154,9 +179,9 @@ int jail_build_root(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
         if (r == 0)
                 r = jail_mount_proc(s, root.root_fd, d);
         if (r == 0)
-                r = pivot_into(root.root_fd, s->name, d);
+                r = pivot_into(tmpfs, s->name, d);
         if (r == 0)
-                r = seal(s, d);
+                r = seal_and_enter(s, d);
         jail_binds_free(&root);
         if (root.root_fd >= 0)
                 close(root.root_fd);

@@ -37,7 +37,8 @@ static const char *const allowed[] = {
 /* What LeakSanitizer's exit-time check uses (its tracer process, ptrace, /proc/PID/task). */
 static const char *const sanitizer_allowed[] = {
         "ptrace", "wait4", "waitid", "prctl", "getppid", "getdents64", "pipe", "pipe2",
-        "tgkill", "uname", "getrlimit", "prlimit64",
+        "tgkill", "uname", "getrlimit", "prlimit64", "open", "stat", "lstat", "access",
+        "dup", "dup2", "dup3", "getdents",
 };
 
 /* glibc's pthread_create: a thread, never a process. */
