@@ -193,8 +193,9 @@ static int ch_start(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm, str
             path_join(pidfile, sizeof(pidfile), spec->run_dir, CH_PIDFILE) < 0)
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", spec->run_dir);
         snprintf(sockarg, sizeof(sockarg), "path=%s", vm->api_sock);
+        /* --seccomp true: its own syscall filter, stated rather than left to the default. */
         char *argv[] = {(char *)(spec->vmm_binary ? spec->vmm_binary : CH_NAME), "--api-socket",
-                        sockarg, NULL};
+                        sockarg, "--seccomp", "true", NULL};
         struct vmm_spawn sp = {
             .name = CH_NAME, .argv = argv, .log_path = log, .cwd = spec->run_dir};
         int r = vmm_process_spawn(&sp, &vm->proc, d);

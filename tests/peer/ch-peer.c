@@ -958,6 +958,14 @@ int main(int argc, char **argv)
                         printf("cloud-hypervisor v%u.%u\n", vm.major, vm.minor);
                         return 0;
                 }
+                if (strcmp(argv[i], "--seccomp") == 0 && i + 1 < argc) { /* true|false|log */
+                        const char *v = argv[++i];
+                        if (strcmp(v, "true") && strcmp(v, "false") && strcmp(v, "log")) {
+                                fprintf(stderr, "Error parsing arguments: --seccomp %s\n", v);
+                                return 1;
+                        }
+                        continue;
+                }
                 if (strcmp(argv[i], "--api-socket") == 0 && i + 1 < argc) {
                         sock = argv[++i];
                         if (strncmp(sock, "path=", 5) == 0)

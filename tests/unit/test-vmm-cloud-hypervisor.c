@@ -335,6 +335,13 @@ static void test_boot_save_restore(void **state)
         struct vmsnap_vm *vm = boot(f);
         pid_t pid = drv->pid(vm);
         assert_state(f, "Running");
+        char proc[64], cmd[4096];
+        snprintf(proc, sizeof(proc), "/proc/%d/cmdline", (int)pid);
+        int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+        ssize_t cn = cfd >= 0 ? read(cfd, cmd, sizeof(cmd)) : -1;
+        if (cfd >= 0)
+                close(cfd);
+        assert_true(cn > 0 && memmem(cmd, (size_t)cn, "--seccomp\0true\0", 15)); /* its filter on */
         guest_write(f, 100 * PAGE, 10 * PAGE, 1);
         guest_write(f, (5ull << 20) + 77, 3 * PAGE, 2);
         ok_or_fail(drv->pause(vm, &d), "pause", &d);
