@@ -58,6 +58,9 @@ class Bare:
             if os.path.exists(os.path.join(self.run, s)):
                 os.unlink(os.path.join(self.run, s))
         argv = [a for a in self.argv if a != "-daemonize"]
+        if "-sandbox" in argv:  # its spawn=deny would refuse the exec: migration used below
+            i = argv.index("-sandbox")
+            del argv[i:i + 2]
         if incoming:
             argv += ["-incoming", "defer"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -159,42 +162,50 @@ def bench_density(d, n):
           "ratio %.2f" % (n, clone_mem / 2**20, fresh_mem / 2**20, clone_mem / fresh_mem))
 
 
-def time_resume_spawn(d, rounds):
-    """Medians of `rounds` resumes of one sandbox and of `rounds` spawns from a template."""
-    sb = d.ok("POST", "/v1/sandboxes", {})
-    resumes, spawns = [], []
-    for _ in range(rounds):
-        d.ok("POST", "/v1/sandboxes/%s/pause" % sb["id"])
-        t = time.monotonic()
-        d.ok("POST", "/v1/sandboxes/%s/resume" % sb["id"])
-        resumes.append(time.monotonic() - t)
-    d.ok("POST", "/v1/sandboxes/%s/snapshot" % sb["id"], {"name": "jail-bench"})
-    d.ok("DELETE", "/v1/sandboxes/%s" % sb["id"])
-    for _ in range(rounds):
-        t = time.monotonic()
-        c = d.ok("POST", "/v1/snapshots/jail-bench/sandboxes", {})
-        spawns.append(time.monotonic() - t)
-        d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
-    return statistics.median(resumes), statistics.median(spawns)
+def sub(work, name):
+    """A daemon's own directory under work, named uniquely (its memory root is derived from
+    the name: /dev/shm/<name>-mem)."""
+    return os.path.join(work, "%s-%s" % (os.path.basename(work), name))
 
 
 def bench_jail(work, rounds):
-    """Resume and spawn with every VMM jailed against --insecure-no-jail, same guest."""
-    got = {}
-    for mode, args in (("jail", []), ("no jail", ["--insecure-no-jail"])):
-        d = Daemon(os.path.join(work, mode.replace(" ", "-")), extra_args=args)
-        os.makedirs(d.work)
-        try:
+    """Resume and spawn with every VMM jailed against --insecure-no-jail, same guest. Both
+    daemons run at once and take turns, round by round, so that a change of load on the
+    machine hits both alike."""
+    modes = (("jail", []), ("no jail", ["--insecure-no-jail"]))
+    daemons = {m: Daemon(sub(work, m.replace(" ", "-")), extra_args=a) for m, a in modes}
+    times = {m: {"resume": [], "spawn": []} for m, _ in modes}
+    try:
+        sbs = {}
+        for m, d in daemons.items():
+            os.makedirs(d.work)
             d.start()
-            got[mode] = time_resume_spawn(d, rounds)
-        finally:
+            sbs[m] = d.ok("POST", "/v1/sandboxes", {})
+        for _ in range(rounds):
+            for m, d in daemons.items():
+                d.ok("POST", "/v1/sandboxes/%s/pause" % sbs[m]["id"])
+                t = time.monotonic()
+                d.ok("POST", "/v1/sandboxes/%s/resume" % sbs[m]["id"])
+                times[m]["resume"].append(time.monotonic() - t)
+        for m, d in daemons.items():
+            d.ok("POST", "/v1/sandboxes/%s/snapshot" % sbs[m]["id"], {"name": "jail-bench"})
+            d.ok("DELETE", "/v1/sandboxes/%s" % sbs[m]["id"])
+        for _ in range(rounds):
+            for m, d in daemons.items():
+                t = time.monotonic()
+                c = d.ok("POST", "/v1/snapshots/jail-bench/sandboxes", {})
+                times[m]["spawn"].append(time.monotonic() - t)
+                d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
+    finally:
+        for d in daemons.values():
             d.stop()
             kill_leftovers(d)
             shutil.rmtree(d.mem, ignore_errors=True)
-    print("%-8s %10s %10s %8s   (%d rounds, 256 MiB guest, medians)" %
+    med = statistics.median
+    print("%-8s %10s %10s %8s   (%d rounds each, taking turns, 256 MiB guest, medians)" %
           ("", "jail ms", "no-jail ms", "ratio", rounds))
-    for i, name in enumerate(("resume", "spawn")):
-        j, n = got["jail"][i], got["no jail"][i]
+    for name in ("resume", "spawn"):
+        j, n = med(times["jail"][name]), med(times["no jail"][name])
         print("%-8s %10.1f %10.1f %8.2f" % (name, j * 1e3, n * 1e3, j / n))
 
 
@@ -208,7 +219,7 @@ def main():
     work = tempfile.mkdtemp(prefix="vmsnap-bench-")
     try:
         bench_jail(work, a.rounds)
-        d = Daemon(os.path.join(work, "bare-vs-ours"), extra_args=["--insecure-no-jail"])
+        d = Daemon(sub(work, "bare-vs-ours"), extra_args=["--insecure-no-jail"])
         os.makedirs(d.work)
         try:
             d.start()
@@ -217,7 +228,7 @@ def main():
             d.stop()
             kill_leftovers(d)
             shutil.rmtree(d.mem, ignore_errors=True)
-        d = Daemon(os.path.join(work, "density"))  # jailed, as vmsnapd runs by default
+        d = Daemon(sub(work, "density"))  # jailed, as vmsnapd runs by default
         os.makedirs(d.work)
         try:
             d.start()

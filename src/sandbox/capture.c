@@ -211,6 +211,8 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         pthread_mutex_unlock(&h->db_lock);
         if (r == 0)
                 r = check_version(l, snap, d);
+        if (r == 0) /* never an unjailed VMM on a jailed host, whenever the sandbox was made */
+                r = jail_uid_claim(h, sb, d);
         if (r == 0)
                 r = prepare_disk(h, sb, snapdir, d);
         struct spec_buf buf;

@@ -29,6 +29,11 @@ static int make_dirs(struct vmsnap_host *h, struct vmsnap_diag *d)
                 if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
                         return vmsnap_diag(d, -errno, "%s: cannot create: %s", dirs[i],
                                            strerror(errno));
+                struct stat st;
+                if (lstat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode) || (st.st_mode & S_ISVTX))
+                        return vmsnap_diag(d, -ENOTDIR, "%s: not a directory of vmsnap's own "
+                                           "(a symlink, or a shared sticky directory such as "
+                                           "/dev/shm itself): give it a subdirectory", dirs[i]);
                 if (chmod(dirs[i], 0700) < 0)
                         return vmsnap_diag(d, -errno, "%s: cannot make it 0700: %s", dirs[i],
                                            strerror(errno));

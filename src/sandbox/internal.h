@@ -118,6 +118,10 @@ void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
  * -errno with d. */
 int jail_uid_alloc(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 
+/* Gives a sandbox made while VMMs ran unjailed a jail uid (a daemon restarted without
+ * --insecure-no-jail), and writes its row, under the db lock. No-op when it has one. */
+int jail_uid_claim(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
 /* Fills buf->jail (and spec->jail) for sb's VMM: config, name (the id), root dir
  * <root>/jails/<id>, uid, limits. No I/O. Unjailed hosts and sandboxes: spec->jail NULL. */
 void jail_spec_fill(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,

@@ -53,6 +53,18 @@ int jail_uid_alloc(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsn
         return 0;
 }
 
+int jail_uid_claim(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
+{
+        if (!h->jailed || sb->jail_uid)
+                return 0;
+        pthread_mutex_lock(&h->db_lock);
+        int r = jail_uid_alloc(h, sb, d);
+        if (r == 0 && (r = row_put(h, sb, d)) < 0)
+                sb->jail_uid = 0;
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
 void jail_spec_fill(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                     struct spec_buf *buf, struct vmsnap_vm_spec *spec)
 {

@@ -36,7 +36,7 @@ void op_end(struct live *l)
 int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
                struct vmsnap_sandbox *ret, struct vmsnap_diag *d)
 {
-        struct live *l;
+        struct live *l = NULL;
         struct vmsnap_sandbox sb;
         int r = op_begin(h, ref, &l, &sb, d);
         if (r < 0)
