@@ -165,7 +165,7 @@ def bench_density(d, n):
 def sub(work, name):
     """A daemon's own directory under work, named uniquely (its memory root is derived from
     the name: /dev/shm/<name>-mem)."""
-    return os.path.join(work, "%s-%s" % (os.path.basename(work), name))
+    return os.path.join(work, "%s-%s" % (os.path.basename(work)[3:], name))
 
 
 def bench_jail(work, rounds):
@@ -173,7 +173,7 @@ def bench_jail(work, rounds):
     daemons run at once and take turns, round by round, so that a change of load on the
     machine hits both alike."""
     modes = (("jail", []), ("no jail", ["--insecure-no-jail"]))
-    daemons = {m: Daemon(sub(work, m.replace(" ", "-")), extra_args=a) for m, a in modes}
+    daemons = {m: Daemon(sub(work, m[0]), extra_args=a) for m, a in modes}  # short: socket paths
     times = {m: {"resume": [], "spawn": []} for m, _ in modes}
     try:
         sbs = {}
@@ -216,10 +216,10 @@ def main():
     a = ap.parse_args()
     if not os.environ.get("VMSNAP_BUILD"):
         sys.exit("set VMSNAP_BUILD to the build directory (e.g. build/release)")
-    work = tempfile.mkdtemp(prefix="vmsnap-bench-")
+    work = tempfile.mkdtemp(prefix="vb-")  # short: the run dirs' socket paths are <= 107 bytes
     try:
         bench_jail(work, a.rounds)
-        d = Daemon(sub(work, "bare-vs-ours"), extra_args=["--insecure-no-jail"])
+        d = Daemon(sub(work, "b"), extra_args=["--insecure-no-jail"])
         os.makedirs(d.work)
         try:
             d.start()
@@ -228,7 +228,7 @@ def main():
             d.stop()
             kill_leftovers(d)
             shutil.rmtree(d.mem, ignore_errors=True)
-        d = Daemon(sub(work, "density"))  # jailed, as vmsnapd runs by default
+        d = Daemon(sub(work, "d"))  # jailed, as vmsnapd runs by default
         os.makedirs(d.work)
         try:
             d.start()
