@@ -22,6 +22,7 @@ struct live {
         const struct vmsnap_vmm_driver *driver;
         int agent_fd;            /* connection to the guest agent, -1 when none */
         pid_t pager_pid;         /* the sandbox's page server (lazy restore), 0 when none */
+        bool pager_jailed;       /* it runs in its own jail (writes only into the run dir) */
         struct live *next;
 };
 

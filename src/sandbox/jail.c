@@ -159,20 +159,29 @@ static void kill_cgroup(const struct vmsnap_host *h, const char *name)
                 fclose(f);
 }
 
-void jail_release(struct vmsnap_host *h, const char *id)
+/* Removes one jail's cgroup (killing what is left in it) and its root dir. */
+static void release_one(struct vmsnap_host *h, const char *name)
 {
-        if (!h->jailed)
-                return;
         struct vmsnap_diag ignore = {0};
         /* A killed process leaves its cgroup once it has exited: a few tries, 2 s at most. */
         for (int i = 0; i < 200; i++) {
-                if (vmsnap_jail_cgroup_remove(&h->jail, id, &ignore) != -EBUSY)
+                if (vmsnap_jail_cgroup_remove(&h->jail, name, &ignore) != -EBUSY)
                         break;
-                kill_cgroup(h, id);
+                kill_cgroup(h, name);
                 struct timespec ts = {.tv_nsec = 10 * 1000000};
                 nanosleep(&ts, NULL);
         }
         char root[PATH_LEN];
-        snprintf(root, sizeof(root), "%.3000s/jails/%s", h->root, id);
+        snprintf(root, sizeof(root), "%.3000s/jails/%s", h->root, name);
         rmdir(root); /* empty on the host: the jail's tmpfs lived in its own namespace */
+}
+
+void jail_release(struct vmsnap_host *h, const char *id)
+{
+        if (!h->jailed)
+                return;
+        char pager[VMSNAP_ID_LEN + 16];
+        snprintf(pager, sizeof(pager), "%s.pager", id); /* its page server's (pager.c) */
+        release_one(h, pager);
+        release_one(h, id);
 }

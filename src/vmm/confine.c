@@ -1,9 +1,18 @@
 /* A VMM's jail spec, built by its driver (see confine.h). */
 #include "vmm/confine.h"
 
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "vmm/process.h"
+
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int vmm_confine_init(struct vmm_confine *c, const struct vmsnap_jail_spec *tmpl,
                      const char *run_dir, struct vmsnap_diag *d)
@@ -61,4 +70,81 @@ int vmm_confine_path(struct vmm_confine *c, const char *host, const char *target
         return w < 0 || (size_t)w >= size
                    ? vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long in the jail", host)
                    : 0;
+}
+
+/* Finds name in $PATH (what posix_spawnp would run) into out. */
+static int find_in_path(const char *name, char *out, size_t size, struct vmsnap_diag *d)
+{
+        const char *path = getenv("PATH");
+        _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
+        char *save = NULL;
+        for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
+             dir = strtok_r(NULL, ":", &save)) {
+                int n = snprintf(out, size, "%s/%s", dir, name);
+                if (dir[0] == '/' && n > 0 && (size_t)n < size && access(out, X_OK) == 0)
+                        return 0;
+        }
+        return vmsnap_diag(d, -ENOENT, "%s is not in $PATH: install it or give its path", name);
+}
+
+/* True when path is an ELF executable with a program interpreter (dynamically linked). */
+static bool is_dynamic(const char *path)
+{
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        Elf64_Ehdr eh;
+        if (fd < 0 || vmsnap_fs_pread_full(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
+            memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+            eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 256)
+                return true; /* not what we can read: give it the system dirs */
+        for (unsigned i = 0; i < eh.e_phnum; i++) {
+                Elf64_Phdr ph;
+                if (vmsnap_fs_pread_full(fd, &ph, sizeof(ph), eh.e_phoff + i * sizeof(ph)) !=
+                    (ssize_t)sizeof(ph))
+                        return true;
+                if (ph.p_type == PT_INTERP)
+                        return true;
+        }
+        return false;
+}
+
+int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *default_name,
+                       char *out, size_t size, struct vmsnap_diag *d)
+{
+        char host[PATH_MAX];
+        int r = binary && strchr(binary, '/')
+                    ? (snprintf(host, sizeof(host), "%s", binary), 0)
+                    : find_in_path(binary ? binary : default_name, host, sizeof(host), d);
+        if (r < 0)
+                return r;
+        char real[PATH_MAX]; /* the admin's binary: a symlink to it is followed here, once */
+        if (!realpath(host, real))
+                return vmsnap_diag(d, -errno, "%s: %s", host, strerror(errno));
+        snprintf(host, sizeof(host), "%s", real);
+        if (is_dynamic(host))
+                c->spec.system_dirs = true;
+        if (strncmp(host, "/usr/", 5) == 0 && c->spec.system_dirs) {
+                snprintf(out, size, "%s", host);
+                return 0;
+        }
+        snprintf(out, size, "%s", VMM_JAIL_VMM);
+        return vmm_confine_bind(c, host, VMM_JAIL_VMM, false, d);
+}
+
+void vmm_confine_attach_needle(const struct vmsnap_jail_spec *jail, char *out, size_t size)
+{
+        const char *parent = jail->config && jail->config->cgroup_parent
+                                 ? jail->config->cgroup_parent
+                                 : VMSNAP_JAIL_DEFAULT_CGROUP_PARENT;
+        snprintf(out, size, "%s/%s/%s ", VMM_ATTACH_CGROUP, parent, jail->name);
+}
+
+int vmm_confine_share(const struct vmm_confine *c, const char *path, struct vmsnap_diag *d)
+{
+        gid_t gid = c->spec.config && c->spec.config->shared_gid ? c->spec.config->shared_gid
+                                                                  : VMSNAP_JAIL_DEFAULT_SHARED_GID;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 || fchown(fd, 0, gid) < 0 || fchmod(fd, 0640) < 0)
+                return vmsnap_diag(d, -errno, "%s: cannot share it with the jails (root:%u "
+                                   "0640): %s", path, (unsigned)gid, strerror(errno));
+        return 0;
 }

@@ -43,6 +43,20 @@ int vmm_confine_bind(struct vmm_confine *c, const char *source, const char *targ
 /* Adds a device node ("/dev/kvm"); the string must outlive c. */
 int vmm_confine_device(struct vmm_confine *c, const char *dev, struct vmsnap_diag *d);
 
+/* The VMM binary as the jail sees it, into out: `binary` (a path, or a name looked up in
+ * $PATH; NULL: default_name) under /usr is reached through the system dirs, any other is
+ * bound at /vmm. A dynamically linked binary (an ELF with an interpreter) turns the system
+ * dirs on (its loader and libraries). Returns 0, -ENOENT or -errno (with d). */
+int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *default_name,
+                       char *out, size_t size, struct vmsnap_diag *d);
+
+/* Makes a read-only input several jails may share (a template's state file) root:shared_gid
+ * 0640, never through a symlink. Returns 0 or -errno (with d). */
+int vmm_confine_share(const struct vmm_confine *c, const char *path, struct vmsnap_diag *d);
+
+/* The vmm_process_attach needle of a jailed VMM: its cgroup, "cgroup:/<parent>/<name> ". */
+void vmm_confine_attach_needle(const struct vmsnap_jail_spec *jail, char *out, size_t size);
+
 /* Where host path `host` is seen inside the jail: under /run when it lies in the run dir,
  * else it is bound at `target` (read-only unless writable) and that is the answer. The
  * result is written to out (size bytes). */

@@ -48,8 +48,13 @@ int vmm_process_spawn(const struct vmm_spawn *sp, struct vmm_process *ret, struc
 int vmm_process_wait_socket(struct vmm_process *p, const char *socket_path, int timeout_ms,
                             struct vmsnap_diag *d);
 
+/* A needle for vmm_process_attach that names the VMM's cgroup instead of its command line:
+ * VMM_ATTACH_CGROUP "/vmsnap/<id> " (a jailed VMM cannot leave its cgroup). */
+#define VMM_ATTACH_CGROUP "cgroup:"
+
 /* Takes hold of a running pid that leads its own process group and whose command line
- * contains `needle` (e.g. its API socket path). Returns 0 and fills *ret, -ESRCH when it
+ * contains `needle` (e.g. its API socket path), or whose /proc/PID/cgroup contains what
+ * follows VMM_ATTACH_CGROUP (newlines read as spaces). Returns 0 and fills *ret, -ESRCH when it
  * does not run, -EPERM when it is some other process, or -errno (with d). */
 int vmm_process_attach(pid_t pid, const char *name, const char *needle, struct vmm_process *ret,
                        struct vmsnap_diag *d);

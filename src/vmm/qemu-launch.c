@@ -65,40 +65,6 @@ struct jail_paths {
             rootfs[PATH_MAX], base[PATH_MAX];
 };
 
-/* Finds name in $PATH (what posix_spawnp would run) into out. */
-static int find_in_path(const char *name, char *out, size_t size, struct vmsnap_diag *d)
-{
-        const char *path = getenv("PATH");
-        _cleanup_free_ char *copy = strdup(path && *path ? path : "/usr/bin:/bin");
-        char *save = NULL;
-        for (char *dir = copy ? strtok_r(copy, ":", &save) : NULL; dir;
-             dir = strtok_r(NULL, ":", &save)) {
-                int n = snprintf(out, size, "%s/%s", dir, name);
-                if (dir[0] == '/' && n > 0 && (size_t)n < size && access(out, X_OK) == 0)
-                        return 0;
-        }
-        return vmsnap_diag(d, -ENOENT, "qemu: %s is not in $PATH (%s)", name, QEMU_HINT);
-}
-
-/* The binary as the jail sees it: a QEMU under /usr is reached through the system dirs (it
- * is dynamically linked and reads /usr/share/qemu); any other is bound at /vmm. */
-static int jail_binary(struct vmm_confine *c, const char *binary, char *out, size_t size,
-                       struct vmsnap_diag *d)
-{
-        char host[PATH_MAX];
-        int r = binary && strchr(binary, '/')
-                    ? (snprintf(host, sizeof(host), "%s", binary), 0)
-                    : find_in_path(binary ? binary : QEMU_BINARY, host, sizeof(host), d);
-        if (r < 0)
-                return r;
-        if (strncmp(host, "/usr/", 5) == 0) {
-                snprintf(out, size, "%s", host);
-                return 0;
-        }
-        snprintf(out, size, "%s", VMM_JAIL_VMM);
-        return vmm_confine_bind(c, host, VMM_JAIL_VMM, false, d);
-}
-
 /* Builds the jail of l (its template l->jail plus every file QEMU opens) and the same launch
  * with inside-jail paths. */
 static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
@@ -107,9 +73,10 @@ static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
         int r = vmm_confine_init(c, l->jail, l->run_dir, d);
         *inside = *l;
         inside->run_dir = VMM_JAIL_RUN;
-        c->spec.system_dirs = true;
         if (r == 0)
-                r = jail_binary(c, l->binary, p->binary, sizeof(p->binary), d);
+                r = vmm_confine_binary(c, l->binary, QEMU_BINARY, p->binary, sizeof(p->binary),
+                                       d);
+        c->spec.system_dirs = true; /* /usr/share/qemu, whatever the binary */
         inside->binary = p->binary;
         if (r == 0)
                 r = vmm_confine_path(c, l->kernel, "/vmlinuz", false, p->kernel, PATH_MAX, d);
