@@ -148,3 +148,32 @@ int vmm_confine_share(const struct vmm_confine *c, const char *path, struct vmsn
                                    "0640): %s", path, (unsigned)gid, strerror(errno));
         return 0;
 }
+
+int vmm_confine_take_file(const char *run_dir, const char *name, const char *state_dir,
+                      struct vmsnap_diag *d)
+{
+        /* The last component may be the VMM's to replace (run_dir/save): never a symlink. */
+        _cleanup_close_ int from = open(run_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        _cleanup_close_ int to = vmsnap_fs_open_dir(state_dir);
+        if (from < 0 || to < 0)
+                return vmsnap_diag(d, -ENOENT, "%s: cannot open", from < 0 ? run_dir : state_dir);
+        if (renameat(from, name, to, name) < 0)
+                return vmsnap_diag(d, -errno, "%s/%s: cannot move into %s: %s", run_dir, name,
+                                   state_dir, strerror(errno));
+        /* Checked where the VMM can no longer swap it: the state dir is root's. */
+        _cleanup_close_ int fd = openat(to, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        int e = 0;
+        if (fd < 0 || fstat(fd, &st) < 0)
+                e = errno;
+        else if (!S_ISREG(st.st_mode))
+                e = EPERM;
+        else if (fchown(fd, 0, 0) < 0 || fchmod(fd, 0600) < 0)
+                e = errno;
+        if (e) {
+                unlinkat(to, name, 0);
+                return vmsnap_diag(d, -e, "%s/%s: what the VMM wrote is not a regular file",
+                                   run_dir, name);
+        }
+        return 0;
+}

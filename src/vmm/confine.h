@@ -54,6 +54,12 @@ int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *de
  * 0640, never through a symlink. Returns 0 or -errno (with d). */
 int vmm_confine_share(const struct vmm_confine *c, const char *path, struct vmsnap_diag *d);
 
+/* Moves from_dir/name, which a jailed VMM wrote, to to_dir/name as root's 0600 regular file
+ * (a symlink, FIFO or anything else the VMM put there instead is refused and removed).
+ * Returns 0 or -errno (with d). */
+int vmm_confine_take_file(const char *from_dir, const char *name, const char *to_dir,
+                          struct vmsnap_diag *d);
+
 /* The vmm_process_attach needle of a jailed VMM: its cgroup, "cgroup:/<parent>/<name> ". */
 void vmm_confine_attach_needle(const struct vmsnap_jail_spec *jail, char *out, size_t size);
 

@@ -47,31 +47,3 @@ int fc_jail_build(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_rest
                 r = vmm_confine_device(c, "/dev/userfaultfd", d);
         return r;
 }
-
-int fc_jail_take_file(const char *run_dir, const char *name, const char *state_dir,
-                      struct vmsnap_diag *d)
-{
-        _cleanup_close_ int from = vmsnap_fs_open_dir(run_dir);
-        _cleanup_close_ int to = vmsnap_fs_open_dir(state_dir);
-        if (from < 0 || to < 0)
-                return vmsnap_diag(d, -ENOENT, "%s: cannot open", from < 0 ? run_dir : state_dir);
-        if (renameat(from, name, to, name) < 0)
-                return vmsnap_diag(d, -errno, "%s/%s: cannot move into %s: %s", run_dir, name,
-                                   state_dir, strerror(errno));
-        /* Checked where the VMM can no longer swap it: the state dir is root's. */
-        _cleanup_close_ int fd = openat(to, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        struct stat st;
-        int e = 0;
-        if (fd < 0 || fstat(fd, &st) < 0)
-                e = errno;
-        else if (!S_ISREG(st.st_mode))
-                e = EPERM;
-        else if (fchown(fd, 0, 0) < 0 || fchmod(fd, 0600) < 0)
-                e = errno;
-        if (e) {
-                unlinkat(to, name, 0);
-                return vmsnap_diag(d, -e, "%s/%s: what the VMM wrote is not a regular file",
-                                   run_dir, name);
-        }
-        return 0;
-}

@@ -24,10 +24,4 @@ int fc_jail_build(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_rest
                   const char *snapfile, const char *binary, struct vmm_confine *c,
                   struct fc_jail_paths *p, struct vmsnap_diag *d);
 
-/* Moves run_dir/name, which the jailed VMM wrote, to state_dir/name as root's 0600 regular
- * file (a symlink, FIFO or anything else the VMM put there instead is refused and
- * removed). Returns 0 or -errno (with d). */
-int fc_jail_take_file(const char *run_dir, const char *name, const char *state_dir,
-                      struct vmsnap_diag *d);
-
 #endif

@@ -493,9 +493,9 @@ static int fc_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm
         int r = fc_call(vm, "PUT", "/snapshot/create", body, vmm_http_memory_timeout_ms(vm->memory),
                         NULL, d);
         if (r == 0 && vm->jailed)
-                r = fc_jail_take_file(vm->run_dir, FC_SNAPFILE, state_dir, d);
+                r = vmm_confine_take_file(vm->run_dir, FC_SNAPFILE, state_dir, d);
         if (r == 0 && vm->jailed)
-                r = fc_jail_take_file(vm->run_dir, FC_MEMFILE, state_dir, d);
+                r = vmm_confine_take_file(vm->run_dir, FC_MEMFILE, state_dir, d);
         if (r == 0)
                 r = fc_sync_state(state_dir, d);
         if (r == 0)
