@@ -77,11 +77,14 @@ int uffd_jail_option(int opt, const char *arg, struct uffd_jail_args *j)
                 j->config.cgroup_parent = arg;
                 return CLI_OK;
         case UFFD_OPT_JAIL_UIDS:
-                return vmsnap_jail_parse_uids(arg, &j->config.uid_first, &j->config.uid_count,
-                                              &d) < 0 ? usage("%s", d.msg) : CLI_OK;
+                return vmsnap_jail_parse_uids(arg, &j->config.uid_first, &j->config.uid_count, &d) <
+                                       0
+                               ? usage("%s", d.msg)
+                               : CLI_OK;
         case UFFD_OPT_JAIL_CGROUP_VERSION:
                 return vmsnap_jail_parse_cgroup_version(arg, &j->config.cgroup_version, &d) < 0
-                               ? usage("%s", d.msg) : CLI_OK;
+                               ? usage("%s", d.msg)
+                               : CLI_OK;
         case UFFD_OPT_JAIL_MEMORY:
                 if (!parse_number(arg, UINT64_MAX, &v))
                         return usage("--jail-memory '%s': give a number of bytes", arg);
@@ -104,8 +107,8 @@ int uffd_jail_option(int opt, const char *arg, struct uffd_jail_args *j)
 int uffd_jail_check(const struct uffd_jail_args *j, bool ws_record, const char *ws_dir)
 {
         bool any = j->root || j->name || j->config.uid_first || j->config.shared_gid ||
-                   j->config.cgroup_version || j->config.cgroup_root ||
-                   j->config.cgroup_parent || j->limits.memory_max || j->limits.pids_max;
+                   j->config.cgroup_version || j->config.cgroup_root || j->config.cgroup_parent ||
+                   j->limits.memory_max || j->limits.pids_max;
         if (!j->on)
                 return any ? usage("%s", "the --jail-* options need --jail-uid") : CLI_OK;
         if (!j->root || !j->name)
@@ -156,7 +159,7 @@ int uffd_jail_enter(const struct uffd_jail_args *j, const char *socket, const ch
                 .keep_fds = true,
         };
         if (!spec.limits.pids_max)
-                spec.limits.pids_max = (workers ? workers : VMSNAP_UFFD_DEFAULT_WORKERS) +
-                                       PAGER_PIDS_HEADROOM;
+                spec.limits.pids_max =
+                        (workers ? workers : VMSNAP_UFFD_DEFAULT_WORKERS) + PAGER_PIDS_HEADROOM;
         return vmsnap_jail_enter(&spec, d);
 }

@@ -9,10 +9,10 @@
 #include <vmsnap/jail.h>
 
 struct uffd_jail_args {
-        bool on;               /* --jail-uid given */
+        bool on; /* --jail-uid given */
         uid_t uid;
-        const char *root;      /* --jail-root */
-        const char *name;      /* --jail-cgroup */
+        const char *root; /* --jail-root */
+        const char *name; /* --jail-cgroup */
         struct vmsnap_jail_config config;
         struct vmsnap_jail_limits limits;
 };

@@ -55,17 +55,21 @@ static int check_for_argv(const struct vmsnap_jail_spec *s, char *const vmm_argv
                           struct vmsnap_diag *d)
 {
         if (s->seccomp)
-                return vmsnap_diag(d, -EINVAL, "jail %s: vmsnap's seccomp filter is the page "
-                                   "server's; a VMM brings its own", s->name);
+                return vmsnap_diag(d, -EINVAL,
+                                   "jail %s: vmsnap's seccomp filter is the page "
+                                   "server's; a VMM brings its own",
+                                   s->name);
         if (!vmm_argv || !jail_path_ok(vmm_argv[0]))
-                return vmsnap_diag(d, -EINVAL, "jail %s: the VMM's path '%s' must be absolute "
-                                   "(as seen inside the jail)", s->name,
-                                   vmm_argv && vmm_argv[0] ? vmm_argv[0] : "");
+                return vmsnap_diag(d, -EINVAL,
+                                   "jail %s: the VMM's path '%s' must be absolute "
+                                   "(as seen inside the jail)",
+                                   s->name, vmm_argv && vmm_argv[0] ? vmm_argv[0] : "");
         for (size_t i = 0; i < s->n_binds; i++)
                 if (strchr(s->binds[i].source, ':') || strchr(s->binds[i].target, ':'))
-                        return vmsnap_diag(d, -EINVAL, "jail %s: bind %s -> %s: a path with "
-                                           "':' cannot be passed to the jailer", s->name,
-                                           s->binds[i].source, s->binds[i].target);
+                        return vmsnap_diag(d, -EINVAL,
+                                           "jail %s: bind %s -> %s: a path with "
+                                           "':' cannot be passed to the jailer",
+                                           s->name, s->binds[i].source, s->binds[i].target);
         return 0;
 }
 
@@ -213,9 +217,26 @@ static int add_bind(struct jail_cmdline *cl, char *arg, bool writable, struct vm
 }
 
 enum {
-        OPT_NAME = 256, OPT_ROOT, OPT_UID, OPT_UIDS, OPT_GID, OPT_CG_VERSION, OPT_CG_ROOT,
-        OPT_CG_PARENT, OPT_MEMORY, OPT_CPUS, OPT_PIDS, OPT_BIND, OPT_BIND_RW, OPT_DEV,
-        OPT_ENV, OPT_SYSTEM_DIRS, OPT_PROC, OPT_KEEP_FDS, OPT_PROBE, OPT_HELP,
+        OPT_NAME = 256,
+        OPT_ROOT,
+        OPT_UID,
+        OPT_UIDS,
+        OPT_GID,
+        OPT_CG_VERSION,
+        OPT_CG_ROOT,
+        OPT_CG_PARENT,
+        OPT_MEMORY,
+        OPT_CPUS,
+        OPT_PIDS,
+        OPT_BIND,
+        OPT_BIND_RW,
+        OPT_DEV,
+        OPT_ENV,
+        OPT_SYSTEM_DIRS,
+        OPT_PROC,
+        OPT_KEEP_FDS,
+        OPT_PROBE,
+        OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -254,13 +275,16 @@ static size_t count_strings(const char **v)
 static int parse_number_option(struct jail_cmdline *cl, int opt, const char *arg,
                                struct vmsnap_diag *d)
 {
-        uint64_t v;
-        uint64_t max = opt == OPT_MEMORY ? UINT64_MAX : opt == OPT_UID || opt == OPT_GID
-                                                                ? 0xfffffffeu
-                                                                : UINT32_MAX;
-        int r = parse_u64(opt == OPT_UID ? "--uid" : opt == OPT_GID ? "--gid"
-                          : opt == OPT_MEMORY ? "--memory" : opt == OPT_CPUS ? "--cpus"
-                          : "--pids", arg, max, &v, d);
+        uint64_t v = 0;
+        uint64_t max = opt == OPT_MEMORY                  ? UINT64_MAX
+                       : opt == OPT_UID || opt == OPT_GID ? 0xfffffffeu
+                                                          : UINT32_MAX;
+        int r = parse_u64(opt == OPT_UID      ? "--uid"
+                          : opt == OPT_GID    ? "--gid"
+                          : opt == OPT_MEMORY ? "--memory"
+                          : opt == OPT_CPUS   ? "--cpus"
+                                              : "--pids",
+                          arg, max, &v, d);
         if (r < 0)
                 return r;
         if (opt == OPT_UID)
@@ -280,30 +304,54 @@ static int parse_option(struct jail_cmdline *cl, int opt, char *arg, struct vmsn
 {
         size_t n;
         switch (opt) {
-        case OPT_NAME: cl->spec.name = arg; return 0;
-        case OPT_ROOT: cl->spec.root_dir = arg; return 0;
+        case OPT_NAME:
+                cl->spec.name = arg;
+                return 0;
+        case OPT_ROOT:
+                cl->spec.root_dir = arg;
+                return 0;
         case OPT_UIDS:
-                return vmsnap_jail_parse_uids(arg, &cl->config.uid_first, &cl->config.uid_count,
-                                              d);
+                return vmsnap_jail_parse_uids(arg, &cl->config.uid_first, &cl->config.uid_count, d);
         case OPT_CG_VERSION:
                 return vmsnap_jail_parse_cgroup_version(arg, &cl->config.cgroup_version, d);
-        case OPT_CG_ROOT: cl->config.cgroup_root = arg; return 0;
-        case OPT_CG_PARENT: cl->config.cgroup_parent = arg; return 0;
-        case OPT_UID: case OPT_GID: case OPT_MEMORY: case OPT_CPUS: case OPT_PIDS:
+        case OPT_CG_ROOT:
+                cl->config.cgroup_root = arg;
+                return 0;
+        case OPT_CG_PARENT:
+                cl->config.cgroup_parent = arg;
+                return 0;
+        case OPT_UID:
+        case OPT_GID:
+        case OPT_MEMORY:
+        case OPT_CPUS:
+        case OPT_PIDS:
                 return parse_number_option(cl, opt, arg, d);
-        case OPT_BIND: case OPT_BIND_RW: return add_bind(cl, arg, opt == OPT_BIND_RW, d);
+        case OPT_BIND:
+        case OPT_BIND_RW:
+                return add_bind(cl, arg, opt == OPT_BIND_RW, d);
         case OPT_DEV:
                 n = count_strings(cl->devices);
                 return append(&cl->devices, &n, arg) < 0 ? vmsnap_diag(d, -ENOMEM, "oom") : 0;
         case OPT_ENV:
                 n = count_strings(cl->env);
                 return append(&cl->env, &n, arg) < 0 ? vmsnap_diag(d, -ENOMEM, "oom") : 0;
-        case OPT_SYSTEM_DIRS: cl->spec.system_dirs = true; return 0;
-        case OPT_PROC: cl->spec.proc = true; return 0;
-        case OPT_KEEP_FDS: cl->spec.keep_fds = true; return 0;
-        case OPT_PROBE: cl->probe = true; return 0;
-        case OPT_HELP: cl->help = true; return 0;
-        default: return vmsnap_diag(d, -EINVAL, "unknown option (see --help)");
+        case OPT_SYSTEM_DIRS:
+                cl->spec.system_dirs = true;
+                return 0;
+        case OPT_PROC:
+                cl->spec.proc = true;
+                return 0;
+        case OPT_KEEP_FDS:
+                cl->spec.keep_fds = true;
+                return 0;
+        case OPT_PROBE:
+                cl->probe = true;
+                return 0;
+        case OPT_HELP:
+                cl->help = true;
+                return 0;
+        default:
+                return vmsnap_diag(d, -EINVAL, "unknown option (see --help)");
         }
 }
 
@@ -314,13 +362,16 @@ int jail_cmdline_parse(int argc, char **argv, struct jail_cmdline *ret, struct v
         optind = 0; /* glibc: start afresh (the tests parse several command lines) */
         opterr = 0;
         while (r == 0 && (opt = getopt_long(argc, argv, "+", options, NULL)) != -1)
-                r = opt == '?' ? vmsnap_diag(d, -EINVAL, "unknown option or missing value: "
-                                             "'%s' (see --help)", argv[optind - 1])
+                r = opt == '?' ? vmsnap_diag(d, -EINVAL,
+                                             "unknown option or missing value: "
+                                             "'%s' (see --help)",
+                                             argv[optind - 1])
                                : parse_option(&cl, opt, optarg, d);
         if (r == 0 && !cl.help && !cl.probe) {
                 if (optind < 2 || optind > argc || strcmp(argv[optind - 1], "--") != 0 ||
                     optind == argc)
-                        r = vmsnap_diag(d, -EINVAL, "expected '-- VMM [ARG]...' after the "
+                        r = vmsnap_diag(d, -EINVAL,
+                                        "expected '-- VMM [ARG]...' after the "
                                         "options");
                 else
                         cl.vmm_argv = argv + optind;

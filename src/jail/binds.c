@@ -16,11 +16,9 @@
 #include <unistd.h>
 
 /* The top-level directories a merged-/usr host links into /usr. */
-static const char *const system_tops[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64",
-                                          "/libx32"};
+static const char *const system_tops[] = {"/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"};
 
-static int add_bind(struct jail_root *root, const char *source, const char *target,
-                    bool writable)
+static int add_bind(struct jail_root *root, const char *source, const char *target, bool writable)
 {
         struct jail_bind *b = realloc(root->binds, (root->n_binds + 1) * sizeof(*b));
         if (!b)
@@ -40,8 +38,10 @@ static int add_link(struct jail_root *root, const char *top, struct vmsnap_diag 
                 return vmsnap_diag(d, -errno, "system dirs: %s: %s", top, strerror(errno));
         l->target[n] = '\0';
         if (strncmp(l->target, "usr/", 4) != 0 && strncmp(l->target, "/usr/", 5) != 0)
-                return vmsnap_diag(d, -ENOTSUP, "system dirs: host %s points to %s, outside "
-                                   "/usr: not supported", top, l->target);
+                return vmsnap_diag(d, -ENOTSUP,
+                                   "system dirs: host %s points to %s, outside "
+                                   "/usr: not supported",
+                                   top, l->target);
         snprintf(l->name, sizeof(l->name), "%s", top + 1);
         root->n_links++;
         return 0;
@@ -51,7 +51,8 @@ static int plan_system_dirs(struct jail_root *root, struct vmsnap_diag *d)
 {
         struct stat st;
         if (lstat("/usr", &st) < 0 || !S_ISDIR(st.st_mode))
-                return vmsnap_diag(d, -ENOTSUP, "system dirs: the host's /usr is not a "
+                return vmsnap_diag(d, -ENOTSUP,
+                                   "system dirs: the host's /usr is not a "
                                    "directory");
         int r = add_bind(root, "/usr", "/usr", false);
         for (size_t i = 0; r == 0 && i < sizeof(system_tops) / sizeof(system_tops[0]); i++) {
@@ -85,7 +86,8 @@ static int open_source(const char *name, struct jail_bind *b, struct vmsnap_diag
 {
         b->src_fd = jail_open_nosymlinks(AT_FDCWD, b->source, 0);
         if (b->src_fd == -ELOOP)
-                return vmsnap_diag(d, -ELOOP, "jail %s: bind source %s: a component of the path "
+                return vmsnap_diag(d, -ELOOP,
+                                   "jail %s: bind source %s: a component of the path "
                                    "is a symbolic link; refused (give the canonical path)",
                                    name, b->source);
         if (b->src_fd < 0)
@@ -96,23 +98,24 @@ static int open_source(const char *name, struct jail_bind *b, struct vmsnap_diag
                                    strerror(errno));
         mode_t t = b->src_st.st_mode & S_IFMT;
         if (t == S_IFLNK)
-                return vmsnap_diag(d, -ELOOP, "jail %s: bind source %s is a symbolic link; "
-                                   "refused", name, b->source);
+                return vmsnap_diag(d, -ELOOP,
+                                   "jail %s: bind source %s is a symbolic link; "
+                                   "refused",
+                                   name, b->source);
         if (t != S_IFDIR && t != S_IFREG && t != S_IFSOCK && t != S_IFIFO)
-                return vmsnap_diag(d, -EINVAL, "jail %s: bind source %s is a device or "
-                                   "special file; give devices in the spec's devices", name,
-                                   b->source);
+                return vmsnap_diag(d, -EINVAL,
+                                   "jail %s: bind source %s is a device or "
+                                   "special file; give devices in the spec's devices",
+                                   name, b->source);
         b->keep = source_mount_flags(b->src_fd);
         return 0;
 }
 
-int jail_binds_plan(const struct vmsnap_jail_spec *s, struct jail_root *root,
-                    struct vmsnap_diag *d)
+int jail_binds_plan(const struct vmsnap_jail_spec *s, struct jail_root *root, struct vmsnap_diag *d)
 {
         int r = 0;
         for (size_t i = 0; r == 0 && i < s->n_binds; i++)
-                r = add_bind(root, s->binds[i].source, s->binds[i].target,
-                             s->binds[i].writable);
+                r = add_bind(root, s->binds[i].source, s->binds[i].target, s->binds[i].writable);
         if (r == 0 && s->system_dirs)
                 r = plan_system_dirs(root, d);
         if (r == -ENOMEM)
@@ -129,13 +132,13 @@ static int make_target(const char *name, int root_fd, const struct jail_bind *b,
         const char *last;
         _cleanup_close_ int parent = jail_make_parents(root_fd, b->target, &last);
         if (parent < 0)
-                return vmsnap_diag(d, parent, "jail %s: cannot create the parents of %s: %s",
-                                   name, b->target, strerror(-parent));
+                return vmsnap_diag(d, parent, "jail %s: cannot create the parents of %s: %s", name,
+                                   b->target, strerror(-parent));
         int r;
         if (S_ISDIR(b->src_st.st_mode)) {
-                r = mkdirat(parent, last, 0755) < 0 ? -errno : 0;
-                if (r == 0) /* whatever the umask: the jail's uid must traverse it */
-                        fchmodat(parent, last, 0755, 0);
+                /* 0755 whatever the umask: the jail's uid must traverse it. */
+                r = mkdirat(parent, last, 0755) < 0 || fchmodat(parent, last, 0755, 0) < 0 ? -errno
+                                                                                           : 0;
         } else {
                 int fd = openat(parent, last, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                                 0600);
@@ -149,8 +152,7 @@ static int make_target(const char *name, int root_fd, const struct jail_bind *b,
 
 /* Binds b's source onto its target, then gives the bind its final flags (the first bind
  * takes the source mount's flags; only a remount can change them). */
-static int bind_one(const char *name, int root_fd, const struct jail_bind *b,
-                    struct vmsnap_diag *d)
+static int bind_one(const char *name, int root_fd, const struct jail_bind *b, struct vmsnap_diag *d)
 {
         char src[32], tgt[32];
         _cleanup_close_ int target = jail_open_nosymlinks(root_fd, b->target + 1, 0);
@@ -160,24 +162,23 @@ static int bind_one(const char *name, int root_fd, const struct jail_bind *b,
         jail_fd_path(b->src_fd, src);
         jail_fd_path(target, tgt);
         if (mount(src, tgt, NULL, MS_BIND, NULL) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: cannot bind %s on %s: %s", name,
-                                   b->source, b->target, strerror(errno));
+                return vmsnap_diag(d, -errno, "jail %s: cannot bind %s on %s: %s", name, b->source,
+                                   b->target, strerror(errno));
         /* Reopened through the new mount: the remount must name the bind, not what is
          * under it; and what is mounted must be the inode that was checked. */
         _cleanup_close_ int mounted = jail_open_nosymlinks(root_fd, b->target + 1, 0);
         struct stat st;
         if (mounted < 0 || fstat(mounted, &st) < 0 || st.st_dev != b->src_st.st_dev ||
             st.st_ino != b->src_st.st_ino)
-                return vmsnap_diag(d, -EIO, "jail %s: %s is not %s after the bind", name,
-                                   b->target, b->source);
+                return vmsnap_diag(d, -EIO, "jail %s: %s is not %s after the bind", name, b->target,
+                                   b->source);
         jail_fd_path(mounted, tgt);
         unsigned long flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV | b->keep;
         if (!b->writable)
                 flags |= MS_RDONLY;
         if (mount(NULL, tgt, NULL, flags, NULL) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: cannot remount %s %s: %s", name,
-                                   b->target, b->writable ? "nosuid,nodev" : "read-only",
-                                   strerror(errno));
+                return vmsnap_diag(d, -errno, "jail %s: cannot remount %s %s: %s", name, b->target,
+                                   b->writable ? "nosuid,nodev" : "read-only", strerror(errno));
         return 0;
 }
 

@@ -100,8 +100,10 @@ static int check_v2_controllers(const struct jail_conf *c, struct vmsnap_diag *d
                                    strerror((int)-n), c->cgroup_root);
         for (size_t i = 0; i < N_CONTROLLERS; i++)
                 if (!lists_word(list, controllers[i]))
-                        return vmsnap_diag(d, -ENOTSUP, "%s does not offer the %s controller "
-                                           "(it lists: %.200s)", path, controllers[i], list);
+                        return vmsnap_diag(d, -ENOTSUP,
+                                           "%s does not offer the %s controller "
+                                           "(it lists: %.200s)",
+                                           path, controllers[i], list);
         return 0;
 }
 
@@ -113,10 +115,11 @@ int jail_cgroup_resolve(const struct jail_conf *c, struct vmsnap_diag *d)
                 return VMSNAP_CGROUP_V2;
         for (size_t i = 0; i < N_CONTROLLERS; i++)
                 if (!is_v1_hierarchy(c->cgroup_root, controllers[i]))
-                        return vmsnap_diag(d, -ENOENT, "no usable cgroup hierarchy at %s: no "
+                        return vmsnap_diag(d, -ENOENT,
+                                           "no usable cgroup hierarchy at %s: no "
                                            "cgroup v2 offering memory, cpu and pids, and "
-                                           "%s/%s is not a cgroup v1 mount", c->cgroup_root,
-                                           c->cgroup_root, controllers[i]);
+                                           "%s/%s is not a cgroup v1 mount",
+                                           c->cgroup_root, c->cgroup_root, controllers[i]);
         return VMSNAP_CGROUP_V1;
 }
 
@@ -142,8 +145,7 @@ static int make_dir(const char *path, struct vmsnap_diag *d)
 
 /* Creates every level of the parent under base; for v2 enables the controllers in base
  * and in each level, so that they reach the jail's group. */
-static int make_parent_levels(const char *base, const char *parent, bool v2,
-                              struct vmsnap_diag *d)
+static int make_parent_levels(const char *base, const char *parent, bool v2, struct vmsnap_diag *d)
 {
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s", base);
@@ -165,8 +167,8 @@ static int make_parent_levels(const char *base, const char *parent, bool v2,
 
 /* v1 memory: memsw (memory+swap) must never be below the limit, so it is lifted first and
  * set to the same value last; a kernel without swap accounting has no memsw file. */
-static int write_v1_limits(const char *dir, const char *ctl,
-                           const struct vmsnap_jail_limits *l, struct vmsnap_diag *d)
+static int write_v1_limits(const char *dir, const char *ctl, const struct vmsnap_jail_limits *l,
+                           struct vmsnap_diag *d)
 {
         char v[32];
         int r = 0;
@@ -198,8 +200,8 @@ static int write_v2_limits(const char *dir, const struct vmsnap_jail_limits *l,
         if (r == 0)
                 r = write_value(dir, "memory.swap.max", l->memory_max ? "0" : "max", true, d);
         if (l->cpus)
-                snprintf(cpu, sizeof(cpu), "%llu %llu",
-                         (unsigned long long)l->cpus * CPU_PERIOD_US, CPU_PERIOD_US);
+                snprintf(cpu, sizeof(cpu), "%llu %llu", (unsigned long long)l->cpus * CPU_PERIOD_US,
+                         CPU_PERIOD_US);
         else
                 snprintf(cpu, sizeof(cpu), "max %llu", CPU_PERIOD_US);
         if (r == 0)
@@ -254,8 +256,7 @@ int jail_cgroup_create(const struct jail_conf *c, const char *name,
                                      : create_v1(c, name, limits, d);
 }
 
-int jail_cgroup_join(const struct jail_conf *c, const char *name, pid_t pid,
-                     struct vmsnap_diag *d)
+int jail_cgroup_join(const struct jail_conf *c, const char *name, pid_t pid, struct vmsnap_diag *d)
 {
         int v = jail_cgroup_resolve(c, d);
         if (v < 0)
@@ -263,8 +264,7 @@ int jail_cgroup_join(const struct jail_conf *c, const char *name, pid_t pid,
         char dir[PATH_MAX], value[32];
         snprintf(value, sizeof(value), "%d", (int)pid);
         for (size_t i = 0; i < (v == VMSNAP_CGROUP_V2 ? 1 : N_CONTROLLERS); i++) {
-                int r = group_path(c, v == VMSNAP_CGROUP_V2 ? NULL : controllers[i], name, dir,
-                                   d);
+                int r = group_path(c, v == VMSNAP_CGROUP_V2 ? NULL : controllers[i], name, dir, d);
                 if (r == 0)
                         r = write_value(dir, "cgroup.procs", value, false, d);
                 if (r < 0)
@@ -288,9 +288,10 @@ int vmsnap_jail_cgroup_create(const struct vmsnap_jail_config *config, const cha
         if (r < 0)
                 return r;
         if (!jail_name_ok(name))
-                return vmsnap_diag(d, -EINVAL, "cgroup name '%s' must be 1 to %d of "
-                                   "[A-Za-z0-9._-], not starting with '.'", name ? name : "",
-                                   JAIL_NAME_MAX);
+                return vmsnap_diag(d, -EINVAL,
+                                   "cgroup name '%s' must be 1 to %d of "
+                                   "[A-Za-z0-9._-], not starting with '.'",
+                                   name ? name : "", JAIL_NAME_MAX);
         return jail_cgroup_create(&c, name, limits, d);
 }
 

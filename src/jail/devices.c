@@ -19,9 +19,8 @@
 static int mount_on(int root_fd, const char *name, const char *fstype, unsigned long flags,
                     const char *opts)
 {
-        if (mkdirat(root_fd, name, 0755) < 0)
+        if (mkdirat(root_fd, name, 0755) < 0 || fchmodat(root_fd, name, 0755, 0) < 0)
                 return -errno;
-        fchmodat(root_fd, name, 0755, 0);
         _cleanup_close_ int fd = jail_open_nosymlinks(root_fd, name, O_DIRECTORY);
         if (fd < 0)
                 return fd;
@@ -39,8 +38,7 @@ static int make_node(const struct vmsnap_jail_spec *s, int dev_fd, const char *p
                 return vmsnap_diag(d, -errno, "jail %s: device %s: %s", s->name, path,
                                    strerror(errno));
         if (!S_ISCHR(st.st_mode) && !S_ISBLK(st.st_mode))
-                return vmsnap_diag(d, -EINVAL, "jail %s: %s is not a device node", s->name,
-                                   path);
+                return vmsnap_diag(d, -EINVAL, "jail %s: %s is not a device node", s->name, path);
         const char *last;
         _cleanup_close_ int parent = jail_make_parents(dev_fd, path + strlen("/dev/"), &last);
         if (parent < 0)
@@ -49,8 +47,8 @@ static int make_node(const struct vmsnap_jail_spec *s, int dev_fd, const char *p
         if (mknodat(parent, last, (st.st_mode & S_IFMT) | 0600, st.st_rdev) < 0 ||
             fchmodat(parent, last, 0600, 0) < 0 ||
             fchownat(parent, last, s->uid, s->uid, AT_SYMLINK_NOFOLLOW) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: cannot make the node %s: %s", s->name,
-                                   path, strerror(errno));
+                return vmsnap_diag(d, -errno, "jail %s: cannot make the node %s: %s", s->name, path,
+                                   strerror(errno));
         return 0;
 }
 
@@ -79,7 +77,7 @@ int jail_mount_proc(const struct vmsnap_jail_spec *s, int root_fd, struct vmsnap
                 return 0;
         int r = mount_on(root_fd, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, PROC_OPTS);
         if (r < 0)
-                return vmsnap_diag(d, r, "jail %s: cannot mount /proc (%s): %s", s->name,
-                                   PROC_OPTS, strerror(-r));
+                return vmsnap_diag(d, r, "jail %s: cannot mount /proc (%s): %s", s->name, PROC_OPTS,
+                                   strerror(-r));
         return 0;
 }

@@ -36,15 +36,17 @@ static int count_threads(void)
 static int check_caller(const char *name, struct vmsnap_diag *d)
 {
         if (geteuid() != 0)
-                return vmsnap_diag(d, -EPERM, "jail %s: must be entered as root (euid is %u)",
-                                   name, (unsigned)geteuid());
+                return vmsnap_diag(d, -EPERM, "jail %s: must be entered as root (euid is %u)", name,
+                                   (unsigned)geteuid());
         int threads = count_threads();
         if (threads < 0)
                 return vmsnap_diag(d, threads, "jail %s: /proc/self/status: %s", name,
                                    strerror(-threads));
         if (threads != 1)
-                return vmsnap_diag(d, -EBUSY, "jail %s: the process has %d threads; a jail is "
-                                   "entered single-threaded", name, threads);
+                return vmsnap_diag(d, -EBUSY,
+                                   "jail %s: the process has %d threads; a jail is "
+                                   "entered single-threaded",
+                                   name, threads);
         return 0;
 }
 
@@ -52,11 +54,12 @@ static int check_caller(const char *name, struct vmsnap_diag *d)
 static int enter_namespaces(const char *name, struct vmsnap_diag *d)
 {
         if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: unshare(mount, IPC, UTS namespaces): "
-                                   "%s", name, strerror(errno));
+                return vmsnap_diag(d, -errno,
+                                   "jail %s: unshare(mount, IPC, UTS namespaces): "
+                                   "%s",
+                                   name, strerror(errno));
         if (sethostname(name, strlen(name)) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: sethostname: %s", name,
-                                   strerror(errno));
+                return vmsnap_diag(d, -errno, "jail %s: sethostname: %s", name, strerror(errno));
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
                 return vmsnap_diag(d, -errno, "jail %s: making / private: %s", name,
                                    strerror(errno));
@@ -108,8 +111,8 @@ int vmsnap_jail_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
 
 int jail_check_inside(uid_t uid, struct vmsnap_diag *d)
 {
-        static const char *const host_dirs[] = {"/etc", "/home", "/root", "/var", "/tmp",
-                                                "/sys", "/run"};
+        static const char *const host_dirs[] = {"/etc", "/home", "/root", "/var",
+                                                "/tmp", "/sys",  "/run"};
         if (getuid() != uid || geteuid() != uid || getgid() != uid)
                 return vmsnap_diag(d, -EPERM, "inside the jail the ids are %u/%u, not %u",
                                    (unsigned)getuid(), (unsigned)getgid(), (unsigned)uid);
@@ -120,8 +123,7 @@ int jail_check_inside(uid_t uid, struct vmsnap_diag *d)
         for (size_t i = 0; i < sizeof(host_dirs) / sizeof(host_dirs[0]); i++) {
                 struct stat st;
                 if (lstat(host_dirs[i], &st) == 0)
-                        return vmsnap_diag(d, -EPERM, "inside the jail %s exists",
-                                           host_dirs[i]);
+                        return vmsnap_diag(d, -EPERM, "inside the jail %s exists", host_dirs[i]);
         }
         return 0;
 }

@@ -75,8 +75,7 @@ int jail_cgroup_create(const struct jail_conf *c, const char *name,
                        const struct vmsnap_jail_limits *limits, struct vmsnap_diag *d);
 
 /* Moves the process pid into the group name in every hierarchy. Returns 0 or -errno. */
-int jail_cgroup_join(const struct jail_conf *c, const char *name, pid_t pid,
-                     struct vmsnap_diag *d);
+int jail_cgroup_join(const struct jail_conf *c, const char *name, pid_t pid, struct vmsnap_diag *d);
 
 /* mount.c */
 
@@ -110,7 +109,7 @@ struct jail_cmdline {
         const char **env;     /* NULL-terminated */
         bool probe;           /* --probe: enter, check, exit (no VMM) */
         bool help;
-        char **vmm_argv;      /* after "--"; NULL with --probe or --help */
+        char **vmm_argv; /* after "--"; NULL with --probe or --help */
 };
 
 /* The jailer command line for s (as vmsnap_jail_argv); vmm_argv NULL makes a --probe

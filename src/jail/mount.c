@@ -62,9 +62,9 @@ int jail_make_parents(int dirfd, const char *path, const char **ret_last)
                 memcpy(comp, path, len);
                 comp[len] = '\0';
                 /* 0755 whatever the umask: the jail's uid must traverse to its binds. */
-                if (mkdirat(cur, comp, 0755) == 0)
-                        fchmodat(cur, comp, 0755, 0);
-                else if (errno != EEXIST) {
+                int made = mkdirat(cur, comp, 0755);
+                if ((made < 0 && errno != EEXIST) ||
+                    (made == 0 && fchmodat(cur, comp, 0755, 0) < 0)) {
                         int e = -errno;
                         close(cur);
                         return e;
@@ -131,15 +131,15 @@ static int pivot_into(int root_fd, const char *name, struct vmsnap_diag *d)
  * user-namespace surface, whatever its own seccomp filter allows. */
 static int seal_and_enter(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
 {
-        if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
-                  NULL) < 0)
+        if (mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) <
+            0)
                 return vmsnap_diag(d, -errno, "jail %s: remounting / read-only: %s", s->name,
                                    strerror(errno));
         if (s->devices && s->devices[0] &&
             mount(NULL, "/" JAIL_DIR "/dev", NULL,
                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
-                return vmsnap_diag(d, -errno, "jail %s: remounting /dev read-only: %s",
-                                   s->name, strerror(errno));
+                return vmsnap_diag(d, -errno, "jail %s: remounting /dev read-only: %s", s->name,
+                                   strerror(errno));
         if (chroot("/" JAIL_DIR) < 0 || chdir("/") < 0)
                 return vmsnap_diag(d, -errno, "jail %s: chroot into /%s: %s", s->name, JAIL_DIR,
                                    strerror(errno));
@@ -153,8 +153,7 @@ static int make_jail_dir(int tmpfs_fd, const char *name, struct vmsnap_diag *d)
                 return vmsnap_diag(d, -errno, "jail %s: mkdir /%s in the root tmpfs: %s", name,
                                    JAIL_DIR, strerror(errno));
         int fd = jail_open_nosymlinks(tmpfs_fd, JAIL_DIR, O_DIRECTORY);
-        return fd < 0 ? vmsnap_diag(d, fd, "jail %s: /%s: %s", name, JAIL_DIR, strerror(-fd))
-                      : fd;
+        return fd < 0 ? vmsnap_diag(d, fd, "jail %s: /%s: %s", name, JAIL_DIR, strerror(-fd)) : fd;
 }
 
 int jail_build_root(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)

@@ -13,9 +13,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define LOCKED_SECUREBITS                                                                         \
+#define LOCKED_SECUREBITS                                                                          \
         (SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP_LOCKED |                    \
-         SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |                                  \
+         SECBIT_KEEP_CAPS_LOCKED | SECBIT_NO_CAP_AMBIENT_RAISE |                                   \
          SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED)
 
 static int cap_get(struct __user_cap_data_struct data[2])
@@ -35,8 +35,10 @@ static int drop_bounding_set(struct vmsnap_diag *d)
 {
         for (int cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
                 if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
-                        return vmsnap_diag(d, -errno, "jail: cannot drop capability %d from the "
-                                           "bounding set: %s", cap, strerror(errno));
+                        return vmsnap_diag(d, -errno,
+                                           "jail: cannot drop capability %d from the "
+                                           "bounding set: %s",
+                                           cap, strerror(errno));
         return 0;
 }
 
@@ -89,7 +91,8 @@ static int verify(uid_t uid, struct vmsnap_diag *d)
                 return vmsnap_diag(d, r, "jail: capget: %s", strerror(-r));
         for (int i = 0; i < 2; i++)
                 if (data[i].effective || data[i].permitted || data[i].inheritable)
-                        return vmsnap_diag(d, -EPERM, "jail: capabilities left after dropping "
+                        return vmsnap_diag(d, -EPERM,
+                                           "jail: capabilities left after dropping "
                                            "root");
         if (prctl(PR_CAPBSET_READ, 0, 0, 0, 0) != 0)
                 return vmsnap_diag(d, -EPERM, "jail: bounding set not empty");

@@ -23,14 +23,18 @@ static int check_jailer(const char *path, struct vmsnap_diag *d)
 {
         struct stat st;
         if (stat(path, &st) < 0)
-                return vmsnap_diag(d, -errno, "jailer %s: %s (install vmsnap-jailer beside "
-                                   "vmsnapd)" PROBE_HINT, path, strerror(errno));
+                return vmsnap_diag(d, -errno,
+                                   "jailer %s: %s (install vmsnap-jailer beside "
+                                   "vmsnapd)" PROBE_HINT,
+                                   path, strerror(errno));
         if (!S_ISREG(st.st_mode) || !(st.st_mode & S_IXUSR))
                 return vmsnap_diag(d, -EACCES, "jailer %s is not an executable file" PROBE_HINT,
                                    path);
         if (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)))
-                return vmsnap_diag(d, -EPERM, "jailer %s must be owned by root and writable by "
-                                   "no one else (it is run as root)" PROBE_HINT, path);
+                return vmsnap_diag(d, -EPERM,
+                                   "jailer %s must be owned by root and writable by "
+                                   "no one else (it is run as root)" PROBE_HINT,
+                                   path);
         return 0;
 }
 
@@ -57,8 +61,8 @@ static int run_probe(char **argv, struct vmsnap_diag *d)
         }
         char msg[512];
         size_t n = 0;
-        for (ssize_t got; n < sizeof(msg) - 1 &&
-                          (got = read(p[0], msg + n, sizeof(msg) - 1 - n)) != 0;)
+        for (ssize_t got;
+             n < sizeof(msg) - 1 && (got = read(p[0], msg + n, sizeof(msg) - 1 - n)) != 0;)
                 if (got > 0)
                         n += (size_t)got;
                 else if (errno != EINTR)
@@ -86,9 +90,14 @@ static int probe_jail(const struct vmsnap_jail_config *config, const struct jail
         snprintf(name, sizeof(name), "probe-%d", (int)getpid());
         static const char *const devices[] = {"/dev/null", NULL};
         struct vmsnap_jail_spec spec = {
-                .config = config, .name = name, .root_dir = root, .uid = c->uid_first,
-                .devices = devices, .limits = {.memory_max = 64u << 20, .cpus = 1, .pids_max = 16},
-                .system_dirs = true, .proc = true,
+                .config = config,
+                .name = name,
+                .root_dir = root,
+                .uid = c->uid_first,
+                .devices = devices,
+                .limits = {.memory_max = 64u << 20, .cpus = 1, .pids_max = 16},
+                .system_dirs = true,
+                .proc = true,
         };
         char **argv = NULL;
         int r = jail_argv_build(&spec, NULL, &argv, d);
@@ -125,7 +134,8 @@ int vmsnap_jail_probe(const struct vmsnap_jail_config *config, struct vmsnap_dia
         if (r < 0)
                 return r;
         if (!jail_seccomp_available())
-                return vmsnap_diag(d, -ENOSYS, "this kernel cannot load seccomp filters (the "
+                return vmsnap_diag(d, -ENOSYS,
+                                   "this kernel cannot load seccomp filters (the "
                                    "page server's)" PROBE_HINT);
         return probe_jail(config, &c, d);
 }

@@ -12,6 +12,7 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+/* clang-format off */
 static const char *const allowed[] = {
         /* memory */
         "mmap", "munmap", "mremap", "mprotect", "madvise", "brk",
@@ -34,21 +35,37 @@ static const char *const allowed[] = {
         "sysinfo",
 };
 
-/* What LeakSanitizer's exit-time check uses (its tracer process, ptrace, /proc/PID/task). */
+/* What LeakSanitizer's exit-time check uses (its tracer process, ptrace, /proc/PID/task),
+ * found by running a jailed restore and reading the kernel's seccomp audit lines. */
 static const char *const sanitizer_allowed[] = {
-        "ptrace", "wait4", "waitid", "prctl", "getppid", "getdents64", "pipe", "pipe2",
-        "tgkill", "uname", "getrlimit", "prlimit64", "open", "stat", "lstat", "access",
-        "dup", "dup2", "dup3", "getdents",
+        "ptrace", "wait4", "waitid", "prctl", "getppid", "getdents", "getdents64", "pipe",
+        "pipe2", "tgkill", "uname", "getrlimit", "prlimit64", "open", "stat", "lstat",
+        "access", "dup", "dup2", "dup3",
 };
+/* clang-format on */
 
 /* glibc's pthread_create: a thread, never a process. */
-#define THREAD_CLONE_FLAGS                                                                        \
-        (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |      \
+#define THREAD_CLONE_FLAGS                                                                         \
+        (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM |        \
          CLONE_SETTLS | CLONE_PARENT_SETTID | CLONE_CHILD_CLEARTID)
 /* LeakSanitizer's StopTheWorld tracer (sanitizer builds only). */
 #define LSAN_CLONE_FLAGS (CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_UNTRACED)
 
 static const unsigned long uffd_ioctls[] = {UFFDIO_COPY, UFFDIO_ZEROPAGE, UFFDIO_WAKE};
+
+/* Argument `arg` equals value (all 64 bits). */
+static struct scmp_arg_cmp arg_eq(unsigned arg, scmp_datum_t value)
+{
+        return (struct scmp_arg_cmp){.arg = arg, .op = SCMP_CMP_EQ, .datum_a = value};
+}
+
+/* The low 32 bits of argument `arg` equal value (what the kernel reads of clone flags and
+ * ioctl numbers). */
+static struct scmp_arg_cmp arg_eq32(unsigned arg, scmp_datum_t value)
+{
+        return (struct scmp_arg_cmp){
+                .arg = arg, .op = SCMP_CMP_MASKED_EQ, .datum_a = 0xffffffffu, .datum_b = value};
+}
 
 static int allow_names(scmp_filter_ctx ctx, const char *const *names, size_t n)
 {
@@ -68,22 +85,22 @@ static int allow_names(scmp_filter_ctx ctx, const char *const *names, size_t n)
 static int add_argument_rules(scmp_filter_ctx ctx)
 {
         int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                                 SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, THREAD_CLONE_FLAGS));
+                                 arg_eq32(0, THREAD_CLONE_FLAGS));
         /* clone3's flags sit behind a pointer seccomp cannot read: ENOSYS makes glibc fall
          * back to clone, whose flags are checked above. */
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
         for (size_t i = 0; r == 0 && i < sizeof(uffd_ioctls) / sizeof(uffd_ioctls[0]); i++)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
-                                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, uffd_ioctls[i]));
+                                     arg_eq32(1, uffd_ioctls[i]));
         /* stdio asks whether stdout is a terminal before the --json line. */
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOTTY), SCMP_SYS(ioctl), 1,
-                                     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, TCGETS));
+                                     arg_eq32(1, TCGETS));
         /* abort() signals its own process. */
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
-                                     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+                                     arg_eq(0, (scmp_datum_t)getpid()));
         return r;
 }
 
@@ -95,7 +112,7 @@ static int add_sanitizer_rules(scmp_filter_ctx ctx)
                             sizeof(sanitizer_allowed) / sizeof(sanitizer_allowed[0]));
         if (r == 0)
                 r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
-                                     SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, LSAN_CLONE_FLAGS));
+                                     arg_eq32(0, LSAN_CLONE_FLAGS));
         return r;
 }
 
@@ -111,14 +128,12 @@ int jail_seccomp_install(struct vmsnap_diag *d)
                 r = add_sanitizer_rules(ctx);
         if (r < 0) {
                 seccomp_release(ctx);
-                return vmsnap_diag(d, r, "jail: cannot build the seccomp filter: %s",
-                                   strerror(-r));
+                return vmsnap_diag(d, r, "jail: cannot build the seccomp filter: %s", strerror(-r));
         }
         r = seccomp_load(ctx);
         seccomp_release(ctx);
         if (r < 0)
-                return vmsnap_diag(d, r, "jail: cannot load the seccomp filter: %s",
-                                   strerror(-r));
+                return vmsnap_diag(d, r, "jail: cannot load the seccomp filter: %s", strerror(-r));
         return 0;
 }
 

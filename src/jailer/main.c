@@ -71,8 +71,7 @@ int main(int argc, char **argv)
                 return 0;
         }
         if (getuid() != 0)
-                fail("must be started by root (the real uid is %u); refusing",
-                     (unsigned)getuid());
+                fail("must be started by root (the real uid is %u); refusing", (unsigned)getuid());
         struct jail_cmdline cl;
         struct vmsnap_diag d = {0};
         if (jail_cmdline_parse(argc, argv, &cl, &d) < 0)

@@ -41,8 +41,8 @@ static char *fake_v2_root(const char *controllers)
         assert_int_equal(mkdir(parent, 0755), 0);
         write_text(parent, "cgroup.subtree_control", "");
         assert_int_equal(mkdir(group, 0755), 0);
-        static const char *const files[] = {"memory.max", "memory.swap.max", "cpu.max",
-                                            "pids.max", "cgroup.procs"};
+        static const char *const files[] = {"memory.max", "memory.swap.max", "cpu.max", "pids.max",
+                                            "cgroup.procs"};
         for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
                 write_text(group, files[i], "");
         free(parent), free(group);
@@ -59,8 +59,7 @@ static void test_cgroup_v2_files(void **state)
         struct vmsnap_diag d = {0};
         assert_int_equal(vmsnap_jail_cgroup_create(&c, "g1", &l, &d), 0);
         assert_string_equal(read_text(root, "cgroup.subtree_control"), "+memory +cpu +pids");
-        assert_string_equal(read_text(root, "vmsnap/cgroup.subtree_control"),
-                            "+memory +cpu +pids");
+        assert_string_equal(read_text(root, "vmsnap/cgroup.subtree_control"), "+memory +cpu +pids");
         assert_string_equal(read_text(group, "memory.max"), "268435456");
         assert_string_equal(read_text(group, "memory.swap.max"), "0");
         assert_string_equal(read_text(group, "cpu.max"), "200000 100000");
@@ -116,8 +115,7 @@ static void test_cgroup_real_create_update_remove(void **state)
         struct vmsnap_jail_limits l = {.memory_max = 32u << 20, .cpus = 3, .pids_max = 7};
         assert_int_equal(vmsnap_jail_cgroup_create(&c, name, &l, &d), 0);
         if (v == VMSNAP_CGROUP_V1) {
-                snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory/%s/%s", TEST_CGROUP_PARENT,
-                         name);
+                snprintf(dir, sizeof(dir), "/sys/fs/cgroup/memory/%s/%s", TEST_CGROUP_PARENT, name);
                 assert_string_equal(read_text(dir, "memory.limit_in_bytes"), "33554432");
                 snprintf(dir, sizeof(dir), "/sys/fs/cgroup/cpu/%s/%s", TEST_CGROUP_PARENT, name);
                 assert_string_equal(read_text(dir, "cpu.cfs_quota_us"), "300000");
@@ -129,8 +127,7 @@ static void test_cgroup_real_create_update_remove(void **state)
         struct vmsnap_jail_limits more = {.memory_max = 64u << 20};
         assert_int_equal(vmsnap_jail_cgroup_create(&c, name, &more, &d), 0); /* idempotent */
         if (v == VMSNAP_CGROUP_V1) {
-                snprintf(dir, sizeof(dir), "/sys/fs/cgroup/pids/%s/%s", TEST_CGROUP_PARENT,
-                         name);
+                snprintf(dir, sizeof(dir), "/sys/fs/cgroup/pids/%s/%s", TEST_CGROUP_PARENT, name);
                 assert_string_equal(read_text(dir, "pids.max"), "max");
         }
         assert_int_equal(vmsnap_jail_cgroup_remove(&c, name, &d), 0);
@@ -181,8 +178,8 @@ static void test_parse_flags(void **state)
         assert_int_equal(vmsnap_jail_parse_uids("3000000:65536", &first, &count, &d), 0);
         assert_int_equal(first, 3000000);
         assert_int_equal(count, 65536);
-        static const char *const bad[] = {"", "3000000", ":5", "5:", "0:5", "5:0", "-1:5",
-                                          "5:x", "5:5:5", "99999999999:1"};
+        static const char *const bad[] = {"",    "3000000", ":5",  "5:",    "0:5",
+                                          "5:0", "-1:5",    "5:x", "5:5:5", "99999999999:1"};
         for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
                 if (vmsnap_jail_parse_uids(bad[i], &first, &count, &d) != -EINVAL)
                         fail_msg("'%s' accepted", bad[i]);
@@ -208,10 +205,17 @@ static void test_argv_round_trip(void **state)
         struct vmsnap_jail_bind binds[] = {{"/srv/kernel", "/kernel", false},
                                            {"/srv/run/sb1", "/run", true}};
         struct vmsnap_jail_spec s = {
-                .config = &c, .name = "sb1", .root_dir = "/srv/jails/sb1", .uid = TEST_UID,
-                .binds = binds, .n_binds = 2, .devices = devices,
+                .config = &c,
+                .name = "sb1",
+                .root_dir = "/srv/jails/sb1",
+                .uid = TEST_UID,
+                .binds = binds,
+                .n_binds = 2,
+                .devices = devices,
                 .limits = {.memory_max = 1ull << 33, .cpus = 2, .pids_max = 100},
-                .system_dirs = true, .proc = true, .env = env,
+                .system_dirs = true,
+                .proc = true,
+                .env = env,
         };
         char *vmm[] = {"/usr/bin/qemu-system-x86_64", "-name", "--", "x", NULL};
         char **argv = NULL;
@@ -256,8 +260,8 @@ static void test_argv_refusals(void **state)
         (void)state;
         struct vmsnap_jail_config c = jail_test_config();
         struct vmsnap_jail_bind colon[] = {{"/srv/a:b", "/x", false}};
-        struct vmsnap_jail_spec s = {.config = &c, .name = "sb1", .root_dir = "/srv/j",
-                                     .uid = TEST_UID};
+        struct vmsnap_jail_spec s = {
+                .config = &c, .name = "sb1", .root_dir = "/srv/j", .uid = TEST_UID};
         char *vmm[] = {"/usr/bin/qemu", NULL}, *rel[] = {"qemu", NULL};
         char **argv = NULL;
         struct vmsnap_diag d = {0};

@@ -4,8 +4,8 @@
  * sandbox layer runs a VMM and its page server. Checked from outside while it waits: its
  * uid, no capabilities, no_new_privs, seccomp mode 2, another mount namespace, a root with
  * only /proc and its --ws-dir, the socket given to its uid 0600; then the peer's every byte
- * matches the snapshot and the working set lands in --ws-dir. Needs root, namespaces,
- * userfaultfd and setpriv (else exit 77). */
+ * matches the snapshot and the working set lands in --ws-dir; a corrupt block still gets
+ * the VMM killed. Needs root, namespaces, userfaultfd and setpriv (else exit 77). */
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -78,10 +78,26 @@ static pid_t start_server(void)
         snprintf(uid, sizeof(uid), "%u", (unsigned)TEST_UID);
         snprintf(uids, sizeof(uids), "%u:%u", TEST_UID_FIRST, TEST_UID_COUNT);
         const char *cli = getenv("VMSNAP_CLI");
-        char *argv[] = {(char *)cli, "uffd-serve", fx.snap, "--socket", fx.sock,
-                        "--ws-record", "--ws-dir", ws_dir, "--json",
-                        "--jail-uid", uid, "--jail-root", jail_root, "--jail-cgroup", name,
-                        "--jail-uids", uids, "--jail-cgroup-parent", TEST_CGROUP_PARENT, NULL};
+        char *argv[] = {(char *)cli,
+                        "uffd-serve",
+                        fx.snap,
+                        "--socket",
+                        fx.sock,
+                        "--ws-record",
+                        "--ws-dir",
+                        ws_dir,
+                        "--json",
+                        "--jail-uid",
+                        uid,
+                        "--jail-root",
+                        jail_root,
+                        "--jail-cgroup",
+                        name,
+                        "--jail-uids",
+                        uids,
+                        "--jail-cgroup-parent",
+                        TEST_CGROUP_PARENT,
+                        NULL};
         return cli ? spawn(argv, out_path, err_path) : -1;
 }
 
@@ -148,10 +164,11 @@ static pid_t start_peer_as_jail_uid(void)
 {
         char ids[16];
         snprintf(ids, sizeof(ids), "%u", (unsigned)TEST_UID);
-        char *argv[] = {"/usr/bin/setpriv", "--reuid", ids, "--regid", ids, "--clear-groups",
-                        "--inh-caps", "+sys_ptrace", "--ambient-caps", "+sys_ptrace",
-                        (char *)peer_path(), "--socket", fx.sock, "--expect", fx.expect,
-                        "--threads", "4", NULL};
+        char *argv[] = {
+                "/usr/bin/setpriv",  "--reuid",    ids,           "--regid",        ids,
+                "--clear-groups",    "--inh-caps", "+sys_ptrace", "--ambient-caps", "+sys_ptrace",
+                (char *)peer_path(), "--socket",   fx.sock,       "--expect",       fx.expect,
+                "--threads",         "4",          NULL};
         return spawn(argv, NULL, NULL);
 }
 
@@ -185,6 +202,49 @@ static void test_jailed_restore(void **state)
         free(ws);
 }
 
+/* Overwrites a few bytes of the snapshot's diff file (a data block no longer matches its
+ * hash). */
+static void corrupt_snapshot(void)
+{
+        DIR *d = opendir(fx.snap);
+        assert_non_null(d);
+        char path[1024] = "";
+        for (struct dirent *e; (e = readdir(d));)
+                if (strncmp(e->d_name, "memfile.", 8) == 0 && !strstr(e->d_name, ".hashes") &&
+                    strcmp(e->d_name, "memfile.header") != 0)
+                        snprintf(path, sizeof(path), "%s/%s", fx.snap, e->d_name);
+        closedir(d);
+        int fd = open(path, O_WRONLY);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "XXXX", 4, 8192), 4);
+        close(fd);
+}
+
+/* Jailed, the server still kills its VMM (same uid, through its pidfd) rather than serve a
+ * block that does not match its hash. */
+static void test_jailed_corrupt_block_kills_vmm(void **state)
+{
+        (void)state;
+        corrupt_snapshot();
+        pid_t server = start_server();
+        assert_true(server > 0);
+        if (!wait_jailed(server))
+                fail_msg("the server did not jail itself: %s", file_text(err_path));
+        pid_t peer = start_peer_as_jail_uid();
+        assert_true(peer > 0);
+        int st = peer_wait(peer);
+        if (peer_skipped(st)) {
+                peer_missing_feature = true;
+                kill(server, SIGTERM);
+                peer_wait(server);
+                return;
+        }
+        assert_true(peer_killed(st));
+        int sst = peer_wait(server);
+        assert_true(WIFEXITED(sst) && WEXITSTATUS(sst) == 1);
+        assert_non_null(strstr(file_text(err_path), "does not match its hash"));
+}
+
 int main(void)
 {
         jail_test_require();
@@ -196,6 +256,8 @@ int main(void)
         }
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_jailed_restore, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_jailed_corrupt_block_kills_vmm, setup,
+                                                teardown),
         };
         int failed = cmocka_run_group_tests(tests, NULL, NULL);
         return failed == 0 && peer_missing_feature ? 77 : failed;

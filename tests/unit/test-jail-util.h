@@ -19,9 +19,9 @@
 #define TEST_CGROUP_PARENT "vmsnap-test"
 /* The tests' own uid range, away from the default one a vmsnapd on this host (or another
  * engineer's test) hands to its jails: a jail sees the processes of its own uid. */
-#define TEST_UID_FIRST     0x7e000000u
-#define TEST_UID_COUNT     65536u
-#define TEST_UID           jail_test_uid()
+#define TEST_UID_FIRST 0x7e000000u
+#define TEST_UID_COUNT 65536u
+#define TEST_UID       jail_test_uid()
 
 /* One uid per test process, so that parallel runs do not share one. */
 static inline uid_t jail_test_uid(void)

@@ -13,11 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <termios.h>
 
 #include <cmocka.h>
 
@@ -80,8 +82,8 @@ struct report {
         char proc_list[256];
         char ro_content[32];
         char hostname[64];
-        int e_scratch, e_shadow, e_secret, e_ro_write, e_rw_write, e_devnull, e_setuid,
-                e_mount, e_mknod, e_userns, e_proc;
+        int e_scratch, e_shadow, e_secret, e_ro_write, e_rw_write, e_devnull, e_setuid, e_mount,
+                e_mknod, e_userns, e_proc;
         bool dotdot_is_root;
 };
 
@@ -97,8 +99,8 @@ static void list_dir(const char *path, char *out, size_t len, bool digits_only)
         char names[64][64];
         int n = 0;
         for (struct dirent *e; d && (e = readdir(d)) && n < 64;)
-                if (e->d_name[0] != '.' && (!digits_only || (e->d_name[0] >= '0' &&
-                                                             e->d_name[0] <= '9')))
+                if (e->d_name[0] != '.' &&
+                    (!digits_only || (e->d_name[0] >= '0' && e->d_name[0] <= '9')))
                         snprintf(names[n++], 64, "%.63s", e->d_name);
         if (d)
                 closedir(d);
@@ -228,8 +230,13 @@ static struct vmsnap_jail_spec base_spec(struct vmsnap_jail_bind binds[2])
         binds[0] = (struct vmsnap_jail_bind){fx.ro, "/ro", false};
         binds[1] = (struct vmsnap_jail_bind){fx.rw, "/rw", true};
         return (struct vmsnap_jail_spec){
-                .config = &fx.config, .name = fx.name, .root_dir = fx.root, .uid = TEST_UID,
-                .binds = binds, .n_binds = 2, .devices = null_device,
+                .config = &fx.config,
+                .name = fx.name,
+                .root_dir = fx.root,
+                .uid = TEST_UID,
+                .binds = binds,
+                .n_binds = 2,
+                .devices = null_device,
                 .limits = {.memory_max = 64u << 20, .cpus = 1, .pids_max = 16},
                 .keep_fds = true, /* the report pipes */
         };
@@ -288,8 +295,8 @@ static void check_cgroup_from_outside(pid_t pid)
         } else {
                 snprintf(want, sizeof(want), "0::/%s/%s\n", TEST_CGROUP_PARENT, fx.name);
                 assert_non_null(strstr(cg, want));
-                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/pids.max",
-                         TEST_CGROUP_PARENT, fx.name);
+                snprintf(path, sizeof(path), "/sys/fs/cgroup/%s/%s/pids.max", TEST_CGROUP_PARENT,
+                         fx.name);
                 assert_string_equal(file_text(path), "16");
         }
         free(cg);
@@ -393,6 +400,16 @@ static void fork_a_child(void)
                 _exit(0);
 }
 
+/* TCGETS answers ENOTTY (stdio asks it); any other ioctl than the uffd's kills. */
+static void ioctl_not_uffd(void)
+{
+        struct termios t;
+        int n;
+        if (ioctl(STDOUT_FILENO, TCGETS, &t) == 0 || errno != ENOTTY)
+                _exit(3);
+        ioctl(STDIN_FILENO, FIONREAD, &n);
+}
+
 /* With seccomp (the page server's filter): Seccomp 2 from outside, and a syscall outside
  * the list kills the process. */
 static void seccomp_case(void (*forbidden)(void))
@@ -423,6 +440,12 @@ static void test_seccomp_kills_fork(void **state)
         seccomp_case(fork_a_child);
 }
 
+static void test_seccomp_kills_other_ioctl(void **state)
+{
+        (void)state;
+        seccomp_case(ioctl_not_uffd);
+}
+
 /* Attack: the spec names a plain file; before the jail is built it is swapped for a
  * symlink to /etc/shadow. The jail refuses it instead of binding the shadow file. */
 static void test_swapped_symlink_refused(void **state)
@@ -431,8 +454,11 @@ static void test_swapped_symlink_refused(void **state)
         char *file = test_path(fx.dir, "disk.img"), *tmp = test_path(fx.dir, "disk.tmp");
         test_write_file(file, "disk", 4);
         struct vmsnap_jail_bind binds[1] = {{file, "/disk.img", false}};
-        struct vmsnap_jail_spec spec = {.config = &fx.config, .name = fx.name,
-                                        .root_dir = fx.root, .uid = TEST_UID, .binds = binds,
+        struct vmsnap_jail_spec spec = {.config = &fx.config,
+                                        .name = fx.name,
+                                        .root_dir = fx.root,
+                                        .uid = TEST_UID,
+                                        .binds = binds,
                                         .n_binds = 1};
         assert_int_equal(symlink("/etc/shadow", tmp), 0);
         assert_int_equal(rename(tmp, file), 0);
@@ -454,8 +480,11 @@ static void test_symlink_in_path_refused(void **state)
         snprintf(src, sizeof(src), "%s/shadow", link);
         assert_int_equal(symlink("/etc", link), 0);
         struct vmsnap_jail_bind binds[1] = {{src, "/shadow", false}};
-        struct vmsnap_jail_spec spec = {.config = &fx.config, .name = fx.name,
-                                        .root_dir = fx.root, .uid = TEST_UID, .binds = binds,
+        struct vmsnap_jail_spec spec = {.config = &fx.config,
+                                        .name = fx.name,
+                                        .root_dir = fx.root,
+                                        .uid = TEST_UID,
+                                        .binds = binds,
                                         .n_binds = 1};
         struct report r;
         enter_in_child(&spec, &r);
@@ -482,16 +511,37 @@ static void test_bad_specs_refused(void **state)
                 {{.name = fx.name, .root_dir = fx.root, .uid = 1000}, -EPERM, "outside"},
                 {{.name = fx.name, .root_dir = "tmp/root", .uid = TEST_UID}, -EINVAL, "absolute"},
                 {{.name = "../x", .root_dir = fx.root, .uid = TEST_UID}, -EINVAL, "name"},
-                {{.name = fx.name, .root_dir = fx.root, .uid = TEST_UID, .binds = nested,
-                  .n_binds = 2}, -EINVAL, "nest"},
-                {{.name = fx.name, .root_dir = fx.root, .uid = TEST_UID, .binds = in_dev,
-                  .n_binds = 1}, -EINVAL, "/dev"},
-                {{.name = fx.name, .root_dir = fx.root, .uid = TEST_UID, .binds = rel,
-                  .n_binds = 1}, -EINVAL, "absolute"},
-                {{.name = fx.name, .root_dir = fx.root, .uid = TEST_UID, .binds = dots,
-                  .n_binds = 1}, -EINVAL, ".."},
+                {{.name = fx.name,
+                  .root_dir = fx.root,
+                  .uid = TEST_UID,
+                  .binds = nested,
+                  .n_binds = 2},
+                 -EINVAL,
+                 "nest"},
+                {{.name = fx.name,
+                  .root_dir = fx.root,
+                  .uid = TEST_UID,
+                  .binds = in_dev,
+                  .n_binds = 1},
+                 -EINVAL,
+                 "/dev"},
+                {{.name = fx.name,
+                  .root_dir = fx.root,
+                  .uid = TEST_UID,
+                  .binds = rel,
+                  .n_binds = 1},
+                 -EINVAL,
+                 "absolute"},
+                {{.name = fx.name,
+                  .root_dir = fx.root,
+                  .uid = TEST_UID,
+                  .binds = dots,
+                  .n_binds = 1},
+                 -EINVAL,
+                 ".."},
                 {{.name = fx.name, .root_dir = fx.root, .uid = TEST_UID, .devices = not_dev},
-                 -EINVAL, "under /dev"},
+                 -EINVAL,
+                 "under /dev"},
         };
         for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
                 cases[i].s.config = &fx.config;
@@ -561,6 +611,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(test_system_dirs_and_proc, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_seccomp_kills_socket, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_seccomp_kills_fork, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_seccomp_kills_other_ioctl, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_swapped_symlink_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_symlink_in_path_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_specs_refused, setup, teardown),
