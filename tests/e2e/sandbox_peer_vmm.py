@@ -167,6 +167,17 @@ def main():
         check(p["generation"] == 1, "second pause: %s" % p)
         if LAZY:
             check_working_set(d, sid)
+        # A daemon SIGKILLed and restarted re-attaches to the jailed VMM by its cgroup (its
+        # API socket has the same path inside every jail).
+        before = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        d.proc.kill()
+        d.proc.wait()
+        d.start({"PATH": bindir + ":" + os.environ.get("PATH", "")})
+        after = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        check(after["state"] == "running" and after["pid"] == before["pid"],
+              "after a daemon SIGKILL: %s" % after)
+        peer(d, sid, "PUT", "/peer/write", {"offset": 6 << 20, "length": 1 << 20, "seed": 3})
+        log("daemon SIGKILL + restart: re-attached to %s %d" % (VMM, after["pid"]))
         snap = d.ok("POST", "/v1/sandboxes/%s/snapshot" % sid, {"name": "tpl"})
         tpl_mem = dump(d, sid, work, "template")
         for i in range(2):
