@@ -12,9 +12,14 @@ independently booted guests.
          bare: copy of the memory file into tmpfs, QEMU -incoming, migrate-incoming, cont,
                agent health answered
   memory each guest's anonymous RSS + the allocated bytes of its guest-RAM file
+  jail   resume and spawn through a jailed vmsnapd (every VMM in its jail, the default)
+         against a vmsnapd started with --insecure-no-jail, one daemon after the other in
+         the same run; target: the jail costs <= 10 % of resume time
 
 usage: VMSNAP_BUILD=build/release python3 bench/sandbox.py [--rounds N] [--clones N]
-Prints medians and ratios (ours / bare); target: resume <= 1.2x.
+Prints medians and ratios (ours / bare, jail / no jail); target: resume <= 1.2x.
+The ours/bare rows use the unjailed daemon: the bare QEMU reuses its command line, whose
+paths a jailed QEMU sees only inside its jail.
 """
 import argparse
 import os
@@ -30,7 +35,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e", "lib"))
-from sandbox_lifecycle import Daemon, GUEST  # noqa: E402
+from sandbox_lifecycle import Daemon, GUEST, kill_leftovers  # noqa: E402
 import qmp_agent  # noqa: E402
 
 
@@ -88,6 +93,9 @@ class Bare:
             if os.path.exists(os.path.join(self.run, s)):
                 os.unlink(os.path.join(self.run, s))
         argv = [a for a in self.argv if a != "-daemonize"]
+        if "-sandbox" in argv:  # its spawn=deny would refuse the exec: migration used below
+            i = argv.index("-sandbox")
+            del argv[i:i + 2]
         if incoming:
             argv += ["-incoming", "defer"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -191,6 +199,53 @@ def bench_density(d, n):
           "ratio %.2f" % (n, clone_mem / 2**20, fresh_mem / 2**20, clone_mem / fresh_mem))
 
 
+def sub(work, name):
+    """A daemon's own directory under work, named uniquely (its memory root is derived from
+    the name: /dev/shm/<name>-mem)."""
+    return os.path.join(work, "%s-%s" % (os.path.basename(work)[3:], name))
+
+
+def bench_jail(work, rounds):
+    """Resume and spawn with every VMM jailed against --insecure-no-jail, same guest. Both
+    daemons run at once and take turns, round by round, so that a change of load on the
+    machine hits both alike."""
+    modes = (("jail", []), ("no jail", ["--insecure-no-jail"]))
+    daemons = {m: Daemon(sub(work, m[0]), extra_args=a) for m, a in modes}  # short: socket paths
+    times = {m: {"resume": [], "spawn": []} for m, _ in modes}
+    try:
+        sbs = {}
+        for m, d in daemons.items():
+            os.makedirs(d.work)
+            d.start()
+            sbs[m] = d.ok("POST", "/v1/sandboxes", {})
+        for _ in range(rounds):
+            for m, d in daemons.items():
+                d.ok("POST", "/v1/sandboxes/%s/pause" % sbs[m]["id"])
+                t = time.monotonic()
+                d.ok("POST", "/v1/sandboxes/%s/resume" % sbs[m]["id"])
+                times[m]["resume"].append(time.monotonic() - t)
+        for m, d in daemons.items():
+            d.ok("POST", "/v1/sandboxes/%s/snapshot" % sbs[m]["id"], {"name": "jail-bench"})
+            d.ok("DELETE", "/v1/sandboxes/%s" % sbs[m]["id"])
+        for _ in range(rounds):
+            for m, d in daemons.items():
+                t = time.monotonic()
+                c = d.ok("POST", "/v1/snapshots/jail-bench/sandboxes", {})
+                times[m]["spawn"].append(time.monotonic() - t)
+                d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
+    finally:
+        for d in daemons.values():
+            d.stop()
+            kill_leftovers(d)
+            shutil.rmtree(d.mem, ignore_errors=True)
+    med = statistics.median
+    print("%-8s %10s %10s %8s   (%d rounds each, taking turns, 256 MiB guest, medians)" %
+          ("", "jail ms", "no-jail ms", "ratio", rounds))
+    for name in ("resume", "spawn"):
+        j, n = med(times["jail"][name]), med(times["no jail"][name])
+        print("%-8s %10.1f %10.1f %8.2f" % (name, j * 1e3, n * 1e3, j / n))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -198,18 +253,34 @@ def main():
     a = ap.parse_args()
     if not os.environ.get("VMSNAP_BUILD"):
         sys.exit("set VMSNAP_BUILD to the build directory (e.g. build/release)")
-    work = tempfile.mkdtemp(prefix="vmsnap-bench-")
-    d = Daemon(work)
+    work = tempfile.mkdtemp(prefix="vb-")  # short: the run dirs' socket paths are <= 107 bytes
     try:
-        d.start()
-        REAPER.watch(d.proc.pid)
-        bench_latency(d, a.rounds, work)
-        bench_density(d, a.clones)
+        bench_jail(work, a.rounds)
+        d = Daemon(sub(work, "b"), extra_args=["--insecure-no-jail"])
+        os.makedirs(d.work)
+        try:
+            d.start()
+            REAPER.watch(d.proc.pid)
+            bench_latency(d, a.rounds, d.work)
+        finally:
+            d.stop()
+            REAPER.kill_all()  # any process of ours that survived, by pidfd
+            kill_leftovers(d)
+            shutil.rmtree(d.mem, ignore_errors=True)
+        d = Daemon(sub(work, "d"))  # jailed, as vmsnapd runs by default
+        os.makedirs(d.work)
+        try:
+            d.start()
+            REAPER.watch(d.proc.pid)
+            bench_density(d, a.clones)
+        finally:
+            d.stop()
+            REAPER.kill_all()  # any process of ours that survived, by pidfd
+            kill_leftovers(d)
+            shutil.rmtree(d.mem, ignore_errors=True)
     finally:
-        d.stop()
-        REAPER.kill_all()  # any VMM of ours that survived its DELETE, by pid
+        REAPER.kill_all()  # any process of ours that survived, by pidfd
         shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(d.mem, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/jail.h>
 #include <vmsnap/store.h>
 
 enum vmsnap_sandbox_state {
@@ -38,6 +39,9 @@ struct vmsnap_sandbox {
         pid_t pid;                            /* VMM pid while running, 0 otherwise */
         int64_t created, updated, last_active; /* unix seconds */
         uint32_t idle_timeout;                /* seconds; 0 = never auto-pause */
+        uint32_t jail_uid;                    /* uid (and gid) of its VMM's jail, unique among
+                                                 the sandboxes that hold one; 0 = unjailed or
+                                                 stopped (freed at destroy) */
         char error[512];                      /* why it is in ERROR, "" otherwise */
 };
 
@@ -48,6 +52,9 @@ struct vmsnap_host_config {
         const char *guest_dir; /* vmlinuz, initramfs, rootfs.ext4 (default <root>/guest) */
         const char *vmm;       /* default driver: "qemu" */
         unsigned merge_cap;    /* memory generations before a merge (default 8) */
+        const struct vmsnap_jail_config *jail; /* NULL or ->disabled: VMMs run unjailed;
+                                                  else every VMM starts in its sandbox's jail
+                                                  (docs/sandbox.md "Jails"); copied */
 };
 
 /* opaque: store, drivers, live VMs, per-sandbox locks. Every vmsnap_sandbox_* call and

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/jail.h>
 #include <vmsnap/mem.h>
 
 /* What to boot. Every path is absolute. */
@@ -22,10 +23,17 @@ struct vmsnap_vm_spec {
         const char *cmdline;     /* NULL: the driver's default console/panic arguments */
         const char *rootfs;      /* the guest's /dev/vda (a CoW overlay), NULL: none */
         const char *rootfs_format; /* "qcow2" or "raw" */
+        const char *rootfs_base; /* a qcow2 overlay's backing image (raw, opened read-only),
+                                    chosen by the caller: the backing file name in the
+                                    overlay's header is never opened. Required for qcow2 */
         uint32_t vcpus;
         uint64_t memory;         /* bytes, a multiple of 2 MiB */
         const char *memory_file; /* guest RAM backing file where the VMM supports one (QEMU:
                                     memory-backend-file share=on), created when missing */
+        const struct vmsnap_jail_spec *jail; /* NULL: the VMM runs unjailed. Else the
+                                    sandbox's jail (config, name, root dir, uid, limits): the
+                                    driver adds the files and devices its VMM needs and runs
+                                    it through vmsnap-jailer (docs/vmm.md "Jails") */
 };
 
 /* Where a restored VM's memory comes from. */

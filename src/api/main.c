@@ -42,6 +42,13 @@ static const char usage_text[] =
         "  --mem-root DIR        guest memory files (default: /dev/shm/vmsnap)\n"
         "  --merge-cap N         memory generations before a merge (default: 8)\n"
         "  --tick-interval SECS  crash watcher and idle auto-pause period (default: 5; 0: off)\n"
+        "  --jail-uids FIRST:COUNT  uids (and gids) handed to the VMMs' jails, one per sandbox\n"
+        "                        (default: 1879113728:65536, docs/jail.md)\n"
+        "  --jail-gid GID        group of the read-only files the jails share\n"
+        "                        (default: 1879048192)\n"
+        "  --cgroup-version auto|1|2  cgroup hierarchy of the jails (default: auto)\n"
+        "  --insecure-no-jail    run VMMs as the daemon's user, unconfined (tests of that mode\n"
+        "                        only: a guest that escapes its VMM then owns the host)\n"
         "  --demo                after start, create a sandbox, run a command in it, pause and\n"
         "                        resume it, and show that its state survived\n"
         "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
@@ -56,6 +63,7 @@ struct options {
         unsigned merge_cap, tick_interval;
         struct api_gate_limits gate;
         bool no_tcp, demo, print_routes;
+        struct vmsnap_jail_config jail; /* disabled by --insecure-no-jail */
 };
 
 /* The periodic vmsnap_host_tick, in its own thread, woken early to stop. */
@@ -108,6 +116,10 @@ enum {
         OPT_PRINT_ROUTES,
         OPT_PER_ADDRESS_LIMIT,
         OPT_HEADER_TIMEOUT,
+        OPT_NO_JAIL,
+        OPT_JAIL_UIDS,
+        OPT_JAIL_GID,
+        OPT_CGROUP_VERSION,
 };
 
 static const struct option long_options[] = {
@@ -124,9 +136,40 @@ static const struct option long_options[] = {
         {"print-routes", no_argument, NULL, OPT_PRINT_ROUTES},
         {"per-address-limit", required_argument, NULL, OPT_PER_ADDRESS_LIMIT},
         {"header-timeout", required_argument, NULL, OPT_HEADER_TIMEOUT},
+        {"insecure-no-jail", no_argument, NULL, OPT_NO_JAIL},
+        {"jail-uids", required_argument, NULL, OPT_JAIL_UIDS},
+        {"jail-gid", required_argument, NULL, OPT_JAIL_GID},
+        {"cgroup-version", required_argument, NULL, OPT_CGROUP_VERSION},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
+
+/* The jail options (--jail-uids, --jail-gid, --cgroup-version, --insecure-no-jail). Returns
+ * 0, -1 when c is not one of them, or the usage exit code 2. */
+static int parse_jail_option(int c, const char *arg, struct vmsnap_jail_config *j)
+{
+        struct vmsnap_diag d = {0};
+        unsigned gid;
+        switch (c) {
+        case OPT_NO_JAIL:
+                j->disabled = true;
+                return 0;
+        case OPT_JAIL_UIDS:
+                return vmsnap_jail_parse_uids(arg, &j->uid_first, &j->uid_count, &d) < 0
+                               ? usage_error("--jail-uids: %s", d.msg)
+                               : 0;
+        case OPT_JAIL_GID:
+                if (parse_uint(arg, 0x7fffffffu, &gid) < 0 || gid == 0)
+                        return usage_error("--jail-gid: '%s' is not a non-zero group id", arg);
+                j->shared_gid = (gid_t)gid;
+                return 0;
+        case OPT_CGROUP_VERSION:
+                return vmsnap_jail_parse_cgroup_version(arg, &j->cgroup_version, &d) < 0
+                               ? usage_error("--cgroup-version: %s", d.msg)
+                               : 0;
+        }
+        return -1;
+}
 
 /* Returns 0, 1 for --help (done), or the usage exit code 2. */
 static int parse_options(int argc, char **argv, struct options *o)
@@ -196,6 +239,13 @@ static int parse_options(int argc, char **argv, struct options *o)
                 case 'h':
                         fputs(usage_text, stdout);
                         return 1;
+                case OPT_NO_JAIL:
+                case OPT_JAIL_UIDS:
+                case OPT_JAIL_GID:
+                case OPT_CGROUP_VERSION:
+                        if (parse_jail_option(c, optarg, &o->jail) != 0)
+                                return 2;
+                        break;
                 default:
                         return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
                 }
@@ -273,6 +323,27 @@ static void ticker_stop(struct ticker *t)
 
 /* ---- start and stop ----------------------------------------------------------------------- */
 
+/* Checks that VMMs can be jailed here (unless --insecure-no-jail) and says which it is. */
+static int check_jail(const struct vmsnap_jail_config *j, struct vmsnap_diag *d)
+{
+        if (j->disabled) {
+                log_warn("VMMs run UNJAILED (--insecure-no-jail): as the daemon's user, with "
+                         "its capabilities, its files and no cgroup limits");
+                return 0;
+        }
+        int r = vmsnap_jail_probe(j, d);
+        if (r < 0)
+                return vmsnap_diag_prefix(d, "refusing to start: VMMs cannot be jailed on this "
+                                          "host");
+        int v = vmsnap_jail_cgroup_version(j, NULL);
+        log_info("VMMs run jailed: uids %u..%u, shared gid %u, cgroup v%d",
+                 (unsigned)(j->uid_first ? j->uid_first : VMSNAP_JAIL_DEFAULT_UID_FIRST),
+                 (unsigned)((j->uid_first ? j->uid_first : VMSNAP_JAIL_DEFAULT_UID_FIRST) +
+                            (j->uid_count ? j->uid_count : VMSNAP_JAIL_DEFAULT_UID_COUNT) - 1),
+                 (unsigned)(j->shared_gid ? j->shared_gid : VMSNAP_JAIL_DEFAULT_SHARED_GID), v);
+        return 0;
+}
+
 /* Opens the host and fills srv. */
 static int open_host(struct api_server *srv, const struct options *o, struct vmsnap_diag *d)
 {
@@ -282,8 +353,11 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
                 .guest_dir = o->guest_dir,
                 .vmm = o->vmm,
                 .merge_cap = o->merge_cap,
+                .jail = &o->jail,
         };
-        int r = vmsnap_host_open(&cfg, &srv->host, d);
+        int r = check_jail(&o->jail, d);
+        if (r == 0)
+                r = vmsnap_host_open(&cfg, &srv->host, d);
         if (r < 0)
                 return r;
         /* The root path is fixed for the store's life: no lock needed to read it. */

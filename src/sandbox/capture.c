@@ -73,13 +73,22 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
         build_spec(h, sb, &buf, &spec);
         snprintf(src, sizeof(src), "%s", spec.rootfs);
         snprintf(dst, sizeof(dst), "%s/%s", dir, vmsnap_disk_name(spec.rootfs_format));
-        int r;
-        if (access(src, F_OK) < 0 && errno == ENOENT)
+        /* The run dir is the jailed VMM's to write: the disk is taken only as the regular
+         * file it is, never through a symlink (or FIFO) the VMM could have put there. */
+        _cleanup_close_ int fd = open(src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT)
                 return 0; /* a diskless guest */
-        if (!keep_running && link(src, dst) == 0)
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+                return vmsnap_diag(d, fd < 0 ? -errno : -EPERM,
+                                   "%s: the sandbox's disk is not a regular file", src);
+        char self[64];
+        snprintf(self, sizeof(self), "/proc/self/fd/%d", fd); /* exactly the inode checked */
+        int r;
+        if (!keep_running && linkat(AT_FDCWD, self, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0)
                 r = 0;
         else
-                r = vmsnap_disk_copy(src, dst, d);
+                r = vmsnap_disk_copy(self, dst, d);
         return r < 0 ? r : copy_meta(buf.run_dir, dir, d);
 }
 
@@ -152,7 +161,8 @@ static int prepare_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
         snprintf(dir, sizeof(dir), "%.3000s/%s", h->mem_root, sb->id);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", dir, strerror(errno));
-        return vmsnap_mem_materialize(snapdir, mem, NULL, d);
+        int r = vmsnap_mem_materialize(snapdir, mem, NULL, d);
+        return r < 0 ? r : jail_own(h, sb, mem, d);
 }
 
 static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
@@ -164,12 +174,14 @@ static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         build_spec(h, sb, &buf, &spec);
         snprintf(src, sizeof(src), "%s/%s", snapdir, vmsnap_disk_name(spec.rootfs_format));
         const char *dst = spec.rootfs;
-        if (mkdir(buf.run_dir, 0755) < 0 && errno != EEXIST)
+        if (mkdir(buf.run_dir, 0700) < 0 && errno != EEXIST)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
                                    strerror(errno));
         if (access(src, F_OK) < 0)
                 return 0;
         int r = vmsnap_disk_copy(src, dst, d);
+        if (r == 0)
+                r = jail_own(h, sb, dst, d);
         return r < 0 ? r : copy_meta(snapdir, buf.run_dir, d);
 }
 
@@ -199,11 +211,21 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         pthread_mutex_unlock(&h->db_lock);
         if (r == 0)
                 r = check_version(l, snap, d);
+        if (r == 0) /* never an unjailed VMM on a jailed host, whenever the sandbox was made */
+                r = jail_uid_claim(h, sb, d);
         if (r == 0)
                 r = prepare_disk(h, sb, snapdir, d);
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
         build_spec(h, sb, &buf, &spec);
+        char base[PATH_LEN];
+        if (r == 0 && strcmp(spec.rootfs_format, "qcow2") == 0 &&
+            access(spec.rootfs, F_OK) == 0) { /* the overlay's backing: ours, never its header's */
+                r = base_image_of(h, buf.run_dir, base, d);
+                spec.rootfs_base = base;
+        }
+        if (r == 0)
+                r = jail_prepare(h, sb, &spec, d);
         struct vmsnap_vm_restore from = {.state_dir = snapdir,
                                          .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
                                          .memory_path = buf.memory};

@@ -16,27 +16,6 @@
 
 #define BOOT_TIMEOUT_MS 120000 /* TCG boots take seconds; a loaded CI machine more */
 
-/* XXH3-128 of a whole file (the base image: tens of MiB, read once per image). */
-static int hash_file(int fd, struct vmsnap_hash *ret)
-{
-        struct vmsnap_hasher *hs = vmsnap_hasher_new();
-        _cleanup_free_ uint8_t *buf = malloc((size_t)8 << 20);
-        int r = hs && buf ? 0 : -ENOMEM;
-        for (uint64_t off = 0; r == 0;) {
-                ssize_t n = vmsnap_fs_pread_full(fd, buf, (size_t)8 << 20, off);
-                if (n < 0)
-                        r = (int)n;
-                else if (n == 0)
-                        break;
-                else
-                        vmsnap_hasher_update(hs, buf, (size_t)n);
-                off += n > 0 ? (uint64_t)n : 0;
-        }
-        if (r == 0)
-                vmsnap_hasher_final(hs, ret);
-        vmsnap_hasher_free(hs);
-        return r;
-}
 
 static int check_spec(const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag *d)
 {
@@ -114,35 +93,14 @@ static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         return r;
 }
 
-/* The base image a new disk stands on, pinned: a hard link (or copy) of the guest's
- * rootfs.ext4 under <root>/images/, named by its content hash and never replaced. Rebuilding
- * the guest image later cannot change a disk that existing overlays read through (the seed
- * rewrote origins under live copy-on-write disks: wrenn W23). */
-static int pin_base_image(struct vmsnap_host *h, char out[PATH_LEN], struct vmsnap_diag *d)
+/* The guest RAM file of a boot, empty (the driver sizes it), owned by the jail's uid. */
+static int create_memory_file(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                              const char *path, struct vmsnap_diag *d)
 {
-        char images[PATH_LEN], name[64], hex[33];
-        struct vmsnap_hash hash;
-        snprintf(images, sizeof(images), "%.4000s/images", h->root);
-        if (mkdir(images, 0755) < 0 && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s: cannot create: %s", images, strerror(errno));
-        _cleanup_close_ int gdir = vmsnap_fs_open_dir(h->guest_dir);
-        _cleanup_close_ int idir = vmsnap_fs_open_dir(images);
-        _cleanup_close_ int fd = gdir >= 0 ? openat(gdir, "rootfs.ext4", O_RDONLY | O_CLOEXEC)
-                                           : -1;
-        if (fd < 0 || idir < 0)
-                return vmsnap_diag(d, -ENOENT, "%s/rootfs.ext4: no guest disk image; build it "
-                                   "with guest/build.sh %s", h->guest_dir, h->guest_dir);
-        int r = hash_file(fd, &hash);
-        if (r < 0)
-                return vmsnap_diag(d, r, "%s/rootfs.ext4: cannot read: %s", h->guest_dir,
-                                   strerror(-r));
-        vmsnap_hash_format(&hash, hex);
-        snprintf(name, sizeof(name), "rootfs-%.16s.ext4", hex);
-        snprintf(out, PATH_LEN, "%.4000s/%s", images, name);
-        if (faccessat(idir, name, F_OK, 0) == 0)
-                return 0;
-        r = vmsnap_fs_link_or_copy(gdir, "rootfs.ext4", idir, name, d);
-        return r < 0 ? r : vmsnap_fs_fsync_dir(idir);
+        _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", path, strerror(errno));
+        return jail_own(h, sb, path, d);
 }
 
 static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
@@ -156,16 +114,23 @@ static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandb
         if (access(spec.kernel, R_OK) < 0)
                 return vmsnap_diag(d, -ENOENT, "%s: no guest kernel; build the guest image with "
                                    "guest/build.sh %s", spec.kernel, h->guest_dir);
-        if (mkdir(buf.run_dir, 0755) < 0 || mkdir(memdir, 0700) < 0)
+        if (mkdir(buf.run_dir, 0700) < 0 || mkdir(memdir, 0700) < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot create: %s", buf.run_dir,
                                    strerror(errno));
-        int r = pin_base_image(h, base, d);
+        int r = base_image_pin(h, base, d);
+        spec.rootfs_base = strcmp(spec.rootfs_format, "qcow2") == 0 ? base : NULL;
         if (r == 0)
                 r = strcmp(spec.rootfs_format, "raw") == 0
                             ? vmsnap_disk_clone(base, buf.rootfs, d)
                             : vmsnap_disk_overlay_create(base, buf.rootfs, d);
         if (r == 0) /* travels with the disk into every snapshot */
                 r = vmsnap_disk_write_meta(buf.run_dir, base, spec.rootfs_format, d);
+        if (r == 0)
+                r = jail_prepare(h, sb, &spec, d);
+        if (r == 0)
+                r = jail_own(h, sb, buf.rootfs, d);
+        if (r == 0)
+                r = create_memory_file(h, sb, buf.memory, d);
         if (r == 0)
                 r = l->driver->boot(&spec, &l->vm, d);
         if (r == 0) { /* the pid is recorded so that recovery can find the VMM */

@@ -30,7 +30,8 @@ static const char schema[] =
         "  updated INTEGER NOT NULL,\n"
         "  last_active INTEGER NOT NULL,\n"
         "  idle_timeout INTEGER NOT NULL DEFAULT 0,\n"
-        "  error TEXT NOT NULL DEFAULT '');\n"
+        "  error TEXT NOT NULL DEFAULT '',\n"
+        "  jail_uid INTEGER);\n"
         "CREATE TABLE IF NOT EXISTS journal (\n"
         "  seq INTEGER PRIMARY KEY AUTOINCREMENT,\n"
         "  sandbox_id TEXT NOT NULL,\n"
@@ -85,9 +86,34 @@ static int extend_dependents_view(struct vmsnap_host *h, struct vmsnap_diag *d)
         return r;
 }
 
+/* True when the sandboxes table has `column` (a database made before it existed lacks it). */
+static bool has_column(struct vmsnap_host *h, const char *column)
+{
+        _cleanup_st_ sqlite3_stmt *st = NULL;
+        sqlite3_prepare_v2(h->db, "SELECT 1 FROM pragma_table_info('sandboxes') WHERE name = ?1",
+                           -1, &st, NULL);
+        sqlite3_bind_text(st, 1, column, -1, SQLITE_STATIC);
+        return st && sqlite3_step(st) == SQLITE_ROW;
+}
+
+/* Migrations of databases made by older builds, each idempotent: jail_uid (issue 8), unique
+ * among the sandboxes that hold one (a paused one too: it gets its uid back on resume). */
+static int migrate(struct vmsnap_host *h, struct vmsnap_diag *d)
+{
+        int r = has_column(h, "jail_uid")
+                    ? 0
+                    : exec_sql(h, "ALTER TABLE sandboxes ADD COLUMN jail_uid INTEGER", d);
+        if (r == 0)
+                r = exec_sql(h, "CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_jail_uid ON "
+                                "sandboxes(jail_uid) WHERE jail_uid IS NOT NULL", d);
+        return r;
+}
+
 int sandbox_schema(struct vmsnap_host *h, struct vmsnap_diag *d)
 {
         int r = exec_sql(h, schema, d);
+        if (r == 0)
+                r = migrate(h, d);
         return r < 0 ? r : extend_dependents_view(h, d);
 }
 
@@ -115,7 +141,7 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *st, int col)
 
 #define ROW_COLUMNS                                                                                \
         "id, name, state, vmm, vcpus, memory, template_id, snapshot_id, generation, pid, "         \
-        "created, updated, last_active, idle_timeout, error"
+        "created, updated, last_active, idle_timeout, error, jail_uid"
 
 static void row_read(sqlite3_stmt *st, struct vmsnap_sandbox *sb)
 {
@@ -135,6 +161,7 @@ static void row_read(sqlite3_stmt *st, struct vmsnap_sandbox *sb)
         sb->last_active = sqlite3_column_int64(st, 12);
         sb->idle_timeout = (uint32_t)sqlite3_column_int64(st, 13);
         copy_text(sb->error, sizeof(sb->error), st, 14);
+        sb->jail_uid = (uint32_t)sqlite3_column_int64(st, 15); /* NULL reads as 0 */
 }
 
 static int query_one(struct vmsnap_host *h, const char *sql, const char *arg,
@@ -217,7 +244,7 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                                 * another sandbox is a constraint error, never a REPLACE
                                 * that would delete that sandbox's row. */
                                "INSERT INTO sandboxes (" ROW_COLUMNS
-                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15) "
+                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16) "
                                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
                                "state = excluded.state, vmm = excluded.vmm, "
                                "vcpus = excluded.vcpus, memory = excluded.memory, "
@@ -225,7 +252,8 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                                "snapshot_id = excluded.snapshot_id, "
                                "generation = excluded.generation, pid = excluded.pid, "
                                "updated = excluded.updated, last_active = excluded.last_active, "
-                               "idle_timeout = excluded.idle_timeout, error = excluded.error",
+                               "idle_timeout = excluded.idle_timeout, error = excluded.error, "
+                               "jail_uid = excluded.jail_uid",
                                -1, &st, NULL) != SQLITE_OK)
                 return -EIO;
         sqlite3_bind_text(st, 1, sb->id, -1, SQLITE_TRANSIENT);
@@ -243,6 +271,10 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
         sqlite3_bind_int64(st, 13, sb->last_active);
         sqlite3_bind_int64(st, 14, sb->idle_timeout);
         sqlite3_bind_text(st, 15, sb->error, -1, SQLITE_TRANSIENT);
+        if (sb->jail_uid)
+                sqlite3_bind_int64(st, 16, sb->jail_uid);
+        else
+                sqlite3_bind_null(st, 16);
         int rc = sqlite3_step(st);
         return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
 }

@@ -21,6 +21,7 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
         release_files(h, sb->id);
         sb->state = VMSNAP_SANDBOX_STOPPED;
         sb->pid = 0;
+        sb->jail_uid = 0; /* free for the next sandbox */
         sb->snapshot_id[0] = '\0';
         r = db_journal_step(h, &j, "stopped", NULL, sb, d);
         drop_snapshot(h, snapshot); /* nothing refers to it any more */

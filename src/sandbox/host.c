@@ -25,11 +25,44 @@ static int make_dirs(struct vmsnap_host *h, struct vmsnap_diag *d)
         char p[PATH_LEN + 16];
         snprintf(p, sizeof(p), "%s/sandboxes", h->root);
         const char *dirs[] = {p, h->mem_root};
-        for (size_t i = 0; i < 2; i++)
-                if (mkdir(dirs[i], 0755) < 0 && errno != EEXIST)
+        for (size_t i = 0; i < 2; i++) { /* 0700 whatever the umask, also when they exist */
+                if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
                         return vmsnap_diag(d, -errno, "%s: cannot create: %s", dirs[i],
                                            strerror(errno));
+                struct stat st;
+                if (lstat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode) || (st.st_mode & S_ISVTX))
+                        return vmsnap_diag(d, -ENOTDIR, "%s: not a directory of vmsnap's own "
+                                           "(a symlink, or a shared sticky directory such as "
+                                           "/dev/shm itself): give it a subdirectory", dirs[i]);
+                if (chmod(dirs[i], 0700) < 0)
+                        return vmsnap_diag(d, -errno, "%s: cannot make it 0700: %s", dirs[i],
+                                           strerror(errno));
+        }
         return 0;
+}
+
+/* Copies the jail settings (and their strings) into the host. */
+static void set_jail(struct vmsnap_host *h, const struct vmsnap_jail_config *c)
+{
+        h->jailed = c && !c->disabled;
+        if (!h->jailed)
+                return;
+        h->jail = *c;
+        const char *src[3] = {c->cgroup_root, c->cgroup_parent, c->jailer};
+        const char **dst[3] = {&h->jail.cgroup_root, &h->jail.cgroup_parent, &h->jail.jailer};
+        for (int i = 0; i < 3; i++) {
+                *dst[i] = NULL;
+                if (src[i]) {
+                        snprintf(h->jail_strings[i], PATH_LEN, "%s", src[i]);
+                        *dst[i] = h->jail_strings[i];
+                }
+        }
+        if (!h->jail.uid_first || !h->jail.uid_count) { /* the defaults of docs/jail.md */
+                h->jail.uid_first = VMSNAP_JAIL_DEFAULT_UID_FIRST;
+                h->jail.uid_count = VMSNAP_JAIL_DEFAULT_UID_COUNT;
+        }
+        if (!h->jail.shared_gid)
+                h->jail.shared_gid = VMSNAP_JAIL_DEFAULT_SHARED_GID;
 }
 
 int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **ret,
@@ -42,6 +75,7 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         set_path(h->mem_root, cfg ? cfg->mem_root : NULL, DEFAULT_MEM_ROOT);
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
+        set_jail(h, cfg ? cfg->jail : NULL);
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
         int r = vmsnap_store_open(h->root, &h->store, d);
@@ -153,6 +187,7 @@ void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                 .memory = sb->memory,
                 .memory_file = buf->memory,
         };
+        jail_spec_fill(h, sb, buf, ret);
 }
 
 const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *d)
@@ -191,6 +226,7 @@ void release_files(struct vmsnap_host *h, const char *id)
         remove_own_dir(p);
         snprintf(p, PATH_LEN, "%.3000s/%s", h->mem_root, id);
         remove_own_dir(p);
+        jail_release(h, id);
 }
 
 int timeout_ms_for(uint64_t memory, int base_ms)

@@ -22,11 +22,15 @@ struct live {
         const struct vmsnap_vmm_driver *driver;
         int agent_fd;            /* connection to the guest agent, -1 when none */
         pid_t pager_pid;         /* the sandbox's page server (lazy restore), 0 when none */
+        bool pager_jailed;       /* it runs in its own jail (writes only into the run dir) */
         struct live *next;
 };
 
 struct vmsnap_host {
         char root[PATH_LEN], mem_root[PATH_LEN], guest_dir[PATH_LEN];
+        bool jailed;                    /* every VMM starts in its sandbox's jail */
+        struct vmsnap_jail_config jail; /* its strings point into jail_strings */
+        char jail_strings[3][PATH_LEN]; /* cgroup_root, cgroup_parent, jailer */
         char vmm[33];
         unsigned merge_cap;
         struct vmsnap_store *store;
@@ -101,10 +105,55 @@ void path_template_memory(const struct vmsnap_host *h, const char *snapshot_id,
 /* A spec for the driver from a sandbox row, with paths in `buf` (owned by the caller). */
 struct spec_buf {
         char run_dir[PATH_LEN], kernel[PATH_LEN], initrd[PATH_LEN], rootfs[PATH_LEN],
-                memory[PATH_LEN];
+                memory[PATH_LEN], jail_root[PATH_LEN];
+        struct vmsnap_jail_spec jail; /* spec.jail points here when the sandbox is jailed */
 };
 void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                 struct spec_buf *buf, struct vmsnap_vm_spec *ret);
+
+/* ---- jails (jail.c) ---- */
+
+/* The next free jail uid of the configured range for sb (sb->jail_uid set), when the host
+ * jails VMMs and sb holds none yet. Called with the db lock held, before sb's row is
+ * written in the same critical section. Returns 0, -EAGAIN (the range is used up) or
+ * -errno with d. */
+int jail_uid_alloc(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
+/* Gives a sandbox made while VMMs ran unjailed a jail uid (a daemon restarted without
+ * --insecure-no-jail), and writes its row, under the db lock. No-op when it has one. */
+int jail_uid_claim(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+
+/* Fills buf->jail (and spec->jail) for sb's VMM: config, name (the id), root dir
+ * <root>/jails/<id>, uid, limits. No I/O. Unjailed hosts and sandboxes: spec->jail NULL. */
+void jail_spec_fill(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                    struct spec_buf *buf, struct vmsnap_vm_spec *spec);
+
+/* Makes what a VMM's jail needs before it starts: the jail root dir (0700), the cgroup with
+ * its limits, the run dir owned by the jail's uid (0700), and the shared read-only inputs
+ * (kernel, initramfs, base image) 0640 root:shared_gid. Unjailed: the run dir 0700. */
+int jail_prepare(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                 const struct vmsnap_vm_spec *spec, struct vmsnap_diag *d);
+
+/* Hands a file the VMM opens (its memory file, its disk) to sb's jail uid, mode 0600
+ * whatever the umask. Unjailed: only the mode. */
+int jail_own(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, const char *path,
+             struct vmsnap_diag *d);
+
+/* After the VMM is gone: removes its cgroup (killing anything left in it) and the jail
+ * root dir. Safe to call when there is nothing to remove. */
+void jail_release(struct vmsnap_host *h, const char *id);
+
+/* ---- base images (base-image.c) ---- */
+
+/* Pins the guest image's rootfs.ext4 as <root>/images/rootfs-<hash>.ext4 (hard link or
+ * copy, never replaced) and writes that path into out. Returns 0 or -errno with d. */
+int base_image_pin(struct vmsnap_host *h, char out[PATH_LEN], struct vmsnap_diag *d);
+
+/* The pinned base image the disk in disk_dir stands on: the file name that
+ * disk_dir/rootfs.meta gives, which must be rootfs-<hash>.ext4, taken from <root>/images/
+ * whatever directory the meta names. Returns 0, -ENOENT or -EBADMSG (with d). */
+int base_image_of(const struct vmsnap_host *h, const char *disk_dir, char out[PATH_LEN],
+                  struct vmsnap_diag *d);
 
 /* The driver of a sandbox's VMM, or NULL with d. */
 const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *d);

@@ -36,7 +36,7 @@ void op_end(struct live *l)
 int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
                struct vmsnap_sandbox *ret, struct vmsnap_diag *d)
 {
-        struct live *l;
+        struct live *l = NULL;
         struct vmsnap_sandbox sb;
         int r = op_begin(h, ref, &l, &sb, d);
         if (r < 0)
@@ -75,7 +75,9 @@ int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, c
                      const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
 {
         pthread_mutex_lock(&h->db_lock);
-        int r = journal_begin(h, j, id, op, data, sb, d);
+        int r = sb && sb->state == VMSNAP_SANDBOX_CREATING ? jail_uid_alloc(h, sb, d) : 0;
+        if (r == 0)
+                r = journal_begin(h, j, id, op, data, sb, d);
         pthread_mutex_unlock(&h->db_lock);
         return r;
 }

@@ -1,6 +1,8 @@
 /* The page server of a lazily restored sandbox: `vmsnap uffd-serve` in its own session, so
  * that a daemon restart never stalls a running guest (docs/uffd.md). */
 #include "sandbox/internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -11,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -19,6 +22,7 @@
 extern char **environ;
 
 #define PAGER_ACCEPT_TIMEOUT_MS "60000"
+#define PAGER_SUFFIX            ".pager" /* its cgroup and jail root: <sandbox id>.pager */
 
 /* The vmsnap CLI next to this program (vmsnapd and vmsnap are installed together), else
  * the one on $PATH. */
@@ -35,16 +39,53 @@ static void cli_path(char out[PATH_LEN])
         snprintf(out, PATH_LEN, "vmsnap");
 }
 
-static int spawn_pager(const char *snapdir, const char *socket, const char *log, pid_t *ret)
+/* The page server's jail options (docs/jail.md): the same uid as its VMM, its own root dir
+ * and cgroup (<id>.pager), the host's jail settings, and the run dir as the one place it
+ * writes (memfile.ws). Appended to argv at *n; the strings live in buf. */
+struct pager_jail_buf {
+        char uid[16], root[PATH_LEN], cgroup[64], uids[32], gid[16], version[8];
+};
+
+static void pager_jail_args(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                            const char *run_dir, struct pager_jail_buf *b, char **argv,
+                            size_t *n)
+{
+        snprintf(b->uid, sizeof(b->uid), "%u", sb->jail_uid);
+        snprintf(b->root, sizeof(b->root), "%.3000s/jails/%s" PAGER_SUFFIX, h->root, sb->id);
+        snprintf(b->cgroup, sizeof(b->cgroup), "%s" PAGER_SUFFIX, sb->id);
+        snprintf(b->uids, sizeof(b->uids), "%u:%u", (unsigned)h->jail.uid_first,
+                 h->jail.uid_count);
+        snprintf(b->gid, sizeof(b->gid), "%u", (unsigned)h->jail.shared_gid);
+        int v = vmsnap_jail_cgroup_version(&h->jail, NULL);
+        snprintf(b->version, sizeof(b->version), "%s", v == 1 ? "1" : v == 2 ? "2" : "auto");
+        const char *pairs[][2] = {{"--jail-uid", b->uid},          {"--jail-root", b->root},
+                                  {"--jail-cgroup", b->cgroup},    {"--jail-uids", b->uids},
+                                  {"--jail-gid", b->gid},          {"--jail-cgroup-version", b->version},
+                                  {"--ws-dir", run_dir},           {"--jail-cgroup-root", h->jail.cgroup_root},
+                                  {"--jail-cgroup-parent", h->jail.cgroup_parent}};
+        for (size_t i = 0; i < ARRAY_SIZE(pairs); i++)
+                if (pairs[i][1]) {
+                        argv[(*n)++] = (char *)pairs[i][0];
+                        argv[(*n)++] = (char *)pairs[i][1];
+                }
+}
+
+static int spawn_pager(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                       const char *run_dir, const char *snapdir, const char *socket,
+                       const char *log, pid_t *ret)
 {
         char cli[PATH_LEN];
         cli_path(cli);
         /* --ws-record: the order of first touches becomes the next snapshot's memfile.ws,
          * which the next restore replays before the guest runs; --json: its stats land in
          * uffd.log when it ends. */
-        char *argv[] = {cli, "uffd-serve", (char *)snapdir, "--socket", (char *)socket,
-                        "--accept-timeout", PAGER_ACCEPT_TIMEOUT_MS, "--ws-record", "--json",
-                        NULL};
+        char *argv[32] = {cli, "uffd-serve", (char *)snapdir, "--socket", (char *)socket,
+                          "--accept-timeout", PAGER_ACCEPT_TIMEOUT_MS, "--ws-record", "--json"};
+        size_t n = 9;
+        struct pager_jail_buf jb;
+        if (h->jailed && sb->jail_uid)
+                pager_jail_args(h, sb, run_dir, &jb, argv, &n);
+        argv[n] = NULL;
         posix_spawn_file_actions_t fa;
         posix_spawnattr_t at;
         posix_spawn_file_actions_init(&fa);
@@ -84,12 +125,20 @@ int pager_start(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandb
         snprintf(socket_out, PATH_LEN, "%.4000s/uffd.sock", run);
         snprintf(log, sizeof(log), "%s/uffd.log", run);
         unlink(socket_out);
+        if (h->jailed && sb->jail_uid) { /* its jail's root dir, empty, like its VMM's */
+                char root[PATH_LEN];
+                snprintf(root, sizeof(root), "%.3000s/jails/%s" PAGER_SUFFIX, h->root, sb->id);
+                if (mkdir(root, 0700) < 0 && errno != EEXIST)
+                        return vmsnap_diag(d, -errno, "%s: cannot create: %s", root,
+                                           strerror(errno));
+        }
         pid_t pid;
-        int r = spawn_pager(snapdir, socket_out, log, &pid);
+        int r = spawn_pager(h, sb, run, snapdir, socket_out, log, &pid);
         if (r < 0)
                 return vmsnap_diag(d, r, "cannot start the page server (vmsnap uffd-serve): %s",
                                    strerror(-r));
         l->pager_pid = pid;
+        l->pager_jailed = h->jailed && sb->jail_uid;
         r = wait_listening(pid, socket_out, log, d);
         if (r == -ESRCH)
                 l->pager_pid = 0; /* reaped already: its pid may belong to another process */
@@ -114,6 +163,7 @@ void pager_stop(struct live *l)
                 }
         }
         l->pager_pid = 0;
+        l->pager_jailed = false;
 }
 
 /* One control request on a fresh connection; *ret is the parsed reply (caller decrefs). */
@@ -155,19 +205,45 @@ static int pager_request(struct vmsnap_host *h, const char *sandbox_id, json_t *
         return 0;
 }
 
+/* Moves run_dir/name, written by the jailed page server, to dir/name as root's 0600 regular
+ * file; anything else found there is refused and removed. */
+static int take_file(const char *run_dir, const char *name, const char *dir,
+                     struct vmsnap_diag *d)
+{
+        _cleanup_close_ int from = vmsnap_fs_open_dir(run_dir);
+        _cleanup_close_ int to = vmsnap_fs_open_dir(dir);
+        if (from < 0 || to < 0 || renameat(from, name, to, name) < 0)
+                return vmsnap_diag(d, -EIO, "%s/%s: cannot move into %s", run_dir, name, dir);
+        _cleanup_close_ int fd = openat(to, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || fchown(fd, 0, 0) < 0 ||
+            fchmod(fd, 0600) < 0) {
+                unlinkat(to, name, 0);
+                return vmsnap_diag(d, -EPERM, "%s/%s: not a regular file", run_dir, name);
+        }
+        return 0;
+}
+
 int pager_save_ws(struct vmsnap_host *h, struct live *l, const char *sandbox_id, const char *dir,
                   struct vmsnap_diag *d)
 {
         if (l->pager_pid <= 0)
                 return 0;
+        /* A jailed page server writes only into its run dir (--ws-dir): the file is taken
+         * over from there. */
+        char run[PATH_LEN];
+        path_run_dir(h, sandbox_id, run);
+        bool jailed = l->pager_jailed;
         json_t *reply = NULL;
         int r = pager_request(h, sandbox_id, json_pack("{s:s, s:s}", "request", "save-ws", "dir",
-                                                       dir), &reply, d);
+                                                       jailed ? run : dir), &reply, d);
         const char *err = json_string_value(json_object_get(reply, "error"));
         if (r == 0 && !json_is_true(json_object_get(reply, "ok")))
                 r = vmsnap_diag(d, -EIO, "page server of sandbox %s: save-ws: %s", sandbox_id,
                                 err ? err : "failed");
         json_decref(reply);
+        if (r == 0 && jailed)
+                r = take_file(run, "memfile.ws", dir, d);
         return r;
 }
 

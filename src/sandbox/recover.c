@@ -141,6 +141,7 @@ static void recover_destroy(struct vmsnap_host *h, struct live *l, struct vmsnap
         sb->state = VMSNAP_SANDBOX_STOPPED;
         sb->snapshot_id[0] = '\0';
         sb->pid = 0;
+        sb->jail_uid = 0;
         row_put(h, sb, NULL);
         drop_snapshot(h, id);
 }
@@ -193,13 +194,16 @@ static void reattach_running(struct vmsnap_host *h)
         if (row_list(h, false, &v, &n, NULL) < 0)
                 return;
         for (size_t i = 0; i < n; i++) {
-                if (v[i].state != VMSNAP_SANDBOX_RUNNING)
+                if (v[i].state != VMSNAP_SANDBOX_RUNNING) {
+                        jail_release(h, v[i].id); /* no VMM: no cgroup, no jail dir */
                         continue;
+                }
                 struct live *l = live_get(h, v[i].id);
                 l->driver = vmsnap_vmm_find(v[i].vmm);
                 try_attach(h, l, &v[i]);
                 if (l->vm)
                         continue;
+                jail_release(h, v[i].id);
                 v[i].state = VMSNAP_SANDBOX_ERROR;
                 v[i].pid = 0;
                 snprintf(v[i].error, sizeof(v[i].error), "the VMM exited while the daemon was "

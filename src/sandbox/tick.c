@@ -45,6 +45,7 @@ static int check_one(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
         *sb = fresh;
         if (l->vm && !vmm_alive(l->driver->pid(l->vm))) {
                 vm_kill(l);
+                jail_release(h, sb->id); /* the run dir stays: it holds the VMM's log */
                 sb->state = VMSNAP_SANDBOX_ERROR;
                 sb->pid = 0;
                 snprintf(sb->error, sizeof(sb->error), "the VMM process exited unexpectedly; "

@@ -9,6 +9,7 @@
 
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "vmm/cloud-hypervisor-jail.h"
 #include "vmm/http.h"
 #include "vmm/hvsock.h"
 #include "vmm/process.h"
@@ -48,6 +49,9 @@ struct vmsnap_vm {
         char version[32];
         struct vmm_version v;
         uint64_t memory;
+        bool jailed;              /* started through vmsnap-jailer: inside-jail paths */
+        uid_t jail_uid;
+        struct ch_jail_paths in;  /* those paths */
 };
 
 static int path_join(char *out, size_t size, const char *dir, const char *name)
@@ -100,6 +104,32 @@ static int ch_put_json(struct vmsnap_vm *vm, const char *name, json_t *body, lon
         return ch_call(vm, "PUT", name, body, timeout_ms, NULL, d);
 }
 
+/* Cloud Hypervisor detects a disk's image type from its first bytes and (before v51) opens
+ * the backing file a qcow2 header names. Its disks are therefore raw copies only, and a raw
+ * disk that starts like a qcow2 image (the guest can write its own sector zero) is refused:
+ * the VMM would take it for an overlay and open whatever host file its header names. */
+static int ch_check_disk(const struct vmsnap_vm_spec *spec, struct vmsnap_diag *d)
+{
+        if (spec->rootfs_format && strcmp(spec->rootfs_format, "raw") != 0)
+                return vmsnap_diag(d, -EINVAL,
+                                   "cloud-hypervisor: disk format '%s': this driver takes raw "
+                                   "disks only (it would follow a qcow2 header's backing name)",
+                                   spec->rootfs_format);
+        int fd = open(spec->rootfs, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return vmsnap_diag(d, -errno, "%s: disk: %s", spec->rootfs, strerror(errno));
+        uint8_t magic[4] = {0};
+        ssize_t n = vmsnap_fs_pread_full(fd, magic, sizeof(magic), 0);
+        close(fd);
+        if (n == (ssize_t)sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0)
+                return vmsnap_diag(d, -EPERM,
+                                   "%s: this raw disk starts with a qcow2 header; Cloud "
+                                   "Hypervisor would open it as qcow2 and follow the backing "
+                                   "file it names",
+                                   spec->rootfs);
+        return 0;
+}
+
 static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vmsnap_diag *d)
 {
         if (!spec || !spec->id || !spec->run_dir || spec->run_dir[0] != '/')
@@ -114,7 +144,7 @@ static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
                                    (unsigned long long)spec->memory);
         if (boot && !spec->kernel)
                 return vmsnap_diag(d, -EINVAL, "cloud-hypervisor: boot needs a kernel");
-        return 0;
+        return spec->rootfs ? ch_check_disk(spec, d) : 0;
 }
 
 static int ch_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, struct vmsnap_diag *d)
@@ -154,19 +184,35 @@ static int ch_ping(struct vmsnap_vm *vm, struct vmsnap_diag *d)
         return 0;
 }
 
-/* Starts a bare Cloud Hypervisor (no VM yet) and reads its version. */
-static int ch_start(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm, struct vmsnap_diag *d)
+/* Starts a bare Cloud Hypervisor (no VM yet) and reads its version; jailed when the spec has
+ * a jail (`from`, `state_file`: the restore it is started for, else NULL). */
+static int ch_start(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_restore *from,
+                    const char *state_file, struct vmsnap_vm *vm, struct vmsnap_diag *d)
 {
         char log[PATH_MAX], pidfile[PATH_MAX], sockarg[PATH_MAX];
         if (path_join(log, sizeof(log), spec->run_dir, CH_LOG) < 0 ||
             path_join(pidfile, sizeof(pidfile), spec->run_dir, CH_PIDFILE) < 0)
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", spec->run_dir);
-        snprintf(sockarg, sizeof(sockarg), "path=%s", vm->api_sock);
-        char *argv[] = {(char *)(spec->vmm_binary ? spec->vmm_binary : CH_NAME), "--api-socket",
-                        sockarg, NULL};
-        struct vmm_spawn sp = {
-            .name = CH_NAME, .argv = argv, .log_path = log, .cwd = spec->run_dir};
-        int r = vmm_process_spawn(&sp, &vm->proc, d);
+        _cleanup_free_ struct vmm_confine *c = spec->jail ? calloc(1, sizeof(*c)) : NULL;
+        int r = spec->jail && !c ? -ENOMEM : 0;
+        vm->jailed = spec->jail != NULL;
+        vm->jail_uid = spec->jail ? spec->jail->uid : 0;
+        if (r == 0 && vm->jailed)
+                r = ch_jail_build(spec, from, state_file, CH_NAME, c, &vm->in, d);
+        if (r < 0)
+                return r;
+        snprintf(sockarg, sizeof(sockarg), "path=%s",
+                 vm->jailed ? VMM_JAIL_RUN "/" CH_API_SOCK : vm->api_sock);
+        /* --seccomp true: its own syscall filter, stated rather than left to the default. */
+        char *argv[] = {vm->jailed ? vm->in.binary
+                                   : (char *)(spec->vmm_binary ? spec->vmm_binary : CH_NAME),
+                        "--api-socket", sockarg, "--seccomp", "true", NULL};
+        struct vmm_spawn sp = {.name = CH_NAME,
+                               .argv = argv,
+                               .log_path = log,
+                               .cwd = spec->run_dir,
+                               .jail = vm->jailed ? &c->spec : NULL};
+        r = vmm_process_spawn(&sp, &vm->proc, d);
         if (r == 0)
                 r = vmm_process_write_pidfile(&vm->proc, pidfile, d);
         if (r == 0)
@@ -194,24 +240,28 @@ static void ch_abort(struct vmsnap_vm *vm)
 
 /* ---- boot --------------------------------------------------------------------------------- */
 
-static json_t *ch_vm_config(const struct vmsnap_vm_spec *spec)
+static json_t *ch_vm_config(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm *vm)
 {
         char vsock[PATH_MAX];
-        if (path_join(vsock, sizeof(vsock), spec->run_dir, CH_VSOCK) < 0)
+        if (path_join(vsock, sizeof(vsock), vm->jailed ? VMM_JAIL_RUN : spec->run_dir,
+                      CH_VSOCK) < 0)
                 return NULL;
         json_t *c = json_pack(
             "{s:{s:i, s:i}, s:{s:I}, s:{s:s, s:s}, s:{s:s}, s:{s:s}, "
             "s:{s:i, s:s}}",
             "cpus", "boot_vcpus", (int)spec->vcpus, "max_vcpus", (int)spec->vcpus, "memory", "size",
-            (json_int_t)spec->memory, "payload", "kernel", spec->kernel, "cmdline",
+            (json_int_t)spec->memory, "payload", "kernel",
+            vm->jailed ? vm->in.kernel : spec->kernel, "cmdline",
             spec->cmdline ? spec->cmdline : CH_DEFAULT_CMDLINE, "serial", "mode", "Tty", "console",
             "mode", "Off", "vsock", "cid", (int)VMM_GUEST_CID, "socket", vsock);
         if (c && spec->initrd)
                 json_object_set_new(json_object_get(c, "payload"), "initramfs",
-                                    json_string(spec->initrd));
-        if (c && spec->rootfs) /* the image type (raw, qcow2) is detected from the file */
+                                    json_string(vm->jailed ? vm->in.initrd : spec->initrd));
+        if (c && spec->rootfs) /* raw: ch_check_disk refused anything that looks like qcow2 */
                 json_object_set_new(
-                    c, "disks", json_pack("[{s:s, s:s}]", "path", spec->rootfs, "id", "rootfs"));
+                    c, "disks",
+                    json_pack("[{s:s, s:s}]", "path", vm->jailed ? vm->in.rootfs : spec->rootfs,
+                              "id", "rootfs"));
         return c;
 }
 
@@ -223,9 +273,9 @@ static int ch_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, st
                 r = ch_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = ch_start(spec, vm, d);
+        r = ch_start(spec, NULL, NULL, vm, d);
         if (r == 0)
-                r = ch_put_json(vm, "vm.create", ch_vm_config(spec), VMM_HTTP_TIMEOUT_MS, d);
+                r = ch_put_json(vm, "vm.create", ch_vm_config(spec, vm), VMM_HTTP_TIMEOUT_MS, d);
         if (r == 0)
                 r = ch_call(vm, "PUT", "vm.boot", NULL, vmm_http_memory_timeout_ms(vm->memory),
                             NULL, d);
@@ -314,14 +364,26 @@ static int ch_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm
         if (path_join(memfile, sizeof(memfile), state_dir, CH_MEMORY) < 0 ||
             strlen(memfile) >= sizeof(ret->memory_file))
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", state_dir);
-        snprintf(url, sizeof(url), "file://%s", state_dir);
+        snprintf(url, sizeof(url), "file://%s",
+                 vm->jailed ? VMM_JAIL_RUN "/" CH_JAIL_SAVE_DIR : state_dir);
         _cleanup_close_ int dirfd = vmsnap_fs_open_dir(state_dir);
         if (dirfd < 0)
                 return vmsnap_diag(d, dirfd, "%s: cannot open: %s", state_dir, strerror(-dirfd));
         int r = ch_unlink_snapshot(dirfd, state_dir, d); /* memory-ranges is create_new */
+        /* Jailed, it writes into run_dir/save (the only place it can), and the files are
+         * taken over from there. */
+        char save[PATH_MAX];
+        _cleanup_close_ int savefd = -1;
+        if (r == 0 && vm->jailed)
+                r = ch_jail_save_dir(vm->run_dir, vm->jail_uid, save, sizeof(save), d);
+        if (r == 0 && vm->jailed && (savefd = vmsnap_fs_open_dir(save)) >= 0)
+                r = ch_unlink_snapshot(savefd, save, d);
         if (r == 0)
                 r = ch_put_json(vm, "vm.snapshot", json_pack("{s:s}", "destination_url", url),
                                 vmm_http_memory_timeout_ms(vm->memory), d);
+        const char *names[] = {CH_CONFIG, CH_STATE, CH_MEMORY};
+        for (size_t i = 0; r == 0 && vm->jailed && i < ARRAY_SIZE(names); i++)
+                r = vmm_confine_take_file(save, names[i], state_dir, d);
         if (r == 0)
                 r = ch_sync_state(dirfd, state_dir, d);
         if (r == 0)
@@ -348,8 +410,8 @@ static bool ch_compatible(const char *saved_version, const char *running_version
 }
 
 /* The saved config with this sandbox's paths: its disk, its vsock socket, its kernel. */
-static int ch_patch_config(json_t *c, const struct vmsnap_vm_spec *spec, const char *dir,
-                           struct vmsnap_diag *d)
+static int ch_patch_config(json_t *c, const struct vmsnap_vm_spec *spec,
+                           const struct vmsnap_vm *vm, const char *dir, struct vmsnap_diag *d)
 {
         char vsock[PATH_MAX];
         json_t *mem = json_object_get(c, "memory");
@@ -361,13 +423,16 @@ static int ch_patch_config(json_t *c, const struct vmsnap_vm_spec *spec, const c
                                    dir, (unsigned long long)size, (unsigned long long)spec->memory);
         json_t *disk = json_array_get(json_object_get(c, "disks"), 0);
         if (disk && spec->rootfs)
-                json_object_set_new(disk, "path", json_string(spec->rootfs));
+                json_object_set_new(disk, "path",
+                                    json_string(vm->jailed ? vm->in.rootfs : spec->rootfs));
         json_t *vs = json_object_get(c, "vsock");
-        if (vs && path_join(vsock, sizeof(vsock), spec->run_dir, CH_VSOCK) == 0)
+        if (vs && path_join(vsock, sizeof(vsock), vm->jailed ? VMM_JAIL_RUN : spec->run_dir,
+                            CH_VSOCK) == 0)
                 json_object_set_new(vs, "socket", json_string(vsock));
         json_t *payload = json_object_get(c, "payload");
         if (payload && spec->kernel)
-                json_object_set_new(payload, "kernel", json_string(spec->kernel));
+                json_object_set_new(payload, "kernel",
+                                    json_string(vm->jailed ? vm->in.kernel : spec->kernel));
         return 0;
 }
 
@@ -375,7 +440,8 @@ static int ch_patch_config(json_t *c, const struct vmsnap_vm_spec *spec, const c
  * memory-ranges linked to the memory file (Cloud Hypervisor reads all three from one
  * directory; the memory layer removed its own memory-ranges after save). */
 static int ch_restore_dir(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_restore *from,
-                          char *dir, size_t size, struct vmsnap_diag *d)
+                          const struct vmsnap_vm *vm, char *dir, size_t size,
+                          struct vmsnap_diag *d)
 {
         char src[PATH_MAX];
         if (path_join(dir, size, spec->run_dir, CH_RESTORE_DIR) < 0 ||
@@ -383,9 +449,12 @@ static int ch_restore_dir(const struct vmsnap_vm_spec *spec, const struct vmsnap
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", spec->run_dir);
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
                 return vmsnap_diag(d, -errno, "%s: %s", dir, strerror(errno));
-        _cleanup_close_ int dirfd = vmsnap_fs_open_dir(dir);
+        _cleanup_close_ int dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (dirfd < 0)
-                return vmsnap_diag(d, dirfd, "%s: %s", dir, strerror(-dirfd));
+                return vmsnap_diag(d, -errno, "%s: %s", dir, strerror(errno));
+        if (vm->jailed && fchown(dirfd, vm->jail_uid, vm->jail_uid) < 0) /* it reads it */
+                return vmsnap_diag(d, -errno, "%s: cannot hand to uid %u: %s", dir,
+                                   (unsigned)vm->jail_uid, strerror(errno));
         int r = ch_unlink_snapshot(dirfd, dir, d);
         if (r < 0)
                 return r;
@@ -393,16 +462,18 @@ static int ch_restore_dir(const struct vmsnap_vm_spec *spec, const struct vmsnap
         json_t *c = json_load_file(src, 0, &err);
         if (!c)
                 return vmsnap_diag(d, -EBADMSG, "%s: %s", src, err.text);
-        r = ch_patch_config(c, spec, from->state_dir, d);
+        r = ch_patch_config(c, spec, vm, from->state_dir, d);
         char dst[PATH_MAX];
         if (r == 0 && (path_join(dst, sizeof(dst), dir, CH_CONFIG) < 0 ||
                        json_dump_file(c, dst, JSON_INDENT(2)) < 0))
                 r = vmsnap_diag(d, -EIO, "%s: cannot write the restore config", dir);
         json_decref(c);
+        /* Links to the state and memory files where the VMM sees them (its jail: binds). */
         if (r == 0 && path_join(src, sizeof(src), from->state_dir, CH_STATE) == 0 &&
-            symlinkat(src, dirfd, CH_STATE) < 0)
+            symlinkat(vm->jailed ? vm->in.state : src, dirfd, CH_STATE) < 0)
                 r = vmsnap_diag(d, -errno, "%s/%s: %s", dir, CH_STATE, strerror(errno));
-        if (r == 0 && symlinkat(from->memory_path, dirfd, CH_MEMORY) < 0)
+        if (r == 0 &&
+            symlinkat(vm->jailed ? vm->in.memory : from->memory_path, dirfd, CH_MEMORY) < 0)
                 r = vmsnap_diag(d, -errno, "%s/%s: %s", dir, CH_MEMORY, strerror(errno));
         return r;
 }
@@ -448,7 +519,8 @@ static json_t *ch_restore_body(const struct vmsnap_vm *vm, const char *dir,
                                enum vmsnap_vm_memory_mode mode)
 {
         char url[PATH_MAX + 8];
-        snprintf(url, sizeof(url), "file://%s", dir);
+        snprintf(url, sizeof(url), "file://%s",
+                 vm->jailed ? VMM_JAIL_RUN "/" CH_RESTORE_DIR : dir);
         json_t *b = json_pack("{s:s, s:b}", "source_url", url, "prefault", 0);
         if (b && vm->v.major >= CH_ONDEMAND_SINCE) {
                 json_object_set_new(
@@ -462,18 +534,20 @@ static json_t *ch_restore_body(const struct vmsnap_vm *vm, const char *dir,
 static int ch_restore(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_restore *from,
                       struct vmsnap_vm **ret, struct vmsnap_diag *d)
 {
-        char dir[PATH_MAX];
+        char dir[PATH_MAX], state[PATH_MAX];
         struct vmsnap_vm *vm = NULL;
         int r = ch_check_spec(spec, false, d);
         if (r == 0)
                 r = ch_check_restore(from, d);
-        if (r == 0)
-                r = ch_restore_dir(spec, from, dir, sizeof(dir), d);
+        if (r == 0 && path_join(state, sizeof(state), from->state_dir, CH_STATE) < 0)
+                r = vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", from->state_dir);
         if (r == 0)
                 r = ch_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = ch_start(spec, vm, d);
+        r = ch_start(spec, from, state, vm, d);
+        if (r == 0) /* after the start: jailed, its paths are the jail's */
+                r = ch_restore_dir(spec, from, vm, dir, sizeof(dir), d);
         if (r == 0)
                 r = ch_check_state_version(vm, from->state_dir, d);
         if (r == 0)
@@ -498,7 +572,12 @@ static int ch_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsnap
         int r = ch_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = vmm_process_attach(pid, CH_NAME, vm->api_sock, &vm->proc, d);
+        char needle[PATH_MAX];
+        if (spec->jail) /* inside, every jail's socket has the same path: its cgroup tells */
+                vmm_confine_attach_needle(spec->jail, needle, sizeof(needle));
+        vm->jailed = spec->jail != NULL;
+        vm->jail_uid = spec->jail ? spec->jail->uid : 0;
+        r = vmm_process_attach(pid, CH_NAME, spec->jail ? needle : vm->api_sock, &vm->proc, d);
         if (r == 0)
                 r = ch_ping(vm, d);
         json_t *j = NULL;
@@ -583,7 +662,7 @@ static int ch_probe(const char *binary, char *ret_version, size_t size, struct v
 
 const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor = {
     .name = CH_NAME,
-    .disk_format = "qcow2",
+    .disk_format = "raw",
     .probe = ch_probe,
     .compatible = ch_compatible,
     .boot = ch_boot,

@@ -12,6 +12,7 @@
 
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "vmm/firecracker-jail.h"
 #include "vmm/http.h"
 #include "vmm/hvsock.h"
 #include "vmm/process.h"
@@ -51,6 +52,8 @@ struct vmsnap_vm {
         uint64_t memory;
         bool has_base; /* a snapshot of this VM's memory is on disk and dirty tracking runs
                           since it: the next save can be a Diff */
+        bool jailed;   /* started through vmsnap-jailer: its API takes inside-jail paths */
+        struct fc_jail_paths in; /* those paths */
 };
 
 /* ---- helpers ------------------------------------------------------------------------------ */
@@ -143,30 +146,45 @@ static int fc_new(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, str
         return 0;
 }
 
-/* Points run_dir/rootfs.img at spec->rootfs (replacing an old link). */
-static int fc_link_rootfs(const struct vmsnap_vm_spec *spec, struct vmsnap_diag *d)
+/* Points run_dir/rootfs.img at spec->rootfs (replacing an old link): by its name when it
+ * lies in the run dir (the link then reads the same inside a jail and outside), else by the
+ * path the VMM sees it at (`target`). */
+static int fc_link_rootfs(const struct vmsnap_vm_spec *spec, const char *target,
+                          struct vmsnap_diag *d)
 {
         char link[PATH_MAX];
         if (!spec->rootfs)
                 return 0;
+        size_t n = strlen(spec->run_dir);
+        if (strncmp(spec->rootfs, spec->run_dir, n) == 0 && spec->rootfs[n] == '/' &&
+            !strchr(spec->rootfs + n + 1, '/'))
+                target = spec->rootfs + n + 1;
         if (path_join(link, sizeof(link), spec->run_dir, FC_ROOTFS) < 0)
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", spec->run_dir);
         if (unlink(link) < 0 && errno != ENOENT)
                 return vmsnap_diag(d, -errno, "%s: cannot remove: %s", link, strerror(errno));
-        if (symlink(spec->rootfs, link) < 0)
+        if (symlink(target, link) < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot link to %s: %s", link, spec->rootfs,
                                    strerror(errno));
         return 0;
 }
 
-/* Starts a bare Firecracker on the API socket and reads its version. */
-static int fc_start(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm, struct vmsnap_diag *d)
+/* Starts a bare Firecracker on the API socket and reads its version; jailed when the spec
+ * has a jail (`from`, `snapfile`: the restore it is started for, else NULL). */
+static int fc_start(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_restore *from,
+                    const char *snapfile, struct vmsnap_vm *vm, struct vmsnap_diag *d)
 {
         char log[PATH_MAX], pidfile[PATH_MAX];
         if (path_join(log, sizeof(log), spec->run_dir, FC_LOG) < 0 ||
             path_join(pidfile, sizeof(pidfile), spec->run_dir, FC_PIDFILE) < 0)
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", spec->run_dir);
-        int r = fc_link_rootfs(spec, d);
+        _cleanup_free_ struct vmm_confine *c = spec->jail ? calloc(1, sizeof(*c)) : NULL;
+        int r = spec->jail && !c ? -ENOMEM : 0;
+        vm->jailed = spec->jail != NULL;
+        if (r == 0 && vm->jailed)
+                r = fc_jail_build(spec, from, snapfile, FC_NAME, c, &vm->in, d);
+        if (r == 0)
+                r = fc_link_rootfs(spec, vm->jailed ? vm->in.rootfs : spec->rootfs, d);
         if (r < 0)
                 return r;
         if (unlink(vm->api_sock) < 0 && errno != ENOENT) /* Firecracker will not bind over it */
@@ -174,8 +192,14 @@ static int fc_start(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm, str
                                    strerror(errno));
         char *argv[] = {(char *)(spec->vmm_binary ? spec->vmm_binary : FC_NAME), "--api-sock",
                         vm->api_sock, NULL};
-        struct vmm_spawn sp = {
-            .name = FC_NAME, .argv = argv, .log_path = log, .cwd = spec->run_dir};
+        /* Jailed: /bin/sh makes /run (the run dir) its working directory, then becomes it. */
+        char *jailed[] = {"/bin/sh", "-c", "cd " VMM_JAIL_RUN " && exec \"$0\" \"$@\"",
+                          vm->in.binary, "--api-sock", VMM_JAIL_RUN "/" FC_API_SOCK, NULL};
+        struct vmm_spawn sp = {.name = FC_NAME,
+                               .argv = vm->jailed ? jailed : argv,
+                               .log_path = log,
+                               .cwd = spec->run_dir,
+                               .jail = vm->jailed ? &c->spec : NULL};
         r = vmm_process_spawn(&sp, &vm->proc, d);
         if (r < 0)
                 return r;
@@ -220,10 +244,12 @@ static int fc_configure(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm,
         if (r < 0)
                 return r;
 
-        json_t *bs = json_pack("{s:s, s:s}", "kernel_image_path", spec->kernel, "boot_args",
+        json_t *bs = json_pack("{s:s, s:s}", "kernel_image_path",
+                               vm->jailed ? vm->in.kernel : spec->kernel, "boot_args",
                                spec->cmdline ? spec->cmdline : FC_DEFAULT_CMDLINE);
         if (bs && spec->initrd)
-                json_object_set_new(bs, "initrd_path", json_string(spec->initrd));
+                json_object_set_new(bs, "initrd_path",
+                                    json_string(vm->jailed ? vm->in.initrd : spec->initrd));
         r = fc_call(vm, "PUT", "/boot-source", bs, VMM_HTTP_TIMEOUT_MS, NULL, d);
         if (r < 0)
                 return r;
@@ -249,7 +275,7 @@ static int fc_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret, st
                 r = fc_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = fc_start(spec, vm, d);
+        r = fc_start(spec, NULL, NULL, vm, d);
         if (r == 0)
                 r = fc_configure(spec, vm, d);
         if (r == 0) {
@@ -302,9 +328,10 @@ static json_t *fc_load_body(const struct vmsnap_vm *vm, const char *snapfile,
 {
         bool new_name = vm->v.major > 1 || (vm->v.major == 1 && vm->v.minor >= 13);
         return json_pack(
-            "{s:s, s:{s:s, s:s}, s:b, s:b}", "snapshot_path", snapfile, "mem_backend",
-            "backend_type", from->memory_mode == VMSNAP_VM_MEMORY_UFFD ? "Uffd" : "File",
-            "backend_path", from->memory_path,
+            "{s:s, s:{s:s, s:s}, s:b, s:b}", "snapshot_path",
+            vm->jailed ? vm->in.snapfile : snapfile, "mem_backend", "backend_type",
+            from->memory_mode == VMSNAP_VM_MEMORY_UFFD ? "Uffd" : "File", "backend_path",
+            vm->jailed ? vm->in.memory : from->memory_path,
             new_name ? "track_dirty_pages" : "enable_diff_snapshots", 1, "resume_vm", 0);
 }
 
@@ -335,7 +362,7 @@ static int fc_restore(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_
                 r = fc_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = fc_start(spec, vm, d);
+        r = fc_start(spec, from, snapfile, vm, d);
         if (r == 0)
                 r = fc_check_state_version(vm, from->state_dir, d);
         if (r == 0)
@@ -361,7 +388,11 @@ static int fc_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsnap
         int r = fc_new(spec, &vm, d);
         if (r < 0)
                 return r;
-        r = vmm_process_attach(pid, FC_NAME, vm->api_sock, &vm->proc, d);
+        char needle[PATH_MAX];
+        if (spec->jail) /* inside, every jail's socket has the same path: its cgroup tells */
+                vmm_confine_attach_needle(spec->jail, needle, sizeof(needle));
+        vm->jailed = spec->jail != NULL;
+        r = vmm_process_attach(pid, FC_NAME, spec->jail ? needle : vm->api_sock, &vm->proc, d);
         json_t *j = NULL;
         if (r == 0)
                 r = fc_call(vm, "GET", "/version", NULL, VMM_HTTP_TIMEOUT_MS, &j, d);
@@ -420,6 +451,20 @@ static int fc_sync_state(const char *state_dir, struct vmsnap_diag *d)
         return r < 0 ? vmsnap_diag(d, r, "%s: fsync: %s", state_dir, strerror(-r)) : 0;
 }
 
+/* Removes the state and memory files an earlier save of a jailed VM left in its run dir. */
+static int fc_unlink_in_run_dir(struct vmsnap_vm *vm, struct vmsnap_diag *d)
+{
+        const char *names[] = {FC_SNAPFILE, FC_MEMFILE};
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                char p[PATH_MAX];
+                if (path_join(p, sizeof(p), vm->run_dir, names[i]) < 0 ||
+                    (unlink(p) < 0 && errno != ENOENT))
+                        return vmsnap_diag(d, -EIO, "%s: cannot remove %s", vm->run_dir,
+                                           names[i]);
+        }
+        return 0;
+}
+
 static int fc_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm_saved *ret,
                    struct vmsnap_diag *d)
 {
@@ -436,10 +481,21 @@ static int fc_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm
                 return vmsnap_diag(d, -errno, "%s: cannot remove old files: %s", state_dir,
                                    strerror(errno));
         bool diff = vm->has_base;
+        /* Jailed, it writes into its run dir (the only place it can) and the files are taken
+         * over from there into the state dir. */
+        if (vm->jailed && fc_unlink_in_run_dir(vm, d) < 0)
+                return -EIO;
         json_t *body = json_pack("{s:s, s:s, s:s}", "snapshot_type", diff ? "Diff" : "Full",
-                                 "snapshot_path", snapfile, "mem_file_path", memfile);
+                                 "snapshot_path",
+                                 vm->jailed ? VMM_JAIL_RUN "/" FC_SNAPFILE : snapfile,
+                                 "mem_file_path",
+                                 vm->jailed ? VMM_JAIL_RUN "/" FC_MEMFILE : memfile);
         int r = fc_call(vm, "PUT", "/snapshot/create", body, vmm_http_memory_timeout_ms(vm->memory),
                         NULL, d);
+        if (r == 0 && vm->jailed)
+                r = vmm_confine_take_file(vm->run_dir, FC_SNAPFILE, state_dir, d);
+        if (r == 0 && vm->jailed)
+                r = vmm_confine_take_file(vm->run_dir, FC_MEMFILE, state_dir, d);
         if (r == 0)
                 r = fc_sync_state(state_dir, d);
         if (r == 0)

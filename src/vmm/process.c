@@ -5,6 +5,8 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <vmsnap/jail.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -123,13 +125,23 @@ int vmm_process_spawn(const struct vmm_spawn *sp, struct vmm_process *ret, struc
         int r = spawn_attr_init(&attr);
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: posix_spawnattr: %s", sp->name, strerror(-r));
-        r = spawn_actions(&fa, log_fd, sp->cwd);
+        char **jailed = NULL;
+        if (sp->jail)
+                r = vmsnap_jail_argv(sp->jail, sp->argv, &jailed, d);
+        if (r == 0)
+                r = spawn_actions(&fa, log_fd, sp->jail ? NULL : sp->cwd);
         pid_t pid = 0;
         if (r == 0) {
-                r = spawn_argv(&pid, sp->argv, &fa, &attr);
+                r = spawn_argv(&pid, jailed ? jailed : sp->argv, &fa, &attr);
                 posix_spawn_file_actions_destroy(&fa);
         }
+        if (r < 0 && jailed)
+                vmsnap_diag(d, r, "%s: cannot start the jailer %s: %s", sp->name, jailed[0],
+                            strerror(-r));
+        vmsnap_jail_argv_free(jailed);
         posix_spawnattr_destroy(&attr);
+        if (r < 0 && sp->jail)
+                return r;
         if (r == -ENOENT || r == -EACCES)
                 return vmsnap_diag(d, r, "%s: cannot run %s: %s (install it or give its path)",
                                    sp->name, sp->argv[0], strerror(-r));
@@ -304,11 +316,11 @@ int vmm_process_wait_socket(struct vmm_process *p, const char *socket_path, int 
         }
 }
 
-/* Reads /proc/<pid>/cmdline with the NULs between arguments turned into spaces. */
-static int read_cmdline(pid_t pid, char *buf, size_t size)
+/* Reads /proc/<pid>/<file> (cmdline: the NULs between arguments turned into spaces). */
+static int read_proc(pid_t pid, const char *file, char *buf, size_t size)
 {
         char path[64];
-        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return errno == ENOENT ? -ESRCH : -errno;
@@ -316,7 +328,7 @@ static int read_cmdline(pid_t pid, char *buf, size_t size)
         if (n < 0)
                 return (int)n;
         for (ssize_t i = 0; i < n; i++)
-                if (buf[i] == '\0')
+                if (buf[i] == '\0' || buf[i] == '\n')
                         buf[i] = ' ';
         buf[n] = '\0';
         return 0;
@@ -341,15 +353,19 @@ int vmm_process_attach(pid_t pid, const char *name, const char *needle, struct v
         _cleanup_free_ char *cmd = malloc(65536);
         if (!cmd)
                 return -ENOMEM;
-        int r = read_cmdline(pid, cmd, 65536);
+        /* A jailed VMM is known by its cgroup, which it cannot leave (its command line holds
+         * only inside-jail paths, the same in every jail). */
+        bool by_cgroup = strncmp(needle, VMM_ATTACH_CGROUP, strlen(VMM_ATTACH_CGROUP)) == 0;
+        const char *want = by_cgroup ? needle + strlen(VMM_ATTACH_CGROUP) : needle;
+        int r = read_proc(pid, by_cgroup ? "cgroup" : "cmdline", cmd, 65536);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: pid %d: cannot read its command line: %s", name,
-                                   (int)pid, strerror(-r));
-        if (!strstr(cmd, needle))
+                return vmsnap_diag(d, r, "%s: pid %d: cannot read its %s: %s", name, (int)pid,
+                                   by_cgroup ? "cgroup" : "command line", strerror(-r));
+        if (!strstr(cmd, want))
                 return vmsnap_diag(d, -EPERM,
-                                   "%s: pid %d is not this sandbox's VMM (its command line "
-                                   "does not name %s)",
-                                   name, (int)pid, needle);
+                                   "%s: pid %d is not this sandbox's VMM (its %s does not "
+                                   "name %s)",
+                                   name, (int)pid, by_cgroup ? "cgroup" : "command line", want);
         if (getpgid(pid) != pid)
                 return vmsnap_diag(d, -EPERM, "%s: pid %d does not lead its process group", name,
                                    (int)pid);

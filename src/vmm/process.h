@@ -25,15 +25,21 @@ struct vmm_process {
         char log_path[PATH_MAX]; /* its stdout and stderr; "" when unknown (attached) */
 };
 
+struct vmsnap_jail_spec;
+
 struct vmm_spawn {
         const char *name;     /* for messages */
         char *const *argv;    /* argv[0]: absolute path, or a name looked up in $PATH */
         const char *log_path; /* stdout and stderr are appended here (created 0640) */
-        const char *cwd;      /* working directory of the VMM; NULL: inherit */
+        const char *cwd;      /* working directory of the VMM; NULL: inherit (unused when
+                                 jailed: the VMM starts in the jail's /) */
+        const struct vmsnap_jail_spec *jail; /* NULL: run argv as is. Else run it through the
+                                 jailer (vmsnap_jail_argv), argv[0] and every path in argv
+                                 as seen inside the jail; the pid is still the VMM's */
 };
 
-/* Starts sp->argv in a new session with stdin on /dev/null, stdout and stderr appended to
- * the log, default signal handling and no inherited fds. Returns 0 and fills *ret, -ENOENT
+/* Starts sp->argv (jailed when sp->jail) in a new session with stdin on /dev/null, stdout and
+ * stderr appended to the log, default signal handling and no inherited fds. Returns 0 and fills *ret, -ENOENT
  * when the binary does not exist, or -errno (with d). */
 int vmm_process_spawn(const struct vmm_spawn *sp, struct vmm_process *ret, struct vmsnap_diag *d);
 
@@ -42,8 +48,13 @@ int vmm_process_spawn(const struct vmm_spawn *sp, struct vmm_process *ret, struc
 int vmm_process_wait_socket(struct vmm_process *p, const char *socket_path, int timeout_ms,
                             struct vmsnap_diag *d);
 
+/* A needle for vmm_process_attach that names the VMM's cgroup instead of its command line:
+ * VMM_ATTACH_CGROUP "/vmsnap/<id> " (a jailed VMM cannot leave its cgroup). */
+#define VMM_ATTACH_CGROUP "cgroup:"
+
 /* Takes hold of a running pid that leads its own process group and whose command line
- * contains `needle` (e.g. its API socket path). Returns 0 and fills *ret, -ESRCH when it
+ * contains `needle` (e.g. its API socket path), or whose /proc/PID/cgroup contains what
+ * follows VMM_ATTACH_CGROUP (newlines read as spaces). Returns 0 and fills *ret, -ESRCH when it
  * does not run, -EPERM when it is some other process, or -errno (with d). */
 int vmm_process_attach(pid_t pid, const char *name, const char *needle, struct vmm_process *ret,
                        struct vmsnap_diag *d);

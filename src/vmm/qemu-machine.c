@@ -226,6 +226,49 @@ static char *run_path(const char *run_dir, const char *name)
         return n < 0 || (size_t)n >= sizeof(p) ? NULL : qemu_opt_escape(p);
 }
 
+/* One -blockdev node, given as JSON so that no file name needs escaping; o is stolen. */
+static void add_blockdev(struct argv_buf *a, json_t *o)
+{
+        _cleanup_free_ char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        json_decref(o);
+        if (!text) {
+                a->oom = true;
+                return;
+        }
+        add_opt(a, "-blockdev", "%s", text);
+}
+
+/* The guest's /dev/vda as -blockdev nodes that name every file QEMU opens: a raw disk is a
+ * `file` node under a `raw` node; a qcow2 overlay is a `file` node under a `qcow2` node whose
+ * backing is the pinned base image (read-only `file` + `raw` nodes). The backing file name
+ * the overlay's header holds is never opened: the overlay is the guest's to write, and its
+ * header may name any host file (docs/vmm.md "Disks"). The top node keeps the name "root"
+ * that the device (and so the migration stream) has always used. */
+static void add_disk(struct argv_buf *a, const struct qemu_launch *l)
+{
+        bool qcow2 = strcmp(l->machine->disk_format, "qcow2") == 0;
+        if (!l->rootfs || (qcow2 && !l->rootfs_base)) {
+                a->oom = true; /* qemu_argv_build's callers check the spec first */
+                return;
+        }
+        if (qcow2) {
+                add_blockdev(a, json_pack("{s:s, s:s, s:s, s:b}", "driver", "file", "node-name",
+                                          "root-base-file", "filename", l->rootfs_base,
+                                          "read-only", 1));
+                add_blockdev(a, json_pack("{s:s, s:s, s:s, s:b}", "driver", "raw", "node-name",
+                                          "root-base", "file", "root-base-file", "read-only", 1));
+        }
+        add_blockdev(a, json_pack("{s:s, s:s, s:s}", "driver", "file", "node-name", "root-file",
+                                  "filename", l->rootfs));
+        if (qcow2)
+                add_blockdev(a, json_pack("{s:s, s:s, s:s, s:s}", "driver", "qcow2", "node-name",
+                                          "root", "file", "root-file", "backing", "root-base"));
+        else
+                add_blockdev(a, json_pack("{s:s, s:s, s:s}", "driver", "raw", "node-name", "root",
+                                          "file", "root-file"));
+        add_opt(a, "-device", "virtio-blk-device,drive=root");
+}
+
 /* The serial console, the agent port, the disk, the monitor. */
 static void add_devices(struct argv_buf *a, const struct qemu_launch *l)
 {
@@ -233,8 +276,7 @@ static void add_devices(struct argv_buf *a, const struct qemu_launch *l)
         _cleanup_free_ char *console = run_path(l->run_dir, QEMU_CONSOLE);
         _cleanup_free_ char *agent = run_path(l->run_dir, QEMU_AGENT_SOCK);
         _cleanup_free_ char *qmp = run_path(l->run_dir, QEMU_QMP_SOCK);
-        _cleanup_free_ char *rootfs = m->disk && l->rootfs ? qemu_opt_escape(l->rootfs) : NULL;
-        if (!console || !agent || !qmp || (m->disk && !rootfs)) {
+        if (!console || !agent || !qmp) {
                 a->oom = true;
                 return;
         }
@@ -243,10 +285,8 @@ static void add_devices(struct argv_buf *a, const struct qemu_launch *l)
         add_opt(a, "-device", "virtio-serial-device");
         add_opt(a, "-chardev", "socket,id=agent,path=%s,server=on,wait=off", agent);
         add_opt(a, "-device", "virtserialport,chardev=agent,name=%s", QEMU_AGENT_PORT);
-        if (m->disk) {
-                add_opt(a, "-drive", "id=root,file=%s,format=%s,if=none", rootfs, m->disk_format);
-                add_opt(a, "-device", "virtio-blk-device,drive=root");
-        }
+        if (m->disk)
+                add_disk(a, l);
         add_opt(a, "-chardev", "socket,id=qmp,path=%s,server=on,wait=off", qmp);
         add_opt(a, "-mon", "chardev=qmp,mode=control");
 }
@@ -261,7 +301,13 @@ int qemu_argv_build(const struct qemu_launch *l, char ***ret)
         struct argv_buf a = {0};
         unsigned long long mib = (unsigned long long)(m->memory >> 20);
         add(&a, "%s", l->binary ? l->binary : QEMU_BINARY);
-        add_opt(&a, "-accel", "%s", vmm_accel_name(m->accel));
+        if (m->accel == VMM_ACCEL_TCG)
+                add_opt(&a, "-accel", "tcg,tb-size=%u", QEMU_TB_SIZE_MIB);
+        else
+                add_opt(&a, "-accel", "%s", vmm_accel_name(m->accel));
+        if (l->name)
+                add_opt(&a, "-name", "vmsnap-%s", l->name);
+        add_opt(&a, "-sandbox", "%s", QEMU_SANDBOX);
         add_opt(&a, "-machine", "%s", m->machine);
         add_opt(&a, "-cpu", "%s", m->cpu);
         add_opt(&a, "-smp", "%u", m->vcpus);

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <vmsnap/error.h>
+#include <vmsnap/jail.h>
 #include <vmsnap/vmm.h>
 
 #include "vmm/accel.h"
@@ -27,6 +28,8 @@
 #define QEMU_BINARY    "qemu-system-x86_64" /* looked up in $PATH */
 #define QEMU_LAYOUT    1                    /* version of the command line qemu_argv_build makes */
 #define QEMU_MAX_VCPUS 255u
+#define QEMU_TB_SIZE_MIB 64u /* TCG translation cache (-accel tcg,tb-size=): bounds QEMU's RSS */
+#define QEMU_SANDBOX   "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
 struct qemu_machine {
         int layout;
@@ -72,7 +75,10 @@ struct qemu_launch {
         const char *memory_file;
         bool share;         /* memory-backend-file share=on (else off: MAP_PRIVATE) */
         const char *rootfs; /* used when machine->disk */
+        const char *rootfs_base; /* the qcow2 overlay's backing node (raw, read-only) */
         bool incoming;      /* -incoming defer */
+        const char *name;   /* -name vmsnap-<name>: what attach recognises the process by */
+        const struct vmsnap_jail_spec *jail; /* NULL: unjailed; else the sandbox's template */
 };
 
 /* The command line of l as a NULL-terminated, malloc'd argv (free with qemu_argv_free).

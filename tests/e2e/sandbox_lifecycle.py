@@ -61,9 +61,10 @@ class UnixHTTP(http.client.HTTPConnection):
 
 
 class Daemon:
-    def __init__(self, work, guest=GUEST):
+    def __init__(self, work, guest=GUEST, extra_args=()):
         self.work = work
         self.guest = guest
+        self.extra_args = list(extra_args)  # e.g. --insecure-no-jail for the unjailed mode
         self.root = os.path.join(work, "root")
         self.sock = os.path.join(work, "vmsnapd.sock")
         self.mem = os.path.join("/dev/shm", os.path.basename(work) + "-mem")
@@ -77,7 +78,7 @@ class Daemon:
         self.proc = subprocess.Popen(
             [VMSNAPD, "--root", self.root, "--socket", self.sock, "--no-tcp",
              "--guest-dir", self.guest, "--mem-root", self.mem, "--merge-cap", str(MERGE_CAP),
-             "--tick-interval", "1"],
+             "--tick-interval", "1"] + self.extra_args,
             stdout=logf, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -179,10 +180,100 @@ def pause_and_check(d, sb):
     return p
 
 
+CGROUP = "/sys/fs/cgroup"
+# the read-only system dirs (merged-/usr links as on the host), /dev nodes, the VMM's files
+JAIL_ROOT_ALLOWED = {"bin", "sbin", "lib", "lib32", "lib64", "libx32", "usr", "dev", "run",
+                     "memory", "base"}
+
+
+def proc_status(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def cgroup_file(sid, controller, name):
+    """The file of sandbox sid's cgroup: the unified hierarchy, else v1's per controller."""
+    for path in (os.path.join(CGROUP, "vmsnap", sid, name),
+                 os.path.join(CGROUP, controller, "vmsnap", sid, name)):
+        if os.path.exists(path):
+            return path
+    return None
+
+
+def cgroup_exists(sid):
+    return any(os.path.isdir(os.path.join(CGROUP, *parts, "vmsnap", sid))
+               for parts in ((), ("memory",), ("cpu",), ("pids",)))
+
+
+def check_jailed(d, sb):
+    """The VMM of sb runs in its jail: unprivileged uid, no capabilities, no_new_privs, a
+    seccomp filter, its own mount namespace whose root holds only its files, a cgroup with
+    the limits (issue 8)."""
+    pid = sb["pid"]
+    st = proc_status(pid)
+    uids = st["Uid"].split()
+    check(all(u == uids[0] for u in uids) and int(uids[0]) != 0, "VMM uid: %s" % st["Uid"])
+    check(st["CapEff"] == "0000000000000000", "VMM CapEff %s" % st["CapEff"])
+    check(st["NoNewPrivs"] == "1", "VMM NoNewPrivs %s" % st["NoNewPrivs"])
+    check(st["Seccomp"] == "2", "VMM Seccomp %s (no filter)" % st["Seccomp"])
+    check(os.readlink("/proc/%d/ns/mnt" % pid) != os.readlink("/proc/self/ns/mnt"),
+          "the VMM shares the daemon's mount namespace")
+    root = set(os.listdir("/proc/%d/root" % pid))
+    check(root <= JAIL_ROOT_ALLOWED and {"run", "memory", "usr"} <= root,
+          "the VMM's root holds %s" % sorted(root))
+    check(not os.path.exists("/proc/%d/root/etc" % pid), "the VMM sees /etc")
+    limit = cgroup_file(sb["id"], "memory", "memory.max") or \
+        cgroup_file(sb["id"], "memory", "memory.limit_in_bytes")
+    check(limit is not None, "no memory cgroup for %s" % sb["id"])
+    with open(limit) as f:
+        mem = int(f.read())
+    check(mem == sb["memory_mib"] * 2**20 + 256 * 2**20, "memory limit %d" % mem)
+    pids = cgroup_file(sb["id"], "pids", "pids.max")
+    with open(pids) as f:
+        check(f.read().strip() == str(128 + sb["vcpus"]), "pids.max")
+    with open(cgroup_file(sb["id"], "pids", "cgroup.procs")) as f:
+        check(str(pid) in f.read().split(), "the VMM is not in its cgroup")
+    jail = os.path.join(d.root, "jails", sb["id"])
+    check(os.path.isdir(jail) and not os.listdir(jail), "jail dir %s" % jail)
+    run = os.stat(os.path.join(d.root, "sandboxes", sb["id"]))
+    check(run.st_uid == int(uids[0]) and run.st_mode & 0o777 == 0o700, "run dir owner/mode")
+    mem_file = os.stat(os.path.join(d.mem, sb["id"], "memory"))
+    check(mem_file.st_uid == int(uids[0]) and mem_file.st_mode & 0o777 == 0o600,
+          "memory file owner/mode")
+    peak = cgroup_file(sb["id"], "memory", "memory.peak") or \
+        cgroup_file(sb["id"], "memory", "memory.max_usage_in_bytes")
+    with open(peak) as f:
+        peak_mib = int(f.read()) >> 20
+    log("VMM %d jailed: uid %s, CapEff 0, NoNewPrivs 1, Seccomp 2, root %s, memory.max %d MiB "
+        "(peak so far %d MiB)" % (pid, uids[0], sorted(root), mem >> 20, peak_mib))
+    return int(uids[0])
+
+
+def check_unjailed_gone(d, sid):
+    check(not cgroup_exists(sid), "cgroup of %s left behind" % sid)
+    check(not os.path.exists(os.path.join(d.root, "jails", sid)), "jail dir of %s left" % sid)
+
+
+def test_jail_restart(d, sid):
+    """A daemon SIGKILLed and restarted re-attaches to the jailed VMM (by -name: its paths
+    differ inside the jail)."""
+    before = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    d.proc.kill()
+    d.proc.wait()
+    d.start()
+    after = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    check(after["state"] == "running" and after["pid"] == before["pid"],
+          "after a daemon SIGKILL: %s" % after)
+    check(sh(d, sid, "echo attached") == "attached", "exec after re-attach")
+    check_jailed(d, after)
+    log("daemon SIGKILL + restart: re-attached to the jailed VMM %d" % after["pid"])
+
+
 def test_lifecycle(d):
     sb = d.ok("POST", "/v1/sandboxes", {"name": "demo"})
     check(sb["state"] == "running", "create: %s" % sb)
     sid = sb["id"]
+    uid = check_jailed(d, sb)
     sh(d, sid, "echo persisted > /mnt/data/hello.txt && sync")
     # The agent's vsock listener (Firecracker/Cloud Hypervisor use it), over vsock loopback.
     check('"ok":true' in sh(d, sid, "vmsnap-agent --vsock-selftest"), "agent on vsock")
@@ -195,8 +286,10 @@ def test_lifecycle(d):
         gens.append(p["generation"])
         if cycle == 0:
             replace_base_image(d)
+        check_unjailed_gone(d, sid)  # paused: no VMM, so no cgroup and no jail dir
         sb = d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
         check(sb["state"] == "running", "resume: %s" % sb)
+        check(check_jailed(d, sb) == uid, "the jail uid changed over a pause")
         after = counter(d, sid)
         check(after >= before, "counter went back: %d -> %d" % (before, after))
         time.sleep(0.6)
@@ -234,6 +327,7 @@ def test_templates(d, sid):
     for i in range(3):
         c = d.ok("POST", "/v1/snapshots/tpl/sandboxes", {})
         check(c["state"] == "running" and c["template_id"] == t["id"], "spawn: %s" % c)
+        check_jailed(d, c)
         check(sh(d, c["id"], "cat /mnt/data/hello.txt") == "persisted", "clone lost the file")
         counter(d, c["id"])
         seeds.add(sh(d, c["id"], "head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'"))
@@ -258,6 +352,7 @@ def test_destroy_during_pause(d):
     check(final["state"] == "stopped", "after destroy: %s" % final)
     check(not alive(sb["pid"]), "VMM survived destroy")
     check(not os.path.exists(os.path.join(d.root, "sandboxes", sb["id"])), "run dir left")
+    check_unjailed_gone(d, sb["id"])
     log("destroy racing pause: pause -> %s, destroy -> %s" % (results.get("pause"), status))
 
 
@@ -282,6 +377,7 @@ def test_watchers(d):
     os.kill(doomed["pid"], signal.SIGKILL)
     err = wait_state(d, doomed["id"], "error")
     check("exited" in err["error"], "crash watcher message: %s" % err)
+    check_unjailed_gone(d, doomed["id"])
     d.ok("DELETE", "/v1/sandboxes/%s" % doomed["id"])
     log("idle auto-pause and the crash watcher: ok")
 
@@ -322,6 +418,24 @@ def test_daemon_crash(d):
         counter(d, sid)
 
 
+def kill_leftovers(d):
+    """Any VMM of ours that survived, by the pids the daemon recorded (never by a pattern)."""
+    import sqlite3
+    try:
+        db = sqlite3.connect(os.path.join(d.root, "vmsnap.db"))
+        rows = list(db.execute("SELECT id, pid FROM sandboxes WHERE pid > 0"))
+        db.close()
+    except sqlite3.Error:
+        rows = []
+    for sid, pid in rows:
+        try:  # still that sandbox's VMM (QEMU names itself vmsnap-<id>), not a reused pid
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                if ("vmsnap-" + sid).encode() in f.read():
+                    os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def main():
     if not BUILD or not os.access(VMSNAPD, os.X_OK):
         skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
@@ -348,6 +462,7 @@ def main():
         d.start()
         t0 = time.time()
         sid = test_lifecycle(d)
+        test_jail_restart(d, sid)
         test_name_clash(d, sid)
         test_templates(d, sid)
         test_destroy_during_pause(d)
@@ -366,7 +481,7 @@ def main():
         except Exception:
             pass
         d.stop()
-        subprocess.call(["pkill", "-9", "-f", work])  # any VMM of ours that survived
+        kill_leftovers(d)
         if os.environ.get("VMSNAP_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
             shutil.rmtree(d.mem, ignore_errors=True)

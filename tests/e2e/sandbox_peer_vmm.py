@@ -32,6 +32,7 @@ PEERS = {"firecracker": ("VMSNAP_PEER_fc_peer", "firecracker.sock", True),
          "cloud-hypervisor": ("VMSNAP_PEER_ch_peer", "cloud-hypervisor.sock", False)}
 PEER_ENV, API_SOCK, LAZY = PEERS[VMM]
 PEER = os.environ.get(PEER_ENV, "")
+JAILED = True  # both drivers run their VMM jailed (the peer stands in for it)
 
 
 def peer(d, sid, method, path, body):
@@ -45,9 +46,45 @@ def peer(d, sid, method, path, body):
 
 
 def dump(d, sid, work, name):
+    """The peer writes guest memory into its run dir (the only place a jailed VMM can write,
+    /run inside), from where the file is moved into work."""
+    run = os.path.join(d.root, "sandboxes", sid)
+    peer(d, sid, "PUT", "/peer/dump", {"path": ("/run/" if JAILED else run + "/") + name})
     path = os.path.join(work, name)
-    peer(d, sid, "PUT", "/peer/dump", {"path": path})
+    shutil.move(os.path.join(run, name), path)
     return path
+
+
+def check_jail(d, sb):
+    """The VMM and its page server run jailed: their own uid (the same), no capabilities,
+    no_new_privs, another mount namespace, a cgroup each. The peer brings no seccomp filter
+    of its own (Firecracker does); the page server installs vmsnap's."""
+    from sandbox_lifecycle import proc_status, cgroup_exists
+    st = proc_status(sb["pid"])
+    uid = st["Uid"].split()[0]
+    check(uid != "0" and st["CapEff"] == "0000000000000000" and st["NoNewPrivs"] == "1",
+          "VMM not confined: %s %s %s" % (st["Uid"], st["CapEff"], st["NoNewPrivs"]))
+    check(os.readlink("/proc/%d/ns/mnt" % sb["pid"]) != os.readlink("/proc/self/ns/mnt"),
+          "the VMM shares the daemon's mount namespace")
+    check(cgroup_exists(sb["id"]), "no cgroup for %s" % sb["id"])
+    if LAZY and sb.get("_resumed"):
+        pager = [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                 cmdline_has(int(p), b"uffd-serve") and cmdline_has(int(p), sb["id"].encode())]
+        check(len(pager) == 1, "page server of %s: %s" % (sb["id"], pager))
+        ps = proc_status(pager[0])
+        check(ps["Uid"].split()[0] == uid and ps["Seccomp"] == "2" and
+              ps["CapEff"] == "0000000000000000", "page server not jailed: %s" % ps)
+        check(cgroup_exists(sb["id"] + ".pager"), "no cgroup for the page server")
+    log("%s %d jailed as uid %s%s" % (VMM, sb["pid"], uid,
+                                      ", page server too" if LAZY and sb.get("_resumed") else ""))
+
+
+def cmdline_has(pid, what):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return what in f.read()
+    except OSError:
+        return False
 
 
 def same(a, b, what):
@@ -88,6 +125,9 @@ def pause_resume(d, sid, work, tag):
     check(p["state"] == "paused" and not alive(sb["pid"]), "pause: %s" % p)
     r = d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     check(r["state"] == "running", "resume: %s" % r)
+    if JAILED:
+        r["_resumed"] = True
+        check_jail(d, r)
     uffd_log = os.path.join(d.root, "sandboxes", sid, "uffd.log")
     check(os.path.exists(uffd_log) == LAZY, "page server on resume: %s" % os.path.exists(uffd_log))
     same(before, dump(d, sid, work, tag + "-after"), tag)
@@ -109,13 +149,15 @@ def main():
     bindir = os.path.join(work, "bin")
     os.makedirs(bindir)
     os.symlink(PEER, os.path.join(bindir, VMM))
-    d = Daemon(work)
+    d = Daemon(work)  # jailed, the default
     ok = False
     try:
         d.start({"PATH": bindir + ":" + os.environ.get("PATH", "")})
         sb = d.ok("POST", "/v1/sandboxes", {"vmm": VMM, "memory_mib": 128})
         sid = sb["id"]
         check(sb["state"] == "running" and sb["vmm"] == VMM, "create: %s" % sb)
+        if JAILED:
+            check_jail(d, sb)
         peer(d, sid, "PUT", "/peer/write", {"offset": 4 << 20, "length": 3 << 20, "seed": 1})
         p = pause_resume(d, sid, work, "gen0")
         check(p["generation"] == 0, "first pause: %s" % p)
@@ -125,6 +167,17 @@ def main():
         check(p["generation"] == 1, "second pause: %s" % p)
         if LAZY:
             check_working_set(d, sid)
+        # A daemon SIGKILLed and restarted re-attaches to the jailed VMM by its cgroup (its
+        # API socket has the same path inside every jail).
+        before = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        d.proc.kill()
+        d.proc.wait()
+        d.start({"PATH": bindir + ":" + os.environ.get("PATH", "")})
+        after = d.ok("GET", "/v1/sandboxes/%s" % sid)
+        check(after["state"] == "running" and after["pid"] == before["pid"],
+              "after a daemon SIGKILL: %s" % after)
+        peer(d, sid, "PUT", "/peer/write", {"offset": 6 << 20, "length": 1 << 20, "seed": 3})
+        log("daemon SIGKILL + restart: re-attached to %s %d" % (VMM, after["pid"]))
         snap = d.ok("POST", "/v1/sandboxes/%s/snapshot" % sid, {"name": "tpl"})
         tpl_mem = dump(d, sid, work, "template")
         for i in range(2):
@@ -133,6 +186,12 @@ def main():
             same(tpl_mem, dump(d, c["id"], work, "clone%d" % i), "clone %d" % i)
             d.ok("DELETE", "/v1/sandboxes/%s" % c["id"])
         d.ok("DELETE", "/v1/sandboxes/%s" % sid)
+        if JAILED:
+            from sandbox_lifecycle import cgroup_exists
+            for name in (sid, sid + ".pager") if LAZY else (sid,):
+                check(not cgroup_exists(name), "cgroup %s left after destroy" % name)
+                check(not os.path.exists(os.path.join(d.root, "jails", name)),
+                      "jail dir %s left after destroy" % name)
         ok = True
         log("%s (peer): create, 2 pause/resume generations, template, 2 clones: ok" % VMM)
     except Fail as e:

@@ -505,6 +505,19 @@ static bool load_kernel(const char *path, char *err, size_t size)
         return n >= 0;
 }
 
+/* Cloud Hypervisor detects a disk's image type from its first bytes (and before v51 follows
+ * a qcow2 header's backing file): the peer does the same detection and refuses what would be
+ * taken for qcow2, so that a driver handing it anything but a raw disk fails here. */
+static bool looks_qcow2(const char *path)
+{
+        char magic[4] = {0};
+        FILE *f = fopen(path, "rb");
+        size_t n = f ? fread(magic, 1, sizeof(magic), f) : 0;
+        if (f)
+                fclose(f);
+        return n == sizeof(magic) && memcmp(magic, "QFI\xfb", 4) == 0;
+}
+
 static struct reply vm_boot(void)
 {
         char err[512];
@@ -528,6 +541,13 @@ static struct reply vm_boot(void)
                                              "Error from API|The VM could not boot|Cannot "
                                              "open disk path %s: %s",
                                              str(d, "path"), strerror(errno));
+        json_array_foreach(json_object_get(vm.config, "disks"), i, d) if (
+            str(d, "path") && looks_qcow2(str(d, "path"))) return error_chain(500,
+                                                                 "Error from API|The VM could "
+                                                                 "not boot|%s: image type "
+                                                                 "detected as qcow2; vmsnap "
+                                                                 "promises raw disks only",
+                                                                 str(d, "path"));
         if (!memory_alloc(size) || size <= KERNEL_LOAD || !load_kernel(kernel, err, sizeof(err)) ||
             !vsock_start(err, sizeof(err)))
                 return error_chain(500, "Error from API|The VM could not boot|%s", err);
@@ -937,6 +957,14 @@ int main(int argc, char **argv)
                 if (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "-V") == 0) {
                         printf("cloud-hypervisor v%u.%u\n", vm.major, vm.minor);
                         return 0;
+                }
+                if (strcmp(argv[i], "--seccomp") == 0 && i + 1 < argc) { /* true|false|log */
+                        const char *v = argv[++i];
+                        if (strcmp(v, "true") && strcmp(v, "false") && strcmp(v, "log")) {
+                                fprintf(stderr, "Error parsing arguments: --seccomp %s\n", v);
+                                return 1;
+                        }
+                        continue;
                 }
                 if (strcmp(argv[i], "--api-socket") == 0 && i + 1 < argc) {
                         sock = argv[++i];

@@ -58,19 +58,19 @@ static int setup(void **state)
         f->tmp = test_mkdtemp("vmm-ch");
         f->run = test_path(f->tmp, "run");
         f->kernel = test_path(f->tmp, "vmlinux");
-        f->rootfs = test_path(f->tmp, "rootfs.qcow2");
+        f->rootfs = test_path(f->tmp, "rootfs.raw");
         assert_int_equal(mkdir(f->run, 0700), 0);
         uint8_t kernel[200 * 1024];
         uint64_t seed = 43;
         test_fill_random(&seed, kernel, sizeof(kernel));
         test_write_file(f->kernel, kernel, sizeof(kernel));
-        test_write_file(f->rootfs, "QFI\xfb", 4);
+        test_write_file(f->rootfs, "\0\0\0\0raw disk", 12);
         f->spec = (struct vmsnap_vm_spec){.id = "sbx-ch",
                                           .run_dir = f->run,
                                           .vmm_binary = peer,
                                           .kernel = f->kernel,
                                           .rootfs = f->rootfs,
-                                          .rootfs_format = "qcow2",
+                                          .rootfs_format = "raw",
                                           .vcpus = 2,
                                           .memory = MEM};
         unsetenv("CH_PEER_VERSION");
@@ -304,6 +304,25 @@ static void test_probe_and_rules(void **state)
         assert_false(drv->compatible("", "52.0.0"));
 }
 
+/* Raw disks only, and never one that starts like a qcow2 image: Cloud Hypervisor detects the
+ * type from those bytes and would open the backing file the header names. The guest owns
+ * its disk's sector zero, so it could write such a header itself. */
+static void test_disk_never_qcow2(void **state)
+{
+        struct fx *f = *state;
+        struct vmsnap_vm *vm = NULL;
+        struct vmsnap_diag d = {0};
+        assert_string_equal(drv->disk_format, "raw");
+        f->spec.rootfs_format = "qcow2";
+        assert_int_equal(drv->boot(&f->spec, &vm, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "raw disks only"));
+        f->spec.rootfs_format = "raw";
+        test_write_file(f->rootfs, "QFI\xfb\0\0\0\3/etc/shadow", 19);
+        assert_int_equal(drv->boot(&f->spec, &vm, &d), -EPERM);
+        assert_non_null(strstr(d.msg, "qcow2 header"));
+        assert_null(vm);
+}
+
 /* ---- boot, pause, save, restore (Copy and OnDemand), resume -------------------------------- */
 
 static void test_boot_save_restore(void **state)
@@ -316,6 +335,13 @@ static void test_boot_save_restore(void **state)
         struct vmsnap_vm *vm = boot(f);
         pid_t pid = drv->pid(vm);
         assert_state(f, "Running");
+        char proc[64], cmd[4096];
+        snprintf(proc, sizeof(proc), "/proc/%d/cmdline", (int)pid);
+        int cfd = open(proc, O_RDONLY | O_CLOEXEC);
+        ssize_t cn = cfd >= 0 ? read(cfd, cmd, sizeof(cmd)) : -1;
+        if (cfd >= 0)
+                close(cfd);
+        assert_true(cn > 0 && memmem(cmd, (size_t)cn, "--seccomp\0true\0", 15)); /* its filter on */
         guest_write(f, 100 * PAGE, 10 * PAGE, 1);
         guest_write(f, (5ull << 20) + 77, 3 * PAGE, 2);
         ok_or_fail(drv->pause(vm, &d), "pause", &d);
@@ -592,6 +618,7 @@ int main(void)
 {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test_setup_teardown(test_probe_and_rules, setup, teardown),
+            cmocka_unit_test_setup_teardown(test_disk_never_qcow2, setup, teardown),
             cmocka_unit_test_setup_teardown(test_boot_save_restore, setup, teardown),
             cmocka_unit_test_setup_teardown(test_release_before_ondemand, setup, teardown),
             cmocka_unit_test_setup_teardown(test_incompatible_version_refused, setup, teardown),

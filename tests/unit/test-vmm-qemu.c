@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include <vmsnap/disk.h>
+#include <vmsnap/jail.h>
 #include <vmsnap/vmm.h>
 
 #include "testlib.h"
@@ -239,8 +240,9 @@ static void vm_init(struct vm *v, const char *tag)
         make_dir(v->run_dir, tag);
         snprintf(v->memory, sizeof(v->memory), "%s/%s.mem", F.shm, tag);
         snprintf(v->rootfs, sizeof(v->rootfs), "%s/rootfs.qcow2", v->run_dir);
-        static char kernel[4096 + 16], initrd[4096 + 32];
+        static char kernel[4096 + 16], initrd[4096 + 32], base[4096 + 16];
         snprintf(kernel, sizeof(kernel), "%s/vmlinuz", F.guest);
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", F.guest);
         snprintf(initrd, sizeof(initrd), "%s/initramfs.cpio.gz", F.guest);
         v->spec = (struct vmsnap_vm_spec){
                 .id = tag,
@@ -249,6 +251,7 @@ static void vm_init(struct vm *v, const char *tag)
                 .initrd = initrd,
                 .rootfs = v->rootfs,
                 .rootfs_format = "qcow2",
+                .rootfs_base = base,
                 .vcpus = 1,
                 .memory = MEMORY,
                 .memory_file = v->memory,
@@ -554,17 +557,143 @@ static void test_start_failure(void **state)
         struct vm v = {.agent = -1};
         struct vmsnap_diag d = {0};
         vm_init(&v, "fail");
-        snprintf(v.rootfs, sizeof(v.rootfs), "%s/missing.qcow2", v.run_dir);
+        snprintf(v.rootfs, sizeof(v.rootfs), "%s/missing.raw", v.run_dir);
+        v.spec.rootfs_format = "raw"; /* no header check first: QEMU itself fails */
         assert_true(drv->boot(&v.spec, &v.vm, &d) < 0);
         assert_null(v.vm);
         printf("# start failure: %s\n", d.msg);
-        assert_non_null(strstr(d.msg, "missing.qcow2"));
+        assert_non_null(strstr(d.msg, "missing.raw"));
         assert_non_null(strstr(d.msg, "vmm.log"));
 
         vm_init(&v, "nokernel");
         v.spec.kernel = "/nonexistent/vmlinuz";
         assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -ENOENT);
         assert_non_null(strstr(d.msg, "/nonexistent/vmlinuz"));
+}
+
+/* A qcow2 overlay only starts over the base the caller names, and never with an external
+ * data file (a host file name in its header that QEMU would open for the guest's data). */
+static void test_disk_refusals(void **state)
+{
+        (void)state;
+        struct vm v = {.agent = -1};
+        struct vmsnap_diag d = {0};
+        char cmd[16384], base[4096 + 16];
+        vm_init(&v, "nobase");
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", F.guest);
+        assert_int_equal(vmsnap_disk_overlay_create(base, v.rootfs, &d), 0);
+        v.spec.rootfs_base = NULL;
+        assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "rootfs_base"));
+        assert_null(v.vm);
+
+        vm_init(&v, "datafile");
+        snprintf(cmd, sizeof(cmd),
+                 "qemu-img create -q -f qcow2 -o data_file=%s/data.raw,data_file_raw=on "
+                 "%s 64M",
+                 v.run_dir, v.rootfs);
+        assert_int_equal(system(cmd), 0);
+        assert_int_equal(drv->boot(&v.spec, &v.vm, &d), -EPERM);
+        assert_non_null(strstr(d.msg, "external data file"));
+        assert_null(v.vm);
+}
+
+/* The line of /proc/PID/status that starts with key, value only, into out. */
+static void proc_status(pid_t pid, const char *key, char *out, size_t size)
+{
+        char path[64], line[512];
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        FILE *f = fopen(path, "r");
+        out[0] = '\0';
+        while (f && fgets(line, sizeof(line), f))
+                if (strncmp(line, key, strlen(key)) == 0 && line[strlen(key)] == ':') {
+                        char *v = line + strlen(key) + 1;
+                        v += strspn(v, " \t");
+                        v[strcspn(v, "\n")] = '\0';
+                        snprintf(out, size, "%s", v);
+                }
+        if (f)
+                fclose(f);
+}
+
+/* Hands a file or directory we made to the jail's uid. */
+static void give(const char *path, uid_t uid)
+{
+        assert_int_equal(chown(path, uid, uid), 0);
+}
+
+/* A VM in a jail (issue 8): QEMU runs as the jail's uid with no capabilities, no_new_privs,
+ * its -sandbox seccomp filter, its own mount namespace whose root holds only its files, and
+ * a daemon restart re-attaches to it by its -name (its paths differ inside the jail). */
+static void test_jailed_boot(void **state)
+{
+        (void)state;
+        struct vmsnap_jail_config cfg = {0};
+        struct vmsnap_diag d = {0};
+        static char jailer[4096];
+        const char *build = getenv("VMSNAP_BUILD");
+        snprintf(jailer, sizeof(jailer), "%s/vmsnap-jailer", build && *build ? build : ".");
+        cfg.jailer = jailer;
+        if (geteuid() != 0 || vmsnap_jail_probe(&cfg, &d) < 0) {
+                printf("# jailed boot skipped: %s\n", geteuid() ? "not root" : d.msg);
+                skip();
+        }
+        struct vm v = {.agent = -1};
+        char root[DIR_LEN], base[4096 + 16], name[64];
+        vm_init(&v, "jailed");
+        make_dir(root, "jail-root");
+        snprintf(name, sizeof(name), "test-vmm-qemu-%d", (int)getpid());
+        uid_t uid = VMSNAP_JAIL_DEFAULT_UID_FIRST + 7;
+        struct vmsnap_jail_spec jail = {.config = &cfg,
+                                        .name = name,
+                                        .root_dir = root,
+                                        .uid = uid,
+                                        .limits = {.memory_max = MEMORY + (256ull << 20),
+                                                   .cpus = 1,
+                                                   .pids_max = 64}};
+        v.spec.jail = &jail;
+        snprintf(base, sizeof(base), "%s/rootfs.ext4", F.guest);
+        assert_int_equal(vmsnap_disk_overlay_create(base, v.rootfs, &d), 0);
+        give(v.rootfs, uid);
+        give(v.run_dir, uid);
+        int fd = open(v.memory, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        close(fd);
+        give(v.memory, uid);
+        if (drv->boot(&v.spec, &v.vm, &d) < 0)
+                fail_msg("jailed boot: %s", d.msg);
+        agent_wait_healthy(&v, AGENT_MS);
+        pid_t pid = drv->pid(v.vm);
+        char uids[128], cap[64], nnp[16], sec[16];
+        proc_status(pid, "Uid", uids, sizeof(uids));
+        proc_status(pid, "CapEff", cap, sizeof(cap));
+        proc_status(pid, "NoNewPrivs", nnp, sizeof(nnp));
+        proc_status(pid, "Seccomp", sec, sizeof(sec));
+        printf("# jailed QEMU pid %d: Uid %s, CapEff %s, NoNewPrivs %s, Seccomp %s\n", (int)pid,
+               uids, cap, nnp, sec);
+        assert_int_equal(atoi(uids), (int)uid);
+        assert_string_equal(cap, "0000000000000000");
+        assert_string_equal(nnp, "1");
+        assert_string_equal(sec, "2");
+        char ours[64], theirs[64], link[64];
+        snprintf(link, sizeof(link), "/proc/%d/ns/mnt", (int)pid);
+        assert_true(readlink("/proc/self/ns/mnt", ours, sizeof(ours)) > 0);
+        ssize_t n = readlink(link, theirs, sizeof(theirs) - 1);
+        assert_true(n > 0);
+        theirs[n] = '\0';
+        assert_string_not_equal(ours, theirs);
+
+        drv->detach(v.vm); /* a daemon restart: known again by -name, not by a path */
+        v.vm = NULL;
+        close(v.agent);
+        v.agent = -1;
+        if (drv->attach(&v.spec, pid, &v.vm, &d) < 0)
+                fail_msg("attach to the jailed QEMU: %s", d.msg);
+        assert_int_equal(drv->pause(v.vm, &d), 0);
+        assert_int_equal(drv->resume(v.vm, &d), 0);
+        vm_destroy(&v);
+        assert_true(pid_gone(pid));
+        assert_int_equal(vmsnap_jail_cgroup_remove(&cfg, name, &d), 0);
 }
 
 /* ---- setup -------------------------------------------------------------------------------- */
@@ -666,6 +795,8 @@ int main(void)
                 cmocka_unit_test(test_detach_attach),
                 cmocka_unit_test(test_destroy_reaps),
                 cmocka_unit_test(test_start_failure),
+                cmocka_unit_test(test_disk_refusals),
+                cmocka_unit_test(test_jailed_boot),
         };
         return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
