@@ -30,7 +30,7 @@ static const char usage_text[] =
         "options:\n"
         "  --root DIR            store root (default: $VMSNAP_ROOT, else " VMSNAP_STORE_DEFAULT_ROOT
         ")\n"
-        "  --socket PATH         Unix socket, mode 0660 (default: <root>/" SOCKET_NAME ")\n"
+        "  --socket PATH         Unix socket, mode 0600 (default: <root>/" SOCKET_NAME ")\n"
         "  --listen HOST:PORT    TCP address (default: " DEFAULT_LISTEN "; port 0 picks one)\n"
         "  --no-tcp              serve on the Unix socket only\n"
         "  --per-address-limit N TCP connections one client address may hold before it has\n"

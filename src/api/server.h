@@ -36,7 +36,7 @@ struct api_server {
         unsigned n_listeners;
 };
 
-/* Starts serving on a Unix socket at path (mode 0660, no auth). A stale socket file is
+/* Starts serving on a Unix socket at path (mode 0600, no auth). A stale socket file is
  * replaced; a live one (another daemon answers) is -EADDRINUSE. Returns 0 or -errno. */
 int api_listen_unix(struct api_server *srv, const char *path, struct vmsnap_diag *d);
 

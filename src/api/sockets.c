@@ -48,15 +48,15 @@ int api_bind_unix(const char *path, struct vmsnap_diag *d)
         _cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return vmsnap_diag(d, -errno, "socket: %s", strerror(errno));
-        /* Bound with mode 0660 from the start (no window where others may connect); the
+        /* Bound with mode 0600 from the start (no window where others may connect); the
          * umask is process-wide, so this runs before any thread starts. */
-        mode_t old = umask(0117);
+        mode_t old = umask(0177);
         r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
         int saved = errno;
         umask(old);
         if (r < 0)
                 return vmsnap_diag(d, -saved, "%s: cannot bind: %s", path, strerror(saved));
-        if (chmod(path, 0660) < 0 || listen(fd, 128) < 0) {
+        if (chmod(path, 0600) < 0 || listen(fd, 128) < 0) {
                 saved = errno;
                 unlink(path);
                 return vmsnap_diag(d, -saved, "%s: %s", path, strerror(saved));

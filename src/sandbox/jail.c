@@ -139,38 +139,14 @@ int jail_own(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, const char 
         return 0;
 }
 
-/* SIGKILLs every process left in the cgroup `name` (a VMM a dead daemon left behind). */
-static void kill_cgroup(const struct vmsnap_host *h, const char *name)
-{
-        int v = vmsnap_jail_cgroup_version(&h->jail, NULL);
-        char path[PATH_LEN];
-        const char *root = h->jail.cgroup_root ? h->jail.cgroup_root
-                                               : VMSNAP_JAIL_DEFAULT_CGROUP_ROOT;
-        const char *parent = h->jail.cgroup_parent ? h->jail.cgroup_parent
-                                                   : VMSNAP_JAIL_DEFAULT_CGROUP_PARENT;
-        snprintf(path, sizeof(path), "%.1000s%s/%.1000s/%s/cgroup.procs", root,
-                 v == VMSNAP_CGROUP_V1 ? "/pids" : "", parent, name);
-        FILE *f = fopen(path, "re");
-        int pid;
-        while (f && fscanf(f, "%d", &pid) == 1)
-                if (pid > 0)
-                        kill(pid, SIGKILL);
-        if (f)
-                fclose(f);
-}
-
 /* Removes one jail's cgroup (killing what is left in it) and its root dir. */
 static void release_one(struct vmsnap_host *h, const char *name)
 {
         struct vmsnap_diag ignore = {0};
-        /* A killed process leaves its cgroup once it has exited: a few tries, 2 s at most. */
-        for (int i = 0; i < 200; i++) {
-                if (vmsnap_jail_cgroup_remove(&h->jail, name, &ignore) != -EBUSY)
-                        break;
-                kill_cgroup(h, name);
-                struct timespec ts = {.tv_nsec = 10 * 1000000};
-                nanosleep(&ts, NULL);
-        }
+        /* Whatever a dead VMM left behind (a setsid grandchild keeps the jail's uid) dies
+         * first: the uid is handed out again only once the group is empty and gone. */
+        vmsnap_jail_cgroup_kill(&h->jail, name, &ignore);
+        vmsnap_jail_cgroup_remove(&h->jail, name, &ignore);
         char root[PATH_LEN];
         snprintf(root, sizeof(root), "%.3000s/jails/%s", h->root, name);
         rmdir(root); /* empty on the host: the jail's tmpfs lived in its own namespace */

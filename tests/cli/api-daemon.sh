@@ -3,7 +3,7 @@
 # a temporary root, a temporary Unix socket and a free TCP port on 127.0.0.1. Checks /healthz;
 # the token file (0600, printed once, kept across restarts); the bearer token on TCP (401
 # without or with a wrong one, 200 with it; /healthz public) and none on the Unix socket
-# (mode 0660); 400 for malformed JSON and bad fields, naming them; 413 for oversized bodies
+# (mode 0600); 400 for malformed JSON and bad fields, naming them; 413 for oversized bodies
 # (declared and chunked); 404 for unknown sandbox/snapshot refs and unknown routes; 405 with
 # Allow; 415 for non-JSON bodies; the error body shape on every error; a snapshot imported
 # from the host, read, refused under a taken name, deleted (and 400 for a junk archive),
@@ -113,7 +113,7 @@ JSON="Content-Type: application/json"
 U=http://localhost
 
 # ---- files: socket mode, token --------------------------------------------------------------
-[ "$(stat -c %a "$SOCK")" = 660 ] || fail "socket mode $(stat -c %a "$SOCK"), want 660"
+[ "$(stat -c %a "$SOCK")" = 600 ] || fail "socket mode $(stat -c %a "$SOCK"), want 600"
 [ "$(stat -c %a "$ROOT/token")" = 600 ] || fail "token mode $(stat -c %a "$ROOT/token"), want 600"
 [[ $TOKEN =~ ^[0-9a-f]{64}$ ]] || fail "token is not 64 hex digits: '$TOKEN'"
 grep -qF "$TOKEN" "$T/out" || fail "the new token was not printed on first start"
