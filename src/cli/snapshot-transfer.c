@@ -1,6 +1,7 @@
 /* `vmsnap snapshot export | import`: snapshots as tar streams or directories, with a
  * progress bar on stderr when it is a terminal. */
 #include "cli/snapshot.h"
+#include "util/fs.h"
 #include "util/text.h"
 
 #include <errno.h>
@@ -73,10 +74,14 @@ const char snapshot_export_usage[] =
     "Writes a snapshot as a tar stream (snapshot.json first, sparse files kept sparse) to\n"
     "FILE, or to stdout with `-o -` or when stdout is not a terminal; or, with --to-dir,\n"
     "as plain files in DIR (must be empty or not exist; snapshot.json written last).\n"
+    "A snapshot with a disk overlay carries the base image the overlay stands on\n"
+    "(images/rootfs-<hash>.ext4, once), so that it restores on another host.\n"
     "Every byte is checked against the snapshot's checksums on the way out.\n"
     "  -o, --output FILE      the archive (written to FILE.partial, then renamed)\n"
     "  --compression C        none, gzip or zstd (default zstd)\n"
     "  --level N              compression level (default: zstd 3, gzip 6)\n"
+    "  --no-base              leave the base image out (the importing host must have it;\n"
+    "                         also what vmsnap versions without base images can read)\n"
     "A progress bar is drawn on stderr when it is a terminal.\n";
 
 /* Exports into path through a temporary name, so a failed export leaves no partial file. */
@@ -86,9 +91,9 @@ static int export_file(struct vmsnap_store *s, const char *id, const char *path,
         char tmp[PATH_MAX];
         if (snprintf(tmp, sizeof(tmp), "%s.partial.%d", path, (int)getpid()) >= (int)sizeof(tmp))
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", path);
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        int fd = vmsnap_fs_create_private(AT_FDCWD, tmp, O_WRONLY);
         if (fd < 0)
-                return vmsnap_diag(d, -errno, "%s: %s", tmp, strerror(errno));
+                return vmsnap_diag(d, fd, "%s: %s", tmp, strerror(-fd));
         int r = vmsnap_store_export_fd(s, id, fd, o, d);
         if (r == 0 && fsync(fd) < 0)
                 r = vmsnap_diag(d, -errno, "%s: fsync: %s", tmp, strerror(errno));
@@ -125,16 +130,30 @@ int snapshot_export(struct vmsnap_store *s, struct args *a)
 
 const char snapshot_import_usage[] =
     "usage: vmsnap snapshot import [FILE|-|DIR] [--name NAME] [--description TEXT]\n"
-    "                              [--max-size SIZE] [--json]\n\n"
+    "                              [--max-size SIZE] [--max-logical-size SIZE] [--json]\n\n"
     "Reads an export: a tar stream from FILE or stdin (none, gzip or zstd: detected), or\n"
     "a directory written by `export --to-dir`. Links, devices, paths out of the\n"
     "snapshot, oversized or truncated archives are refused, and every checksum is\n"
-    "verified before the snapshot becomes visible. The archive's id is kept when free.\n"
+    "verified before the snapshot becomes visible. A disk must name no file but its\n"
+    "pinned base image, which the archive carries (checked against its hash, then pinned\n"
+    "under ROOT/images) or which is pinned here already. The archive's id is kept when\n"
+    "free; its parent/template only when verified here (a note says when one is dropped).\n"
     "  --name NAME          store it under another name (needed when the archive's name\n"
     "                       is taken here)\n"
     "  --description TEXT   replace the archive's description\n"
-    "  --max-size SIZE      refuse archives declaring more (default 256G)\n"
+    "  --max-size SIZE      refuse once more data than this would be written (runs of\n"
+    "                       zeros become holes and do not count; default 256G)\n"
+    "  --max-logical-size SIZE  refuse archives declaring more bytes in all, holes\n"
+    "                       included (default 1T)\n"
     "  --json               the new record as JSON\n";
+
+/* Notes (a lineage link dropped, a base image pinned) go to stderr: stdout stays the
+ * record. */
+static void print_note(void *ctx, const char *note)
+{
+        (void)ctx;
+        fprintf(stderr, "note: %s\n", note);
+}
 
 int snapshot_import(struct vmsnap_store *s, struct args *a)
 {
@@ -145,7 +164,11 @@ int snapshot_import(struct vmsnap_store *s, struct args *a)
         if (from_stdin && isatty(STDIN_FILENO))
                 return snapshot_usage_error(a, "give a FILE or DIR, or pipe an archive into stdin");
         struct vmsnap_import_opts o = {
-            .name = a->name, .description = a->description, .max_bytes = a->max_size};
+            .name = a->name,
+            .description = a->description,
+            .max_bytes = a->max_size,
+            .max_logical = a->max_logical,
+            .note = print_note};
         struct vmsnap_diag d = {0};
         struct vmsnap_snapshot r;
         struct stat st;

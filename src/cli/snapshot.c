@@ -121,6 +121,8 @@ static const struct option all_options[] = {
     {"grace", required_argument, NULL, OPT_GRACE},
     {"budget", required_argument, NULL, OPT_BUDGET},
     {"verify", no_argument, NULL, OPT_VERIFY},
+    {"no-base", no_argument, NULL, OPT_NO_BASE},
+    {"max-logical-size", required_argument, NULL, OPT_MAX_LOGICAL},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -175,8 +177,11 @@ static int set_value(struct args *a, int c, const char *v)
                 a->exp.level = (int)n;
                 return 0;
         case OPT_MAX_SIZE:
+        case OPT_MAX_LOGICAL:
         case OPT_BUDGET:
-                if (parse_size(v, c == OPT_BUDGET ? &a->budget : &a->max_size) < 0)
+                if (parse_size(v, c == OPT_BUDGET        ? &a->budget
+                                  : c == OPT_MAX_LOGICAL ? &a->max_logical
+                                                         : &a->max_size) < 0)
                         return snapshot_usage_error(a, "expected a size like 512M or 20G, not '%s'", v);
                 return 0;
         case OPT_GRACE:
@@ -237,6 +242,9 @@ static int set_option(struct args *a, int c, const char *v)
                 break;
         case OPT_VERIFY:
                 a->verify = true;
+                break;
+        case OPT_NO_BASE:
+                a->exp.no_base = true;
                 break;
         default:
                 return set_value(a, c, v);
@@ -314,8 +322,14 @@ static const struct verb verbs[] = {
      {OPT_JSON, OPT_NAME, OPT_KIND, OPT_PARENT, OPT_SNAPFILE, OPT_DESCRIPTION, OPT_LABEL, OPT_VMM,
       OPT_VMM_VERSION, OPT_VCPUS, OPT_BLOCK_SIZE, OPT_SOURCE}},
     {"rm", snapshot_rm, snapshot_rm_usage, {OPT_JSON, OPT_FORCE}},
-    {"export", snapshot_export, snapshot_export_usage, {OPT_OUTPUT, OPT_TO_DIR, OPT_COMPRESSION, OPT_LEVEL}},
-    {"import", snapshot_import, snapshot_import_usage, {OPT_JSON, OPT_NAME, OPT_DESCRIPTION, OPT_MAX_SIZE}},
+    {"export",
+     snapshot_export,
+     snapshot_export_usage,
+     {OPT_OUTPUT, OPT_TO_DIR, OPT_COMPRESSION, OPT_LEVEL, OPT_NO_BASE}},
+    {"import",
+     snapshot_import,
+     snapshot_import_usage,
+     {OPT_JSON, OPT_NAME, OPT_DESCRIPTION, OPT_MAX_SIZE, OPT_MAX_LOGICAL}},
     {"gc", snapshot_gc, snapshot_gc_usage, {OPT_JSON, OPT_DRY_RUN, OPT_GRACE, OPT_BUDGET}},
     {"reindex", snapshot_reindex, snapshot_reindex_usage, {OPT_JSON, OPT_VERIFY}},
     {"verify", snapshot_verify, snapshot_verify_usage, {OPT_JSON}},

@@ -40,6 +40,8 @@ enum {
         OPT_GRACE,
         OPT_BUDGET,
         OPT_VERIFY,
+        OPT_NO_BASE,
+        OPT_MAX_LOGICAL,
 };
 
 /* The parsed command line of one verb. */
@@ -55,7 +57,7 @@ struct args {
         uint32_t vcpus;
         struct vmsnap_mem_opts mem;
         struct vmsnap_export_opts exp;
-        uint64_t max_size, budget;
+        uint64_t max_size, max_logical, budget;
         int64_t grace;
         int nargs;
         char **args;
