@@ -22,6 +22,12 @@
 #define LEGACY_DIR   "/" VMSNAP_IMAGES_DIR "/"
 #define BACKING_REWRITE_MAX 1024u
 
+/* Messages name a file as "<label>/<file>", or "<file>" alone when the label is empty. */
+static const char *sep(const char *label)
+{
+        return label[0] ? "/" : "";
+}
+
 bool vmsnap_disk_base_name_valid(const char *name)
 {
         if (!name || strlen(name) != VMSNAP_BASE_NAME_LEN || strncmp(name, "rootfs-", 7) != 0 ||
@@ -94,7 +100,7 @@ int vmsnap_disk_meta_read(int dirfd, const char *label, struct vmsnap_disk_meta 
         _cleanup_free_ uint8_t *text = NULL;
         size_t len;
         char name[512];
-        snprintf(name, sizeof(name), "%.400s/" VMSNAP_ROOTFS_META, label);
+        snprintf(name, sizeof(name), "%.400s%s" VMSNAP_ROOTFS_META, label, sep(label));
         int r = vmsnap_fs_read_file(dirfd, VMSNAP_ROOTFS_META, META_MAX, &text, &len);
         if (r == -ENOENT)
                 return -ENOENT;
@@ -140,8 +146,8 @@ static int open_disk(int dirfd, const char *label, const char *name, struct stat
         int fd = vmsnap_fs_open_regular(dirfd, name, st, false);
         if (fd == -ENOENT || fd >= 0)
                 return fd;
-        return vmsnap_diag(d, fd == -ELOOP || fd == -EINVAL ? -EBADMSG : fd, "%s/%s: %s", label,
-                           name, vmsnap_fs_open_error(fd));
+        return vmsnap_diag(d, fd == -ELOOP || fd == -EINVAL ? -EBADMSG : fd, "%s%s%s: %s", label,
+                           sep(label), name, vmsnap_fs_open_error(fd));
 }
 
 /* What an overlay check found: the header, and whether its reference is a legacy one. */
@@ -155,7 +161,7 @@ static int check_overlay(int fd, uint64_t size, const char *label, const bool ha
                          struct vmsnap_diag *d)
 {
         char name[512], want[64];
-        snprintf(name, sizeof(name), "%.400s/" VMSNAP_ROOTFS_OVERLAY, label);
+        snprintf(name, sizeof(name), "%.400s%s" VMSNAP_ROOTFS_OVERLAY, label, sep(label));
         size_t n = (size_t)MIN(size, (uint64_t)HEADER_BYTES);
         _cleanup_free_ uint8_t *buf = malloc(n ? n : 1);
         if (!buf)
@@ -206,14 +212,15 @@ static int check_raw(int fd, const char *label, struct vmsnap_diag *d)
         uint8_t head[64] = {0};
         ssize_t got = vmsnap_fs_pread_full(fd, head, sizeof(head), 0);
         if (got < 0)
-                return vmsnap_diag(d, (int)got, "%s/" VMSNAP_ROOTFS_RAW ": cannot read: %s", label,
-                                   strerror((int)-got));
+                return vmsnap_diag(d, (int)got, "%s%s" VMSNAP_ROOTFS_RAW ": cannot read: %s",
+                                   label, sep(label), strerror((int)-got));
         for (size_t i = 0; i < ARRAY_SIZE(image_magics); i++)
                 if ((size_t)got >= image_magics[i].len &&
                     memcmp(head, image_magics[i].magic, image_magics[i].len) == 0)
-                        return vmsnap_diag(d, -EBADMSG, "%s/" VMSNAP_ROOTFS_RAW ": a raw disk "
+                        return vmsnap_diag(d, -EBADMSG, "%s%s" VMSNAP_ROOTFS_RAW ": a raw disk "
                                            "that starts like %s (which can name a backing "
-                                           "file) is refused", label, image_magics[i].what);
+                                           "file) is refused",
+                                           label, sep(label), image_magics[i].what);
         return 0;
 }
 
@@ -227,8 +234,8 @@ static int rewrite_backing(int fd, const char *label, const struct overlay_state
         uint32_t n = (uint32_t)strlen(want), old = o->q.backing_len;
         uint64_t cluster = 1ull << o->q.cluster_bits;
         if (o->q.backing_offset + MAX(n, old) > cluster)
-                return vmsnap_diag(d, -EBADMSG, "%s/" VMSNAP_ROOTFS_OVERLAY ": no room for the "
-                                   "canonical backing name", label);
+                return vmsnap_diag(d, -EBADMSG, "%s%s" VMSNAP_ROOTFS_OVERLAY ": no room for the "
+                                   "canonical backing name", label, sep(label));
         uint8_t name[BACKING_REWRITE_MAX] = {0}, len[4] = {n >> 24, (n >> 16) & 0xff,
                                                            (n >> 8) & 0xff, n & 0xff};
         memcpy(name, want, n);
@@ -237,8 +244,8 @@ static int rewrite_backing(int fd, const char *label, const struct overlay_state
                 r = vmsnap_fs_pwrite_full(fd, len, 4, 16);
         if (r == 0 && fsync(fd) < 0)
                 r = -errno;
-        return r < 0 ? vmsnap_diag(d, r, "%s/" VMSNAP_ROOTFS_OVERLAY ": rewrite failed: %s",
-                                   label, strerror(-r))
+        return r < 0 ? vmsnap_diag(d, r, "%s%s" VMSNAP_ROOTFS_OVERLAY ": rewrite failed: %s",
+                                   label, sep(label), strerror(-r))
                      : 0;
 }
 
@@ -250,8 +257,8 @@ static int normalize(int dirfd, int overlay_fd, const char *label, const struct 
                 _cleanup_close_ int fd = openat(dirfd, VMSNAP_ROOTFS_OVERLAY,
                                                 O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
                 if (fd < 0 || !vmsnap_fs_same_file(fd, overlay_fd))
-                        return vmsnap_diag(d, -EBUSY, "%s/" VMSNAP_ROOTFS_OVERLAY ": changed "
-                                           "while being checked", label);
+                        return vmsnap_diag(d, -EBUSY, "%s%s" VMSNAP_ROOTFS_OVERLAY ": changed "
+                                           "while being checked", label, sep(label));
                 int r = rewrite_backing(fd, label, o, m->base, d);
                 if (r < 0)
                         return r;
@@ -291,8 +298,9 @@ int vmsnap_disk_check_dir(int dirfd, const char *label, unsigned flags,
         if (rfd >= 0 && (r = check_raw(rfd, label, d)) < 0)
                 return r;
         if ((o.legacy || m.legacy) && !(flags & VMSNAP_DISK_NORMALIZE))
-                return vmsnap_diag(d, -EBADMSG, "%s: the disk names its base image by an "
-                                   "absolute path (written by an older vmsnap)", label);
+                return vmsnap_diag(d, -EBADMSG, "%s%sthe disk names its base image by an "
+                                   "absolute path (written by an older vmsnap)", label,
+                                   label[0] ? ": " : "");
         unsigned rewrote = 0;
         if (has_meta && (r = normalize(dirfd, qfd, label, qfd >= 0 ? &o : NULL, &m, &rewrote,
                                        d)) < 0)

@@ -33,7 +33,7 @@ static int needed_base(struct import *im, char out[VMSNAP_BASE_NAME_LEN + 1],
         if (!f || !im->seen[f - im->env.files])
                 return 0;
         struct vmsnap_disk_meta m;
-        int r = vmsnap_disk_meta_read(vmsnap_store_txn_dirfd(im->t), "snapshot", &m, d);
+        int r = vmsnap_disk_meta_read(vmsnap_store_txn_dirfd(im->t), "", &m, d);
         if (r < 0)
                 return r == -ENOENT ? 0 : vmsnap_diag_prefix(d, "refusing the import");
         memcpy(out, m.base, sizeof(m.base));

@@ -42,14 +42,12 @@ void import_clear(struct import *im)
 
 void import_note(struct import *im, const char *fmt, ...)
 {
-        if (!im->o->note)
+        if (!im->o->note || im->n_notes == IMPORT_NOTES_MAX)
                 return;
-        char msg[1024];
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(msg, sizeof(msg), fmt, ap);
+        vsnprintf(im->notes[im->n_notes++], sizeof(im->notes[0]), fmt, ap);
         va_end(ap);
-        im->o->note(im->o->note_ctx, msg);
 }
 
 void import_advance(struct import *im, uint64_t bytes)
@@ -160,7 +158,7 @@ static int check_disks(struct import *im, struct vmsnap_diag *d)
         struct vmsnap_disk_meta meta;
         bool has_meta = false;
         unsigned rewrote = 0;
-        int r = vmsnap_disk_check_dir(vmsnap_store_txn_dirfd(im->t), "snapshot",
+        int r = vmsnap_disk_check_dir(vmsnap_store_txn_dirfd(im->t), "",
                                       VMSNAP_DISK_NORMALIZE, &meta, &has_meta, &rewrote, d);
         if (r < 0)
                 return r == -EBADMSG ? vmsnap_diag_prefix(d, "refusing the import") : r;
@@ -209,7 +207,11 @@ int import_finish(struct import *im, struct vmsnap_snapshot *ret, struct vmsnap_
         if (r < 0)
                 return r;
         vmsnap_crashpoint("store.import.verified");
-        return vmsnap_store_txn_commit(im->t, ret, d);
+        if ((r = vmsnap_store_txn_commit(im->t, ret, d)) < 0)
+                return r;
+        for (unsigned i = 0; i < im->n_notes; i++)
+                im->o->note(im->o->note_ctx, im->notes[i]);
+        return 0;
 }
 
 /* ---- directories -------------------------------------------------------------------------- */
@@ -269,7 +271,7 @@ static int copy_in(struct import *im, int srcfd, const struct vmsnap_snapshot_fi
 static int copy_base_in(struct import *im, int srcfd, struct vmsnap_diag *d)
 {
         struct vmsnap_disk_meta meta;
-        int r = vmsnap_disk_meta_read(vmsnap_store_txn_dirfd(im->t), "snapshot", &meta, d);
+        int r = vmsnap_disk_meta_read(vmsnap_store_txn_dirfd(im->t), "", &meta, d);
         if (r == -ENOENT || !store_envelope_find(&im->env, VMSNAP_ROOTFS_OVERLAY))
                 return 0; /* no disk that stands on a base (check_disks says more) */
         if (r < 0)

@@ -10,6 +10,7 @@
 #include <vmsnap/disk.h>
 
 #define REFUSE(d, ...) vmsnap_diag(d, -EBADMSG, "refusing the import: " __VA_ARGS__)
+#define IMPORT_NOTES_MAX 8
 
 /* The base image an archive delivers, staged in <root>/images until the commit. */
 struct import_base {
@@ -30,6 +31,8 @@ struct import {
         uint64_t max_bytes, max_logical;
         int imagesfd;              /* <root>/images, once a base image needs it; else -1 */
         struct import_base base;
+        char notes[IMPORT_NOTES_MAX][512]; /* told to the caller only when the import commits */
+        unsigned n_notes;
 };
 
 /* ---- import.c ---- */
@@ -51,7 +54,7 @@ int import_accept_file(struct import *im, const struct vmsnap_snapshot_file *f,
                        const struct vmsnap_hash *h, struct vmsnap_diag *d);
 /* The steps after every file arrived: disks, base image, memory, lineage, commit. */
 int import_finish(struct import *im, struct vmsnap_snapshot *ret, struct vmsnap_diag *d);
-/* A note for the caller (opts->note), printf-style. */
+/* A note for the caller (opts->note), printf-style; given once the import committed. */
 void import_note(struct import *im, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void import_init(struct import *im, struct vmsnap_store *s, const struct vmsnap_import_opts *o);
 void import_clear(struct import *im);
