@@ -3,8 +3,9 @@
  *
  * The build table is not stored: it is every distinct build id the entries name, in order
  * of first appearance (the header's own build first). A hostile header may name up to 4096
- * builds over 2^24 entries, so the ids are sorted once (O(n log n) comparisons) instead of
- * looking each entry's id up in the table (entries × builds). */
+ * builds over 2^24 entries, so each entry's id is found by binary search in a table of the
+ * ids seen so far, kept sorted (O(n log b) comparisons, plus O(b^2) moves for b <= 4096
+ * insertions), never by a scan of the build table per entry (n * b). */
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/ids.h"
@@ -18,126 +19,120 @@
 
 uint64_t mem_build_id_compares;
 
-static const uint8_t *entry_id(const uint8_t *buf, uint32_t i)
-{
-        return buf + V1_META + (size_t)i * V1_ENTRY + 16;
-}
-
-/* Orders entry indices by build id, then by index (so each id's first entry leads). */
-static int cmp_entries(const void *a, const void *b, void *ctx)
-{
-        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-        __atomic_fetch_add(&mem_build_id_compares, 1, __ATOMIC_RELAXED);
-        int c = memcmp(entry_id(ctx, x), entry_id(ctx, y), 16);
-        return c ? c : (x > y) - (x < y);
-}
-
-/* One distinct build id: its first entry, and the build index it gets. */
-struct id_group {
-        uint32_t first;
+/* A build id as two integers (compared as such: any total order will do), and its index in
+ * the build table. */
+struct id_key {
+        uint64_t hi, lo;
         uint32_t build;
 };
 
-static int cmp_first(const void *a, const void *b)
+/* The ids seen so far, sorted. */
+struct id_table {
+        struct id_key *v;
+        uint32_t n;
+        uint64_t compares;
+};
+
+static struct id_key key_of(const uint8_t *id)
 {
-        const struct id_group *x = a, *y = b;
-        return (x->first > y->first) - (x->first < y->first);
+        struct id_key k = {0};
+        memcpy(&k.hi, id, 8);
+        memcpy(&k.lo, id + 8, 8);
+        return k;
 }
 
-/* Sorts the indices of the entries that name a build; returns how many there are. */
-static int sort_data_entries(const uint8_t *buf, uint32_t n, uint32_t **ret, uint32_t *ret_n)
+static int key_cmp(const struct id_key *a, const struct id_key *b)
 {
-        static const uint8_t nil[16];
-        uint32_t *idx = malloc((n ? n : 1) * sizeof(*idx)), k = 0;
-        if (!idx)
-                return -ENOMEM;
-        for (uint32_t i = 0; i < n; i++)
-                if (memcmp(entry_id(buf, i), nil, 16) != 0)
-                        idx[k++] = i;
-        qsort_r(idx, k, sizeof(*idx), cmp_entries, (void *)buf);
-        *ret = idx;
-        *ret_n = k;
-        return 0;
+        if (a->hi != b->hi)
+                return a->hi < b->hi ? -1 : 1;
+        return a->lo < b->lo ? -1 : a->lo > b->lo;
 }
 
-/* Builds h's table from the sorted entries: the header's own build is build 0, then each
- * other id in order of its first entry. Sets every data entry's build index. */
-static int number_builds(struct vmsnap_mem_header *h, const uint8_t *buf, const uint32_t *idx,
-                         uint32_t k, const char *name, struct vmsnap_diag *d)
+/* Position of k in t: where it is (*found) or where it would be inserted. */
+static uint32_t table_find(struct id_table *t, const struct id_key *k, bool *found)
 {
-        _cleanup_free_ struct id_group *g = malloc((k ? k : 1) * sizeof(*g));
-        _cleanup_free_ uint32_t *group_of = malloc((k ? k : 1) * sizeof(*group_of));
-        if (!g || !group_of)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-        uint32_t ng = 0, others = 0;
-        for (uint32_t j = 0; j < k; j++) {
-                if (j == 0 || memcmp(entry_id(buf, idx[j - 1]), entry_id(buf, idx[j]), 16)) {
-                        bool own = memcmp(entry_id(buf, idx[j]), h->build_id.b, 16) == 0;
-                        g[ng] = (struct id_group){own ? 0 : idx[j], own ? 0 : UINT32_MAX};
-                        others += !own;
-                        if (others + 1 > VMSNAP_MEM_MAX_BUILDS)
-                                return vmsnap_diag(d, -EBADMSG, "%s: more than %u builds", name,
-                                                   VMSNAP_MEM_MAX_BUILDS);
-                        ng++;
+        uint32_t lo = 0, hi = t->n;
+        while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                int c = key_cmp(&t->v[mid], k);
+                t->compares++;
+                if (c == 0) {
+                        *found = true;
+                        return mid;
                 }
-                group_of[j] = ng - 1;
+                if (c < 0)
+                        lo = mid + 1;
+                else
+                        hi = mid;
         }
-        h->builds = calloc(others + 1, sizeof(*h->builds));
-        _cleanup_free_ struct id_group *order = malloc((ng ? ng : 1) * sizeof(*order));
-        if (!h->builds || !order)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-        h->n_builds = others + 1;
-        h->builds[0].id = h->build_id;
-        uint32_t no = 0;
-        for (uint32_t i = 0; i < ng; i++)
-                if (g[i].build == UINT32_MAX)
-                        order[no++] = (struct id_group){g[i].first, i};
-        qsort(order, no, sizeof(*order), cmp_first);
-        for (uint32_t i = 0; i < no; i++) {
-                g[order[i].build].build = i + 1;
-                memcpy(h->builds[i + 1].id.b, entry_id(buf, order[i].first), 16);
-        }
-        for (uint32_t i = 0; i < h->n_builds; i++)
-                h->builds[i].file_size = UINT64_MAX; /* known once the file is opened */
-        for (uint32_t j = 0; j < k; j++)
-                h->extents[idx[j]].build = g[group_of[j]].build;
-        return 0;
+        *found = false;
+        return lo;
 }
 
-/* Reads offsets and lengths of every entry; nil entries become ZERO. */
-static void read_entries(struct vmsnap_mem_header *h, const uint8_t *buf, uint32_t n)
+/* The build index of id, adding it to h's table (and to t) the first time it is seen.
+ * Returns the index, -EBADMSG past the cap, or -ENOMEM. */
+static int intern_build(struct vmsnap_mem_header *h, struct id_table *t, const uint8_t *id)
 {
-        static const uint8_t nil[16];
-        for (uint32_t i = 0; i < n; i++) {
-                const uint8_t *p = buf + V1_META + (size_t)i * V1_ENTRY;
-                struct vmsnap_mem_extent *e = &h->extents[i];
-                e->offset = get_le64(p);
-                e->length = get_le64(p + 8);
-                bool zero = memcmp(p + 16, nil, 16) == 0;
-                e->build = zero ? VMSNAP_MEM_ZERO : 0; /* data: numbered by number_builds */
-                e->storage_offset = zero ? 0 : get_le64(p + 32); /* meaningless for nil */
-        }
+        struct id_key k = key_of(id);
+        bool found;
+        uint32_t pos = table_find(t, &k, &found);
+        if (found)
+                return (int)t->v[pos].build;
+        if (h->n_builds >= VMSNAP_MEM_MAX_BUILDS)
+                return -EBADMSG;
+        struct vmsnap_mem_build *nb = realloc(h->builds, (h->n_builds + 1) * sizeof(*nb));
+        if (!nb)
+                return -ENOMEM;
+        h->builds = nb;
+        memset(&nb[h->n_builds], 0, sizeof(*nb));
+        memcpy(nb[h->n_builds].id.b, id, 16);
+        nb[h->n_builds].file_size = UINT64_MAX; /* known once the file is opened */
+        memmove(&t->v[pos + 1], &t->v[pos], (t->n - pos) * sizeof(*t->v));
+        k.build = h->n_builds;
+        t->v[pos] = k;
+        t->n++;
+        return (int)h->n_builds++;
 }
 
-static int parse_body(struct vmsnap_mem_header *h, const uint8_t *buf, uint32_t n,
-                      const char *name, struct vmsnap_diag *d)
+static int parse_entry(struct vmsnap_mem_header *h, struct id_table *t, const uint8_t *p,
+                       uint64_t i, const char *name, struct vmsnap_diag *d)
 {
-        if (n == 0) { /* the seed's convention: no entries = one extent of the own build */
-                h->extents[0] = (struct vmsnap_mem_extent){0, h->size, 0, 0};
-                h->builds = calloc(1, sizeof(*h->builds));
-                if (!h->builds)
-                        return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-                h->n_builds = 1;
-                h->builds[0] = (struct vmsnap_mem_build){.id = h->build_id,
-                                                         .file_size = UINT64_MAX};
+        struct vmsnap_mem_extent *e = &h->extents[i];
+        struct vmsnap_uuid id;
+        memcpy(id.b, p + 16, 16);
+        e->offset = get_le64(p);
+        e->length = get_le64(p + 8);
+        e->storage_offset = get_le64(p + 32);
+        if (vmsnap_uuid_is_nil(&id)) {
+                e->build = VMSNAP_MEM_ZERO;
+                e->storage_offset = 0; /* meaningless for nil entries in v1 */
                 return 0;
         }
-        read_entries(h, buf, n);
-        _cleanup_free_ uint32_t *idx = NULL;
-        uint32_t k;
-        if (sort_data_entries(buf, n, &idx, &k) < 0)
+        int b = intern_build(h, t, id.b);
+        if (b < 0)
+                return vmsnap_diag(d, b == -ENOMEM ? -ENOMEM : -EBADMSG,
+                                   "%s: more than %u builds", name, VMSNAP_MEM_MAX_BUILDS);
+        e->build = (uint32_t)b;
+        return 0;
+}
+
+static int parse_entries(struct vmsnap_mem_header *h, const uint8_t *buf, uint64_t n,
+                         const char *name, struct vmsnap_diag *d)
+{
+        struct id_table t = {.v = malloc((VMSNAP_MEM_MAX_BUILDS + 1) * sizeof(*t.v))};
+        if (!t.v)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-        return number_builds(h, buf, idx, k, name, d);
+        int r = intern_build(h, &t, h->build_id.b);
+        if (r < 0)
+                r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
+        if (n == 0 && r >= 0) /* the seed's convention: no entries = one extent of the own
+                                 build */
+                h->extents[0] = (struct vmsnap_mem_extent){0, h->size, 0, 0};
+        for (uint64_t i = 0; i < n && r >= 0; i++)
+                r = parse_entry(h, &t, buf + V1_META + i * V1_ENTRY, i, name, d);
+        __atomic_fetch_add(&mem_build_id_compares, t.compares, __ATOMIC_RELAXED);
+        free(t.v);
+        return r;
 }
 
 int header_parse_v1(const uint8_t *buf, size_t len, const char *name,
@@ -164,7 +159,7 @@ int header_parse_v1(const uint8_t *buf, size_t len, const char *name,
         memcpy(h->base_build_id.b, buf + 48, 16);
         h->n_extents = n ? n : 1;
         h->extents = calloc(h->n_extents, sizeof(*h->extents));
-        int r = h->extents ? parse_body(h, buf, (uint32_t)n, name, d)
+        int r = h->extents ? parse_entries(h, buf, n, name, d)
                            : vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
         if (r >= 0)
                 r = vmsnap_mem_header_validate(h, name, d);
