@@ -682,6 +682,10 @@ static void test_zero_runs_become_holes(void **state)
         if ((uint64_t)st.st_blocks * 512 > (1u << 20))
                 fail_msg("1 GiB of zeros took %llu bytes of data blocks",
                          (unsigned long long)st.st_blocks * 512);
+        struct stat ast;
+        stat(tar, &ast);
+        printf("1 GiB of zeros: a %lld-byte archive, %llu bytes allocated once imported\n",
+               (long long)ast.st_size, (unsigned long long)st.st_blocks * 512);
         assert_int_equal(vmsnap_store_verify(f->b, r.id, NULL, NULL, &d), 0);
         assert_int_equal(vmsnap_store_delete(f->b, r.id, 0, &d), 0);
         /* 3 MiB of real data over a 1 MiB cap: refused while writing, nothing left */
