@@ -124,10 +124,12 @@ int vmsnap_disk_image_share(int imagesfd, const char *name, gid_t gid, struct vm
  * filesystem can (no data copied), else a sparse copy (holes stay holes). Atomic; 0600. */
 int vmsnap_disk_clone(const char *base, const char *dst, struct vmsnap_diag *d);
 
-/* Creates overlay (qcow2, written atomically, mode 0600) over the pinned base image `base`
- * (a path whose file name is a valid base name), with the canonical backing reference
- * (vmsnap_disk_backing_ref) and an explicit raw backing format; qemu-img never opens the
- * base. Returns 0 or -errno with d (qemu-img's message included). */
+/* Creates overlay (qcow2, written atomically, mode 0600) over the raw image `base`, with an
+ * explicit raw backing format; qemu-img never opens the base. When base is a pinned base
+ * image (its file name a valid base name) the header gets the canonical reference
+ * (vmsnap_disk_backing_ref), as every sandbox disk must; any other path is written as given
+ * (tests, tools: such an overlay is refused by imports). Returns 0 or -errno with d
+ * (qemu-img's message included). */
 int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vmsnap_diag *d);
 
 /* Copies src to dst (reflink when the filesystem can, else an in-kernel copy), atomically

@@ -78,11 +78,13 @@ static int check_written(int fd, const char *overlay, const char *want, struct v
 
 int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vmsnap_diag *d)
 {
-        char name[256], tmp[PATH_MAX], err[1024], ref[64], size[32];
+        char name[256], tmp[PATH_MAX], err[1024], ref[PATH_MAX], size[32];
         const char *slash = strrchr(base, '/');
-        if (vmsnap_disk_backing_ref(slash ? slash + 1 : base, ref, sizeof(ref)) < 0)
-                return vmsnap_diag(d, -EINVAL, "%s: not a pinned base image (rootfs-<hash>.ext4 "
-                                   "under <root>/" VMSNAP_IMAGES_DIR ")", base);
+        /* A pinned base gets the canonical reference; any other file (a test's, a tool's) is
+         * named as given, and such an overlay is refused by imports. */
+        if (vmsnap_disk_backing_ref(slash ? slash + 1 : base, ref, sizeof(ref)) < 0 &&
+            snprintf(ref, sizeof(ref), "%s", base) >= (int)sizeof(ref))
+                return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", base);
         struct stat st;
         _cleanup_close_ int bfd = vmsnap_fs_open_regular(AT_FDCWD, base, &st, false);
         if (bfd < 0)

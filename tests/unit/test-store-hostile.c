@@ -3,8 +3,8 @@
  * file (qemu-img rebase -u -b /etc/shadow, sizes and checksums fixed up) is refused, as is
  * every other way a disk can name a file; the base image travels with the export (once),
  * is checked against its hash and pinned, and an archive without one imports only where the
- * base is pinned already; references an older vmsnap wrote are normalized; runs of zeros
- * become holes and the cap counts bytes really written; an archive's parent/template claims
+ * base is pinned already; references an older vmsnap wrote are normalized; an archive's
+ * parent/template claims
  * are kept only when its memory really contains their builds; FIFOs in a snapshot never
  * hang verify or export. Every refusal leaves the store as it was. Needs qemu-img. */
 #include <setjmp.h>
@@ -605,102 +605,6 @@ static void test_legacy_references_normalized(void **state)
         free(tar);
 }
 
-/* ---- sizes: holes and the cap on bytes really written --------------------------------------- */
-
-static char *envelope_one(const char *file, uint64_t size, const struct vmsnap_hash *h)
-{
-        char sum[42], *text = malloc(1024);
-        store_hash_format(h, sum);
-        snprintf(text, 1024,
-                 "{\"format\":\"vmsnap-snapshot\",\"version\":1,\"id\":"
-                 "\"0d4e1f7a-5b6c-4d8e-9f0a-1b2c3d4e5f62\",\"kind\":\"pause\",\"created\":"
-                 "\"2025-01-01T00:00:00Z\",\"files\":[{\"name\":\"%s\",\"size\":%llu,"
-                 "\"checksum\":\"%s\"}]}",
-                 file, (unsigned long long)size, sum);
-        return text;
-}
-
-/* A .tar.zst holding one dense (not sparse) entry of `size` bytes made by fill. */
-static char *dense_archive(struct fx *f, const char *file, uint64_t size, bool zeros)
-{
-        uint8_t *chunk = calloc(1, 1 << 20);
-        uint64_t rng = 3;
-        struct vmsnap_hasher *h = vmsnap_hasher_new();
-        for (uint64_t off = 0; off < size; off += 1 << 20) {
-                if (!zeros)
-                        test_fill_random(&rng, chunk, 1 << 20);
-                vmsnap_hasher_update(h, chunk, 1 << 20);
-        }
-        struct vmsnap_hash sum;
-        vmsnap_hasher_final(h, &sum);
-        vmsnap_hasher_free(h);
-        char *env = envelope_one("data", size, &sum), *path = test_path(f->tmp, file);
-        struct archive *a = archive_write_new();
-        archive_write_set_format_pax_restricted(a);
-        archive_write_add_filter_zstd(a);
-        assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
-        struct archive_entry *e = archive_entry_new();
-        archive_entry_set_pathname(e, "snapshot.json");
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_size(e, (la_int64_t)strlen(env));
-        archive_write_header(a, e);
-        archive_write_data(a, env, strlen(env));
-        archive_entry_clear(e);
-        archive_entry_set_pathname(e, "data");
-        archive_entry_set_filetype(e, AE_IFREG);
-        archive_entry_set_size(e, (la_int64_t)size);
-        archive_write_header(a, e);
-        rng = 3;
-        for (uint64_t off = 0; off < size; off += 1 << 20) {
-                if (!zeros)
-                        test_fill_random(&rng, chunk, 1 << 20);
-                assert_int_equal(archive_write_data(a, chunk, 1 << 20), 1 << 20);
-        }
-        archive_entry_free(e);
-        archive_write_close(a);
-        archive_write_free(a);
-        free(env);
-        free(chunk);
-        return path;
-}
-
-static void test_zero_runs_become_holes(void **state)
-{
-        struct fx *f = *state;
-        char *tar = dense_archive(f, "zeros.tar.zst", 1ull << 30, true);
-        struct stat st;
-        assert_int_equal(stat(tar, &st), 0);
-        assert_true(st.st_size < 256 << 10); /* ~33 KB of zstd for 1 GiB of zeros */
-        struct vmsnap_snapshot r;
-        struct vmsnap_diag d = {0};
-        struct vmsnap_import_opts o = {.max_bytes = 1 << 20}; /* zeros cost nothing */
-        if (import_any(f->b, tar, &o, &r, &d) < 0)
-                fail_msg("import: %s", d.msg);
-        char *data = snap_file(f->b, r.id, "data");
-        assert_int_equal(stat(data, &st), 0);
-        assert_int_equal(st.st_size, 1ll << 30);
-        if ((uint64_t)st.st_blocks * 512 > (1u << 20))
-                fail_msg("1 GiB of zeros took %llu bytes of data blocks",
-                         (unsigned long long)st.st_blocks * 512);
-        struct stat ast;
-        stat(tar, &ast);
-        printf("1 GiB of zeros: a %lld-byte archive, %llu bytes allocated once imported\n",
-               (long long)ast.st_size, (unsigned long long)st.st_blocks * 512);
-        assert_int_equal(vmsnap_store_verify(f->b, r.id, NULL, NULL, &d), 0);
-        assert_int_equal(vmsnap_store_delete(f->b, r.id, 0, &d), 0);
-        /* 3 MiB of real data over a 1 MiB cap: refused while writing, nothing left */
-        char *dense = dense_archive(f, "dense.tar.zst", 3u << 20, false);
-        struct vmsnap_import_opts cap = {.max_bytes = 1 << 20};
-        assert_int_equal(import_any(f->b, dense, &cap, &r, &d), -EBADMSG);
-        assert_non_null(strstr(d.msg, "more than 1048576 bytes of data"));
-        assert_int_equal(count_rows(f->b, VMSNAP_LIST_ALL), 0);
-        assert_int_equal(count_in(f->root_b, "snapshots"), 0);
-        assert_int_equal(import_any(f->b, dense, NULL, &r, &d), 0);
-        free(dense);
-        free(data);
-        free(tar);
-}
-
 /* ---- lineage claims ----------------------------------------------------------------------- */
 
 static void test_lineage_claims_verified(void **state)
@@ -826,7 +730,6 @@ int main(void)
             T(test_other_disk_attacks),
             T(test_base_entry_attacks),
             T(test_legacy_references_normalized),
-            T(test_zero_runs_become_holes),
             T(test_lineage_claims_verified),
             T(test_fifo_in_a_snapshot),
         };
