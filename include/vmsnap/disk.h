@@ -103,8 +103,8 @@ int vmsnap_disk_check_dir(int dirfd, const char *label, unsigned flags,
 
 /* ---- pinned base images (<root>/images) ----------------------------------------------- */
 
-/* Opens <root>/images (mode 0700; made when create, tightened when wider). Returns the fd,
- * or -ENOENT (not create) / -errno with d. */
+/* Opens <root>/images (made with mode 0700 when create and missing; an existing one keeps
+ * its mode). Returns the fd, or -ENOENT (not create) / -errno with d. */
 int vmsnap_disk_images_open(const char *root, bool create, struct vmsnap_diag *d);
 
 /* Pins srcdirfd/srcname (a regular file) into imagesfd under its content name: a hard link

@@ -21,17 +21,17 @@ int vmsnap_disk_images_open(const char *root, bool create, struct vmsnap_diag *d
         _cleanup_close_ int rootfd = vmsnap_fs_open_dir(root);
         if (rootfd < 0)
                 return vmsnap_diag(d, rootfd, "%s: cannot open: %s", root, strerror(-rootfd));
-        int r = create ? vmsnap_fs_mkdir_private(rootfd, VMSNAP_IMAGES_DIR) : -EEXIST;
-        if (r == -EEXIST)
-                r = vmsnap_fs_make_private_dir(rootfd, VMSNAP_IMAGES_DIR);
-        if (r == -ENOENT && !create)
+        /* Made 0700; an existing one keeps its mode (the jail layer may widen it for a
+         * group). */
+        int r = create ? vmsnap_fs_mkdir_private(rootfd, VMSNAP_IMAGES_DIR) : 0;
+        if (r < 0 && r != -EEXIST)
+                return vmsnap_diag(d, r, "%s/" VMSNAP_IMAGES_DIR ": %s", root, strerror(-r));
+        int fd = openat(rootfd, VMSNAP_IMAGES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 && errno == ENOENT && !create)
                 return -ENOENT;
-        int fd = r < 0 ? r
-                       : openat(rootfd, VMSNAP_IMAGES_DIR,
-                                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (fd < 0 && r == 0)
-                r = -errno;
-        return r < 0 ? vmsnap_diag(d, r, "%s/" VMSNAP_IMAGES_DIR ": %s", root, strerror(-r)) : fd;
+        return fd < 0 ? vmsnap_diag(d, -errno, "%s/" VMSNAP_IMAGES_DIR ": %s", root,
+                                    strerror(errno))
+                      : fd;
 }
 
 /* XXH3-128 of a whole file. */
