@@ -112,7 +112,13 @@ int vmsnap_store_snapshot_dir(const struct vmsnap_store *s, const char *id, char
 /* True when name is a valid snapshot name (and does not look like an id). */
 bool vmsnap_store_name_valid(const char *name);
 
+/* Checks the len bytes of a ref as received (a decoded URL segment may hold a NUL): -EINVAL
+ * with d when it is empty or holds a NUL or another control character (0x00-0x1f, 0x7f),
+ * which no id, name or prefix can contain; 0 otherwise. */
+int vmsnap_store_ref_check(const char *ref, size_t len, struct vmsnap_diag *d);
+
 /* Resolves a ref (exact id, name, or unique id prefix of >= 3 characters) among ready rows.
+ * A ref holding a control character is -EINVAL (vmsnap_store_ref_check), never looked up.
  * Returns 0 and *ret, -ENOENT when nothing matches, -ENOTUNIQ when a prefix matches several
  * (d lists the candidates), or another -errno. */
 int vmsnap_store_resolve(struct vmsnap_store *s, const char *ref, struct vmsnap_snapshot *ret,
@@ -228,33 +234,45 @@ struct vmsnap_export_opts {
         enum vmsnap_compression compression;
         int level;   /* 0 = the codec's default (zstd 3, gzip 6) */
         int threads; /* zstd worker threads; 0 = one per CPU, at most 4; 1 = inline */
+        bool no_base; /* leave out the base image the snapshot's disk stands on */
         vmsnap_progress_fn progress;
         void *progress_ctx;
 };
 
 /* Writes snapshot id as a (compressed) tar stream to fd: snapshot.json first, then every
- * file, holes kept as sparse entries; every byte checked against the envelope. Returns 0 or
- * -errno (d). */
+ * file, holes kept as sparse entries, then (unless no_base) the pinned base image its disk
+ * stands on as images/rootfs-<hash>.ext4, once; every byte checked against the envelope (the
+ * base: against its name). Returns 0 or -errno (d). */
 int vmsnap_store_export_fd(struct vmsnap_store *s, const char *id, int fd,
                            const struct vmsnap_export_opts *opts, struct vmsnap_diag *d);
 
-/* Copies snapshot id into dir (created; must be empty when it exists), holes kept,
- * snapshot.json written last. Returns 0 or -errno (d). */
+/* Copies snapshot id into dir (created 0700; must be empty when it exists), holes kept, the
+ * base image (unless no_base) into dir/images/, snapshot.json written last. Returns 0 or
+ * -errno (d). */
 int vmsnap_store_export_dir(struct vmsnap_store *s, const char *id, const char *dir,
                             const struct vmsnap_export_opts *opts, struct vmsnap_diag *d);
 
-#define VMSNAP_IMPORT_DEFAULT_MAX (256ull << 30) /* bytes of declared (logical) size */
+#define VMSNAP_IMPORT_DEFAULT_MAX         (256ull << 30) /* bytes of data really written */
+#define VMSNAP_IMPORT_DEFAULT_MAX_LOGICAL (1ull << 40)   /* declared (logical) bytes */
 
 struct vmsnap_import_opts {
         const char *name;        /* overrides the archive's name */
         const char *description; /* overrides the archive's description */
-        uint64_t max_bytes;      /* refuse a larger declared total; 0 = the default */
+        uint64_t max_bytes;      /* refuse once more data than this would be written (zero
+                                    runs become holes and cost nothing); 0 = the default */
+        uint64_t max_logical;    /* refuse a larger declared total (bounds the time spent
+                                    hashing sparse claims); 0 = the default */
         vmsnap_progress_fn progress;
         void *progress_ctx;
+        vmsnap_store_problem_fn note; /* notes for the user (a lineage link dropped, a base
+                                         image pinned or found); may be NULL */
+        void *note_ctx;
 };
 
-/* Imports a tar stream (none/gzip/zstd, detected) from fd through a two-phase create; see
- * docs/store.md for every check. Returns 0 and *ret (may be NULL), or -errno (-EBADMSG for a
+/* Imports a tar stream (none/gzip/zstd, detected) from fd through a two-phase create: every
+ * entry, checksum and the memory snapshot checked, disks checked so that they name no file
+ * but the pinned base image (installed from the archive into <root>/images after checking
+ * its hash, or found there), lineage kept only when verified; see docs/store.md. Returns 0 and *ret (may be NULL), or -errno (-EBADMSG for a
  * refused archive, -EEXIST for a name clash) with d naming the entry and the rule. */
 int vmsnap_store_import_fd(struct vmsnap_store *s, int fd, const struct vmsnap_import_opts *opts,
                            struct vmsnap_snapshot *ret, struct vmsnap_diag *d);

@@ -1,4 +1,5 @@
-/* qcow2 overlays over the base image (qemu-img), and durable copies of them. */
+/* qcow2 overlays over a pinned base image (qemu-img), clones for raw-only VMMs, and durable
+ * copies of disks; everything written 0600. */
 #include <vmsnap/disk.h>
 
 #include "util/cleanup.h"
@@ -6,7 +7,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <libgen.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -59,29 +59,62 @@ static int run_tool(char *const argv[], char *err, size_t size)
         return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/* Checks that what qemu-img wrote is what vmsnap means: the header reads back through the
+ * same strict parser imports use, with the canonical backing reference. */
+static int check_written(int fd, const char *overlay, const char *want, struct vmsnap_diag *d)
+{
+        uint8_t buf[4096];
+        ssize_t n = vmsnap_fs_pread_full(fd, buf, sizeof(buf), 0);
+        struct vmsnap_qcow2_info q;
+        if (n < 0)
+                return vmsnap_diag(d, (int)n, "%s: cannot read back: %s", overlay,
+                                   strerror((int)-n));
+        int r = vmsnap_qcow2_parse(buf, (size_t)n, overlay, &q, d);
+        if (r == 0 && (!q.has_backing || strcmp(q.backing, want) != 0))
+                r = vmsnap_diag(d, -EIO, "%s: qemu-img wrote backing '%s', not '%s'", overlay,
+                                q.backing, want);
+        return r;
+}
+
 int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vmsnap_diag *d)
 {
-        char name[256], tmp[PATH_MAX], err[1024];
+        char name[256], tmp[PATH_MAX], err[1024], ref[PATH_MAX], size[32];
+        const char *slash = strrchr(base, '/');
+        /* A pinned base gets the canonical reference; any other file (a test's, a tool's) is
+         * named as given, and such an overlay is refused by imports. */
+        if (vmsnap_disk_backing_ref(slash ? slash + 1 : base, ref, sizeof(ref)) < 0 &&
+            snprintf(ref, sizeof(ref), "%s", base) >= (int)sizeof(ref))
+                return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", base);
+        struct stat st;
+        _cleanup_close_ int bfd = vmsnap_fs_open_regular(AT_FDCWD, base, &st, false);
+        if (bfd < 0)
+                return vmsnap_diag(d, bfd, "%s: %s", base, vmsnap_fs_open_error(bfd));
         _cleanup_close_ int dirfd = open_parent(overlay, name, d);
         if (dirfd < 0)
                 return dirfd;
         snprintf(tmp, sizeof(tmp), "%s.tmp.%d", overlay, (int)getpid());
-        char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        (char *)base, tmp, NULL};
+        snprintf(size, sizeof(size), "%llu", (unsigned long long)st.st_size);
+        /* -u: qemu-img does not open the backing file (the reference is resolved by vmsnap,
+         * not relative to wherever the overlay is made); the size is the base's. */
+        char *argv[] = {"qemu-img", "create", "-q", "-f", "qcow2", "-u", "-F", "raw", "-b", ref,
+                        tmp, size, NULL};
         int r = run_tool(argv, err, sizeof(err));
         if (r != 0) {
                 unlink(tmp);
                 return vmsnap_diag(d, r < 0 ? r : -EIO, "%s: qemu-img create failed%s%s", overlay,
                                    r < 0 ? " (is qemu-utils installed?)" : ": ", err);
         }
-        _cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd) < 0 || rename(tmp, overlay) < 0 ||
-            vmsnap_fs_fsync_dir(dirfd) < 0) {
-                r = -errno;
+        _cleanup_close_ int fd = open(tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        r = fd < 0 ? -errno : check_written(fd, overlay, ref, d);
+        if (r == 0 && (fchmod(fd, VMSNAP_FILE_MODE) < 0 || fsync(fd) < 0 ||
+                       rename(tmp, overlay) < 0 || vmsnap_fs_fsync_dir(dirfd) < 0))
+                r = vmsnap_diag(d, -errno, "%s: cannot make durable: %s", overlay,
+                                strerror(errno));
+        else if (fd < 0)
+                vmsnap_diag(d, r, "%s: cannot open: %s", tmp, strerror(-r));
+        if (r < 0)
                 unlink(tmp);
-                return vmsnap_diag(d, r, "%s: cannot make durable: %s", overlay, strerror(-r));
-        }
-        return 0;
+        return r;
 }
 
 const char *vmsnap_disk_name(const char *format)
@@ -121,11 +154,11 @@ int vmsnap_disk_clone(const char *base, const char *dst, struct vmsnap_diag *d)
         int r = vmsnap_staged_open(&s, ddir, dname, d);
         if (r < 0)
                 return r;
-        _cleanup_close_ int in = open(base, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (in < 0 || fstat(in, &st) < 0)
-                r = vmsnap_diag(d, -errno, "%s: cannot open the base image: %s", base,
-                                strerror(errno));
+        _cleanup_close_ int in = vmsnap_fs_open_regular(AT_FDCWD, base, &st, false);
+        if (in < 0)
+                r = vmsnap_diag(d, in, "%s: cannot open the base image: %s", base,
+                                vmsnap_fs_open_error(in));
         else if (ioctl(s.fd, FICLONE, in) < 0 && (r = copy_sparse(in, s.fd, (uint64_t)st.st_size)) < 0)
                 vmsnap_diag(d, r, "%s: copy to %s failed: %s", base, dst, strerror(-r));
         if (r == 0)
@@ -151,10 +184,10 @@ int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
         int r = vmsnap_staged_open(&s, ddir, dname, d);
         if (r < 0)
                 return r;
-        _cleanup_close_ int in = openat(sdir, sname, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (in < 0 || fstat(in, &st) < 0) {
-                r = vmsnap_diag(d, -errno, "%s: cannot open: %s", src, strerror(errno));
+        _cleanup_close_ int in = vmsnap_fs_open_regular(sdir, sname, &st, false);
+        if (in < 0) {
+                r = vmsnap_diag(d, in, "%s: cannot open: %s", src, vmsnap_fs_open_error(in));
         } else if (ioctl(s.fd, FICLONE, in) < 0) {
                 r = vmsnap_fs_copy_range(in, 0, s.fd, 0, (uint64_t)st.st_size);
                 if (r < 0)
@@ -167,18 +200,4 @@ int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
         if (r < 0)
                 vmsnap_staged_abort(&s);
         return r;
-}
-
-int vmsnap_disk_write_meta(const char *dir, const char *base, const char *format,
-                           struct vmsnap_diag *d)
-{
-        _cleanup_close_ int fd = vmsnap_fs_open_dir(dir);
-        if (fd < 0)
-                return vmsnap_diag(d, fd, "%s: cannot open: %s", dir, strerror(-fd));
-        json_t *o = json_pack("{s:s, s:s}", "base", base, "format", format);
-        _cleanup_free_ char *text = json_dumps(o, JSON_COMPACT);
-        json_decref(o);
-        if (!text)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        return vmsnap_fs_atomic_write(fd, VMSNAP_ROOTFS_META, text, strlen(text), d);
 }

@@ -15,9 +15,9 @@
 
 int open_snapdir_for_write(const char *dir, struct vmsnap_diag *d)
 {
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s: cannot create directory: %s", dir,
-                                   strerror(errno));
+        int r = vmsnap_fs_mkdir_private(AT_FDCWD, dir);
+        if (r < 0 && r != -EEXIST)
+                return vmsnap_diag(d, r, "%s: cannot create directory: %s", dir, strerror(-r));
         int fd = vmsnap_fs_open_dir(dir);
         if (fd < 0)
                 return vmsnap_diag(d, fd, "%s: cannot open directory: %s", dir, strerror(-fd));

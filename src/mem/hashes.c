@@ -79,7 +79,8 @@ int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, ui
         if (r == -EFBIG)
                 return vmsnap_diag(d, -EBADMSG, "%s: larger than its diff file needs", name);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: cannot read: %s", name, strerror(-r));
+                return vmsnap_diag(d, r == -EINVAL || r == -ELOOP ? -EBADMSG : r,
+                                   "%s: cannot read: %s", name, vmsnap_fs_open_error(r));
         r = check_table(buf, len, id, block_size, count, name, d);
         if (r < 0)
                 return r;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void vmsnap_mem_header_free(struct vmsnap_mem_header *h)
@@ -60,6 +61,32 @@ static bool size_unknown(const struct vmsnap_mem_header *h, uint64_t file_size)
         return h->version == 1 && file_size == UINT64_MAX;
 }
 
+static int cmp_builds(const void *a, const void *b, void *ctx)
+{
+        const struct vmsnap_mem_build *v = ctx;
+        uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+        __atomic_fetch_add(&mem_build_id_compares, 1, __ATOMIC_RELAXED);
+        int c = memcmp(v[x].id.b, v[y].id.b, 16);
+        return c ? c : (x > y) - (x < y);
+}
+
+/* The first build listed twice, or -1: one sort (O(b log b)), not a lookup per build. */
+static int64_t duplicate_build(const struct vmsnap_mem_header *h, int *ret_err)
+{
+        _cleanup_free_ uint32_t *idx = malloc(h->n_builds * sizeof(*idx));
+        if (!idx) {
+                *ret_err = -ENOMEM;
+                return -1;
+        }
+        for (uint32_t i = 0; i < h->n_builds; i++)
+                idx[i] = i;
+        qsort_r(idx, h->n_builds, sizeof(*idx), cmp_builds, h->builds);
+        for (uint32_t i = 1; i < h->n_builds; i++)
+                if (memcmp(h->builds[idx[i - 1]].id.b, h->builds[idx[i]].id.b, 16) == 0)
+                        return idx[i];
+        return -1;
+}
+
 static int validate_builds(const struct vmsnap_mem_header *h, const char *name,
                            struct vmsnap_diag *d)
 {
@@ -68,12 +95,17 @@ static int validate_builds(const struct vmsnap_mem_header *h, const char *name,
         if (header_build_index(h, &h->build_id) < 0)
                 return vmsnap_diag(d, -EBADMSG, "%s: build id is missing from the build table",
                                    name);
+        int err = 0;
+        int64_t dup = duplicate_build(h, &err);
+        if (err)
+                return vmsnap_diag(d, err, "%s: out of memory", name);
+        if (dup >= 0)
+                return vmsnap_diag(d, -EBADMSG, "%s: build %lld is listed twice", name,
+                                   (long long)dup);
         for (uint32_t i = 0; i < h->n_builds; i++) {
                 const struct vmsnap_mem_build *b = &h->builds[i];
                 if (vmsnap_uuid_is_nil(&b->id))
                         return vmsnap_diag(d, -EBADMSG, "%s: build %u has a nil id", name, i);
-                if (header_build_index(h, &b->id) != (int)i)
-                        return vmsnap_diag(d, -EBADMSG, "%s: build %u is listed twice", name, i);
                 if (!size_unknown(h, b->file_size) && b->file_size % h->block_size != 0)
                         return vmsnap_diag(d, -EBADMSG,
                                            "%s: build %u file size %llu is not block-aligned",

@@ -39,15 +39,11 @@ static int on_data(void *ctx, uint64_t offset, const uint8_t *buf, size_t len,
 int open_memfile(const char *path, uint64_t block_size, uint64_t *ret_size,
                  struct vmsnap_diag *d)
 {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open memory file: %s", path,
-                                   strerror(errno));
         struct stat st;
-        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-                close(fd);
-                return vmsnap_diag(d, -EINVAL, "%s: not a regular file", path);
-        }
+        int fd = vmsnap_fs_open_input(path, &st);
+        if (fd < 0)
+                return vmsnap_diag(d, fd, "%s: cannot open memory file: %s", path,
+                                   vmsnap_fs_open_error(fd));
         uint64_t size = (uint64_t)st.st_size;
         if (size == 0 || size % block_size != 0 || size > VMSNAP_MEM_MAX_SIZE) {
                 close(fd);

@@ -46,7 +46,8 @@ static int load_header(struct vmsnap_mem_snapshot *s, struct vmsnap_diag *d)
         if (r == -ENOENT)
                 return vmsnap_diag(d, r, "%s: no memory snapshot here (missing header)", name);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: cannot read: %s", name, strerror(-r));
+                return vmsnap_diag(d, r == -EINVAL || r == -ELOOP ? -EBADMSG : r,
+                                   "%s: cannot read: %s", name, vmsnap_fs_open_error(r));
         return vmsnap_mem_header_parse(buf, len, name, &s->h, d);
 }
 
@@ -56,19 +57,18 @@ static int open_build(struct vmsnap_mem_snapshot *s, uint32_t i, struct vmsnap_d
 {
         const struct vmsnap_mem_build *b = &s->h->builds[i];
         vmsnap_mem_diff_name(&b->id, s->names[i]);
-        s->fds[i] = openat(s->dirfd, s->names[i], O_RDONLY | O_CLOEXEC);
-        if (s->fds[i] < 0 && errno == ENOENT && s->h->version == 1 &&
+        struct stat st;
+        int fd = vmsnap_fs_open_regular(s->dirfd, s->names[i], &st, false);
+        if (fd == -ENOENT && s->h->version == 1 &&
             memcmp(b->id.b, s->h->base_build_id.b, 16) == 0) {
                 snprintf(s->names[i], 64, "%s", SEED_BASE_NAME);
-                s->fds[i] = openat(s->dirfd, s->names[i], O_RDONLY | O_CLOEXEC);
+                fd = vmsnap_fs_open_regular(s->dirfd, s->names[i], &st, false);
         }
-        if (s->fds[i] < 0)
-                return vmsnap_diag(d, -errno, "%s/%s: diff file of build %u: %s", s->dir,
-                                   s->names[i], i, strerror(errno));
-        struct stat st;
-        if (fstat(s->fds[i], &st) < 0)
-                return vmsnap_diag(d, -errno, "%s/%s: stat: %s", s->dir, s->names[i],
-                                   strerror(errno));
+        if (fd < 0)
+                return vmsnap_diag(d, fd == -EINVAL || fd == -ELOOP ? -EBADMSG : fd,
+                                   "%s/%s: diff file of build %u: %s", s->dir, s->names[i], i,
+                                   vmsnap_fs_open_error(fd));
+        s->fds[i] = fd;
         if (s->h->version == 1) {
                 s->h->builds[i].file_size = (uint64_t)st.st_size;
                 return 0;

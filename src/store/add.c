@@ -18,18 +18,16 @@
 /* Copies path into the pending directory as `snapfile`, holes kept, via a staged file. */
 static int copy_snapfile(struct vmsnap_store_txn *t, const char *path, struct vmsnap_diag *d)
 {
-        _cleanup_close_ int in = open(path, O_RDONLY | O_CLOEXEC);
         struct stat st;
-        if (in < 0 || fstat(in, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", path, strerror(errno));
-        if (!S_ISREG(st.st_mode))
-                return vmsnap_diag(d, -EINVAL, "%s: not a regular file", path);
+        _cleanup_close_ int in = vmsnap_fs_open_input(path, &st);
+        if (in < 0)
+                return vmsnap_diag(d, in, "%s: cannot open: %s", path, vmsnap_fs_open_error(in));
         struct vmsnap_staged sf;
         int r = vmsnap_staged_open(&sf, vmsnap_store_txn_dirfd(t), SNAPFILE_NAME, d);
         if (r < 0)
                 return r;
         struct vmsnap_hash h;
-        r = store_copy_sparse(in, sf.fd, (uint64_t)st.st_size, &h, NULL, NULL);
+        r = store_copy_sparse(in, sf.fd, (uint64_t)st.st_size, &h, NULL, NULL, NULL);
         if (r < 0) {
                 vmsnap_staged_abort(&sf);
                 return vmsnap_diag(d, r, "%s: copy failed: %s", path, strerror(-r));

@@ -155,7 +155,7 @@ static int make_dir(struct vmsnap_store *s, struct vmsnap_snapshot *r, bool fixe
         for (int attempt = 0; attempt < 4; attempt++) {
                 int lock = store_lock_take(s, r->id, true), err = lock;
                 if (lock >= 0) {
-                        err = mkdirat(s->snapfd, r->id, 0755) < 0 ? -errno : 0;
+                        err = vmsnap_fs_mkdir_private(s->snapfd, r->id);
                         int fd = err < 0 ? err : store_open_snapdir(s, r->id);
                         if (fd >= 0) {
                                 *ret_lock = lock;
@@ -304,9 +304,37 @@ int vmsnap_store_txn_dirfd(const struct vmsnap_store_txn *t)
         return t->dirfd;
 }
 
+static struct known_file *known_slot(struct vmsnap_store_txn *t, const char *name)
+{
+        for (size_t i = 0; i < t->n_known; i++)
+                if (strcmp(t->known[i].name, name) == 0)
+                        return &t->known[i];
+        return NULL;
+}
+
+void store_txn_forget(struct vmsnap_store_txn *t, const char *name)
+{
+        struct known_file *k = known_slot(t, name);
+        if (k)
+                *k = t->known[--t->n_known];
+}
+
+int store_txn_set_lineage(struct vmsnap_store_txn *t, const char *parent_id,
+                          const char *template_id)
+{
+        if ((parent_id && parent_id[0] && !store_id_valid(parent_id)) ||
+            (template_id && template_id[0] && !store_id_valid(template_id)))
+                return -EINVAL;
+        snprintf(t->rec.parent_id, sizeof(t->rec.parent_id), "%s", parent_id ? parent_id : "");
+        snprintf(t->rec.template_id, sizeof(t->rec.template_id), "%s",
+                 template_id ? template_id : "");
+        return 0;
+}
+
 int store_txn_known(struct vmsnap_store_txn *t, const char *name, uint64_t size,
                     const struct vmsnap_hash *h, struct vmsnap_diag *d)
 {
+        store_txn_forget(t, name);
         struct known_file *nk = realloc(t->known, (t->n_known + 1) * sizeof(*nk));
         if (!nk)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
@@ -316,14 +344,6 @@ int store_txn_known(struct vmsnap_store_txn *t, const char *name, uint64_t size,
         k->size = size;
         k->hash = *h;
         return 0;
-}
-
-static const struct known_file *known_find(const struct vmsnap_store_txn *t, const char *name)
-{
-        for (size_t i = 0; i < t->n_known; i++)
-                if (strcmp(t->known[i].name, name) == 0)
-                        return &t->known[i];
-        return NULL;
 }
 
 /* Validates the memory snapshot in the pending directory and takes generation and size
@@ -343,18 +363,23 @@ static int read_mem(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
 }
 
 /* fsyncs one file and fills its envelope entry (checksum reused from import when known). */
-static int seal_file(struct vmsnap_store_txn *t, const char *name, struct vmsnap_snapshot_file *out,
+static int seal_file(struct vmsnap_store_txn *t, const char *name,
+                     struct vmsnap_snapshot_file *out,
                      struct vmsnap_diag *d)
 {
-        _cleanup_close_ int fd = openat(t->dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", name, strerror(errno));
+        _cleanup_close_ int fd = vmsnap_fs_open_regular(t->dirfd, name, &st, false);
+        if (fd < 0)
+                return vmsnap_diag(d, fd, "%s: cannot open: %s", name, vmsnap_fs_open_error(fd));
+        /* Private whatever wrote it (a hard link from a run directory keeps its inode's
+         * mode): the snapshot's files are 0600. */
+        if ((st.st_mode & 07777) != VMSNAP_FILE_MODE && fchmod(fd, VMSNAP_FILE_MODE) < 0)
+                return vmsnap_diag(d, -errno, "%s: chmod failed: %s", name, strerror(errno));
         if (vmsnap_sys.fsync(fd) < 0)
                 return vmsnap_diag(d, -errno, "%s: fsync failed: %s", name, strerror(errno));
         snprintf(out->name, sizeof(out->name), "%s", name);
         out->size = (uint64_t)st.st_size;
-        const struct known_file *k = known_find(t, name);
+        const struct known_file *k = known_slot(t, name);
         if (k && k->size == out->size) {
                 out->checksum = k->hash;
                 return 0;
@@ -402,8 +427,9 @@ static int mark_ready(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         r = store_prepare(s,
                           "UPDATE snapshots SET state = 'ready', state_changed = ?1, "
-                          "size_bytes = ?2, generation = ?3, memory = ?4, vmm_version = ?6 "
-                          "WHERE id = ?5 AND state = 'pending'",
+                          "size_bytes = ?2, generation = ?3, memory = ?4, vmm_version = ?6, "
+                          STORE_SET_LINEAGE("?7", "?8")
+                          " WHERE id = ?5 AND state = 'pending'",
                           &st, d);
         if (r == 0) {
                 sqlite3_bind_int64(st, 1, store_now());
@@ -412,6 +438,8 @@ static int mark_ready(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
                 sqlite3_bind_int64(st, 4, (sqlite3_int64)t->rec.memory);
                 sqlite3_bind_text(st, 5, t->rec.id, -1, SQLITE_STATIC);
                 sqlite3_bind_text(st, 6, t->rec.vmm_version, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 7, t->rec.parent_id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 8, t->rec.template_id, -1, SQLITE_STATIC);
                 int rc = sqlite3_step(st);
                 if (rc != SQLITE_DONE)
                         r = store_sql_error(s, rc, "marking the snapshot ready", d);
@@ -449,7 +477,7 @@ int vmsnap_store_txn_commit(struct vmsnap_store_txn *t, struct vmsnap_snapshot *
         t->finished = true;
         t->rec.state = VMSNAP_SNAPSHOT_READY;
         txn_release(t);
-        if (ret)
+        if (ret && store_row_get(t->s, t->rec.id, ret, NULL) < 0) /* the lineage as kept */
                 *ret = t->rec;
 out:
         store_envelope_clear(&env);

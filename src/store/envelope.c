@@ -312,7 +312,7 @@ int store_envelope_read(int dirfd, char **ret, size_t *ret_len, struct vmsnap_di
         if (r < 0)
                 return vmsnap_diag(d, r == -EFBIG ? -EBADMSG : r,
                                    VMSNAP_ENVELOPE_NAME ": cannot read: %s",
-                                   r == -ELOOP ? "is a symlink" : strerror(-r));
+                                   vmsnap_fs_open_error(r));
         return 0;
 }
 
@@ -357,15 +357,10 @@ const struct vmsnap_snapshot_file *store_envelope_find(const struct store_envelo
 static bool check_file(int dirfd, const struct vmsnap_snapshot_file *f, bool checksums, char *msg,
                        size_t size)
 {
-        _cleanup_close_ int fd = openat(dirfd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0) {
-                snprintf(msg, size, "%s: %s", f->name,
-                         errno == ENOENT ? "missing" : strerror(errno));
-                return false;
-        }
-        if (!S_ISREG(st.st_mode)) {
-                snprintf(msg, size, "%s: not a regular file", f->name);
+        _cleanup_close_ int fd = vmsnap_fs_open_regular(dirfd, f->name, &st, false);
+        if (fd < 0) {
+                snprintf(msg, size, "%s: %s", f->name, vmsnap_fs_open_error(fd));
                 return false;
         }
         if ((uint64_t)st.st_size != f->size) {

@@ -5,6 +5,9 @@
 #include "store/internal.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/ids.h"
+
+#include <vmsnap/disk.h>
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -201,63 +204,147 @@ static void add_sparse_map(struct archive_entry *e, uint64_t size, const struct 
                 archive_entry_sparse_add_entry(e, (la_int64_t)size, 0); /* trailing hole */
 }
 
-static int write_body(struct archive *a, int fd, const struct vmsnap_snapshot_file *f,
-                      const struct store_region *v, size_t n, struct progress *p,
-                      struct vmsnap_diag *d)
+/* Writes fd (size bytes) as the entry `name`, holes declared as sparse, and hashes what it
+ * read into *ret. */
+static int write_entry(struct archive *a, int fd, const char *name, uint64_t size, int64_t mtime,
+                       struct progress *p, struct vmsnap_hash *ret, struct vmsnap_diag *d)
 {
-        struct entry_sink sink = {.a = a};
-        struct vmsnap_hash h;
-        int r = store_read_regions(fd, f->size, v, n, sink_archive, &sink, &h, advance, p);
-        if (r == 0)
-                r = feed_zeros(&sink, f->size);
-        if (r == -EIO)
-                return archive_fail(a, f->name, d);
+        _cleanup_free_ struct store_region *v = NULL;
+        size_t n;
+        int r = store_data_regions(fd, size, &v, &n);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: cannot read: %s", f->name, strerror(-r));
-        if (memcmp(&h, &f->checksum, sizeof(h)) != 0)
-                return vmsnap_diag(d, -EBADMSG,
-                                   "%s: checksum mismatch: the snapshot is "
-                                   "corrupted (run `vmsnap snapshot verify`)",
-                                   f->name);
-        return 0;
+                return vmsnap_diag(d, r, "%s: cannot map its data: %s", name, strerror(-r));
+        struct archive_entry *e = new_entry(name, size, mtime);
+        if (!e)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        add_sparse_map(e, size, v, n);
+        r = archive_write_header(a, e) == ARCHIVE_OK ? 0 : archive_fail(a, name, d);
+        archive_entry_free(e);
+        if (r < 0)
+                return r;
+        struct entry_sink sink = {.a = a};
+        r = store_read_regions(fd, size, v, n, sink_archive, &sink, ret, advance, p);
+        if (r == 0)
+                r = feed_zeros(&sink, size);
+        if (r == -EIO)
+                return archive_fail(a, name, d);
+        return r < 0 ? vmsnap_diag(d, r, "%s: cannot read: %s", name, strerror(-r)) : 0;
+}
+
+/* Opens a listed file of the snapshot and checks its size against the envelope. */
+static int open_listed(int dirfd, const struct vmsnap_snapshot_file *f, struct vmsnap_diag *d)
+{
+        struct stat st;
+        int fd = vmsnap_fs_open_regular(dirfd, f->name, &st, false);
+        if (fd < 0)
+                return vmsnap_diag(d, fd, "%s: cannot open: %s", f->name,
+                                   vmsnap_fs_open_error(fd));
+        if ((uint64_t)st.st_size == f->size)
+                return fd;
+        close(fd);
+        return vmsnap_diag(d, -EBADMSG, "%s: size %llu, the envelope says %llu: the snapshot is "
+                           "corrupted", f->name, (unsigned long long)st.st_size,
+                           (unsigned long long)f->size);
+}
+
+static int check_sum(const struct vmsnap_snapshot_file *f, const struct vmsnap_hash *h,
+                     struct vmsnap_diag *d)
+{
+        return memcmp(h, &f->checksum, sizeof(*h)) == 0
+                   ? 0
+                   : vmsnap_diag(d, -EBADMSG, "%s: checksum mismatch: the snapshot is corrupted "
+                                 "(run `vmsnap snapshot verify`)", f->name);
 }
 
 static int write_file(struct archive *a, int dirfd, const struct vmsnap_snapshot_file *f,
                       int64_t mtime, struct progress *p, struct vmsnap_diag *d)
 {
-        _cleanup_close_ int fd = openat(dirfd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        _cleanup_close_ int fd = open_listed(dirfd, f, d);
+        if (fd < 0)
+                return fd;
+        struct vmsnap_hash h;
+        int r = write_entry(a, fd, f->name, f->size, mtime, p, &h, d);
+        return r < 0 ? r : check_sum(f, &h, d);
+}
+
+/* ---- the base image --------------------------------------------------------------------- */
+
+/* The base image an export carries: the pinned image the snapshot's overlay stands on. */
+struct base_out {
+        char name[VMSNAP_BASE_NAME_LEN + 1]; /* "" = none to carry */
+        int fd;
+        uint64_t size;
+};
+
+/* Finds and opens the base image to carry (none when no_base or no overlay). */
+static int base_open(struct vmsnap_store *s, int dirfd, const struct store_envelope *env,
+                     const struct vmsnap_export_opts *o, struct base_out *b,
+                     struct vmsnap_diag *d)
+{
+        *b = (struct base_out){.fd = -1};
+        if (o->no_base || !store_envelope_find(env, VMSNAP_ROOTFS_OVERLAY))
+                return 0;
+        struct vmsnap_disk_meta m;
+        int r = vmsnap_disk_meta_read(dirfd, env->rec.id, &m, d);
+        if (r == -ENOENT)
+                return vmsnap_diag(d, -ENOENT, "snapshot %s has a disk overlay but no "
+                                   VMSNAP_ROOTFS_META ": its base image is unknown; export it "
+                                   "with --no-base", env->rec.id);
+        _cleanup_close_ int images = r < 0 ? r : vmsnap_disk_images_open(s->root, false, d);
         struct stat st;
-        if (fd < 0 || fstat(fd, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", f->name, strerror(errno));
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)
-                return vmsnap_diag(d, -EBADMSG,
-                                   "%s: size %llu, the envelope says %llu: the "
-                                   "snapshot is corrupted",
-                                   f->name, (unsigned long long)st.st_size,
-                                   (unsigned long long)f->size);
-        _cleanup_free_ struct store_region *v = NULL;
-        size_t n;
-        int r = store_data_regions(fd, f->size, &v, &n);
+        int fd = images < 0 ? images : vmsnap_fs_open_regular(images, m.base, &st, false);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: cannot map its data: %s", f->name, strerror(-r));
-        struct archive_entry *e = new_entry(f->name, f->size, mtime);
-        if (!e)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        add_sparse_map(e, f->size, v, n);
-        r = archive_write_header(a, e) == ARCHIVE_OK ? 0 : archive_fail(a, f->name, d);
-        archive_entry_free(e);
-        if (r == 0)
-                r = write_body(a, fd, f, v, n, p, d);
-        return r;
+                return r;
+        if (fd < 0)
+                return vmsnap_diag(d, fd, "%s/" VMSNAP_IMAGES_DIR "/%s: %s: the base image of "
+                                   "snapshot %s; export it with --no-base to leave it out",
+                                   s->root, m.base, vmsnap_fs_open_error(fd), env->rec.id);
+        memcpy(b->name, m.base, sizeof(b->name));
+        b->fd = fd;
+        b->size = (uint64_t)st.st_size;
+        return 0;
+}
+
+/* What was read of the base matches the hash in its name: a damaged base does not travel. */
+static int base_check(const struct base_out *b, const struct vmsnap_hash *h,
+                      struct vmsnap_diag *d)
+{
+        char got[VMSNAP_BASE_NAME_LEN + 1];
+        vmsnap_disk_base_name(h, got);
+        return strcmp(got, b->name) == 0
+                   ? 0
+                   : vmsnap_diag(d, -EBADMSG, VMSNAP_IMAGES_DIR "/%s: its content hashes to %s: "
+                                 "the pinned image is corrupted", b->name, got);
+}
+
+static void base_close(struct base_out *b)
+{
+        if (b->fd >= 0)
+                close(b->fd);
+        b->fd = -1;
+}
+
+static int write_base(struct archive *a, const struct base_out *b, int64_t mtime,
+                      struct progress *p, struct vmsnap_diag *d)
+{
+        if (!b->name[0])
+                return 0;
+        char name[64];
+        snprintf(name, sizeof(name), VMSNAP_IMAGES_DIR "/%s", b->name);
+        struct vmsnap_hash h;
+        int r = write_entry(a, b->fd, name, b->size, mtime, p, &h, d);
+        return r < 0 ? r : base_check(b, &h, d);
 }
 
 static int export_entries(struct archive *a, int dirfd, const struct store_envelope *env,
-                          const char *raw, size_t raw_len, struct progress *p,
-                          struct vmsnap_diag *d)
+                          const struct base_out *b, const char *raw, size_t raw_len,
+                          struct progress *p, struct vmsnap_diag *d)
 {
         int r = write_envelope(a, raw, raw_len, env->rec.created, d);
         for (size_t i = 0; r == 0 && i < env->n_files; i++)
                 r = write_file(a, dirfd, &env->files[i], env->rec.created, p, d);
+        if (r == 0) /* after the files: the importer has read rootfs.meta by then */
+                r = write_base(a, b, env->rec.created, p, d);
         if (r == 0 && archive_write_close(a) != ARCHIVE_OK)
                 r = archive_fail(a, "finishing the archive", d);
         return r;
@@ -276,15 +363,20 @@ int vmsnap_store_export_fd(struct vmsnap_store *s, const char *id, int fd,
         size_t raw_len;
         struct archive *a = NULL;
         struct progress p = {.fn = o->progress, .ctx = o->progress_ctx};
+        struct base_out b;
+        int r = base_open(s, dirfd, &env, o, &b, d);
         for (size_t i = 0; i < env.n_files; i++)
                 p.total += env.files[i].size;
-        int r = store_envelope_read(dirfd, &raw, &raw_len, d);
+        p.total += b.size;
+        if (r == 0)
+                r = store_envelope_read(dirfd, &raw, &raw_len, d);
         if (r == 0)
                 r = open_archive(fd, o, &a, d);
         if (r == 0)
-                r = export_entries(a, dirfd, &env, raw, raw_len, &p, d);
+                r = export_entries(a, dirfd, &env, &b, raw, raw_len, &p, d);
         if (a)
                 archive_write_free(a);
+        base_close(&b);
         store_envelope_clear(&env);
         close(dirfd);
         if (r == 0)
@@ -296,15 +388,16 @@ int vmsnap_store_export_fd(struct vmsnap_store *s, const char *id, int fd,
 /* Opens dir for an export: created when missing (*ret_created), else it must be empty. */
 static int open_target(const char *dir, bool *ret_created, struct vmsnap_diag *d)
 {
-        *ret_created = mkdir(dir, 0755) == 0;
-        if (!*ret_created && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s: cannot create: %s", dir, strerror(errno));
+        int r = vmsnap_fs_mkdir_private(AT_FDCWD, dir);
+        *ret_created = r == 0;
+        if (r < 0 && r != -EEXIST)
+                return vmsnap_diag(d, r, "%s: cannot create: %s", dir, strerror(-r));
         int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot open: %s", dir, strerror(errno));
         char **names;
         size_t n;
-        int r = store_list_files(fd, &names, &n, NULL);
+        r = store_list_files(fd, &names, &n, NULL);
         if (r == 0) {
                 store_strv_free(names);
                 struct stat st;
@@ -319,36 +412,63 @@ static int open_target(const char *dir, bool *ret_created, struct vmsnap_diag *d
         return fd;
 }
 
-static int copy_out(int srcfd, int dstfd, const struct vmsnap_snapshot_file *f, struct progress *p,
-                    struct vmsnap_diag *d)
+/* Copies in (size bytes) to dstfd/name through a staged file, holes kept; *ret gets the
+ * content's hash and the caller's check decides before the file takes its name. */
+static int copy_staged(int in, int dstfd, const char *name, uint64_t size, struct progress *p,
+                       int (*check)(const void *what, const struct vmsnap_hash *h,
+                                    struct vmsnap_diag *d),
+                       const void *what, struct vmsnap_diag *d)
 {
-        _cleanup_close_ int in = openat(srcfd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        struct stat st;
-        if (in < 0 || fstat(in, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", f->name, strerror(errno));
-        if ((uint64_t)st.st_size != f->size)
-                return vmsnap_diag(d, -EBADMSG,
-                                   "%s: size %llu, the envelope says %llu: the "
-                                   "snapshot is corrupted",
-                                   f->name, (unsigned long long)st.st_size,
-                                   (unsigned long long)f->size);
         struct vmsnap_staged out;
-        int r = vmsnap_staged_open(&out, dstfd, f->name, d);
+        int r = vmsnap_staged_open(&out, dstfd, name, d);
         if (r < 0)
                 return r;
         struct vmsnap_hash h;
-        r = store_copy_sparse(in, out.fd, f->size, &h, advance, p);
+        r = store_copy_sparse(in, out.fd, size, &h, advance, p, NULL);
         if (r < 0)
-                r = vmsnap_diag(d, r, "%s: copy failed: %s", f->name, strerror(-r));
-        else if (memcmp(&h, &f->checksum, sizeof(h)) != 0)
-                r = vmsnap_diag(d, -EBADMSG,
-                                "%s: checksum mismatch: the snapshot is corrupted "
-                                "(run `vmsnap snapshot verify`)",
-                                f->name);
+                r = vmsnap_diag(d, r, "%s: copy failed: %s", name, strerror(-r));
+        else
+                r = check(what, &h, d);
         if (r == 0)
                 r = vmsnap_staged_commit(&out, d);
         if (r < 0)
                 vmsnap_staged_abort(&out);
+        return r;
+}
+
+static int check_file_sum(const void *what, const struct vmsnap_hash *h, struct vmsnap_diag *d)
+{
+        return check_sum(what, h, d);
+}
+
+static int check_base_sum(const void *what, const struct vmsnap_hash *h, struct vmsnap_diag *d)
+{
+        return base_check(what, h, d);
+}
+
+static int copy_out(int srcfd, int dstfd, const struct vmsnap_snapshot_file *f, struct progress *p,
+                    struct vmsnap_diag *d)
+{
+        _cleanup_close_ int in = open_listed(srcfd, f, d);
+        return in < 0 ? in : copy_staged(in, dstfd, f->name, f->size, p, check_file_sum, f, d);
+}
+
+/* DIR/images/<base>, when the export carries one. */
+static int copy_base_out(int dstfd, const struct base_out *b, struct progress *p,
+                         struct vmsnap_diag *d)
+{
+        if (!b->name[0])
+                return 0;
+        int r = vmsnap_fs_mkdir_private(dstfd, VMSNAP_IMAGES_DIR);
+        _cleanup_close_ int idir = r < 0 ? r
+                                         : openat(dstfd, VMSNAP_IMAGES_DIR,
+                                                  O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (idir < 0)
+                return vmsnap_diag(d, r < 0 ? r : -errno, VMSNAP_IMAGES_DIR ": cannot create: %s",
+                                   strerror(r < 0 ? -r : errno));
+        r = copy_staged(b->fd, idir, b->name, b->size, p, check_base_sum, b, d);
+        if (r == 0 && (r = vmsnap_fs_fsync_dir(idir)) < 0)
+                vmsnap_diag(d, r, VMSNAP_IMAGES_DIR ": fsync failed");
         return r;
 }
 
@@ -358,6 +478,17 @@ static void undo_target(int fd, const char *dir, bool created)
         char **names;
         size_t n;
         unlinkat(fd, VMSNAP_ENVELOPE_NAME, 0);
+        int idir = openat(fd, VMSNAP_IMAGES_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (idir >= 0) {
+                store_remove_temp_files(idir);
+                if (store_list_files(idir, &names, &n, NULL) == 0) {
+                        for (size_t i = 0; i < n; i++)
+                                unlinkat(idir, names[i], 0);
+                        store_strv_free(names);
+                }
+                close(idir);
+                unlinkat(fd, VMSNAP_IMAGES_DIR, AT_REMOVEDIR);
+        }
         store_remove_temp_files(fd);
         if (store_list_files(fd, &names, &n, NULL) == 0) {
                 for (size_t i = 0; i < n; i++)
@@ -381,12 +512,19 @@ int vmsnap_store_export_dir(struct vmsnap_store *s, const char *id, const char *
         _cleanup_free_ char *raw = NULL;
         size_t raw_len;
         struct progress p = {.fn = o->progress, .ctx = o->progress_ctx};
+        struct base_out b;
+        int r = base_open(s, srcfd, &env, o, &b, d);
         for (size_t i = 0; i < env.n_files; i++)
                 p.total += env.files[i].size;
-        int dstfd = open_target(dir, &created, d);
-        int r = dstfd < 0 ? dstfd : store_envelope_read(srcfd, &raw, &raw_len, d);
+        p.total += b.size;
+        int dstfd = r < 0 ? -1 : open_target(dir, &created, d);
+        if (r == 0)
+                r = dstfd < 0 ? dstfd : store_envelope_read(srcfd, &raw, &raw_len, d);
         for (size_t i = 0; r == 0 && i < env.n_files; i++)
                 r = copy_out(srcfd, dstfd, &env.files[i], &p, d);
+        if (r == 0)
+                r = copy_base_out(dstfd, &b, &p, d);
+        base_close(&b);
         if (r == 0 && vmsnap_fs_fsync_dir(dstfd) < 0)
                 r = vmsnap_diag(d, -EIO, "%s: fsync failed", dir);
         /* The envelope last: a directory with one is complete. */

@@ -36,9 +36,11 @@ static bool same_inode(int fd, int dirfd, const char *name)
 int store_lock_take(const struct vmsnap_store *s, const char *id, bool exclusive)
 {
         for (int attempt = 0; attempt < 8; attempt++) {
-                int fd = openat(s->lockfd, id, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+                int fd = openat(s->lockfd, id, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW,
+                                VMSNAP_FILE_MODE);
                 if (fd < 0)
                         return -errno;
+                fchmod(fd, VMSNAP_FILE_MODE); /* an empty file; exact mode whatever the umask */
                 int r = store_lock(fd, exclusive);
                 if (r < 0) {
                         close(fd);
@@ -411,20 +413,27 @@ int store_hash_fd(int fd, uint64_t size, struct vmsnap_hash *ret, store_advance_
         return r;
 }
 
+struct sparse_sink {
+        int fd;
+        uint64_t *written;
+};
+
 static int sink_pwrite(void *ctx, uint64_t off, const void *buf, size_t len)
 {
-        return vmsnap_fs_pwrite_full(*(int *)ctx, buf, len, off);
+        struct sparse_sink *s = ctx;
+        return vmsnap_fs_pwrite_sparse(s->fd, buf, len, off, s->written);
 }
 
 int store_copy_sparse(int in, int out, uint64_t size, struct vmsnap_hash *ret_hash,
-                      store_advance_fn fn, void *ctx)
+                      store_advance_fn fn, void *ctx, uint64_t *ret_written)
 {
         struct store_region *v;
         size_t n;
         int r = store_data_regions(in, size, &v, &n);
         if (r < 0)
                 return r;
-        r = store_read_regions(in, size, v, n, sink_pwrite, &out, ret_hash, fn, ctx);
+        struct sparse_sink sink = {out, ret_written};
+        r = store_read_regions(in, size, v, n, sink_pwrite, &sink, ret_hash, fn, ctx);
         free(v);
         if (r == 0 && ftruncate(out, (off_t)size) < 0)
                 r = -errno;

@@ -9,6 +9,8 @@
 #include "util/fs.h"
 #include "util/ids.h"
 
+#include <vmsnap/disk.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -302,6 +304,36 @@ static void collect_locks(struct gc *g)
         store_strv_free(ids);
 }
 
+/* Temporary files of base images an import was staging in <root>/images when it died
+ * (older than the grace period: a running import's own is younger). Pinned images stay. */
+static void collect_image_temps(struct gc *g)
+{
+        _cleanup_close_ int fd = openat(g->s->rootfd, VMSNAP_IMAGES_DIR,
+                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        char **names;
+        size_t n;
+        if (fd < 0 || store_list_names(fd, &names, &n) < 0)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                struct stat st;
+                if (names[i][0] != '.' || !old_file(g, fd, names[i], &st))
+                        continue;
+                char path[PATH_MAX];
+                snprintf(path, sizeof(path), "%s/" VMSNAP_IMAGES_DIR "/%s", g->s->root, names[i]);
+                g->res.items++;
+                g->res.bytes += (uint64_t)st.st_blocks * 512;
+                if (g->o->fn) {
+                        struct vmsnap_gc_item it = {.what = "temp-file", .id = VMSNAP_IMAGES_DIR,
+                                                    .path = path,
+                                                    .bytes = (uint64_t)st.st_blocks * 512};
+                        g->o->fn(g->o->ctx, &it);
+                }
+                if (!g->o->dry_run)
+                        unlinkat(fd, names[i], 0);
+        }
+        store_strv_free(names);
+}
+
 /* ---- disk usage (each inode once) and LRU eviction ---------------------------------------- */
 
 struct inode {
@@ -479,6 +511,7 @@ int vmsnap_store_gc(struct vmsnap_store *s, const struct vmsnap_gc_opts *opts,
         collect_pending(&g);
         collect_dirs(&g);
         collect_locks(&g);
+        collect_image_temps(&g);
         if (g.o->budget > 0) {
                 free(u.v);
                 usage_build(s, &u); /* after the removals above */

@@ -1,61 +1,95 @@
-/* Import: a tar stream (compression detected) or an exported directory becomes a snapshot
- * through the two-phase create; the pending directory is the staging directory. Archives
- * are outside input: every entry must be a regular file with a plain name that the
- * envelope lists with exactly that size; links, devices, paths, duplicates, oversized
- * claims and truncated streams are refused; every checksum (and the memory snapshot) is
- * verified before commit. Any refusal aborts the create and leaves nothing behind. Crash
+/* Import: a tar stream (import-tar.c) or an exported directory (here) becomes a snapshot
+ * through the two-phase create; the pending directory is the staging directory. What both
+ * sources share is here: the declared-size and written-bytes caps, the files' checksums,
+ * and the steps before the commit — the disks name no file but the pinned base image (the
+ * archive's, checked and pinned, or one already here), the memory snapshot verifies, the
+ * lineage is verified. Any refusal aborts the create and leaves nothing behind. Crash
  * points store.import.{envelope,data,verified}. Rules: docs/store.md. */
-#include "store/internal.h"
+#include "store/import.h"
 #include "util/cleanup.h"
-#include "util/fs.h"
 #include "util/ids.h"
 #include "util/sys.h"
 
-#include <archive.h>
-#include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REFUSE(d, ...) vmsnap_diag(d, -EBADMSG, "refusing the import: " __VA_ARGS__)
+void import_init(struct import *im, struct vmsnap_store *s, const struct vmsnap_import_opts *o)
+{
+        memset(im, 0, sizeof(*im));
+        im->s = s;
+        im->o = o;
+        im->max_bytes = o->max_bytes ? o->max_bytes : VMSNAP_IMPORT_DEFAULT_MAX;
+        im->max_logical = o->max_logical ? o->max_logical : VMSNAP_IMPORT_DEFAULT_MAX_LOGICAL;
+        im->imagesfd = -1;
+        im->base.s.fd = -1;
+}
 
-static const uint8_t zero_chunk[STORE_IO_CHUNK];
+void import_clear(struct import *im)
+{
+        vmsnap_store_txn_free(im->t); /* aborts when not committed: nothing left behind */
+        import_base_abort(im);
+        if (im->imagesfd >= 0)
+                close(im->imagesfd);
+        store_envelope_clear(&im->env);
+        free(im->seen);
+}
 
-struct import {
-        struct vmsnap_store *s;
-        const struct vmsnap_import_opts *o;
-        struct store_envelope env; /* as the archive declares it */
-        bool *seen;
-        size_t n_seen;
-        struct vmsnap_store_txn *t;
-        uint64_t done, total;
-};
+void import_note(struct import *im, const char *fmt, ...)
+{
+        if (!im->o->note || im->n_notes == IMPORT_NOTES_MAX)
+                return;
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(im->notes[im->n_notes++], sizeof(im->notes[0]), fmt, ap);
+        va_end(ap);
+}
 
-static void advance(struct import *im, uint64_t bytes)
+void import_advance(struct import *im, uint64_t bytes)
 {
         im->done += bytes;
         if (im->o->progress)
                 im->o->progress(im->o->progress_ctx, im->done, im->total);
 }
 
-/* Checks the declared sizes against the limit (a huge sparse claim costs no disk, but hashing
- * its zeros would take hours). */
-static int check_envelope(struct import *im, struct vmsnap_diag *d)
+int import_write(struct import *im, int fd, const char *name, const void *buf, size_t len,
+                 uint64_t off, struct vmsnap_diag *d)
 {
-        uint64_t max = im->o->max_bytes ? im->o->max_bytes : VMSNAP_IMPORT_DEFAULT_MAX;
+        int r = vmsnap_fs_pwrite_sparse(fd, buf, len, off, &im->written);
+        if (r < 0)
+                return vmsnap_diag(d, r, "%s: write failed: %s", name, strerror(-r));
+        if (im->written > im->max_bytes)
+                return REFUSE(d, "more than %llu bytes of data (at %s); raise the limit with "
+                              "--max-size if it is genuine", (unsigned long long)im->max_bytes,
+                              name);
+        return 0;
+}
+
+int import_declare(struct import *im, const char *name, uint64_t size, struct vmsnap_diag *d)
+{
+        im->total += size;
+        if (size > im->max_logical || im->total > im->max_logical)
+                return REFUSE(d, "the archive declares more than %llu bytes (%s is %llu bytes); "
+                              "raise the limit with --max-logical-size if it is genuine",
+                              (unsigned long long)im->max_logical, name,
+                              (unsigned long long)size);
+        return 0;
+}
+
+/* Checks the declared sizes against the logical cap: a huge sparse claim costs no disk, but
+ * hashing its zeros would take hours. */
+int import_check_envelope(struct import *im, struct vmsnap_diag *d)
+{
         im->total = 0;
         for (size_t i = 0; i < im->env.n_files; i++) {
-                im->total += im->env.files[i].size;
-                if (im->total > max)
-                        return REFUSE(d,
-                                      "the snapshot declares more than %llu bytes (%s is %llu "
-                                      "bytes); raise the limit with --max-size if it is genuine",
-                                      (unsigned long long)max, im->env.files[i].name,
-                                      (unsigned long long)im->env.files[i].size);
+                int r = import_declare(im, im->env.files[i].name, im->env.files[i].size, d);
+                if (r < 0)
+                        return r;
         }
         im->seen = calloc(im->env.n_files, sizeof(*im->seen));
         return im->seen ? 0 : vmsnap_diag(d, -ENOMEM, "out of memory");
@@ -72,27 +106,13 @@ static const char *pick_id(struct import *im)
         return im->env.rec.id;
 }
 
-/* A lineage reference is kept only when it names a ready row here. */
-static const char *local_ref(struct import *im, const char *id, bool template)
-{
-        struct vmsnap_snapshot r;
-        if (!id[0] || store_row_get(im->s, id, &r, NULL) < 0 || r.state != VMSNAP_SNAPSHOT_READY)
-                return NULL;
-        if (template && r.kind != VMSNAP_SNAPSHOT_TEMPLATE)
-                return NULL;
-        return id;
-}
-
-/* Begins the pending create from the archive's envelope and the caller's overrides. */
-static int begin(struct import *im, struct vmsnap_diag *d)
+int import_begin(struct import *im, struct vmsnap_diag *d)
 {
         const struct vmsnap_snapshot *e = &im->env.rec;
         struct vmsnap_snapshot_spec spec = {
             .id = pick_id(im),
             .name = im->o->name ? im->o->name : e->name,
             .kind = e->kind,
-            .parent_id = local_ref(im, e->parent_id, false),
-            .template_id = local_ref(im, e->template_id, true),
             .vmm = e->vmm,
             .vmm_version = e->vmm_version,
             .vcpus = e->vcpus,
@@ -114,146 +134,7 @@ static int begin(struct import *im, struct vmsnap_diag *d)
         return r;
 }
 
-/* The commit-side checks shared by both sources: every listed file arrived, the memory
- * snapshot verifies; then commit. */
-static int finish(struct import *im, struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
-{
-        for (size_t i = 0; i < im->env.n_files; i++)
-                if (!im->seen[i])
-                        return REFUSE(d,
-                                      "%s is listed in " VMSNAP_ENVELOPE_NAME " but missing "
-                                      "(truncated archive?)",
-                                      im->env.files[i].name);
-        if (store_envelope_find(&im->env, VMSNAP_MEM_HEADER_NAME)) {
-                int r = vmsnap_mem_verify(vmsnap_store_txn_dir(im->t), NULL, NULL, d);
-                if (r < 0) {
-                        vmsnap_diag_prefix(d, "refusing the import: the memory snapshot does "
-                                              "not verify");
-                        if (d)
-                                d->err = -EBADMSG;
-                        return -EBADMSG;
-                }
-        }
-        vmsnap_crashpoint("store.import.verified");
-        return vmsnap_store_txn_commit(im->t, ret, d);
-}
-
-static void import_clear(struct import *im)
-{
-        vmsnap_store_txn_free(im->t); /* aborts when not committed: nothing left behind */
-        store_envelope_clear(&im->env);
-        free(im->seen);
-}
-
-/* ---- tar streams -------------------------------------------------------------------------- */
-
-static int archive_refuse(struct archive *a, const char *what, struct vmsnap_diag *d)
-{
-        const char *msg = archive_error_string(a);
-        return REFUSE(d, "%s: %s", what, msg ? msg : "damaged or truncated archive");
-}
-
-static const char *type_name(mode_t type)
-{
-        switch (type) {
-        case AE_IFLNK:
-                return "a symlink";
-        case AE_IFDIR:
-                return "a directory";
-        case AE_IFCHR:
-        case AE_IFBLK:
-                return "a device file";
-        case AE_IFIFO:
-                return "a FIFO";
-        case AE_IFSOCK:
-                return "a socket";
-        default:
-                return "not a regular file";
-        }
-}
-
-/* Rules for one entry header: a regular file, a plain name, listed, first time, same size.
- * Returns the index of the envelope entry, or -EBADMSG. */
-static int check_entry(struct import *im, struct archive_entry *e, struct vmsnap_diag *d)
-{
-        const char *name = archive_entry_pathname(e);
-        if (!name || !name[0])
-                return REFUSE(d, "an entry has no usable name");
-        if (archive_entry_hardlink(e))
-                return REFUSE(d,
-                              "%.200s is a hard link (to %.200s); exports hold regular files "
-                              "only",
-                              name, archive_entry_hardlink(e));
-        if (archive_entry_filetype(e) != AE_IFREG)
-                return REFUSE(d, "%.200s is %s; exports hold regular files only", name,
-                              type_name(archive_entry_filetype(e)));
-        if (!store_file_name_valid(name))
-                return REFUSE(d,
-                              "'%.200s' is not a plain file name (no directories, '..' or "
-                              "absolute paths)",
-                              name);
-        const struct vmsnap_snapshot_file *f = store_envelope_find(&im->env, name);
-        if (!f)
-                return REFUSE(d, "%s is not listed in " VMSNAP_ENVELOPE_NAME, name);
-        size_t i = (size_t)(f - im->env.files);
-        if (im->seen[i])
-                return REFUSE(d, "%s appears twice in the archive", name);
-        if (!archive_entry_size_is_set(e) || archive_entry_size(e) < 0 ||
-            (uint64_t)archive_entry_size(e) != f->size)
-                return REFUSE(d,
-                              "%s is %lld bytes in the archive, " VMSNAP_ENVELOPE_NAME " says %llu",
-                              name, (long long)archive_entry_size(e), (unsigned long long)f->size);
-        return (int)i;
-}
-
-static void hash_zeros(struct import *im, struct vmsnap_hasher *h, uint64_t from, uint64_t to)
-{
-        while (from < to) {
-                size_t n = (size_t)MIN(to - from, (uint64_t)sizeof(zero_chunk));
-                vmsnap_hasher_update(h, zero_chunk, n);
-                from += n;
-                advance(im, n);
-        }
-}
-
-/* Streams an entry's data blocks into fd at their offsets (holes stay holes), hashing the
- * logical content. Blocks must come in order and inside the declared size. */
-static int extract_data(struct import *im, struct archive *a, int fd,
-                        const struct vmsnap_snapshot_file *f, struct vmsnap_hasher *h,
-                        struct vmsnap_diag *d)
-{
-        uint64_t pos = 0;
-        for (;;) {
-                const void *buf;
-                size_t len;
-                la_int64_t off;
-                int rc = archive_read_data_block(a, &buf, &len, &off);
-                if (rc == ARCHIVE_EOF)
-                        break;
-                if (rc != ARCHIVE_OK)
-                        return archive_refuse(a, f->name, d);
-                if (off < 0 || (uint64_t)off < pos || (uint64_t)off > f->size ||
-                    len > f->size - (uint64_t)off)
-                        return REFUSE(d,
-                                      "%s: data block at %lld+%zu is out of order or past "
-                                      "its size %llu",
-                                      f->name, (long long)off, len, (unsigned long long)f->size);
-                hash_zeros(im, h, pos, (uint64_t)off);
-                vmsnap_hasher_update(h, buf, len);
-                int r = len ? vmsnap_fs_pwrite_full(fd, buf, len, (uint64_t)off) : 0;
-                if (r < 0)
-                        return vmsnap_diag(d, r, "%s: write failed: %s", f->name, strerror(-r));
-                advance(im, len);
-                pos = (uint64_t)off + len;
-        }
-        hash_zeros(im, h, pos, f->size);
-        return ftruncate(fd, (off_t)f->size) < 0
-                   ? vmsnap_diag(d, -errno, "%s: %s", f->name, strerror(errno))
-                   : 0;
-}
-
-/* Records a file's computed checksum after comparing it with the envelope's. */
-static int accept_file(struct import *im, const struct vmsnap_snapshot_file *f,
+int import_accept_file(struct import *im, const struct vmsnap_snapshot_file *f,
                        const struct vmsnap_hash *h, struct vmsnap_diag *d)
 {
         if (memcmp(h, &f->checksum, sizeof(*h)) != 0) {
@@ -269,160 +150,151 @@ static int accept_file(struct import *im, const struct vmsnap_snapshot_file *f,
         return store_txn_known(im->t, f->name, f->size, h, d);
 }
 
-static int extract_entry(struct import *im, struct archive *a, struct archive_entry *e,
-                         struct vmsnap_diag *d)
+/* The disks name no file but the pinned base image rootfs.meta names, in the canonical
+ * form (references an older vmsnap wrote are rewritten to it, and rehashed at commit); the
+ * base is delivered or here. */
+static int check_disks(struct import *im, struct vmsnap_diag *d)
 {
-        int i = check_entry(im, e, d);
-        if (i < 0)
-                return i;
-        const struct vmsnap_snapshot_file *f = &im->env.files[i];
-        _cleanup_close_ int fd = openat(vmsnap_store_txn_dirfd(im->t), f->name,
-                                        O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (fd < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot create: %s", f->name, strerror(errno));
-        struct vmsnap_hasher *h = vmsnap_hasher_new();
-        if (!h)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        struct vmsnap_hash sum;
-        int r = extract_data(im, a, fd, f, h, d);
-        vmsnap_hasher_final(h, &sum);
-        vmsnap_hasher_free(h);
-        return r < 0 ? r : accept_file(im, f, &sum, d);
-}
-
-/* Reads the first entry, which must be the envelope, and parses it. */
-static int read_envelope(struct import *im, struct archive *a, struct vmsnap_diag *d)
-{
-        struct archive_entry *e;
-        int rc = archive_read_next_header(a, &e);
-        if (rc == ARCHIVE_EOF)
-                return REFUSE(d, "the archive is empty");
-        if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
-                return archive_refuse(a, "not a readable tar stream (none, gzip or zstd)", d);
-        const char *name = archive_entry_pathname(e);
-        if (!name || strcmp(name, VMSNAP_ENVELOPE_NAME) != 0)
-                return REFUSE(
-                    d,
-                    "not a vmsnap export: the first entry is '%.200s', not " VMSNAP_ENVELOPE_NAME,
-                    name ? name : "");
-        if (archive_entry_filetype(e) != AE_IFREG || archive_entry_hardlink(e) ||
-            archive_entry_size(e) < 0 || archive_entry_size(e) > STORE_ENVELOPE_MAX)
-                return REFUSE(d,
-                              VMSNAP_ENVELOPE_NAME " must be a regular file of at most %u "
-                                                   "bytes",
-                              STORE_ENVELOPE_MAX);
-        size_t len = (size_t)archive_entry_size(e);
-        _cleanup_free_ char *buf = malloc(len + 1);
-        if (!buf)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        size_t got = 0;
-        while (got < len) {
-                la_ssize_t n = archive_read_data(a, buf + got, len - got);
-                if (n <= 0)
-                        return archive_refuse(a, VMSNAP_ENVELOPE_NAME, d);
-                got += (size_t)n;
-        }
-        int r = store_envelope_parse(buf, len, &im->env, d);
+        struct vmsnap_disk_meta meta;
+        bool has_meta = false;
+        unsigned rewrote = 0;
+        int r = vmsnap_disk_check_dir(vmsnap_store_txn_dirfd(im->t), "",
+                                      VMSNAP_DISK_NORMALIZE, &meta, &has_meta, &rewrote, d);
         if (r < 0)
-                return vmsnap_diag_prefix(d, "refusing the import");
-        return check_envelope(im, d);
+                return r == -EBADMSG ? vmsnap_diag_prefix(d, "refusing the import") : r;
+        if (rewrote & VMSNAP_DISK_REWROTE_META)
+                store_txn_forget(im->t, VMSNAP_ROOTFS_META);
+        if (rewrote & VMSNAP_DISK_REWROTE_OVERLAY)
+                store_txn_forget(im->t, VMSNAP_ROOTFS_OVERLAY);
+        if (rewrote)
+                import_note(im, "the disk named its base image by an absolute path (an older "
+                            "vmsnap); rewritten to " VMSNAP_BACKING_PREFIX "%s", meta.base);
+        bool overlay = store_envelope_find(&im->env, VMSNAP_ROOTFS_OVERLAY) != NULL;
+        if (!overlay && im->base.name[0])
+                return REFUSE(d, VMSNAP_IMAGES_DIR "/%s: the snapshot has no overlay that "
+                              "stands on it", im->base.name);
+        return overlay ? import_base_commit(im, &meta, d) : 0;
 }
 
-static int extract_all(struct import *im, struct archive *a, struct vmsnap_diag *d)
+static int check_memory(struct import *im, struct vmsnap_diag *d)
 {
-        for (size_t count = 0;; count++) {
-                struct archive_entry *e;
-                int rc = archive_read_next_header(a, &e);
-                if (rc == ARCHIVE_EOF)
-                        return 0;
-                if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN)
-                        return archive_refuse(a, "reading the next entry", d);
-                int r = extract_entry(im, a, e, d);
-                if (r < 0)
-                        return r;
-                if (count == 0)
-                        vmsnap_crashpoint("store.import.data");
+        if (!store_envelope_find(&im->env, VMSNAP_MEM_HEADER_NAME))
+                return 0;
+        int r = vmsnap_mem_verify(vmsnap_store_txn_dir(im->t), NULL, NULL, d);
+        if (r < 0) {
+                vmsnap_diag_prefix(d, "refusing the import: the memory snapshot does not "
+                                      "verify");
+                if (d)
+                        d->err = -EBADMSG;
+                return -EBADMSG;
         }
+        return 0;
 }
 
-static struct archive *open_reader(int fd, struct vmsnap_diag *d)
+int import_finish(struct import *im, struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
 {
-        struct archive *a = archive_read_new();
-        if (!a) {
-                vmsnap_diag(d, -ENOMEM, "out of memory");
-                return NULL;
-        }
-        /* Only what an export can be: tar, plain or gzip or zstd. No other formats or
-         * filters (no external programs, less parser surface). */
-        archive_read_support_format_tar(a);
-        archive_read_support_filter_none(a);
-        archive_read_support_filter_gzip(a);
-        archive_read_support_filter_zstd(a);
-        if (archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
-                archive_refuse(a, "not a tar stream (plain, gzip or zstd)", d);
-                archive_read_free(a);
-                return NULL;
-        }
-        return a;
-}
-
-int vmsnap_store_import_fd(struct vmsnap_store *s, int fd, const struct vmsnap_import_opts *opts,
-                           struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
-{
-        struct vmsnap_import_opts none = {0};
-        struct import im = {.s = s, .o = opts ? opts : &none};
-        if (!s || fd < 0)
-                return vmsnap_diag(d, -EINVAL, "import: missing argument");
-        if (im.o->name && !vmsnap_store_name_valid(im.o->name))
-                return vmsnap_diag(d, -EINVAL, "'%s' is not a valid snapshot name", im.o->name);
-        struct archive *a = open_reader(fd, d);
-        if (!a)
-                return d ? d->err : -EBADMSG;
-        int r = read_envelope(&im, a, d);
+        for (size_t i = 0; i < im->env.n_files; i++)
+                if (!im->seen[i])
+                        return REFUSE(d,
+                                      "%s is listed in " VMSNAP_ENVELOPE_NAME " but missing "
+                                      "(truncated archive?)",
+                                      im->env.files[i].name);
+        int r = check_memory(im, d);
         if (r == 0)
-                r = begin(&im, d);
+                r = import_lineage(im, d);
         if (r == 0)
-                r = extract_all(&im, a, d);
-        if (r == 0)
-                r = finish(&im, ret, d);
-        archive_read_free(a);
-        import_clear(&im);
-        return r;
+                r = check_disks(im, d); /* last: it may pin the base image */
+        if (r < 0)
+                return r;
+        vmsnap_crashpoint("store.import.verified");
+        if ((r = vmsnap_store_txn_commit(im->t, ret, d)) < 0)
+                return r;
+        for (unsigned i = 0; i < im->n_notes; i++)
+                im->o->note(im->o->note_ctx, im->notes[i]);
+        return 0;
 }
 
 /* ---- directories -------------------------------------------------------------------------- */
 
 static void dir_advance(void *ctx, uint64_t bytes)
 {
-        advance(ctx, bytes);
+        import_advance(ctx, bytes);
+}
+
+/* A source file's allocated bytes bound what copying it can write. */
+static int check_allocation(struct import *im, const struct vmsnap_snapshot_file *f,
+                            const struct stat *st, struct vmsnap_diag *d)
+{
+        uint64_t alloc = (uint64_t)st->st_blocks * 512;
+        if (alloc > im->max_bytes - MIN(im->written, im->max_bytes))
+                return REFUSE(d, "more than %llu bytes of data (at %s); raise the limit with "
+                              "--max-size if it is genuine", (unsigned long long)im->max_bytes,
+                              f->name);
+        return 0;
+}
+
+/* Copies in to out (holes and zero pages stay holes), hashing the content. */
+static int copy_hashed(struct import *im, int in, int out, const char *name, uint64_t size,
+                       struct vmsnap_hash *ret, struct vmsnap_diag *d)
+{
+        int r = store_copy_sparse(in, out, size, ret, dir_advance, im, &im->written);
+        return r < 0 ? vmsnap_diag(d, r, "%s: copy failed: %s", name, strerror(-r)) : 0;
 }
 
 static int copy_in(struct import *im, int srcfd, const struct vmsnap_snapshot_file *f,
                    struct vmsnap_diag *d)
 {
-        _cleanup_close_ int in = openat(srcfd, f->name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         struct stat st;
+        _cleanup_close_ int in = vmsnap_fs_open_regular(srcfd, f->name, &st, false);
+        if (in == -ELOOP || in == -EINVAL)
+                return REFUSE(d, "%s %s", f->name, vmsnap_fs_open_error(in));
         if (in < 0)
-                return errno == ELOOP ? REFUSE(d, "%s is a symlink", f->name)
-                                      : vmsnap_diag(d, -errno, "%s: cannot open: %s", f->name,
-                                                    strerror(errno));
-        if (fstat(in, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: %s", f->name, strerror(errno));
-        if (!S_ISREG(st.st_mode))
-                return REFUSE(d, "%s is %s", f->name, type_name(st.st_mode & S_IFMT));
+                return vmsnap_diag(d, in, "%s: cannot open: %s", f->name, strerror(-in));
         if ((uint64_t)st.st_size != f->size)
                 return REFUSE(d, "%s is %llu bytes, " VMSNAP_ENVELOPE_NAME " says %llu", f->name,
                               (unsigned long long)st.st_size, (unsigned long long)f->size);
-        _cleanup_close_ int out =
-            openat(vmsnap_store_txn_dirfd(im->t), f->name,
-                   O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-        if (out < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot create: %s", f->name, strerror(errno));
-        struct vmsnap_hash h;
-        int r = store_copy_sparse(in, out, f->size, &h, dir_advance, im);
+        int r = check_allocation(im, f, &st, d);
         if (r < 0)
-                return vmsnap_diag(d, r, "%s: copy failed: %s", f->name, strerror(-r));
-        return accept_file(im, f, &h, d);
+                return r;
+        _cleanup_close_ int out = vmsnap_fs_create_private(vmsnap_store_txn_dirfd(im->t), f->name,
+                                                           O_WRONLY);
+        if (out < 0)
+                return vmsnap_diag(d, out, "%s: cannot create: %s", f->name, strerror(-out));
+        struct vmsnap_hash h;
+        if ((r = copy_hashed(im, in, out, f->name, f->size, &h, d)) < 0)
+                return r;
+        return import_accept_file(im, f, &h, d);
+}
+
+/* DIR/images/<base> (export --to-dir writes it there), when the snapshot's disk needs one
+ * and it is not pinned here yet. */
+static int copy_base_in(struct import *im, int srcfd, struct vmsnap_diag *d)
+{
+        struct vmsnap_disk_meta meta;
+        int r = vmsnap_disk_meta_read(vmsnap_store_txn_dirfd(im->t), "", &meta, d);
+        if (r == -ENOENT || !store_envelope_find(&im->env, VMSNAP_ROOTFS_OVERLAY))
+                return 0; /* no disk that stands on a base (check_disks says more) */
+        if (r < 0)
+                return vmsnap_diag_prefix(d, "refusing the import");
+        _cleanup_close_ int idir = openat(srcfd, VMSNAP_IMAGES_DIR,
+                                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        _cleanup_close_ int in = idir < 0 ? -ENOENT
+                                          : vmsnap_fs_open_regular(idir, meta.base, &st, false);
+        if (in == -ENOENT)
+                return 0; /* not carried: it must be pinned here already */
+        if (in < 0)
+                return REFUSE(d, VMSNAP_IMAGES_DIR "/%s %s", meta.base, vmsnap_fs_open_error(in));
+        bool skip;
+        struct vmsnap_snapshot_file f = {.size = (uint64_t)st.st_size};
+        snprintf(f.name, sizeof(f.name), VMSNAP_IMAGES_DIR "/%s", meta.base);
+        if ((r = import_base_begin(im, meta.base, f.size, &skip, d)) < 0 || skip)
+                return r;
+        struct vmsnap_hash h;
+        if ((r = check_allocation(im, &f, &st, d)) < 0 ||
+            (r = copy_hashed(im, in, import_base_fd(im), f.name, f.size, &h, d)) < 0)
+                return r;
+        return import_base_end(im, &h, d);
 }
 
 int vmsnap_store_import_dir(struct vmsnap_store *s, const char *dir,
@@ -430,7 +302,8 @@ int vmsnap_store_import_dir(struct vmsnap_store *s, const char *dir,
                             struct vmsnap_diag *d)
 {
         struct vmsnap_import_opts none = {0};
-        struct import im = {.s = s, .o = opts ? opts : &none};
+        struct import im;
+        import_init(&im, s, opts ? opts : &none);
         if (!s || !dir)
                 return vmsnap_diag(d, -EINVAL, "import: missing argument");
         if (im.o->name && !vmsnap_store_name_valid(im.o->name))
@@ -442,16 +315,18 @@ int vmsnap_store_import_dir(struct vmsnap_store *s, const char *dir,
         if (r < 0)
                 vmsnap_diag_prefix(d, "%s", dir);
         if (r == 0)
-                r = check_envelope(&im, d);
+                r = import_check_envelope(&im, d);
         if (r == 0)
-                r = begin(&im, d);
+                r = import_begin(&im, d);
         for (size_t i = 0; r == 0 && i < im.env.n_files; i++) {
                 r = copy_in(&im, srcfd, &im.env.files[i], d);
                 if (r == 0 && i == 0)
                         vmsnap_crashpoint("store.import.data");
         }
         if (r == 0)
-                r = finish(&im, ret, d);
+                r = copy_base_in(&im, srcfd, d);
+        if (r == 0)
+                r = import_finish(&im, ret, d);
         import_clear(&im);
         return r;
 }

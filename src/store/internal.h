@@ -93,10 +93,11 @@ int store_read_regions(int fd, uint64_t size, const struct store_region *regions
                        store_advance_fn fn, void *ctx);
 /* XXH3-128 of the logical content of fd (size bytes). Returns 0 or -errno. */
 int store_hash_fd(int fd, uint64_t size, struct vmsnap_hash *ret, store_advance_fn fn, void *ctx);
-/* Copies size bytes of in to out (both from offset 0), holes kept as holes, hashing the
- * logical content into *ret_hash; out ends at size. Returns 0 or -errno. */
+/* Copies size bytes of in to out (a new file; both from offset 0), holes and all-zero pages
+ * left as holes, hashing the logical content into *ret_hash; out ends at size. Adds the
+ * bytes really written to *ret_written (may be NULL). Returns 0 or -errno. */
 int store_copy_sparse(int in, int out, uint64_t size, struct vmsnap_hash *ret_hash,
-                      store_advance_fn fn, void *ctx);
+                      store_advance_fn fn, void *ctx, uint64_t *ret_written);
 /* Allocated bytes (st_blocks * 512) of dirfd itself and the regular files in it. */
 uint64_t store_dir_allocated(int dirfd);
 
@@ -170,6 +171,19 @@ static inline void store_stmtp(sqlite3_stmt **st)
 
 /* ---- create.c / delete.c / recover.c ------------------------------------------------------- */
 
+/* SQL setting parent_id and template_id to the given ids only when they name a ready row
+ * (a ready template): lineage never points at a row that is not there. */
+#define STORE_SET_LINEAGE(parent, template)                                                        \
+        "parent_id = (SELECT id FROM snapshots WHERE id = " parent " AND state = 'ready'), "       \
+        "template_id = (SELECT id FROM snapshots WHERE id = " template " AND state = 'ready' "     \
+        "AND kind = 'template')"
+
+/* Sets the lineage the commit records (import: decided once the files arrived); ids are
+ * kept only if still ready then. Returns 0 or -EINVAL. */
+int store_txn_set_lineage(struct vmsnap_store_txn *t, const char *parent_id,
+                          const char *template_id);
+/* Drops a checksum recorded with store_txn_known (the file changed: commit hashes it). */
+void store_txn_forget(struct vmsnap_store_txn *t, const char *name);
 /* Records the checksum the import computed for a file, so commit does not hash it again. */
 int store_txn_known(struct vmsnap_store_txn *t, const char *name, uint64_t size,
                     const struct vmsnap_hash *h, struct vmsnap_diag *d);

@@ -21,6 +21,9 @@ static int roll_forward(struct vmsnap_store *s, const char *id, int fd)
         int r = strcmp(env.rec.id, id) == 0 ? store_envelope_check(fd, &env, true, NULL, NULL, NULL)
                                             : -EBADMSG;
         uint64_t generation = env.rec.generation, memory = env.rec.memory;
+        char parent[VMSNAP_ID_LEN + 1], template[VMSNAP_ID_LEN + 1];
+        memcpy(parent, env.rec.parent_id, sizeof(parent));
+        memcpy(template, env.rec.template_id, sizeof(template));
         store_envelope_clear(&env);
         if (r < 0)
                 return r;
@@ -29,8 +32,9 @@ static int roll_forward(struct vmsnap_store *s, const char *id, int fd)
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         r = store_prepare(s,
                           "UPDATE snapshots SET state = 'ready', state_changed = ?1, "
-                          "size_bytes = ?2, generation = ?3, memory = ?4 "
-                          "WHERE id = ?5 AND state = 'pending'",
+                          "size_bytes = ?2, generation = ?3, memory = ?4, "
+                          STORE_SET_LINEAGE("?6", "?7")
+                          " WHERE id = ?5 AND state = 'pending'",
                           &st, NULL);
         if (r == 0) {
                 sqlite3_bind_int64(st, 1, store_now());
@@ -38,6 +42,8 @@ static int roll_forward(struct vmsnap_store *s, const char *id, int fd)
                 sqlite3_bind_int64(st, 3, (sqlite3_int64)generation);
                 sqlite3_bind_int64(st, 4, (sqlite3_int64)memory);
                 sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 6, parent, -1, SQLITE_STATIC);
+                sqlite3_bind_text(st, 7, template, -1, SQLITE_STATIC);
                 if (sqlite3_step(st) != SQLITE_DONE)
                         r = -EIO;
         }

@@ -87,18 +87,53 @@ static int by_prefix(struct vmsnap_store *s, const char *ref, const char *prefix
         return store_row_get(s, id, ret, d);
 }
 
+/* Writes ref into out with every byte that is not printable ASCII as \xNN (a message must
+ * not carry control characters to a terminal or a log). */
+static void escape_ref(const char *ref, size_t len, char *out, size_t size)
+{
+        size_t k = 0;
+        for (size_t i = 0; i < len && k + 5 < size; i++) {
+                unsigned char c = (unsigned char)ref[i];
+                if (c >= 0x20 && c < 0x7f && c != '\\')
+                        out[k++] = (char)c;
+                else
+                        k += (size_t)snprintf(out + k, size - k, "\\x%02x", c);
+        }
+        out[k] = '\0';
+}
+
+int vmsnap_store_ref_check(const char *ref, size_t len, struct vmsnap_diag *d)
+{
+        if (!ref || len == 0)
+                return vmsnap_diag(d, -EINVAL, "empty snapshot ref");
+        for (size_t i = 0; i < len; i++) {
+                unsigned char c = (unsigned char)ref[i];
+                if (c >= 0x20 && c != 0x7f)
+                        continue;
+                char shown[128];
+                escape_ref(ref, MIN(len, (size_t)24), shown, sizeof(shown));
+                return vmsnap_diag(d, -EINVAL,
+                                   "snapshot ref '%s%s' contains %s (byte 0x%02x at offset "
+                                   "%zu); a ref is an id, a name or an id prefix",
+                                   shown, len > 24 ? "..." : "",
+                                   c ? "a control character" : "a NUL byte", c, i);
+        }
+        return 0;
+}
+
 int vmsnap_store_resolve(struct vmsnap_store *s, const char *ref, struct vmsnap_snapshot *ret,
                          struct vmsnap_diag *d)
 {
-        if (!ref || !ref[0])
-                return vmsnap_diag(d, -EINVAL, "empty snapshot ref");
-        size_t n = strlen(ref);
+        size_t n = ref ? strlen(ref) : 0;
+        int r = vmsnap_store_ref_check(ref, n, d);
+        if (r < 0)
+                return r;
         char lower[VMSNAP_ID_LEN + 1] = "";
         if (n <= VMSNAP_ID_LEN)
                 for (size_t i = 0; i <= n; i++)
                         lower[i] = (char)tolower((unsigned char)ref[i]);
 
-        int r = -ENOENT;
+        r = -ENOENT;
         if (store_id_valid(lower))
                 r = lookup(s,
                            "SELECT " STORE_COLUMNS " FROM snapshots "

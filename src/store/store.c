@@ -2,6 +2,7 @@
  * the read side: get, list, touch, file lists, verify. */
 #include "store/internal.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,7 @@ const char *vmsnap_store_default_root(void)
         return env && env[0] ? env : VMSNAP_STORE_DEFAULT_ROOT;
 }
 
-/* mkdir -p with mode 0755; returns 0 or -errno. */
+/* mkdir -p; what it creates is private (0700). Returns 0 or -errno. */
 static int mkdir_parents(const char *path)
 {
         char buf[PATH_MAX];
@@ -28,12 +29,47 @@ static int mkdir_parents(const char *path)
                 if (*p != '/')
                         continue;
                 *p = '\0';
-                if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                        return -errno;
+                int r = vmsnap_fs_mkdir_private(AT_FDCWD, buf);
+                if (r < 0 && r != -EEXIST)
+                        return r;
                 *p = '/';
         }
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                return -errno;
+        int r = vmsnap_fs_mkdir_private(AT_FDCWD, buf);
+        return r == -EEXIST ? 0 : r;
+}
+
+/* Opens (making it when missing) a directory of the store under rootfd, mode 0700: made so,
+ * or tightened when an older vmsnap (or a loose umask) made it wider. */
+static int open_private_dir(struct vmsnap_store *s, const char *name, struct vmsnap_diag *d)
+{
+        int r = vmsnap_fs_mkdir_private(s->rootfd, name);
+        if (r == -EEXIST)
+                r = vmsnap_fs_make_private_dir(s->rootfd, name);
+        if (r < 0)
+                return vmsnap_diag(d, r, "%s/%s: cannot create: %s", s->root, name,
+                                   strerror(-r));
+        int fd = openat(s->rootfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        return fd < 0 ? vmsnap_diag(d, -errno, "%s/%s: cannot open: %s", s->root, name,
+                                    strerror(errno))
+                      : fd;
+}
+
+/* The database and its WAL files are 0600: SQLite creates them with 0644 minus the umask
+ * (and the -wal and -shm files with the database's mode), so the database is made first,
+ * and files an older vmsnap left wider are tightened. */
+static int make_db_private(struct vmsnap_store *s, struct vmsnap_diag *d)
+{
+        static const char *const names[] = {STORE_DB_NAME, STORE_DB_NAME "-wal",
+                                            STORE_DB_NAME "-shm"};
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++) {
+                int flags = O_RDWR | O_CLOEXEC | O_NOFOLLOW | (i == 0 ? O_CREAT : 0);
+                _cleanup_close_ int fd = openat(s->rootfd, names[i], flags, VMSNAP_FILE_MODE);
+                if (fd < 0 && (i > 0 && errno == ENOENT))
+                        continue;
+                if (fd < 0 || fchmod(fd, VMSNAP_FILE_MODE) < 0)
+                        return vmsnap_diag(d, -errno, "%s/%s: cannot make private: %s", s->root,
+                                           names[i], strerror(errno));
+        }
         return 0;
 }
 
@@ -49,23 +85,13 @@ static int open_dirs(struct vmsnap_store *s, const char *root, struct vmsnap_dia
         s->rootfd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (s->rootfd < 0)
                 return vmsnap_diag(d, -errno, "%s: cannot open: %s", s->root, strerror(errno));
-        if (mkdirat(s->rootfd, STORE_SNAPSHOTS_DIR, 0755) < 0 && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s/" STORE_SNAPSHOTS_DIR ": cannot create: %s",
-                                   s->root, strerror(errno));
-        s->snapfd =
-            openat(s->rootfd, STORE_SNAPSHOTS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        s->snapfd = open_private_dir(s, STORE_SNAPSHOTS_DIR, d);
         if (s->snapfd < 0)
-                return vmsnap_diag(d, -errno, "%s/" STORE_SNAPSHOTS_DIR ": cannot open: %s",
-                                   s->root, strerror(errno));
-        if (mkdirat(s->rootfd, STORE_LOCKS_DIR, 0755) < 0 && errno != EEXIST)
-                return vmsnap_diag(d, -errno, "%s/" STORE_LOCKS_DIR ": cannot create: %s", s->root,
-                                   strerror(errno));
-        s->lockfd =
-            openat(s->rootfd, STORE_LOCKS_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+                return s->snapfd;
+        s->lockfd = open_private_dir(s, STORE_LOCKS_DIR, d);
         if (s->lockfd < 0)
-                return vmsnap_diag(d, -errno, "%s/" STORE_LOCKS_DIR ": cannot open: %s", s->root,
-                                   strerror(errno));
-        return 0;
+                return s->lockfd;
+        return make_db_private(s, d);
 }
 
 static int open_db(struct vmsnap_store *s, struct vmsnap_diag *d)

@@ -13,6 +13,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SPARSE_PAGE ((uint64_t)4096)
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
 ssize_t vmsnap_fs_pread_full(int fd, void *buf, size_t len, uint64_t off)
 {
         size_t done = 0;
@@ -65,17 +72,55 @@ int vmsnap_fs_write_full(int fd, const void *buf, size_t len)
         return 0;
 }
 
-int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
-                        size_t *ret_len)
+int vmsnap_fs_open_regular(int dirfd, const char *name, struct stat *ret_st, bool follow)
 {
-        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever. */
+        int fd = openat(dirfd, name,
+                        O_RDONLY | O_CLOEXEC | O_NONBLOCK | (follow ? 0 : O_NOFOLLOW));
         if (fd < 0)
                 return -errno;
         struct stat st;
-        if (fstat(fd, &st) < 0)
-                return -errno;
-        if (!S_ISREG(st.st_mode))
+        int fl = fcntl(fd, F_GETFL);
+        if (fstat(fd, &st) < 0 || fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                close(fd);
                 return -EINVAL;
+        }
+        if (ret_st)
+                *ret_st = st;
+        return fd;
+}
+
+int vmsnap_fs_open_input(const char *path, struct stat *ret_st)
+{
+        return vmsnap_fs_open_regular(AT_FDCWD, path, ret_st, true);
+}
+
+const char *vmsnap_fs_open_error(int err)
+{
+        switch (err) {
+        case -ELOOP:
+                return "is a symlink (never followed)";
+        case -EINVAL:
+                return "not a regular file";
+        case -ENOENT:
+                return "missing";
+        default:
+                return strerror(-err);
+        }
+}
+
+int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
+                        size_t *ret_len)
+{
+        struct stat st;
+        _cleanup_close_ int fd = vmsnap_fs_open_regular(dirfd, name, &st, false);
+        if (fd < 0)
+                return fd;
         if ((uint64_t)st.st_size > max)
                 return -EFBIG;
         _cleanup_free_ uint8_t *buf = malloc((size_t)st.st_size + 1);
@@ -87,6 +132,62 @@ int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_b
         buf[n] = 0; /* convenient for text files */
         *ret_len = (size_t)n;
         *ret_buf = TAKE_PTR(buf);
+        return 0;
+}
+
+int vmsnap_fs_create_private(int dirfd, const char *name, int flags)
+{
+        int fd = openat(dirfd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        VMSNAP_FILE_MODE);
+        if (fd < 0)
+                return -errno;
+        /* Exactly 0600 whatever the umask (which can only have narrowed it). */
+        if (fchmod(fd, VMSNAP_FILE_MODE) < 0) {
+                int r = -errno;
+                close(fd);
+                unlinkat(dirfd, name, 0);
+                return r;
+        }
+        return fd;
+}
+
+int vmsnap_fs_mkdir_private(int dirfd, const char *name)
+{
+        if (mkdirat(dirfd, name, VMSNAP_DIR_MODE) < 0)
+                return -errno;
+        return vmsnap_fs_make_private_dir(dirfd, name);
+}
+
+int vmsnap_fs_make_private_dir(int dirfd, const char *name)
+{
+        _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                                       O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        return fchmod(fd, VMSNAP_DIR_MODE) < 0 ? -errno : 0;
+}
+
+int vmsnap_fs_pwrite_sparse(int fd, const void *buf, size_t len, uint64_t off,
+                            uint64_t *ret_written)
+{
+        const uint8_t *p = buf;
+        uint64_t written = 0;
+        while (len > 0) {
+                /* Pieces end on page boundaries of the file, so a skipped piece is a whole
+                 * page the filesystem can leave unallocated. */
+                size_t n = (size_t)MIN((uint64_t)len, SPARSE_PAGE - off % SPARSE_PAGE);
+                if (!all_zero(p, n)) {
+                        int r = vmsnap_fs_pwrite_full(fd, p, n, off);
+                        if (r < 0)
+                                return r;
+                        written += n;
+                }
+                p += n;
+                off += n;
+                len -= n;
+        }
+        if (ret_written)
+                *ret_written += written;
         return 0;
 }
 
@@ -105,10 +206,10 @@ int vmsnap_staged_open(struct vmsnap_staged *s, int dirfd, const char *name,
         /* pid + counter makes the name unique per writer; O_EXCL guards the rest. */
         snprintf(s->tmp, sizeof(s->tmp), ".%s.tmp.%d.%u", name, (int)getpid(),
                  __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED));
-        s->fd = openat(dirfd, s->tmp, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        s->fd = vmsnap_fs_create_private(dirfd, s->tmp, O_RDWR);
         if (s->fd < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot create temporary file: %s", name,
-                                   strerror(errno));
+                return vmsnap_diag(d, s->fd, "%s: cannot create temporary file: %s", name,
+                                   strerror(-s->fd));
         return 0;
 }
 
@@ -119,6 +220,20 @@ int vmsnap_staged_commit(struct vmsnap_staged *s, struct vmsnap_diag *d)
         if (vmsnap_sys.renameat(s->dirfd, s->tmp, s->dirfd, s->name) < 0)
                 return vmsnap_diag(d, -errno, "%s: rename into place failed: %s", s->name,
                                    strerror(errno));
+        s->tmp[0] = '\0';
+        close(s->fd);
+        s->fd = -1;
+        return 0;
+}
+
+int vmsnap_staged_commit_new(struct vmsnap_staged *s, struct vmsnap_diag *d)
+{
+        if (vmsnap_sys.fsync(s->fd) < 0)
+                return vmsnap_diag(d, -errno, "%s: fsync failed: %s", s->name, strerror(errno));
+        if (renameat2(s->dirfd, s->tmp, s->dirfd, s->name, RENAME_NOREPLACE) < 0)
+                return errno == EEXIST ? -EEXIST
+                                       : vmsnap_diag(d, -errno, "%s: rename into place failed: "
+                                                     "%s", s->name, strerror(errno));
         s->tmp[0] = '\0';
         close(s->fd);
         s->fd = -1;
@@ -209,12 +324,11 @@ int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uin
 static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
                            const char *dst_name, struct vmsnap_diag *d)
 {
-        _cleanup_close_ int in = openat(src_dirfd, src_name, O_RDONLY | O_CLOEXEC);
-        if (in < 0)
-                return vmsnap_diag(d, -errno, "%s: cannot open: %s", src_name, strerror(errno));
         struct stat st;
-        if (fstat(in, &st) < 0)
-                return vmsnap_diag(d, -errno, "%s: stat failed: %s", src_name, strerror(errno));
+        _cleanup_close_ int in = vmsnap_fs_open_regular(src_dirfd, src_name, &st, false);
+        if (in < 0)
+                return vmsnap_diag(d, in, "%s: cannot open: %s", src_name,
+                                   vmsnap_fs_open_error(in));
         struct vmsnap_staged s;
         int r = vmsnap_staged_open(&s, dst_dirfd, dst_name, d);
         if (r < 0)
@@ -234,12 +348,20 @@ static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
 int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
                            const char *dst_name, struct vmsnap_diag *d)
 {
+        /* linkat() would link a symlink or a FIFO as such: regular files only. */
+        struct stat st;
+        if (fstatat(src_dirfd, src_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return vmsnap_diag(d, -errno, "%s: %s", src_name, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return vmsnap_diag(d, S_ISLNK(st.st_mode) ? -ELOOP : -EINVAL, "%s: %s", src_name,
+                                   S_ISLNK(st.st_mode) ? "is a symlink (never followed)"
+                                                       : "not a regular file");
         if (linkat(src_dirfd, src_name, dst_dirfd, dst_name, 0) == 0)
                 return 0;
         if (errno == EEXIST) {
                 /* Already there: fine only if it is the very same file. */
-                _cleanup_close_ int a = openat(src_dirfd, src_name, O_RDONLY | O_CLOEXEC);
-                _cleanup_close_ int b = openat(dst_dirfd, dst_name, O_RDONLY | O_CLOEXEC);
+                _cleanup_close_ int a = vmsnap_fs_open_regular(src_dirfd, src_name, NULL, false);
+                _cleanup_close_ int b = vmsnap_fs_open_regular(dst_dirfd, dst_name, NULL, false);
                 if (a >= 0 && b >= 0 && vmsnap_fs_same_file(a, b))
                         return 0;
                 return vmsnap_diag(d, -EEXIST, "%s: a different file of that name exists",

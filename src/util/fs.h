@@ -19,9 +19,44 @@ int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 /* Writes all len bytes at the current position; returns 0 or -errno. */
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
 
+/* Modes of everything vmsnap writes: private to its owner, whatever the umask. */
+#define VMSNAP_FILE_MODE 0600
+#define VMSNAP_DIR_MODE  0700
+
+struct stat;
+
+/* Opens dirfd/name read-only the way every snapshot file is opened (follow false): O_NOFOLLOW
+ * (a symlink is -ELOOP, never followed), O_NONBLOCK while opening (a FIFO never hangs us), then fstat: a
+ * regular file only (-EINVAL otherwise). Returns the fd (blocking again) and *ret_st (may
+ * be NULL), or -errno. */
+int vmsnap_fs_open_regular(int dirfd, const char *name, struct stat *ret_st, bool follow);
+
+/* Opens a file a user named on the command line (symlinks followed: the user chose it),
+ * never blocking on a FIFO, a regular file only. Returns the fd or -errno. */
+int vmsnap_fs_open_input(const char *path, struct stat *ret_st);
+
+/* Words for an error of vmsnap_fs_open_regular ("is a symlink (never followed)", ...). */
+const char *vmsnap_fs_open_error(int err);
+
+/* Creates dirfd/name (O_EXCL, never through a symlink) with mode exactly 0600; flags add
+ * O_WRONLY or O_RDWR. Returns the fd or -errno. */
+int vmsnap_fs_create_private(int dirfd, const char *name, int flags);
+
+/* Makes directory dirfd/name with mode exactly 0700; -EEXIST when it exists (untouched). */
+int vmsnap_fs_mkdir_private(int dirfd, const char *name);
+
+/* Sets an existing directory dirfd/name (not a symlink) to mode 0700. Returns 0 or -errno. */
+int vmsnap_fs_make_private_dir(int dirfd, const char *name);
+
+/* Writes buf at off into a file whose range reads as zeros (new or truncated), skipping
+ * every file page (4 KiB) that is all zeros so it stays a hole. Adds the bytes really
+ * written to *ret_written (may be NULL). Returns 0 or -errno. */
+int vmsnap_fs_pwrite_sparse(int fd, const void *buf, size_t len, uint64_t off,
+                            uint64_t *ret_written);
+
 /* Reads a whole (small) regular file into a malloc'd, NUL-terminated buffer, capped at max
- * bytes, never following a symlink; returns 0 and sets *ret_buf and *ret_len, -EFBIG when
- * larger than max, -ELOOP for a symlink, -EINVAL for a non-regular file, or -errno. */
+ * bytes, opened with vmsnap_fs_open_regular; returns 0 and sets *ret_buf and *ret_len, -EFBIG
+ * when larger than max, -ELOOP for a symlink, -EINVAL for a non-regular file, or -errno. */
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len);
 
@@ -41,13 +76,18 @@ struct vmsnap_staged {
         char name[256]; /* final name */
 };
 
-/* Creates a temporary file in dirfd that will become name; returns 0 or -errno (with d). */
+/* Creates a temporary file (mode 0600) in dirfd that will become name; returns 0 or -errno
+ * (with d). */
 int vmsnap_staged_open(struct vmsnap_staged *s, int dirfd, const char *name,
                        struct vmsnap_diag *d);
 
 /* fsyncs the staged file and renames it to its final name (replacing any file of that name).
  * The caller fsyncs the directory once all renames of a step are done. */
 int vmsnap_staged_commit(struct vmsnap_staged *s, struct vmsnap_diag *d);
+
+/* Like vmsnap_staged_commit, but never replaces: -EEXIST (no diagnostic; the staged file
+ * stays for the caller to abort) when name already exists. */
+int vmsnap_staged_commit_new(struct vmsnap_staged *s, struct vmsnap_diag *d);
 
 /* Closes and unlinks a staged file that was not committed; safe to call twice. */
 void vmsnap_staged_abort(struct vmsnap_staged *s);
@@ -56,8 +96,8 @@ void vmsnap_staged_abort(struct vmsnap_staged *s);
  * the filesystem can), falling back to read/write. Returns 0 or -errno. */
 int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
 
-/* Makes dst_dirfd/dst_name the same content as src_dirfd/src_name without touching the
- * source: hard link, else reflink (FICLONE), else a staged copy. An existing dst that is the
+/* Makes dst_dirfd/dst_name the same content as src_dirfd/src_name (a regular file: a symlink
+ * or special file is refused) without touching the source: hard link, else reflink (FICLONE), else a staged copy. An existing dst that is the
  * same file is fine. Returns 0 or -errno (with d). */
 int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,
                            const char *dst_name, struct vmsnap_diag *d);

@@ -245,6 +245,23 @@ expect 0 mem inspect --json snap-big && check_json "d['block_size'] == 2097152"
 expect 0 mem materialize snap-big out-big.raw && same_file out-big.raw big.raw
 expect 0 mem verify snap-big
 
+# ---- a FIFO or a symlink in place of a snapshot file: refused at once, never waited on ----
+# (`timeout` turns a hang of the old code into a failure: exit 124)
+cp -a snap-big snap-fifo
+hdr=snap-fifo/memfile.header
+for verb in inspect verify; do
+        rm -f "$hdr" && mkfifo "$hdr"
+        timeout 60 "$VMSNAP_CLI" mem "$verb" snap-fifo >"$T/out" 2>"$T/err"
+        rc=$?
+        [ "$rc" = 1 ] || fail "mem $verb with a FIFO header exited $rc, want 1"
+        err_has "not a regular file"
+done
+timeout 60 "$VMSNAP_CLI" mem materialize snap-fifo out-fifo.raw >"$T/out" 2>"$T/err"
+[ "$?" = 1 ] || fail "mem materialize with a FIFO header did not fail"
+[ -e out-fifo.raw ] && fail "materialize with a FIFO header left its output"
+rm -f "$hdr" && ln -s "$PWD/snap-big/memfile.header" "$hdr"
+expect 1 mem inspect snap-fifo && err_has "symlink"
+
 if [ "$failures" -gt 0 ]; then
         echo "mem-cli: $failures check(s) failed"
         exit 1

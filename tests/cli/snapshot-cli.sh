@@ -117,6 +117,14 @@ expect 0 "${S[@]}" rm base2 --force
 expect 0 "${S[@]}" verify child2
 expect 1 "${S[@]}" rm nosuch
 err_has "nosuch"
+# a ref with a control character is refused, and never resolves to the name before it
+expect 0 "${S[@]}" add mem0 --name dup
+expect 1 "${S[@]}" rm $'dup\tx'
+err_has "control character"
+expect 1 "${S[@]}" rm dup $'dup\n'
+err_has "control character"
+expect 0 "${S[@]}" inspect dup
+expect 0 "${S[@]}" rm dup
 
 # ---- roots, usage errors, help ------------------------------------------------------------
 expect 0 snapshot ls --root "$R" --json

@@ -1,9 +1,13 @@
 /* Fuzz target: the tar import path (none/gzip/zstd autodetect, entry checks, sparse data,
- * checksums, the two-phase create). Each input is imported into a scratch store from a
- * memfd; whatever happens, nothing may be left behind: a refused import leaves no row, no
- * directory and no lock file, and an accepted one is deleted again. The declared-size
- * limit is small so that sparse claims stay cheap. */
+ * checksums, disk checks, the base image entry, the two-phase create). Each input is
+ * imported into a scratch store from a memfd; whatever happens, nothing may be left behind:
+ * a refused import leaves no row, no directory, no lock file and nothing in images/ (not
+ * even a temporary file), and an accepted one is deleted again with the base image it
+ * pinned. The limits are small so that sparse claims stay cheap. Seeds include exports of a
+ * snapshot with a qcow2 overlay, with and without its base image, in the legacy form, and
+ * with a backing file naming /etc/shadow. */
 #include <dirent.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,7 +34,8 @@ static void cleanup(void)
         free(scratch);
 }
 
-static int entries(const char *sub)
+/* Entries of root/sub (dot-files too when all). */
+static int entries_of(const char *sub, bool all)
 {
         char path[4096];
         snprintf(path, sizeof(path), "%s/root/%s", scratch, sub);
@@ -38,10 +43,29 @@ static int entries(const char *sub)
         int n = 0;
         struct dirent *e;
         while (d && (e = readdir(d)))
-                n += e->d_name[0] != '.';
+                n += all ? strcmp(e->d_name, ".") && strcmp(e->d_name, "..") : e->d_name[0] != '.';
         if (d)
                 closedir(d);
         return n;
+}
+
+static int entries(const char *sub)
+{
+        return entries_of(sub, false);
+}
+
+/* Removes the base images an accepted import pinned (inputs stay independent). */
+static void clear_images(void)
+{
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/root/images", scratch);
+        DIR *d = opendir(path);
+        struct dirent *e;
+        while (d && (e = readdir(d)))
+                if (e->d_name[0] != '.')
+                        unlinkat(dirfd(d), e->d_name, 0);
+        if (d)
+                closedir(d);
 }
 
 static void init(void)
@@ -63,7 +87,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int fd = memfd_create("fuzz-import", MFD_CLOEXEC);
         if (fd < 0 || vmsnap_fs_write_full(fd, data, size) < 0 || lseek(fd, 0, SEEK_SET) != 0)
                 abort();
-        struct vmsnap_import_opts o = {.max_bytes = 64u << 20};
+        struct vmsnap_import_opts o = {.max_bytes = 64u << 20, .max_logical = 256u << 20};
         struct vmsnap_snapshot r;
         struct vmsnap_diag d = {0};
         int rc = vmsnap_store_import_fd(store, fd, &o, &r, &d);
@@ -72,9 +96,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (vmsnap_store_verify(store, r.id, NULL, NULL, &d) < 0 ||
                     vmsnap_store_delete(store, r.id, VMSNAP_DELETE_FORCE, &d) < 0)
                         abort();
+                clear_images();
         } else if (!d.msg[0]) {
                 abort(); /* a refusal always says why */
         }
+        if (entries_of("images", true) != 0)
+                abort(); /* a refusal pinned something, or left a temporary file */
         struct vmsnap_snapshot *v;
         size_t n;
         if (vmsnap_store_list(store, VMSNAP_LIST_ALL, &v, &n, NULL) < 0)

@@ -1,7 +1,8 @@
 /* Export and import: round trips of a real multi-generation snapshot (with a sparse file)
  * through every compression and through a directory, compared byte by byte; interop with
- * GNU tar; and hostile archives, built here with libarchive's writer, each refused with a
- * clear message and nothing left behind. */
+ * GNU tar; hostile archives, built here with libarchive's writer, each refused with a clear
+ * message and nothing left behind; runs of zeros becoming holes and the caps on declared and
+ * really written bytes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -508,7 +509,8 @@ static void test_hostile_content(void **state)
         free(e5);
 }
 
-/* A huge sparse claim within a raised limit is fine and costs no disk. */
+/* A huge sparse claim is refused above the logical limit, fine within it, and costs no
+ * disk; the cap on bytes really written does not count its hole. */
 static void test_sparse_claim_within_limit(void **state)
 {
         struct fx *f = *state;
@@ -537,11 +539,13 @@ static void test_sparse_claim_within_limit(void **state)
         struct entry e[] = {{"snapshot.json", 0, env, -1, NULL, 0, 0},
                             {"big", 0, "x", 1ll << 30, NULL, 512ll << 20, 1}};
         char *p = write_archive(f, "sparse.tar", e, 2);
-        struct vmsnap_import_opts small = {.max_bytes = 1 << 29};
+        struct vmsnap_import_opts small = {.max_logical = 1 << 29};
         struct vmsnap_diag d = {0};
         struct vmsnap_snapshot r;
         assert_int_equal(import_from(f->b, p, &small, &r, &d), -EBADMSG);
-        assert_int_equal(import_from(f->b, p, NULL, &r, &d), 0);
+        assert_non_null(strstr(d.msg, "declares more than"));
+        struct vmsnap_import_opts written = {.max_bytes = 1 << 20};
+        assert_int_equal(import_from(f->b, p, &written, &r, &d), 0);
         char dir[PATH_MAX];
         vmsnap_store_snapshot_dir(f->b, r.id, dir, sizeof(dir));
         char *big = test_path(dir, "big");
@@ -552,6 +556,106 @@ static void test_sparse_claim_within_limit(void **state)
         free(big);
         free(p);
         free(data);
+}
+
+/* ---- sizes: holes and the cap on bytes really written --------------------------------------- */
+
+static char *envelope_one(const char *file, uint64_t size, const struct vmsnap_hash *h)
+{
+        char sum[42], *text = malloc(1024);
+        store_hash_format(h, sum);
+        snprintf(text, 1024,
+                 "{\"format\":\"vmsnap-snapshot\",\"version\":1,\"id\":"
+                 "\"0d4e1f7a-5b6c-4d8e-9f0a-1b2c3d4e5f62\",\"kind\":\"pause\",\"created\":"
+                 "\"2025-01-01T00:00:00Z\",\"files\":[{\"name\":\"%s\",\"size\":%llu,"
+                 "\"checksum\":\"%s\"}]}",
+                 file, (unsigned long long)size, sum);
+        return text;
+}
+
+/* A .tar.zst holding one dense (not sparse) entry of `size` bytes made by fill. */
+static char *dense_archive(struct fx *f, const char *file, uint64_t size, bool zeros)
+{
+        uint8_t *chunk = calloc(1, 1 << 20);
+        uint64_t rng = 3;
+        struct vmsnap_hasher *h = vmsnap_hasher_new();
+        for (uint64_t off = 0; off < size; off += 1 << 20) {
+                if (!zeros)
+                        test_fill_random(&rng, chunk, 1 << 20);
+                vmsnap_hasher_update(h, chunk, 1 << 20);
+        }
+        struct vmsnap_hash sum;
+        vmsnap_hasher_final(h, &sum);
+        vmsnap_hasher_free(h);
+        char *env = envelope_one("data", size, &sum), *path = test_path(f->tmp, file);
+        struct archive *a = archive_write_new();
+        archive_write_set_format_pax_restricted(a);
+        archive_write_add_filter_zstd(a);
+        assert_int_equal(archive_write_open_filename(a, path), ARCHIVE_OK);
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, "snapshot.json");
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_size(e, (la_int64_t)strlen(env));
+        archive_write_header(a, e);
+        archive_write_data(a, env, strlen(env));
+        archive_entry_clear(e);
+        archive_entry_set_pathname(e, "data");
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_size(e, (la_int64_t)size);
+        archive_write_header(a, e);
+        rng = 3;
+        for (uint64_t off = 0; off < size; off += 1 << 20) {
+                if (!zeros)
+                        test_fill_random(&rng, chunk, 1 << 20);
+                assert_int_equal(archive_write_data(a, chunk, 1 << 20), 1 << 20);
+        }
+        archive_entry_free(e);
+        archive_write_close(a);
+        archive_write_free(a);
+        free(env);
+        free(chunk);
+        return path;
+}
+
+static void test_zero_runs_become_holes(void **state)
+{
+        struct fx *f = *state;
+        char *tar = dense_archive(f, "zeros.tar.zst", 1ull << 30, true);
+        struct stat st;
+        assert_int_equal(stat(tar, &st), 0);
+        assert_true(st.st_size < 256 << 10); /* ~33 KB of zstd for 1 GiB of zeros */
+        struct vmsnap_snapshot r;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_import_opts o = {.max_bytes = 1 << 20}; /* zeros cost nothing */
+        if (import_from(f->b, tar, &o, &r, &d) < 0)
+                fail_msg("import: %s", d.msg);
+        char dir[PATH_MAX];
+        vmsnap_store_snapshot_dir(f->b, r.id, dir, sizeof(dir));
+        char *data = test_path(dir, "data");
+        assert_int_equal(stat(data, &st), 0);
+        assert_int_equal(st.st_size, 1ll << 30);
+        if ((uint64_t)st.st_blocks * 512 > (1u << 20))
+                fail_msg("1 GiB of zeros took %llu bytes of data blocks",
+                         (unsigned long long)st.st_blocks * 512);
+        struct stat ast;
+        stat(tar, &ast);
+        printf("1 GiB of zeros: a %lld-byte archive, %llu bytes allocated once imported\n",
+               (long long)ast.st_size, (unsigned long long)st.st_blocks * 512);
+        assert_int_equal(vmsnap_store_verify(f->b, r.id, NULL, NULL, &d), 0);
+        assert_int_equal(vmsnap_store_delete(f->b, r.id, 0, &d), 0);
+        /* 3 MiB of real data over a 1 MiB cap: refused while writing, nothing left */
+        char *dense = dense_archive(f, "dense.tar.zst", 3u << 20, false);
+        struct vmsnap_import_opts cap = {.max_bytes = 1 << 20};
+        assert_int_equal(import_from(f->b, dense, &cap, &r, &d), -EBADMSG);
+        assert_non_null(strstr(d.msg, "more than 1048576 bytes of data"));
+        assert_int_equal(count_rows(f->b, VMSNAP_LIST_ALL), 0);
+        char *snaps = test_path(f->root_b, "snapshots");
+        assert_int_equal(count_entries(snaps), 0);
+        free(snaps);
+        assert_int_equal(import_from(f->b, dense, NULL, &r, &d), 0);
+        free(dense);
+        free(data);
+        free(tar);
 }
 
 static void test_truncated(void **state)
@@ -610,6 +714,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_hostile_paths_and_types, setup, teardown),
     cmocka_unit_test_setup_teardown(test_hostile_content, setup, teardown),
     cmocka_unit_test_setup_teardown(test_sparse_claim_within_limit, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_zero_runs_become_holes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_truncated, setup, teardown),
     cmocka_unit_test_setup_teardown(test_import_from_pipe, setup, teardown),
 };

@@ -230,6 +230,33 @@ static void test_gc_inside_snapshots(void **state)
         free(ws);
 }
 
+/* A base image an import was staging when it died: its temporary file in images/ goes after
+ * the grace period; pinned images never do. */
+static void test_gc_image_temps(void **state)
+{
+        struct fx *f = *state;
+        char *images = test_path(f->root, "images");
+        assert_int_equal(mkdir(images, 0700), 0);
+        char *tmp = test_path(images, ".rootfs-0123456789abcdef.ext4.tmp.1.1");
+        char *pinned = test_path(images, "rootfs-0123456789abcdef.ext4");
+        test_write_file(tmp, "half", 4);
+        test_write_file(pinned, "base", 4);
+        age(tmp, 7200);
+        age(pinned, 7200);
+        struct seen seen;
+        struct vmsnap_gc_result res = gc(f, 3600, 0, true, &seen);
+        assert_int_equal(res.items, 1);
+        assert_string_equal(seen.what[0], "temp-file");
+        assert_int_equal(access(tmp, F_OK), 0); /* dry run */
+        res = gc(f, 3600, 0, false, &seen);
+        assert_int_equal(res.items, 1);
+        assert_int_equal(access(tmp, F_OK), -1);
+        assert_int_equal(access(pinned, F_OK), 0);
+        free(tmp);
+        free(pinned);
+        free(images);
+}
+
 static void set_accessed(struct fx *f, const char *id, int64_t t)
 {
         char q[256];
@@ -396,6 +423,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_gc_pending, setup, teardown),
     cmocka_unit_test_setup_teardown(test_gc_orphans_and_unindexed, setup, teardown),
     cmocka_unit_test_setup_teardown(test_gc_inside_snapshots, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_gc_image_temps, setup, teardown),
     cmocka_unit_test_setup_teardown(test_gc_lru_budget, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reindex_lost_database, setup, teardown),
     cmocka_unit_test_setup_teardown(test_reindex_rules, setup, teardown),

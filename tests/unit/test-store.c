@@ -14,6 +14,7 @@
 
 #include "store/internal.h"
 #include "test-store-lib.h"
+#include "util/cleanup.h"
 
 struct fx {
         char *root;
@@ -320,6 +321,35 @@ static void test_refs(void **state)
         const char *bad[] = {"two", "nope"};
         assert_int_equal(vmsnap_store_resolve_many(f->s, bad, 2, &v, &n, &d), -ENOENT);
         assert_non_null(strstr(d.msg, "nope"));
+}
+
+/* A ref with a control character is refused (-EINVAL, shown escaped), never looked up; a
+ * ref as received with a NUL inside ("one\0x", a decoded %00) is refused by its length. */
+static void test_refs_control_characters(void **state)
+{
+        struct fx *f = *state;
+        add_with_id(f, "abc00000-0000-4000-8000-000000000001", "one");
+        struct vmsnap_snapshot r;
+        struct vmsnap_diag d = {0};
+        static const char *const bad[] = {"one\tx", "one\n", "\x1b[2Jone", "one\x7f", "abc\x01",
+                                           "\t"};
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                d.msg[0] = '\0';
+                assert_int_equal(vmsnap_store_resolve(f->s, bad[i], &r, &d), -EINVAL);
+                assert_non_null(strstr(d.msg, "control character"));
+                for (const char *p = d.msg; *p; p++) /* the message itself stays printable */
+                        assert_true((unsigned char)*p >= 0x20 && *p != 0x7f);
+        }
+        assert_non_null(strstr(d.msg, "\\x09"));
+        const char *refs[] = {"one", "one\tx"};
+        struct vmsnap_snapshot *v;
+        size_t n;
+        assert_int_equal(vmsnap_store_resolve_many(f->s, refs, 2, &v, &n, &d), -EINVAL);
+        assert_int_equal(vmsnap_store_ref_check("one\0x", 5, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "NUL"));
+        assert_int_equal(vmsnap_store_ref_check("one", 3, &d), 0);
+        assert_int_equal(vmsnap_store_ref_check("", 0, &d), -EINVAL);
+        assert_int_equal(vmsnap_store_resolve(f->s, "one", &r, &d), 0);
 }
 
 static void test_refs_skip_pending(void **state)
@@ -733,6 +763,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(test_envelope_rejects),
     cmocka_unit_test_setup_teardown(test_schema, setup, teardown),
     cmocka_unit_test_setup_teardown(test_refs, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_refs_control_characters, setup, teardown),
     cmocka_unit_test_setup_teardown(test_refs_skip_pending, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_commit, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_abort, setup, teardown),
