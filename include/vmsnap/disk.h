@@ -136,4 +136,8 @@ int vmsnap_disk_overlay_create(const char *base, const char *overlay, struct vms
  * and durably; 0600. Returns 0 or -errno with d. */
 int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d);
 
+/* The same copy from a regular file already opened (and checked) as `in`, named `what` in
+ * messages: the caller's inode, whatever its name points at now. */
+int vmsnap_disk_copy_fd(int in, const char *what, const char *dst, struct vmsnap_diag *d);
+
 #endif

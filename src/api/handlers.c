@@ -317,23 +317,30 @@ static void h_sandbox_snapshot(struct api_server *srv, const struct api_call *ca
 
 /* ---- snapshots ---------------------------------------------------------------------------- */
 
-/* The import source must be a file or a directory on the daemon's host. Returns 0 with *st,
- * or -EINVAL naming the 'path' field. */
-static int check_import_path(const char *path, struct stat *st, struct vmsnap_diag *d)
+/* Opens the import source, which must be a regular file or a directory on the daemon's
+ * host: opened O_NONBLOCK and checked on the open descriptor, so a FIFO or a device swapped
+ * in after a check can neither hang the daemon nor be read. Returns the fd with *st, or
+ * -EINVAL naming the 'path' field. */
+static int open_import_path(const char *path, struct stat *st, struct vmsnap_diag *d)
 {
-        if (stat(path, st) < 0)
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+        if (fd < 0 || fstat(fd, st) < 0)
                 return vmsnap_diag(d, -EINVAL, "field 'path': %s: %s", path, strerror(errno));
         if (!S_ISDIR(st->st_mode) && !S_ISREG(st->st_mode))
                 return vmsnap_diag(d, -EINVAL, "field 'path': %s is not a file or a directory",
                                    path);
-        return 0;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) < 0)
+                return vmsnap_diag(d, -EINVAL, "field 'path': %s: %s", path, strerror(errno));
+        return TAKE_FD(fd);
 }
 
 /* Imports an export (tar file or directory) from the daemon's host. A long import uses a
  * store connection of its own (SQLite and the store's locks coordinate it with the host's),
  * so that it does not hold the host's store lock, and every lifecycle step, for minutes. */
 static int import_path(struct api_server *srv, const struct api_snapshot_create_body *b,
-                       const struct stat *st, struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
+                       int fd, const struct stat *st, struct vmsnap_snapshot *ret,
+                       struct vmsnap_diag *d)
 {
         struct vmsnap_store *s;
         int r = vmsnap_store_open(srv->root, &s, d);
@@ -343,13 +350,10 @@ static int import_path(struct api_server *srv, const struct api_snapshot_create_
                 .name = b->name[0] ? b->name : NULL,
                 .description = b->description[0] ? b->description : NULL,
         };
-        if (S_ISDIR(st->st_mode)) {
+        if (S_ISDIR(st->st_mode))
                 r = vmsnap_store_import_dir(s, b->path, &o, ret, d);
-        } else {
-                _cleanup_close_ int fd = open(b->path, O_RDONLY | O_CLOEXEC);
-                r = fd < 0 ? vmsnap_diag(d, -errno, "%s: %s", b->path, strerror(errno))
-                           : vmsnap_store_import_fd(s, fd, &o, ret, d);
-        }
+        else
+                r = vmsnap_store_import_fd(s, fd, &o, ret, d);
         vmsnap_store_close(s);
         return r;
 }
@@ -360,13 +364,14 @@ static int snapshot_create(struct api_server *srv, const struct api_snapshot_cre
 {
         struct vmsnap_diag d = {0};
         struct stat st;
+        _cleanup_close_ int fd = -1;
         int r;
         if (b->sandbox[0]) {
                 r = vmsnap_sandbox_snapshot(srv->host, b->sandbox, b->name, ret, &d);
-        } else if ((r = check_import_path(b->path, &st, &d)) < 0) {
+        } else if ((r = fd = open_import_path(b->path, &st, &d)) < 0) {
                 api_reply_body_error(rep, r, &d);
                 return r;
-        } else if ((r = import_path(srv, b, &st, ret, &d)) < 0) {
+        } else if ((r = import_path(srv, b, fd, &st, ret, &d)) < 0) {
                 api_reply_errno_as(rep, API_SUBJECT_IMPORT, r, &d);
                 return r;
         }

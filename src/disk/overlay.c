@@ -170,34 +170,27 @@ int vmsnap_disk_clone(const char *base, const char *dst, struct vmsnap_diag *d)
         return r;
 }
 
-int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
+int vmsnap_disk_copy_fd(int in, const char *what, const char *dst, struct vmsnap_diag *d)
 {
-        char sname[256], dname[256];
-        _cleanup_close_ int sdir = open_parent(src, sname, d);
-        if (sdir < 0)
-                return sdir;
+        char dname[256];
         _cleanup_close_ int ddir = open_parent(dst, dname, d);
         if (ddir < 0)
                 return ddir;
         /* A copy, never a link: the destination is written while the source must not be. */
-        struct vmsnap_staged s;
-        int r = vmsnap_staged_open(&s, ddir, dname, d);
-        if (r < 0)
-                return r;
-        struct stat st;
-        _cleanup_close_ int in = vmsnap_fs_open_regular(sdir, sname, &st, false);
-        if (in < 0) {
-                r = vmsnap_diag(d, in, "%s: cannot open: %s", src, vmsnap_fs_open_error(in));
-        } else if (ioctl(s.fd, FICLONE, in) < 0) {
-                r = vmsnap_fs_copy_range(in, 0, s.fd, 0, (uint64_t)st.st_size);
-                if (r < 0)
-                        vmsnap_diag(d, r, "%s: copy to %s failed: %s", src, dst, strerror(-r));
-        }
-        if (r == 0)
-                r = vmsnap_staged_commit(&s, d);
+        int r = vmsnap_fs_copy_fd(in, what, ddir, dname, d);
         if (r == 0 && (r = vmsnap_fs_fsync_dir(ddir)) < 0)
                 vmsnap_diag(d, r, "%s: fsync of directory failed", dst);
-        if (r < 0)
-                vmsnap_staged_abort(&s);
         return r;
+}
+
+int vmsnap_disk_copy(const char *src, const char *dst, struct vmsnap_diag *d)
+{
+        char sname[256];
+        _cleanup_close_ int sdir = open_parent(src, sname, d);
+        if (sdir < 0)
+                return sdir;
+        _cleanup_close_ int in = vmsnap_fs_open_regular(sdir, sname, NULL, false);
+        if (in < 0)
+                return vmsnap_diag(d, in, "%s: cannot open: %s", src, vmsnap_fs_open_error(in));
+        return vmsnap_disk_copy_fd(in, src, dst, d);
 }

@@ -88,7 +88,7 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
         if (!keep_running && linkat(AT_FDCWD, self, AT_FDCWD, dst, AT_SYMLINK_FOLLOW) == 0)
                 r = 0;
         else
-                r = vmsnap_disk_copy(self, dst, d);
+                r = vmsnap_disk_copy_fd(fd, src, dst, d);
         return r < 0 ? r : copy_meta(buf.run_dir, dir, d);
 }
 

@@ -321,14 +321,14 @@ int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uin
         return 0;
 }
 
-static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
-                           const char *dst_name, struct vmsnap_diag *d)
+int vmsnap_fs_copy_fd(int in, const char *what, int dst_dirfd, const char *dst_name,
+                      struct vmsnap_diag *d)
 {
         struct stat st;
-        _cleanup_close_ int in = vmsnap_fs_open_regular(src_dirfd, src_name, &st, false);
-        if (in < 0)
-                return vmsnap_diag(d, in, "%s: cannot open: %s", src_name,
-                                   vmsnap_fs_open_error(in));
+        if (fstat(in, &st) < 0)
+                return vmsnap_diag(d, -errno, "%s: %s", what, strerror(errno));
+        if (!S_ISREG(st.st_mode))
+                return vmsnap_diag(d, -EINVAL, "%s: not a regular file", what);
         struct vmsnap_staged s;
         int r = vmsnap_staged_open(&s, dst_dirfd, dst_name, d);
         if (r < 0)
@@ -337,12 +337,22 @@ static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
                 r = vmsnap_fs_copy_range(in, 0, s.fd, 0, (uint64_t)st.st_size);
         if (r < 0) {
                 vmsnap_staged_abort(&s);
-                return vmsnap_diag(d, r, "%s: copy failed: %s", src_name, strerror(-r));
+                return vmsnap_diag(d, r, "%s: copy failed: %s", what, strerror(-r));
         }
         r = vmsnap_staged_commit(&s, d);
         if (r < 0)
                 vmsnap_staged_abort(&s);
         return r;
+}
+
+static int copy_whole_file(int src_dirfd, const char *src_name, int dst_dirfd,
+                           const char *dst_name, struct vmsnap_diag *d)
+{
+        _cleanup_close_ int in = vmsnap_fs_open_regular(src_dirfd, src_name, NULL, false);
+        if (in < 0)
+                return vmsnap_diag(d, in, "%s: cannot open: %s", src_name,
+                                   vmsnap_fs_open_error(in));
+        return vmsnap_fs_copy_fd(in, src_name, dst_dirfd, dst_name, d);
 }
 
 int vmsnap_fs_link_or_copy(int src_dirfd, const char *src_name, int dst_dirfd,

@@ -96,6 +96,12 @@ void vmsnap_staged_abort(struct vmsnap_staged *s);
  * the filesystem can), falling back to read/write. Returns 0 or -errno. */
 int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
 
+/* Copies the regular file open as `in` (named `what` in messages) to dst_dirfd/dst_name as a
+ * staged, fsynced file (reflink where the filesystem can): for a source already opened and
+ * checked, whose name may since point elsewhere. Returns 0 or -errno (with d). */
+int vmsnap_fs_copy_fd(int in, const char *what, int dst_dirfd, const char *dst_name,
+                      struct vmsnap_diag *d);
+
 /* Makes dst_dirfd/dst_name the same content as src_dirfd/src_name (a regular file: a symlink
  * or special file is refused) without touching the source: hard link, else reflink (FICLONE), else a staged copy. An existing dst that is the
  * same file is fine. Returns 0 or -errno (with d). */

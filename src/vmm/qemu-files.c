@@ -88,7 +88,7 @@ int qemu_install_file(const char *src_path, bool follow, int dst_dirfd, const ch
         unlinkat(dst_dirfd, tmp, 0);
         int r = linkat(AT_FDCWD, self, dst_dirfd, tmp, AT_SYMLINK_FOLLOW) == 0
                     ? 0
-                    : vmsnap_fs_link_or_copy(AT_FDCWD, self, dst_dirfd, tmp, d);
+                    : vmsnap_fs_copy_fd(a, src_path, dst_dirfd, tmp, d);
         if (r < 0) {
                 vmsnap_diag_prefix(d, "%s", src_path);
                 return r;

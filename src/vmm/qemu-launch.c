@@ -78,11 +78,17 @@ static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
                                        d);
         c->spec.system_dirs = true; /* /usr/share/qemu, whatever the binary */
         inside->binary = p->binary;
+        /* The kernel and initramfs are shared read-only inputs (root:shared_gid 0640): a
+         * snapshot imported from an archive brings its own 0600 copies. */
         if (r == 0)
                 r = vmm_confine_path(c, l->kernel, "/vmlinuz", false, p->kernel, PATH_MAX, d);
+        if (r == 0)
+                r = vmm_confine_share(c, l->kernel, d);
         inside->kernel = p->kernel;
         if (r == 0 && l->machine->initrd)
                 r = vmm_confine_path(c, l->initrd, "/initrd", false, p->initrd, PATH_MAX, d);
+        if (r == 0 && l->machine->initrd)
+                r = vmm_confine_share(c, l->initrd, d);
         inside->initrd = p->initrd;
         if (r == 0)
                 r = vmm_confine_path(c, l->memory_file, VMM_JAIL_MEMORY, true, p->memory,
