@@ -66,11 +66,11 @@ static int sandbox_links(const struct vmsnap_net_spec *spec, struct vmsnap_diag 
                 return r;
         struct in_addr gateway;
         inet_pton(AF_INET, VMSNAP_NET_GATEWAY_IP, &gateway);
-        if ((r = net_link_configure(sk, "lo", NULL, d)) < 0 ||
+        if ((r = net_link_configure(sk, "lo", NULL, NULL, d)) < 0 ||
             (r = net_addr_add(sk, VMSNAP_NET_PEER_NAME, spec->addrs.sandbox, spec->addrs.prefix, d)) < 0 ||
-            (r = net_link_configure(sk, VMSNAP_NET_PEER_NAME, NULL, d)) < 0 ||
+            (r = net_link_configure(sk, VMSNAP_NET_PEER_NAME, NULL, NULL, d)) < 0 ||
             (r = net_addr_add(sk, VMSNAP_NET_TAP_NAME, gateway, VMSNAP_NET_GUEST_PREFIX, d)) < 0 ||
-            (r = net_link_configure(sk, VMSNAP_NET_TAP_NAME, VMSNAP_NET_GATEWAY_MAC, d)) < 0 ||
+            (r = net_link_configure(sk, VMSNAP_NET_TAP_NAME, VMSNAP_NET_GATEWAY_MAC, NULL, d)) < 0 ||
             (r = net_route_default(sk, VMSNAP_NET_PEER_NAME, spec->addrs.host, d)) < 0) {
                 net_nl_close(sk);
                 return r;
@@ -97,9 +97,13 @@ static int build_inside(int nsfd, const struct vmsnap_net_spec *spec, struct vms
         return r;
 }
 
-/* Host side of the veth: no IPv6, the host address, then up (after its table exists). */
-static int host_link(const char *link, const struct vmsnap_net_addrs *a, struct vmsnap_diag *d)
+/* Host side of the veth: no IPv6, the host address, the alias naming the id, then up (after
+ * its table exists). */
+static int host_link(const char *id, const char *link, const struct vmsnap_net_addrs *a,
+                     struct vmsnap_diag *d)
 {
+        char alias[sizeof(NET_ALIAS_PREFIX) + VMSNAP_NET_ID_MAX];
+        snprintf(alias, sizeof(alias), NET_ALIAS_PREFIX "%s", id);
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6", link);
         int r = net_sysctl_write(path, "1", true, d);
@@ -110,7 +114,7 @@ static int host_link(const char *link, const struct vmsnap_net_addrs *a, struct 
         if (r < 0)
                 return r;
         if ((r = net_addr_add(sk, link, a->host, a->prefix, d)) == 0)
-                r = net_link_configure(sk, link, NULL, d);
+                r = net_link_configure(sk, link, NULL, alias, d);
         net_nl_close(sk);
         return r;
 }
@@ -122,13 +126,11 @@ static int make_veth(const struct vmsnap_net_config *c, const struct vmsnap_net_
         int r = net_ns_open(c->netns_dir, spec->id, &nsfd, d);
         if (r < 0)
                 return r;
-        char alias[sizeof(NET_ALIAS_PREFIX) + VMSNAP_NET_ID_MAX];
-        snprintf(alias, sizeof(alias), NET_ALIAS_PREFIX "%s", spec->id);
         struct nl_sock *sk;
         r = net_nl_open(&sk, d);
         if (r < 0)
                 return r;
-        r = net_veth_create(sk, link, alias, VMSNAP_NET_PEER_NAME, nsfd, d);
+        r = net_veth_create(sk, link, VMSNAP_NET_PEER_NAME, nsfd, d);
         net_nl_close(sk);
         return r;
 }
@@ -158,7 +160,7 @@ static int build(const struct vmsnap_net_config *c, const struct vmsnap_net_spec
         if ((r = net_nft_run(rules, "host table", d)) < 0)
                 return r;
         vmsnap_crashpoint("net-create-host-rules");
-        if ((r = host_link(link, &spec->addrs, d)) < 0)
+        if ((r = host_link(spec->id, link, &spec->addrs, d)) < 0)
                 return r;
         vmsnap_crashpoint("net-create-host-links");
         return 0;

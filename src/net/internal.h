@@ -44,9 +44,11 @@ int net_sysctl_write(const char *path, const char *value, bool missing_ok,
 /* link.c: rtnetlink through libnl, in the namespace the socket was opened in. */
 int net_nl_open(struct nl_sock **ret, struct vmsnap_diag *d);
 void net_nl_close(struct nl_sock *sk);
-int net_veth_create(struct nl_sock *sk, const char *name, const char *alias,
-                    const char *peer_name, int peer_nsfd, struct vmsnap_diag *d);
-int net_link_configure(struct nl_sock *sk, const char *name, const char *mac,
+/* A veth pair: name here, peer_name created directly inside the namespace peer_nsfd. */
+int net_veth_create(struct nl_sock *sk, const char *name, const char *peer_name, int peer_nsfd,
+                    struct vmsnap_diag *d);
+/* Sets the MAC and the alias (each when non-NULL) and brings the link up. */
+int net_link_configure(struct nl_sock *sk, const char *name, const char *mac, const char *alias,
                        struct vmsnap_diag *d);
 int net_addr_add(struct nl_sock *sk, const char *ifname, struct in_addr addr, int prefix,
                  struct vmsnap_diag *d);

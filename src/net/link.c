@@ -56,14 +56,13 @@ void net_nl_close(struct nl_sock *sk)
                 nl_socket_free(sk);
 }
 
-int net_veth_create(struct nl_sock *sk, const char *name, const char *alias,
-                    const char *peer_name, int peer_nsfd, struct vmsnap_diag *d)
+int net_veth_create(struct nl_sock *sk, const char *name, const char *peer_name, int peer_nsfd,
+                    struct vmsnap_diag *d)
 {
         struct rtnl_link *link = rtnl_link_veth_alloc();
         if (!link)
                 return vmsnap_diag(d, -ENOMEM, "veth %s: out of memory", name);
         rtnl_link_set_name(link, name);
-        rtnl_link_set_ifalias(link, alias);
         struct rtnl_link *peer = rtnl_link_veth_get_peer(link);
         rtnl_link_set_name(peer, peer_name);
         rtnl_link_set_ns_fd(peer, peer_nsfd);
@@ -78,7 +77,7 @@ int net_veth_create(struct nl_sock *sk, const char *name, const char *alias,
         return err < 0 ? nl_fail(d, err, "create veth", name) : 0;
 }
 
-int net_link_configure(struct nl_sock *sk, const char *name, const char *mac,
+int net_link_configure(struct nl_sock *sk, const char *name, const char *mac, const char *alias,
                        struct vmsnap_diag *d)
 {
         struct rtnl_link *orig = NULL, *change = NULL;
@@ -100,6 +99,8 @@ int net_link_configure(struct nl_sock *sk, const char *name, const char *mac,
                 }
                 rtnl_link_set_addr(change, lladdr);
         }
+        if (alias)
+                rtnl_link_set_ifalias(change, alias); /* the kernel ignores it on creation */
         rtnl_link_set_flags(change, IFF_UP);
         err = rtnl_link_change(sk, orig, change, 0);
         if (err < 0)

@@ -38,13 +38,14 @@ static void put_egress(FILE *f, const struct vmsnap_net_egress *e)
         }
 }
 
-static char *close_memstream(FILE *f, char *buf)
+/* Closes the stream that fills *buf (only then is *buf final); NULL on failure. */
+static char *close_memstream(FILE *f, char **buf)
 {
         if (fclose(f) != 0) {
-                free(buf);
+                free(*buf);
                 return NULL;
         }
-        return buf;
+        return *buf;
 }
 
 char *net_rules_host(const char *id, const char *link, const struct vmsnap_net_addrs *a,
@@ -90,7 +91,7 @@ char *net_rules_host(const char *id, const char *link, const struct vmsnap_net_a
                 "    ip saddr %s oifname != \"%s\" masquerade\n"
                 "  }\n}\n",
                 u, link);
-        return close_memstream(f, buf);
+        return close_memstream(f, &buf);
 }
 
 char *net_rules_sandbox(const struct vmsnap_net_addrs *a)

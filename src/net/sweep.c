@@ -56,9 +56,9 @@ static int orphans_from_tables(const char *const *known, size_t n_known, char **
         return r;
 }
 
-/* Host links named like ours that no known id owns. With an alias, the owner id joins the
- * orphans (its destroy removes the link); without one (a crash before the alias could be
- * read back is impossible: it is set on creation), the link is deleted by name. */
+/* Host links named like ours that no known id owns. With our alias, the owner id joins the
+ * orphans (its destroy removes the link); without one (a crash between the veth and the
+ * host-links step, which sets it), the link is deleted by name. */
 static int sweep_links(const char *const *known, size_t n_known, char ***orphans, size_t *n,
                        size_t *removed, struct vmsnap_diag *d)
 {
