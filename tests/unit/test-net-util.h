@@ -26,20 +26,20 @@
 static char net_test_dir[PATH_MAX];   /* the sandbox pins (the module's netns_dir) */
 static char net_test_nsdir[PATH_MAX]; /* the test's own namespaces ("world", guests) */
 
-static void net_test_skip(const char *why)
+static inline void net_test_skip(const char *why)
 {
         fprintf(stderr, "skipped: %s\n", why);
         exit(77);
 }
 
-static void net_test_die(const char *what, const char *msg)
+static inline void net_test_die(const char *what, const char *msg)
 {
         fprintf(stderr, "test setup: %s: %s\n", what, msg);
         exit(1);
 }
 
 /* The private host: new network + mount namespaces, lo up, IPv4 forwarding on (in it only). */
-static void net_test_private_host(void)
+static inline void net_test_private_host(void)
 {
         if (geteuid() != 0)
                 net_test_skip("needs root (network namespaces, nftables)");
@@ -72,7 +72,7 @@ static void net_test_private_host(void)
         net_strv_free(tables);
 }
 
-static struct vmsnap_net_config net_test_config(void)
+static inline struct vmsnap_net_config net_test_config(void)
 {
         return (struct vmsnap_net_config){.netns_dir = net_test_dir};
 }
@@ -81,7 +81,7 @@ struct net_counts {
         size_t pins, nsfs_mounts, links, addrs, routes, tables;
 };
 
-static size_t count_dir(const char *dir)
+static inline size_t count_dir(const char *dir)
 {
         char **ids = NULL;
         size_t n = 0;
@@ -92,7 +92,7 @@ static size_t count_dir(const char *dir)
         return n;
 }
 
-static size_t count_nsfs_mounts(void)
+static inline size_t count_nsfs_mounts(void)
 {
         FILE *f = fopen("/proc/self/mountinfo", "re");
         if (!f)
@@ -106,7 +106,7 @@ static size_t count_nsfs_mounts(void)
         return n;
 }
 
-static size_t cache_count(struct nl_sock *sk, int kind)
+static inline size_t cache_count(struct nl_sock *sk, int kind)
 {
         struct nl_cache *cache = NULL;
         int err = kind == 0 ? rtnl_addr_alloc_cache(sk, &cache)
@@ -119,7 +119,7 @@ static size_t cache_count(struct nl_sock *sk, int kind)
 }
 
 /* Everything the module can leave behind in the (private) host. */
-static struct net_counts net_test_count(void)
+static inline struct net_counts net_test_count(void)
 {
         struct net_counts c = {0};
         struct vmsnap_diag d = {0};
@@ -140,20 +140,20 @@ static struct net_counts net_test_count(void)
         return c;
 }
 
-static void net_test_print(const char *label, struct net_counts c)
+static inline void net_test_print(const char *label, struct net_counts c)
 {
         fprintf(stderr, "%s: pins %zu nsfs %zu links %zu addrs %zu routes %zu tables %zu\n", label,
                 c.pins, c.nsfs_mounts, c.links, c.addrs, c.routes, c.tables);
 }
 
-static bool net_counts_equal(struct net_counts a, struct net_counts b)
+static inline bool net_counts_equal(struct net_counts a, struct net_counts b)
 {
         return a.pins == b.pins && a.nsfs_mounts == b.nsfs_mounts && a.links == b.links &&
                a.addrs == b.addrs && a.routes == b.routes && a.tables == b.tables;
 }
 
 /* A spec with the next free slot given the ones in held[0..n). */
-static struct vmsnap_net_spec net_test_spec(const char *id, const struct vmsnap_net_addrs *held,
+static inline struct vmsnap_net_spec net_test_spec(const char *id, const struct vmsnap_net_addrs *held,
                                             size_t n, const char *egress)
 {
         struct vmsnap_net_config cfg = net_test_config();
