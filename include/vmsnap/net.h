@@ -83,8 +83,7 @@ bool vmsnap_cidr_contains(const struct vmsnap_cidr *c, struct in_addr addr);
 
 /* Parses "allow", "deny" or a comma-separated list of CIDRs ("10.0.0.0/8,192.0.2.0/24")
  * into *ret; -EINVAL naming the bad item, -E2BIG past VMSNAP_NET_EGRESS_MAX. */
-int vmsnap_net_egress_parse(const char *text, struct vmsnap_net_egress *ret,
-                            struct vmsnap_diag *d);
+int vmsnap_net_egress_parse(const char *text, struct vmsnap_net_egress *ret, struct vmsnap_diag *d);
 
 /* Appends one CIDR to e (making it a CIDR list); -EINVAL on bad text, -E2BIG when full.
  * e is unchanged on error. */
@@ -109,8 +108,7 @@ int vmsnap_net_create(const struct vmsnap_net_config *cfg, const struct vmsnap_n
 
 /* Removes every object this module owns for id (host table, host link and its peer, the
  * namespace pin). Idempotent: missing pieces are fine. Kill the VMM first. */
-int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id,
-                       struct vmsnap_diag *d);
+int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id, struct vmsnap_diag *d);
 
 /* True when id's namespace pin exists (e.g. false after a host reboot). */
 bool vmsnap_net_exists(const struct vmsnap_net_config *cfg, const char *id);

@@ -16,8 +16,8 @@ static int cmp_u32(const void *a, const void *b)
 
 /* The slot index of every held address inside the pool, sorted (outsiders are ignored:
  * they cannot collide with a slot of this pool). */
-static uint32_t *held_slots(const struct vmsnap_net_config *c, const struct vmsnap_net_addrs *in_use,
-                            size_t n, size_t *ret_n)
+static uint32_t *held_slots(const struct vmsnap_net_config *c,
+                            const struct vmsnap_net_addrs *in_use, size_t n, size_t *ret_n)
 {
         uint32_t *slots = malloc((n ? n : 1) * sizeof(*slots));
         if (!slots)

@@ -59,24 +59,22 @@ int vmsnap_cidr_parse(const char *text, struct vmsnap_cidr *ret, struct vmsnap_d
         uint32_t ip;
         const char *p;
         if (parse_ipv4(text, &ip, &p) < 0)
-                return vmsnap_diag(d, -EINVAL, "%.64s: not an IPv4 CIDR (want a.b.c.d/len)",
-                                   text);
+                return vmsnap_diag(d, -EINVAL, "%.64s: not an IPv4 CIDR (want a.b.c.d/len)", text);
         if (*p != '/')
                 return vmsnap_diag(d, -EINVAL, "%.64s: missing /prefix length", text);
         p++;
         if (*p < '0' || *p > '9' || (p[0] == '0' && p[1] != '\0') || strlen(p) > 2)
-                return vmsnap_diag(d, -EINVAL, "%.64s: prefix length is not a number 0-32",
-                                   text);
+                return vmsnap_diag(d, -EINVAL, "%.64s: prefix length is not a number 0-32", text);
         char *end;
         unsigned long prefix = strtoul(p, &end, 10);
         if (*end != '\0')
-                return vmsnap_diag(d, -EINVAL, "%.64s: prefix length is not a number 0-32",
-                                   text);
+                return vmsnap_diag(d, -EINVAL, "%.64s: prefix length is not a number 0-32", text);
         if (prefix > 32)
                 return vmsnap_diag(d, -EINVAL, "%.64s: prefix length out of range (0-32)", text);
         uint32_t mask = prefix_mask((unsigned)prefix);
         if (ip & ~mask) {
-                struct vmsnap_cidr net = {.addr.s_addr = htonl(ip & mask), .prefix = (uint8_t)prefix};
+                struct vmsnap_cidr net = {.addr.s_addr = htonl(ip & mask),
+                                          .prefix = (uint8_t)prefix};
                 char fixed[VMSNAP_CIDR_STRLEN];
                 vmsnap_cidr_format(&net, fixed);
                 return vmsnap_diag(d, -EINVAL, "%.64s: host bits set (did you mean %s?)", text,
@@ -106,8 +104,7 @@ int vmsnap_net_egress_add(struct vmsnap_net_egress *e, const char *cidr, struct 
                 return vmsnap_diag(d, -EINVAL, "egress: no policy given");
         size_t n = e->kind == VMSNAP_NET_EGRESS_CIDRS ? e->n_cidrs : 0;
         if (n >= VMSNAP_NET_EGRESS_MAX)
-                return vmsnap_diag(d, -E2BIG, "egress: more than %d CIDRs",
-                                   VMSNAP_NET_EGRESS_MAX);
+                return vmsnap_diag(d, -E2BIG, "egress: more than %d CIDRs", VMSNAP_NET_EGRESS_MAX);
         struct vmsnap_cidr c;
         int r = vmsnap_cidr_parse(cidr, &c, d);
         if (r < 0)
@@ -118,8 +115,7 @@ int vmsnap_net_egress_add(struct vmsnap_net_egress *e, const char *cidr, struct 
         return 0;
 }
 
-int vmsnap_net_egress_parse(const char *text, struct vmsnap_net_egress *ret,
-                            struct vmsnap_diag *d)
+int vmsnap_net_egress_parse(const char *text, struct vmsnap_net_egress *ret, struct vmsnap_diag *d)
 {
         if (!text || !ret)
                 return vmsnap_diag(d, -EINVAL, "egress: missing policy");

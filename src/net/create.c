@@ -34,7 +34,8 @@ static int check_spec(const struct vmsnap_net_config *c, const struct vmsnap_net
                 return vmsnap_diag_prefix(d, "sandbox %s", spec->id);
         const struct vmsnap_net_egress *e = &spec->egress;
         if (e->kind > VMSNAP_NET_EGRESS_CIDRS ||
-            (e->kind == VMSNAP_NET_EGRESS_CIDRS && (e->n_cidrs == 0 || e->n_cidrs > VMSNAP_NET_EGRESS_MAX)))
+            (e->kind == VMSNAP_NET_EGRESS_CIDRS &&
+             (e->n_cidrs == 0 || e->n_cidrs > VMSNAP_NET_EGRESS_MAX)))
                 return vmsnap_diag(d, -EINVAL, "sandbox %s: invalid egress policy", spec->id);
         if (spec->tap_uid == 0 || spec->tap_uid == (uid_t)-1)
                 return vmsnap_diag(d, -EINVAL,
@@ -67,10 +68,12 @@ static int sandbox_links(const struct vmsnap_net_spec *spec, struct vmsnap_diag 
         struct in_addr gateway;
         inet_pton(AF_INET, VMSNAP_NET_GATEWAY_IP, &gateway);
         if ((r = net_link_configure(sk, "lo", NULL, NULL, d)) < 0 ||
-            (r = net_addr_add(sk, VMSNAP_NET_PEER_NAME, spec->addrs.sandbox, spec->addrs.prefix, d)) < 0 ||
+            (r = net_addr_add(sk, VMSNAP_NET_PEER_NAME, spec->addrs.sandbox, spec->addrs.prefix,
+                              d)) < 0 ||
             (r = net_link_configure(sk, VMSNAP_NET_PEER_NAME, NULL, NULL, d)) < 0 ||
             (r = net_addr_add(sk, VMSNAP_NET_TAP_NAME, gateway, VMSNAP_NET_GUEST_PREFIX, d)) < 0 ||
-            (r = net_link_configure(sk, VMSNAP_NET_TAP_NAME, VMSNAP_NET_GATEWAY_MAC, NULL, d)) < 0 ||
+            (r = net_link_configure(sk, VMSNAP_NET_TAP_NAME, VMSNAP_NET_GATEWAY_MAC, NULL, d)) <
+                    0 ||
             (r = net_route_default(sk, VMSNAP_NET_PEER_NAME, spec->addrs.host, d)) < 0) {
                 net_nl_close(sk);
                 return r;
@@ -154,8 +157,8 @@ static int build(const struct vmsnap_net_config *c, const struct vmsnap_net_spec
             (r = build_inside(nsfd, spec, d)) < 0)
                 return r;
         vmsnap_crashpoint("net-create-sandbox-rules");
-        _cleanup_free_ char *rules = net_rules_host(spec->id, link, &spec->addrs, &c->pool,
-                                                    &spec->egress);
+        _cleanup_free_ char *rules =
+                net_rules_host(spec->id, link, &spec->addrs, &c->pool, &spec->egress);
         made->host_table = true; /* a failed batch adds nothing; deleting it then is a no-op */
         if ((r = net_nft_run(rules, "host table", d)) < 0)
                 return r;
@@ -226,8 +229,7 @@ static int delete_host_link(const char *id, struct vmsnap_diag *d)
         return r;
 }
 
-int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id,
-                       struct vmsnap_diag *d)
+int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id, struct vmsnap_diag *d)
 {
         struct vmsnap_net_config c;
         net_config_resolve(cfg, &c);

@@ -38,8 +38,7 @@ int net_ns_enter(int nsfd, int *ret_orig_fd, struct vmsnap_diag *d);
 void net_ns_leave(int orig_fd);
 int net_ns_unpin(const char *dir, const char *id, struct vmsnap_diag *d);
 int net_ns_list(const char *dir, char ***ret_ids, size_t *ret_n, struct vmsnap_diag *d);
-int net_sysctl_write(const char *path, const char *value, bool missing_ok,
-                     struct vmsnap_diag *d);
+int net_sysctl_write(const char *path, const char *value, bool missing_ok, struct vmsnap_diag *d);
 
 /* link.c: rtnetlink through libnl, in the namespace the socket was opened in. */
 int net_nl_open(struct nl_sock **ret, struct vmsnap_diag *d);

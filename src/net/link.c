@@ -18,16 +18,24 @@
 static int nl_to_errno(int nlerr)
 {
         switch (-nlerr) {
-        case NLE_EXIST: return -EEXIST;
+        case NLE_EXIST:
+                return -EEXIST;
         case NLE_NODEV:
-        case NLE_OBJ_NOTFOUND: return -ENODEV;
+        case NLE_OBJ_NOTFOUND:
+                return -ENODEV;
         case NLE_PERM:
-        case NLE_NOACCESS: return -EPERM;
-        case NLE_NOMEM: return -ENOMEM;
-        case NLE_INVAL: return -EINVAL;
-        case NLE_BUSY: return -EBUSY;
-        case NLE_OPNOTSUPP: return -EOPNOTSUPP;
-        default: return -EIO;
+        case NLE_NOACCESS:
+                return -EPERM;
+        case NLE_NOMEM:
+                return -ENOMEM;
+        case NLE_INVAL:
+                return -EINVAL;
+        case NLE_BUSY:
+                return -EBUSY;
+        case NLE_OPNOTSUPP:
+                return -EOPNOTSUPP;
+        default:
+                return -EIO;
         }
 }
 

@@ -77,8 +77,7 @@ int net_config_check(const struct vmsnap_net_config *cfg, struct vmsnap_diag *d)
         vmsnap_cidr_format(&cfg->pool, pool);
         uint32_t mask = cfg->pool.prefix ? 0xffffffffu << (32 - cfg->pool.prefix) : 0;
         if (cfg->pool.prefix > 32 || (ntohl(cfg->pool.addr.s_addr) & ~mask))
-                return vmsnap_diag(d, -EINVAL, "network: pool %s is not a network address",
-                                   pool);
+                return vmsnap_diag(d, -EINVAL, "network: pool %s is not a network address", pool);
         if (cfg->pool.prefix < 8 || cfg->pool.prefix > cfg->slot_prefix)
                 return vmsnap_diag(d, -EINVAL,
                                    "network: pool %s must be between /8 and one /%u slot", pool,
@@ -100,10 +99,9 @@ int net_addrs_check(const struct vmsnap_net_config *cfg, const struct vmsnap_net
         bool ok = a->prefix == cfg->slot_prefix && vmsnap_cidr_contains(&cfg->pool, a->host) &&
                   h % slot_size == first && s == h + 1;
         if (!ok)
-                return vmsnap_diag(d, -EINVAL,
-                                   "network: addresses %s/%s (/%u) are not a /%u slot of pool %s",
-                                   host, sandbox, (unsigned)a->prefix,
-                                   (unsigned)cfg->slot_prefix, pool);
+                return vmsnap_diag(
+                        d, -EINVAL, "network: addresses %s/%s (/%u) are not a /%u slot of pool %s",
+                        host, sandbox, (unsigned)a->prefix, (unsigned)cfg->slot_prefix, pool);
         return 0;
 }
 

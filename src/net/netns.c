@@ -155,8 +155,7 @@ int net_ns_list(const char *dir, char ***ret_ids, size_t *ret_n, struct vmsnap_d
         return 0;
 }
 
-int net_sysctl_write(const char *path, const char *value, bool missing_ok,
-                     struct vmsnap_diag *d)
+int net_sysctl_write(const char *path, const char *value, bool missing_ok, struct vmsnap_diag *d)
 {
         _cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
         if (fd < 0) {

@@ -19,8 +19,8 @@
  * retried a second later), never resets, so a refused connect fails at once. */
 static void put_reject(FILE *f, const char *match)
 {
-        fprintf(f, "    %s%s" REJECT_TCP "\n    %s%s" REJECT_OTHER "\n", match,
-                match[0] ? " " : "", match, match[0] ? " " : "");
+        fprintf(f, "    %s%s" REJECT_TCP "\n    %s%s" REJECT_OTHER "\n", match, match[0] ? " " : "",
+                match, match[0] ? " " : "");
 }
 
 /* What no policy opens: every sandbox slot (the pool) and link-local (cloud metadata). */
@@ -76,7 +76,9 @@ char *net_rules_host(const char *id, const char *link, const struct vmsnap_net_a
         char u[INET_ADDRSTRLEN];
         net_addr_format(a->sandbox, u);
         /* Replace any leftover of the same name in the same transaction. */
-        fprintf(f, "add table inet " NET_TABLE_PREFIX "%s\ndelete table inet " NET_TABLE_PREFIX "%s\n", id, id);
+        fprintf(f,
+                "add table inet " NET_TABLE_PREFIX "%s\ndelete table inet " NET_TABLE_PREFIX "%s\n",
+                id, id);
         fprintf(f, "table inet " NET_TABLE_PREFIX "%s {\n", id);
         fprintf(f,
                 "  chain forward {\n"

@@ -39,8 +39,8 @@ static int orphans_from_pins(const char *dir, const char *const *known, size_t n
         return r;
 }
 
-static int orphans_from_tables(const char *const *known, size_t n_known, char ***orphans,
-                               size_t *n, struct vmsnap_diag *d)
+static int orphans_from_tables(const char *const *known, size_t n_known, char ***orphans, size_t *n,
+                               struct vmsnap_diag *d)
 {
         char **tables = NULL;
         size_t n_tables = 0;

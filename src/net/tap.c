@@ -23,10 +23,9 @@ int net_tap_create(const char *name, uid_t owner, bool multi_queue, struct vmsna
         if (ioctl(fd, TUNSETIFF, &ifr) < 0)
                 return vmsnap_diag(d, -errno, "tap %s: TUNSETIFF: %s", name, strerror(errno));
         if (ioctl(fd, TUNSETOWNER, (unsigned long)owner) < 0)
-                return vmsnap_diag(d, -errno, "tap %s: TUNSETOWNER %u: %s", name,
-                                   (unsigned)owner, strerror(errno));
-        if (ioctl(fd, TUNSETPERSIST, 1ul) < 0)
-                return vmsnap_diag(d, -errno, "tap %s: TUNSETPERSIST: %s", name,
+                return vmsnap_diag(d, -errno, "tap %s: TUNSETOWNER %u: %s", name, (unsigned)owner,
                                    strerror(errno));
+        if (ioctl(fd, TUNSETPERSIST, 1ul) < 0)
+                return vmsnap_diag(d, -errno, "tap %s: TUNSETPERSIST: %s", name, strerror(errno));
         return 0;
 }

@@ -130,8 +130,8 @@ static void create_fails(const struct vmsnap_net_spec *s, int err, const char *m
         struct vmsnap_diag d = {0};
         int r = vmsnap_net_create(&cfg, s, &d);
         if (r != err || !strstr(d.msg, mention))
-                fail_msg("create %s: got %d '%s', want %d mentioning '%s'", s->id ? s->id : "-",
-                         r, d.msg, err, mention);
+                fail_msg("create %s: got %d '%s', want %d mentioning '%s'", s->id ? s->id : "-", r,
+                         d.msg, err, mention);
 }
 
 static void test_bad_input(void **state)
@@ -213,8 +213,8 @@ int main(void)
 {
         net_test_private_host();
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_cycles),         cmocka_unit_test(test_crash_then_sweep),
-                cmocka_unit_test(test_bad_input),      cmocka_unit_test(test_exists_refused),
+                cmocka_unit_test(test_cycles),          cmocka_unit_test(test_crash_then_sweep),
+                cmocka_unit_test(test_bad_input),       cmocka_unit_test(test_exists_refused),
                 cmocka_unit_test(test_taken_link_name),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -119,7 +119,8 @@ static void start_server(int nsfd, const char *addr, int port, int type, const c
                 int s = socket(AF_INET, type | SOCK_CLOEXEC, 0);
                 int one = 1;
                 setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-                struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                struct sockaddr_in sa = {.sin_family = AF_INET,
+                                         .sin_port = htons((uint16_t)port),
                                          .sin_addr = ip(addr)};
                 if (bind(s, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
                     (type == SOCK_STREAM && listen(s, 64) < 0))
@@ -139,9 +140,15 @@ static void start_server(int nsfd, const char *addr, int port, int type, const c
 static int classify(int err)
 {
         switch (err) {
-        case EHOSTUNREACH: case ECONNREFUSED: case ENETUNREACH: case EACCES: case EPERM:
+        case EHOSTUNREACH:
+        case ECONNREFUSED:
+        case ENETUNREACH:
+        case EACCES:
+        case EPERM:
                 return REFUSED;
-        case EAGAIN: case EINPROGRESS: case ETIMEDOUT:
+        case EAGAIN:
+        case EINPROGRESS:
+        case ETIMEDOUT:
                 return TIMED_OUT;
         default:
                 return OTHER;
@@ -246,7 +253,9 @@ static void install_guest(struct sandbox *b)
         check(net_nl_open(&sk, &d), &d);
         check(net_link_delete(sk, VMSNAP_NET_TAP_NAME, &d), &d);
         check(net_veth_create(sk, VMSNAP_NET_TAP_NAME, "eth0", b->guestfd, &d), &d);
-        check(net_addr_add(sk, VMSNAP_NET_TAP_NAME, ip(VMSNAP_NET_GATEWAY_IP), VMSNAP_NET_GUEST_PREFIX, &d), &d);
+        check(net_addr_add(sk, VMSNAP_NET_TAP_NAME, ip(VMSNAP_NET_GATEWAY_IP),
+                           VMSNAP_NET_GUEST_PREFIX, &d),
+              &d);
         check(net_link_configure(sk, VMSNAP_NET_TAP_NAME, VMSNAP_NET_GATEWAY_MAC, NULL, &d), &d);
         net_nl_close(sk);
         net_ns_leave(orig);
@@ -486,7 +495,8 @@ static void test_tap_for_jailed_vmm(void **state)
                 held[i] = boxes[i].spec.addrs;
         const char *ids[] = {"tap-a", "tap-b"};
         for (size_t i = 0; i < 2; i++) {
-                struct vmsnap_net_spec s = net_test_spec(ids[i], held, ARRAY_SIZE(boxes) + i, "deny");
+                struct vmsnap_net_spec s =
+                        net_test_spec(ids[i], held, ARRAY_SIZE(boxes) + i, "deny");
                 s.tap_uid = 1879113728 + (uid_t)i;
                 held[ARRAY_SIZE(boxes) + i] = s.addrs;
                 struct vmsnap_diag d = {0};

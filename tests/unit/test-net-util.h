@@ -153,8 +153,8 @@ static inline bool net_counts_equal(struct net_counts a, struct net_counts b)
 }
 
 /* A spec with the next free slot given the ones in held[0..n). */
-static inline struct vmsnap_net_spec net_test_spec(const char *id, const struct vmsnap_net_addrs *held,
-                                            size_t n, const char *egress)
+static inline struct vmsnap_net_spec
+net_test_spec(const char *id, const struct vmsnap_net_addrs *held, size_t n, const char *egress)
 {
         struct vmsnap_net_config cfg = net_test_config();
         struct vmsnap_net_spec s = {.id = id, .tap_uid = 1879113728};

@@ -222,10 +222,14 @@ static void test_netns_path(void **state)
 int main(void)
 {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_cidr),           cmocka_unit_test(test_egress),
-                cmocka_unit_test(test_alloc_default_pool), cmocka_unit_test(test_alloc_lowest_free),
-                cmocka_unit_test(test_alloc_slash31),  cmocka_unit_test(test_alloc_exhausted),
-                cmocka_unit_test(test_alloc_bad_config), cmocka_unit_test(test_port),
+                cmocka_unit_test(test_cidr),
+                cmocka_unit_test(test_egress),
+                cmocka_unit_test(test_alloc_default_pool),
+                cmocka_unit_test(test_alloc_lowest_free),
+                cmocka_unit_test(test_alloc_slash31),
+                cmocka_unit_test(test_alloc_exhausted),
+                cmocka_unit_test(test_alloc_bad_config),
+                cmocka_unit_test(test_port),
                 cmocka_unit_test(test_netns_path),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
