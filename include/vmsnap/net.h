@@ -21,6 +21,10 @@
 #define VMSNAP_NET_GUEST_MAC    "06:00:c0:a8:f1:02"
 #define VMSNAP_NET_PEER_NAME    "veth0" /* the sandbox end of the veth */
 
+/* All calls are synchronous, need root, and leave the calling thread in the network
+ * namespace it was in. Callers serialize create/destroy/sweep (the sandbox layer holds its
+ * lock): the module keeps no state, but libnftables' thread safety is not documented. */
+
 #define VMSNAP_NET_ID_MAX       64 /* sandbox ids: [A-Za-z0-9_-]{1,64}, not starting with '-' */
 #define VMSNAP_NET_EGRESS_MAX   64 /* CIDRs in one egress list */
 #define VMSNAP_CIDR_STRLEN      19 /* "255.255.255.255/32" + NUL */
@@ -114,7 +118,8 @@ int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id, stru
 bool vmsnap_net_exists(const struct vmsnap_net_config *cfg, const char *id);
 
 /* Recovery: destroys every pin, host link and host table of this module whose id is not in
- * known_ids[0..n_known); *ret_removed (may be NULL) counts the ids removed. */
+ * known_ids[0..n_known); *ret_removed (may be NULL) counts the ids removed. Run it before any
+ * create starts (it takes a half-made network of an unknown id for a leftover). */
 int vmsnap_net_sweep(const struct vmsnap_net_config *cfg, const char *const *known_ids,
                      size_t n_known, size_t *ret_removed, struct vmsnap_diag *d);
 

@@ -238,9 +238,11 @@ int vmsnap_net_destroy(const struct vmsnap_net_config *cfg, const char *id, stru
                 return r;
         _cleanup_free_ char *batch = net_rules_host_delete(id);
         int first = net_nft_run(batch, "delete host table", d);
+        vmsnap_crashpoint("net-destroy-host-rules");
         r = delete_host_link(id, first < 0 ? NULL : d);
         if (first == 0)
                 first = r;
+        vmsnap_crashpoint("net-destroy-host-link");
         r = net_ns_unpin(c.netns_dir, id, first < 0 ? NULL : d);
         if (first == 0)
                 first = r;

@@ -1,7 +1,7 @@
 /* src/net/ against real namespaces: 50 create/destroy cycles leave no pin, nsfs mount,
- * link, address, route or nftables table behind; a SIGKILL at each step of create followed
- * by a recovery sweep returns to the same counts and keeps the known sandboxes; bad input
- * and a failure half-way leave nothing made and touch nothing found. Runs in a private
+ * link, address, route or nftables table behind; a SIGKILL at each step of create and of
+ * destroy followed by a recovery sweep returns to the same counts and keeps the known sandboxes;
+ * bad input and a failure half-way leave nothing made and touch nothing found. Runs in a private
  * "host" (test-net-util.h); exits 77 without root, namespaces, /dev/net/tun or nftables. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,15 +73,26 @@ static const char *const crash_points[] = {
         "net-create-sandbox-rules", "net-create-host-rules", "net-create-host-links",
 };
 
-/* Runs create in a child that SIGKILLs itself at `point` (a daemon killed mid-create). */
-static void crash_create_at(const char *point, const struct vmsnap_net_spec *s)
+static const char *const destroy_crash_points[] = {
+        "net-destroy-host-rules",
+        "net-destroy-host-link",
+};
+
+/* Runs create (or, with `destroy`, create then destroy) in a child that SIGKILLs itself at
+ * `point`: a daemon killed mid-create or mid-destroy. */
+static void crash_at(const char *point, const struct vmsnap_net_spec *s, bool destroy)
 {
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
-                setenv("VMSNAP_CRASH_AT", point, 1);
                 struct vmsnap_net_config cfg = net_test_config();
-                vmsnap_net_create(&cfg, s, NULL);
+                if (destroy && vmsnap_net_create(&cfg, s, NULL) < 0)
+                        _exit(4);
+                setenv("VMSNAP_CRASH_AT", point, 1);
+                if (destroy)
+                        vmsnap_net_destroy(&cfg, s->id, NULL);
+                else
+                        vmsnap_net_create(&cfg, s, NULL);
                 _exit(3); /* the crash point was not reached */
         }
         int status;
@@ -98,16 +109,19 @@ static void test_crash_then_sweep(void **state)
         create_ok(&keeper);
         struct net_counts with_keeper = net_test_count();
         const char *known[] = {"keeper"};
-        for (size_t i = 0; i < ARRAY_SIZE(crash_points); i++) {
+        size_t n_create = ARRAY_SIZE(crash_points);
+        for (size_t i = 0; i < n_create + ARRAY_SIZE(destroy_crash_points); i++) {
+                bool destroy = i >= n_create;
+                const char *point = destroy ? destroy_crash_points[i - n_create] : crash_points[i];
                 struct vmsnap_net_spec s = net_test_spec("crashed", &keeper.addrs, 1, "deny");
-                crash_create_at(crash_points[i], &s);
+                crash_at(point, &s, destroy);
                 assert_false(net_counts_equal(net_test_count(), with_keeper)); /* left over */
                 size_t removed = 0;
                 struct vmsnap_diag d = {0};
                 if (vmsnap_net_sweep(&cfg, known, 1, &removed, &d) != 0)
-                        fail_msg("sweep after %s: %s", crash_points[i], d.msg);
+                        fail_msg("sweep after %s: %s", point, d.msg);
                 assert_true(removed >= 1);
-                assert_counts(net_test_count(), with_keeper, crash_points[i]);
+                assert_counts(net_test_count(), with_keeper, point);
                 assert_true(vmsnap_net_exists(&cfg, "keeper"));
         }
         /* the sweep with nothing to do, then without the keeper known */
