@@ -9,6 +9,8 @@ PACKAGES=(
   # libraries libvmsnap links against
   libjansson-dev libxxhash-dev libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev
   libarchive-dev libzstd-dev libssl-dev uuid-dev libseccomp-dev
+  # sandbox networking (src/net/): rtnetlink and nftables
+  libnl-3-dev libnl-route-3-dev libnftables-dev
   # unit tests
   libcmocka-dev
   # guest image and the QEMU VMM
