@@ -1,0 +1,139 @@
+/* Protocol 1: newline-delimited JSON requests, dispatched to the ops, answered in order. */
+#include "agent.h"
+
+/* ------------------------------------------------------------------ dispatch */
+
+struct op {
+	const char *name;
+	int (*run)(const struct request *rq, struct reply *r);
+};
+
+static const struct op ops[] = {
+	{ "health", op_health },
+	{ "exec", op_exec },
+	{ "write_file", op_write_file },
+	{ "read_file", op_read_file },
+	{ "sync", op_sync },
+	{ "restore_hook", op_restore_hook },
+	{ "random", op_random },
+};
+
+static void put_id(struct buf *out, const struct request *rq)
+{
+	buf_puts(out, "\"id\":");
+	if (rq->id.kind == JSON_STRING)
+		put_json_string(out, rq->id.s, rq->id.len);
+	else
+		buf_put(out, rq->id.s, rq->id.len);
+	buf_puts(out, ",");
+}
+
+static const struct op *find_op(const char *name)
+{
+	for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+		if (strcmp(name, ops[i].name) == 0)
+			return &ops[i];
+	return NULL;
+}
+
+/* Handles one request line and builds the complete response line in out. */
+void handle_line(char *line, size_t len, struct buf *out)
+{
+	struct reply r = { 0 };
+	struct request rq;
+	const struct op *op = NULL;
+	const char *perr = NULL;
+	int ret;
+
+	if (parse_request(line, len, &rq, &perr) < 0)
+		ret = fail(&r, -EINVAL, "bad request: %s", perr ? perr : "malformed JSON");
+	else if (!rq.op)
+		ret = fail(&r, -EINVAL, "bad request: missing \"op\"");
+	else if (!(op = find_op(rq.op)))
+		ret = fail(&r, -EINVAL, "unknown op \"%.64s\"", rq.op);
+	else
+		ret = op->run(&rq, &r);
+	if (ret == 0 && r.fields.oom)
+		ret = fail(&r, -ENOMEM, "out of memory building the response");
+	buf_puts(out, "{");
+	/* An id parsed before a later syntax error is still echoed: it is complete. */
+	if (rq.has_id)
+		put_id(out, &rq);
+	if (ret == 0) {
+		buf_puts(out, "\"ok\":true");
+		buf_put(out, r.fields.data, r.fields.len);
+	} else {
+		buf_puts(out, "\"ok\":false,\"error\":");
+		put_json_cstr(out, r.err[0] ? r.err : strerror(-ret));
+	}
+	buf_puts(out, "}\n");
+	buf_free(&r.fields);
+}
+
+int send_response(int fd, const char *p, size_t n)
+{
+	while (n > 0) {
+		struct pollfd pfd = { fd, POLLOUT, 0 };
+		ssize_t w = write(fd, p, n);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno != EAGAIN && errno != EINTR)
+			return -errno;
+		if (poll(&pfd, 1, WRITE_STALL_MS) == 0)
+			return -ETIMEDOUT;
+		if ((pfd.revents & (POLLHUP | POLLERR | POLLNVAL)) && !(pfd.revents & POLLOUT))
+			return -EPIPE;
+	}
+	return 0;
+}
+
+/* Reaps orphans: as PID 1 (or subreaper) every background job ends up our child. */
+
+static void answer(int fd, char *line, size_t len)
+{
+	struct buf out = { 0 };
+
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	if (len == 0)
+		return;
+	handle_line(line, len, &out);
+	if (out.oom)
+		logmsg("out of memory building a response");
+	else if (send_response(fd, out.data, out.len) < 0)
+		logmsg("host went away before the response was sent; dropped");
+	buf_free(&out);
+}
+
+/* Answers every complete line in lr, keeping a trailing partial line. */
+void process_input(int fd, struct line_reader *lr)
+{
+	size_t start = 0;
+	char *nl;
+
+	while ((nl = memchr(lr->data + lr->scanned, '\n', lr->len - lr->scanned))) {
+		size_t end = (size_t)(nl - lr->data);
+		if (!lr->discarding)
+			answer(fd, lr->data + start, end - start);
+		lr->discarding = false;
+		start = lr->scanned = end + 1;
+	}
+	memmove(lr->data, lr->data + start, lr->len - start);
+	lr->len -= start;
+	lr->scanned = lr->len;
+	if (lr->len == MAX_LINE) {
+		char msg[128];
+		int n = snprintf(msg, sizeof(msg),
+				 "{\"ok\":false,\"error\":\"request longer than %u bytes\"}\n", MAX_LINE);
+		if (!lr->discarding)
+			send_response(fd, msg, (size_t)n);
+		lr->discarding = true;
+		lr->len = lr->scanned = 0;
+	}
+}
+
+/* Serves the port forever. Host disconnects (read returning 0, POLLHUP) are normal:
+ * a restore always causes one. Only a vanished device makes us reopen it. */
