@@ -12,6 +12,15 @@ int op_health(const struct request *rq, struct reply *r)
 	return 0;
 }
 
+int op_hello(const struct request *rq, struct reply *r)
+{
+	(void)rq;
+	put_field_u64(r, "protocol", AGENT_PROTOCOL);
+	put_field_u64(r, "frame_max", FRAME_MAX);
+	put_field_u64(r, "window", STREAM_WINDOW);
+	return 0;
+}
+
 int op_sync(const struct request *rq, struct reply *r)
 {
 	(void)rq;

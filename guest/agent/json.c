@@ -343,6 +343,30 @@ static int parse_u64(const struct json_value *v, uint64_t *ret)
 	return 0;
 }
 
+/* The non-string fields: integers and the boolean "recursive". */
+static int assign_number_or_flag(struct cursor *c, struct request *rq, const char *key,
+				 const struct json_value *v)
+{
+	static const char *const int_keys[] = { "timeout_ms", "time_ns", "pid", "signal" };
+	uint64_t *int_slots[] = { &rq->timeout_ms, &rq->time_ns, &rq->pid, &rq->signal };
+	bool *present[] = { &rq->has_timeout, &rq->has_time, &rq->has_pid, &rq->has_signal };
+
+	if (strcmp(key, "recursive") == 0) {
+		if (v->kind != JSON_LITERAL || v->s[0] == 'n')
+			return parse_fail(c, "recursive must be true or false");
+		rq->recursive = v->s[0] == 't';
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++) {
+		if (strcmp(key, int_keys[i]) != 0)
+			continue;
+		if (parse_u64(v, int_slots[i]) < 0)
+			return parse_fail(c, "a number field must be a non-negative integer");
+		*present[i] = true;
+	}
+	return 0;
+}
+
 /* Stores one key/value pair in rq. Unknown keys are ignored so that newer hosts can
  * send optional fields to older agents. */
 static int assign_field(struct cursor *c, struct request *rq, const char *key, struct json_value *v)
@@ -363,16 +387,7 @@ static int assign_field(struct cursor *c, struct request *rq, const char *key, s
 		*string_slots[i] = v->s;
 		return 0;
 	}
-	if (strcmp(key, "timeout_ms") == 0) {
-		if (parse_u64(v, &rq->timeout_ms) < 0)
-			return parse_fail(c, "timeout_ms must be a non-negative integer");
-		rq->has_timeout = true;
-	} else if (strcmp(key, "time_ns") == 0) {
-		if (parse_u64(v, &rq->time_ns) < 0)
-			return parse_fail(c, "time_ns must be a non-negative integer");
-		rq->has_time = true;
-	}
-	return 0;
+	return assign_number_or_flag(c, rq, key, v);
 }
 
 static int parse_member(struct cursor *c, struct request *rq)

@@ -1,4 +1,5 @@
-/* Protocol 1: newline-delimited JSON requests, dispatched to the ops, answered in order. */
+/* The ops and their dispatch, and protocol 1: newline-delimited JSON requests answered in
+ * order (a CALL frame carries the same requests, frames.c). */
 #include "agent.h"
 
 /* ------------------------------------------------------------------ dispatch */
@@ -16,6 +17,12 @@ static const struct op ops[] = {
 	{ "sync", op_sync },
 	{ "restore_hook", op_restore_hook },
 	{ "random", op_random },
+	{ "hello", op_hello },
+	{ "stat", op_stat },
+	{ "list", op_list },
+	{ "remove", op_remove },
+	{ "ps", op_ps },
+	{ "kill", op_kill },
 };
 
 static void put_id(struct buf *out, const struct request *rq)
@@ -36,8 +43,14 @@ static const struct op *find_op(const char *name)
 	return NULL;
 }
 
-/* Handles one request line and builds the complete response line in out. */
-void handle_line(char *line, size_t len, struct buf *out)
+/* The ops a CALL frame may not carry: they block the agent or answer more than frames do. */
+static bool lines_only(const char *name)
+{
+	return strcmp(name, "exec") == 0 || strcmp(name, "read_file") == 0 ||
+	       strcmp(name, "write_file") == 0;
+}
+
+void handle_request(char *text, size_t len, bool framed, struct buf *out)
 {
 	struct reply r = { 0 };
 	struct request rq;
@@ -45,12 +58,14 @@ void handle_line(char *line, size_t len, struct buf *out)
 	const char *perr = NULL;
 	int ret;
 
-	if (parse_request(line, len, &rq, &perr) < 0)
+	if (parse_request(text, len, &rq, &perr) < 0)
 		ret = fail(&r, -EINVAL, "bad request: %s", perr ? perr : "malformed JSON");
 	else if (!rq.op)
 		ret = fail(&r, -EINVAL, "bad request: missing \"op\"");
 	else if (!(op = find_op(rq.op)))
 		ret = fail(&r, -EINVAL, "unknown op \"%.64s\"", rq.op);
+	else if (framed && lines_only(rq.op))
+		ret = fail(&r, -EINVAL, "op \"%s\" is protocol 1 only: use a stream", rq.op);
 	else
 		ret = op->run(&rq, &r);
 	if (ret == 0 && r.fields.oom)
@@ -66,7 +81,7 @@ void handle_line(char *line, size_t len, struct buf *out)
 		buf_puts(out, "\"ok\":false,\"error\":");
 		put_json_cstr(out, r.err[0] ? r.err : strerror(-ret));
 	}
-	buf_puts(out, "}\n");
+	buf_puts(out, "}");
 	buf_free(&r.fields);
 }
 
@@ -90,9 +105,7 @@ int send_response(int fd, const char *p, size_t n)
 	return 0;
 }
 
-/* Reaps orphans: as PID 1 (or subreaper) every background job ends up our child. */
-
-static void answer(int fd, char *line, size_t len)
+void answer_line(struct conn *c, char *line, size_t len)
 {
 	struct buf out = { 0 };
 
@@ -100,40 +113,11 @@ static void answer(int fd, char *line, size_t len)
 		len--;
 	if (len == 0)
 		return;
-	handle_line(line, len, &out);
+	handle_request(line, len, false, &out);
+	buf_puts(&out, "\n");
 	if (out.oom)
 		logmsg("out of memory building a response");
-	else if (send_response(fd, out.data, out.len) < 0)
+	else if (!conn_flush_blocking(c) || send_response(c->fd, out.data, out.len) < 0)
 		logmsg("host went away before the response was sent; dropped");
 	buf_free(&out);
 }
-
-/* Answers every complete line in lr, keeping a trailing partial line. */
-void process_input(int fd, struct line_reader *lr)
-{
-	size_t start = 0;
-	char *nl;
-
-	while ((nl = memchr(lr->data + lr->scanned, '\n', lr->len - lr->scanned))) {
-		size_t end = (size_t)(nl - lr->data);
-		if (!lr->discarding)
-			answer(fd, lr->data + start, end - start);
-		lr->discarding = false;
-		start = lr->scanned = end + 1;
-	}
-	memmove(lr->data, lr->data + start, lr->len - start);
-	lr->len -= start;
-	lr->scanned = lr->len;
-	if (lr->len == MAX_LINE) {
-		char msg[128];
-		int n = snprintf(msg, sizeof(msg),
-				 "{\"ok\":false,\"error\":\"request longer than %u bytes\"}\n", MAX_LINE);
-		if (!lr->discarding)
-			send_response(fd, msg, (size_t)n);
-		lr->discarding = true;
-		lr->len = lr->scanned = 0;
-	}
-}
-
-/* Serves the port forever. Host disconnects (read returning 0, POLLHUP) are normal:
- * a restore always causes one. Only a vanished device makes us reopen it. */

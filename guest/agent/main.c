@@ -28,6 +28,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <sys/un.h>
 #include <linux/vm_sockets.h>
 
 /* ---------------------------------------------------------------- the port */
@@ -93,46 +94,19 @@ static int open_port(const char *override)
 	}
 }
 
-/* Sends a whole response. The port is non-blocking: when the host side closes
- * (POLLHUP) or stops reading for too long, the response is dropped, because the
- * host that asked is gone and a new one will start with a new request. */
-static void reap_orphans(void)
+/* Serves the port forever. A vanished device (or a read error) makes us reopen it. */
+static void serve_port(const char *override, struct line_reader *in)
 {
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
-}
-static void serve(const char *override, struct line_reader *lr)
-{
-	int fd = open_port(override);
+	struct conn c = { .fd = open_port(override), .is_port = true, .in = *in };
 
 	for (;;) {
-		struct pollfd pfd = { fd, POLLIN, 0 };
-		ssize_t n;
-
-		reap_orphans();
-		if (poll(&pfd, 1, 1000) <= 0)
-			continue;
-		if (pfd.revents & POLLNVAL) {
-			fd = open_port(override);
-			continue;
-		}
-		/* One read returns at most one virtqueue buffer (a page): drain them all
-		 * before polling again. */
-		while ((n = read(fd, lr->data + lr->len, MAX_LINE - lr->len)) > 0) {
-			lr->len += (size_t)n;
-			process_input(fd, lr);
-		}
-		if (n == 0 || (n < 0 && errno == EAGAIN && (pfd.revents & POLLHUP))) {
-			/* Host side closed: forget its partial line, wait for the next host. */
-			lr->len = lr->scanned = 0;
-			lr->discarding = false;
-			sleep_ms(IDLE_RETRY_MS);
-		} else if (errno != EAGAIN && errno != EINTR) {
-			logmsg("read: %s; reopening the port", strerror(errno));
-			close(fd);
-			sleep_ms(200);
-			fd = open_port(override);
-		}
+		conn_serve(&c);
+		logmsg("the port failed (%s); reopening it", strerror(errno));
+		conn_reset(&c);
+		close(c.fd);
+		sleep_ms(200);
+		c.fd = open_port(override);
+		c.host_gone = false;
 	}
 }
 
@@ -140,43 +114,61 @@ static void serve(const char *override, struct line_reader *lr)
 
 #define AGENT_VSOCK_PORT 1024 /* the port the host's VMM drivers connect to */
 
-/* Answers one host connection until it closes. */
-static void serve_vsock_conn(int c, struct line_reader *lr)
+/* Serves the connections of a listening socket one at a time. */
+static void serve_listener(int fd, struct line_reader *in)
 {
-	ssize_t n;
-
-	lr->len = lr->scanned = 0;
-	lr->discarding = false;
-	while ((n = read(c, lr->data + lr->len, MAX_LINE - lr->len)) > 0 || (n < 0 && errno == EINTR)) {
-		if (n > 0) {
-			lr->len += (size_t)n;
-			process_input(c, lr);
+	for (;;) {
+		struct conn c = { .fd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK),
+				  .in = *in };
+		if (c.fd < 0) {
+			if (errno != EINTR)
+				sleep_ms(100);
+			continue;
 		}
+		conn_serve(&c);
+		conn_reset(&c);
+		buf_free(&c.out);
+		close(c.fd);
 	}
-	close(c);
 }
 
 /* Serves the same protocol on vsock port 1024, one connection at a time, for VMMs that give
  * the guest a vsock device instead of a virtio-serial port. Runs in a child process; quietly
  * ends when the guest has no vsock transport (QEMU microvm here). */
-static void serve_vsock(struct line_reader *lr)
+static void serve_vsock(struct line_reader *in)
 {
 	struct sockaddr_vm sa = { .svm_family = AF_VSOCK, .svm_cid = VMADDR_CID_ANY,
 				  .svm_port = AGENT_VSOCK_PORT };
 	int fd = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
+	prctl(PR_SET_CHILD_SUBREAPER, 1); /* not inherited across fork */
 	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
 		logmsg("no vsock listener (%s); serving the virtio-serial port only", strerror(errno));
 		_exit(0);
 	}
 	logmsg("listening on vsock port %d", AGENT_VSOCK_PORT);
-	for (;;) {
-		int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-		if (c >= 0)
-			serve_vsock_conn(c, lr);
-		else if (errno != EINTR)
-			sleep_ms(100);
+	serve_listener(fd, in);
+}
+
+/* `--listen-unix PATH` (tests on the host, no VM): the protocol on a Unix socket. */
+static int serve_unix(const char *path, struct line_reader *in)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "vmsnap-agent: %s: socket path too long\n", path);
+		return 2;
 	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	unlink(path);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 4) < 0) {
+		fprintf(stderr, "vmsnap-agent: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	logmsg("listening on %s", path);
+	serve_listener(fd, in);
+	return 0;
 }
 
 /* `vmsnap-agent --vsock-selftest`: asks the agent over vsock loopback (CID 1) for its health
@@ -216,15 +208,18 @@ static void ensure_std_fds(void)
 
 int main(int argc, char **argv)
 {
-	const char *override = NULL;
+	const char *override = NULL, *unix_path = NULL;
 	struct line_reader lr = { 0 };
 
 	if (argc == 3 && strcmp(argv[1], "--port") == 0) {
 		override = argv[2];
+	} else if (argc == 3 && strcmp(argv[1], "--listen-unix") == 0) {
+		unix_path = argv[2];
 	} else if (argc == 2 && strcmp(argv[1], "--vsock-selftest") == 0) {
 		return vsock_selftest();
 	} else if (argc != 1) {
-		fprintf(stderr, "usage: vmsnap-agent [--port DEVICE | --vsock-selftest]\n");
+		fprintf(stderr, "usage: vmsnap-agent [--port DEVICE | --listen-unix PATH | "
+				"--vsock-selftest]\n");
 		return 2;
 	}
 	ensure_std_fds();
@@ -241,8 +236,10 @@ int main(int argc, char **argv)
 		lr.data = malloc(MAX_LINE);
 	}
 	logmsg("started (pid %d)", (int)getpid());
+	if (unix_path)
+		return serve_unix(unix_path, &lr);
 	if (fork() == 0)
 		serve_vsock(&lr); /* a copy of the buffer: the child has its own */
-	serve(override, &lr);
+	serve_port(override, &lr);
 	return 0;
 }
