@@ -242,10 +242,12 @@ void file_stream_start(struct conn *c, struct stream *s, const char *path, uint3
 
 void file_stream_pump(struct conn *c, struct stream *s)
 {
-	while (!s->dead && s->credit > 0) {
-		size_t want = s->credit < sizeof(chunk) ? s->credit : sizeof(chunk);
+	while (!s->dead && s->credit > FRAME_COST) {
+		size_t want = s->credit - FRAME_COST;
 		ssize_t n;
 
+		if (want > sizeof(chunk))
+			want = sizeof(chunk);
 		if (!conn_room(c, want))
 			return;
 		n = read(s->file_fd, chunk, want);
@@ -264,7 +266,7 @@ void file_stream_pump(struct conn *c, struct stream *s)
 			return;
 		}
 		conn_send(c, FRAME_STDOUT, s->id, 0, chunk, (size_t)n);
-		s->credit -= (uint32_t)n;
+		s->credit -= (uint32_t)n + FRAME_COST;
 		s->size += (uint64_t)n;
 	}
 }
@@ -280,7 +282,7 @@ void file_stream_write(struct conn *c, struct stream *s, const unsigned char *p,
 		return;
 	}
 	s->size += n;
-	s->uncredited += (uint32_t)n;
+	s->uncredited += (uint32_t)n + FRAME_COST;
 	if (s->uncredited >= CREDIT_BATCH) {
 		unsigned char credit[4];
 		wire_put32(credit, s->uncredited);

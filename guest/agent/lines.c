@@ -78,7 +78,7 @@ void handle_request(char *text, size_t len, bool framed, struct buf *out)
 		buf_puts(out, "\"ok\":true");
 		buf_put(out, r.fields.data, r.fields.len);
 	} else {
-		buf_puts(out, "\"ok\":false,\"error\":");
+		buf_printf(out, "\"ok\":false,\"errno\":%d,\"error\":", -ret);
 		put_json_cstr(out, r.err[0] ? r.err : strerror(-ret));
 	}
 	buf_puts(out, "}");

@@ -12,7 +12,8 @@
 #define FRAME_MAGIC   0xFBu           /* never the first byte of a JSON text (not UTF-8) */
 #define FRAME_HEADER  12u
 #define FRAME_MAX     65536u          /* largest payload */
-#define STREAM_WINDOW (256u * 1024)   /* unacknowledged data bytes per stream and direction */
+#define STREAM_WINDOW (256u * 1024)   /* unacknowledged credit per stream and direction */
+#define FRAME_COST    64u             /* credit a data frame costs beyond its bytes */
 #define AGENT_PROTOCOL 2
 #define REPLY_MAX     (4u << 20)      /* largest REPLY once its MORE frames are joined */
 
@@ -126,7 +127,8 @@ static inline void start_fixed_get(const uint8_t in[START_FIXED], struct start_f
         ret->arg = wire_get32(in + 12);
 }
 
-/* True for the frame types that count against a stream's credit window. */
+/* True for the frame types that count against a stream's credit window: each costs its
+ * length plus FRAME_COST, so that a window bounds the number of frames in flight too. */
 static inline bool frame_is_data(uint8_t type)
 {
         return type == FRAME_STDIN || type == FRAME_STDOUT || type == FRAME_STDERR;

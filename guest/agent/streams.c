@@ -212,6 +212,7 @@ bool stream_stdin(struct conn *c, struct stream *s, const unsigned char *p, size
 	}
 	if (s->kind != START_EXEC || s->in_len + n > STREAM_WINDOW)
 		return false; /* over the window: the host ignored our credit */
+	s->uncredited += FRAME_COST; /* the frame is taken apart: its bytes are credited as written */
 	if (s->in_fd < 0 || s->in_eof) { /* nobody reads it any more: dropped, credited */
 		s->uncredited += (uint32_t)n;
 		give_credit(c, s, false);
@@ -305,9 +306,11 @@ static void pump_stdin(struct conn *c, struct stream *s)
 static bool pump_output(struct conn *c, struct stream *s, int *fd, uint8_t type)
 {
 	while (*fd >= 0) {
-		size_t want = s->credit < sizeof(chunk) ? s->credit : sizeof(chunk);
+		size_t want = s->credit > FRAME_COST ? s->credit - FRAME_COST : 0;
 		ssize_t n;
 
+		if (want > sizeof(chunk))
+			want = sizeof(chunk);
 		if (want == 0 || !conn_room(c, want))
 			return false;
 		n = read(*fd, chunk, want);
@@ -322,7 +325,7 @@ static bool pump_output(struct conn *c, struct stream *s, int *fd, uint8_t type)
 			return true;
 		}
 		conn_send(c, type, s->id, 0, chunk, (size_t)n);
-		s->credit -= (uint32_t)n;
+		s->credit -= (uint32_t)n + FRAME_COST;
 		if (s->exited && (s->drained += (size_t)n) > DRAIN_MAX)
 			return true; /* a background job keeps writing: stop waiting for it */
 	}
@@ -368,14 +371,14 @@ void stream_pump(struct conn *c, struct stream *s)
 
 bool stream_busy(const struct conn *c, const struct stream *s)
 {
-	if (s->dead || s->credit == 0 || !conn_room(c, 4096))
+	if (s->dead || s->credit <= FRAME_COST || !conn_room(c, 4096))
 		return false;
 	return s->kind == START_READ || (s->kind == START_EXEC && s->exited);
 }
 
 int stream_poll_fds(struct conn *c, struct stream *s, struct pollfd *pfd)
 {
-	short in = s->credit > 0 && conn_room(c, 4096) ? POLLIN : 0;
+	short in = s->credit > FRAME_COST && conn_room(c, 4096) ? POLLIN : 0;
 	int n = 0;
 
 	if (s->dead || s->kind != START_EXEC)

@@ -104,7 +104,7 @@ def pty_read_until(c, sid, pat, limit=10):
         ftype, _, stream, data = c.recv()
         if stream == sid and ftype == STDOUT:
             acc += data
-            c.send(CREDIT, sid, struct.pack("<I", len(data)))
+            c.send(CREDIT, sid, struct.pack("<I", len(data) + COST))
         elif stream == sid and ftype in (EXIT, ERROR):
             return acc + b"<END " + data + b">"
     return acc
@@ -219,14 +219,14 @@ def test_protocol_errors(path):
     # STDIN beyond the window: `sleep` never reads, so once its pipe is full (64 KiB, credited
     # back) the agent holds what comes next, up to the 256 KiB window, and no more.
     sid, _ = c.start(start_payload(EXEC, [b"sleep", b"100"], flags=WITH_STDIN))
-    c.send(STDIN, sid, b"x" * FRAME_MAX)
+    c.send(STDIN, sid, b"x" * (FRAME_MAX - COST))
     credited = 0
     while credited < FRAME_MAX:
         ftype, _, stream, data = c.recv()
         if ftype == CREDIT and stream == sid:
             credited += struct.unpack("<I", data)[0]
     for _ in range(WINDOW // FRAME_MAX + 1):
-        c.send(STDIN, sid, b"y" * FRAME_MAX)
+        c.send(STDIN, sid, b"y" * (FRAME_MAX - COST))
     ftype, _, stream, data = c.recv()
     check(ftype == ERROR and stream == 0, "STDIN beyond the window was accepted: 0x%02x" % ftype)
     c.sock.close()

@@ -14,6 +14,7 @@ MAGIC = 0xFB
 HEADER = 12
 FRAME_MAX = 65536
 WINDOW = 256 * 1024
+COST = 64  # credit a data frame costs beyond its bytes
 MORE = 1
 
 CALL, REPLY, ECHO, ECHO_REPLY = 0x01, 0x02, 0x03, 0x04
@@ -123,11 +124,11 @@ class FrameConn:
         pos = 0
         eof_sent = not send_eof
         while True:
-            while pos < len(stdin) and credit_in > 0:
-                n = min(FRAME_MAX, credit_in, len(stdin) - pos)
+            while pos < len(stdin) and credit_in > COST:
+                n = min(FRAME_MAX, credit_in - COST, len(stdin) - pos)
                 self.send(STDIN, sid, stdin[pos:pos + n])
                 pos += n
-                credit_in -= n
+                credit_in -= n + COST
             if pos >= len(stdin) and not eof_sent:
                 self.send(STDIN_EOF, sid)
                 eof_sent = True
@@ -139,7 +140,7 @@ class FrameConn:
                     on_data(ftype, data)
                 else:
                     (out if ftype == STDOUT else err).append(data)
-                self.send(CREDIT, sid, struct.pack("<I", len(data)))
+                self.send(CREDIT, sid, struct.pack("<I", len(data) + COST))
             elif ftype == CREDIT:
                 credit_in += struct.unpack("<I", data)[0]
             elif ftype == EXIT:
