@@ -2,7 +2,9 @@
 #ifndef VMSNAP_AGENT_H
 #define VMSNAP_AGENT_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -73,7 +73,7 @@ bool buf_reserve(struct buf *b, size_t extra)
 
 void buf_put(struct buf *b, const void *p, size_t n)
 {
-	if (!buf_reserve(b, n))
+	if (n == 0 || !buf_reserve(b, n))
 		return;
 	memcpy(b->data + b->len, p, n);
 	b->len += n;

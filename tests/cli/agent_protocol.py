@@ -93,7 +93,9 @@ def test_bulk(c, agent_pid):
     check(end.get("exit_code") == 0, "bulk: %r %r" % (end, err))
     check(h.hexdigest() == want.hexdigest(), "bulk output sha256 differs (%d bytes)" % seen[0])
     # The agent holds at most its outbound buffer and a stream's window: a few MiB.
-    check(peak[0] and peak[0] < 24 * 1024, "agent RSS %d KiB while streaming" % peak[0])
+    # (ASan's shadow memory and quarantine make a sanitized agent bigger: 96 MiB then.)
+    limit = 96 * 1024 if os.environ.get("ASAN_OPTIONS") else 24 * 1024
+    check(peak[0] and peak[0] < limit, "agent RSS %d KiB while streaming" % peak[0])
     print("bulk: %d bytes, agent peak RSS %d KiB" % (seen[0], peak[0]), flush=True)
 
 
@@ -233,14 +235,16 @@ def test_protocol_errors(path):
 
 
 def main():
-    if not shutil.which("gcc"):
-        print("SKIP: gcc is needed to build the agent for the host")
-        return 77
     work = tempfile.mkdtemp(prefix="agent-proto-")
-    agent = os.path.join(work, "vmsnap-agent")
-    srcs = sorted(os.path.join(SRC, "guest", "agent", f)
-                  for f in os.listdir(os.path.join(SRC, "guest", "agent")) if f.endswith(".c"))
-    subprocess.check_call(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-o", agent] + srcs)
+    agent = os.environ.get("VMSNAP_AGENT_HOST", "")  # built by tests/CMakeLists.txt
+    if not os.access(agent, os.X_OK):
+        if not shutil.which("gcc"):
+            print("SKIP: no VMSNAP_AGENT_HOST and no gcc to build the agent for the host")
+            return 77
+        agent = os.path.join(work, "vmsnap-agent")
+        srcs = sorted(os.path.join(SRC, "guest", "agent", f)
+                      for f in os.listdir(os.path.join(SRC, "guest", "agent")) if f.endswith(".c"))
+        subprocess.check_call(["gcc", "-std=c11", "-O1", "-Wall", "-Wextra", "-o", agent] + srcs)
     path = os.path.join(work, "agent.sock")
     log = open(os.path.join(work, "agent.log"), "w")
     proc = subprocess.Popen([agent, "--listen-unix", path], stderr=log, start_new_session=True)
@@ -261,6 +265,8 @@ def main():
         c = test_processes(c, path)
         c.sock.close()
         test_protocol_errors(path)
+    except Exception as e:  # noqa: BLE001 (reported as a failure, the work dir kept)
+        check(False, "%s: %s" % (type(e).__name__, e))
     finally:
         proc.kill()
         proc.wait()
