@@ -3,8 +3,9 @@
  * streamed both ways with flow control (memory stays bounded however much flows), PTYs,
  * background processes, and files streamed in and out. Design: docs/sandbox.md (Exec).
  *
- * A stream is used by one thread at a time, except vmsnap_stream_write, which may run in a
- * second thread while another reads events (an interactive session). Streams do not hold
+ * A stream is used by one thread at a time, except vmsnap_stream_write, _close_input,
+ * _resize, _signal and _cancel, which may run in a second thread while another reads events
+ * (an interactive session). Streams do not hold
  * the sandbox's operation lock: a pause or destroy ends them with an ERROR event. */
 #ifndef VMSNAP_EXEC_H
 #define VMSNAP_EXEC_H
@@ -92,6 +93,11 @@ int vmsnap_stream_resize(struct vmsnap_stream *s, uint16_t rows, uint16_t cols,
 
 /* Sends signo to the command's process group (a PTY: its foreground job). */
 int vmsnap_stream_signal(struct vmsnap_stream *s, int signo, struct vmsnap_diag *d);
+
+/* Ends the stream from this side, from any thread: a vmsnap_stream_next or _write waiting in
+ * another thread returns (an ERROR event with -ECANCELED, or -EPIPE); the command gets
+ * SIGHUP when the stream is freed. */
+void vmsnap_stream_cancel(struct vmsnap_stream *s);
 
 /* Frees a stream; one that has not ended is abandoned (its command gets SIGHUP, a file write
  * is discarded). Accepts NULL. */

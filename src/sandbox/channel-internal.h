@@ -56,6 +56,7 @@ struct chan_stream {
         uint8_t end_type;
         int end_err;              /* when the channel failed: -errno, and end is the message */
         bool ended;
+        bool cancelled;           /* ended by the host: the guest still needs a CLOSE */
         struct chan_stream *next;
 };
 

@@ -51,6 +51,10 @@ int chan_stream_next(struct chan_stream *s, struct vmsnap_stream_event *ret,
 /* STDIN within the credit the guest gives (see vmsnap_stream_write). */
 int chan_stream_write(struct chan_stream *s, const void *p, size_t n, struct vmsnap_diag *d);
 
+/* Ends the stream from the host's side: a next or write waiting in another thread returns
+ * (ERROR -ECANCELED); the guest gets CLOSE when the stream is freed. */
+void chan_stream_cancel(struct chan_stream *s);
+
 /* Frees the stream; sends CLOSE when it has not ended. Accepts NULL. */
 void chan_stream_free(struct chan_stream *s);
 

@@ -288,13 +288,25 @@ int chan_stream_write(struct chan_stream *s, const void *p, size_t n, struct vms
         return 0;
 }
 
+void chan_stream_cancel(struct chan_stream *s)
+{
+        struct chan *c = s->c;
+        pthread_mutex_lock(&c->lock);
+        if (!s->ended) {
+                s->cancelled = true;
+                stream_fail_locked(s, -ECANCELED, "the stream was cancelled");
+        }
+        pthread_cond_broadcast(&c->cond);
+        pthread_mutex_unlock(&c->lock);
+}
+
 void chan_stream_free(struct chan_stream *s)
 {
         if (!s)
                 return;
         struct chan *c = s->c;
         pthread_mutex_lock(&c->lock);
-        bool abandon = !s->ended && !c->dead;
+        bool abandon = (!s->ended || s->cancelled) && !c->dead;
         struct chan_stream **p = &c->streams;
         while (*p && *p != s)
                 p = &(*p)->next;

@@ -268,6 +268,11 @@ int vmsnap_stream_signal(struct vmsnap_stream *s, int signo, struct vmsnap_diag 
         return chan_stream_send(s->cs, FRAME_SIGNAL, p, sizeof(p), d);
 }
 
+void vmsnap_stream_cancel(struct vmsnap_stream *s)
+{
+        chan_stream_cancel(s->cs);
+}
+
 void vmsnap_stream_free(struct vmsnap_stream *s)
 {
         if (!s)
