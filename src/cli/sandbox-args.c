@@ -103,6 +103,15 @@ static const struct option all_options[] = {
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"template", required_argument, NULL, OPT_TEMPLATE},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
+        {"shell", no_argument, NULL, OPT_SHELL},
+        {"keep-name", no_argument, NULL, OPT_KEEP},
+        {"signal", required_argument, NULL, OPT_SIGNAL},
+        {"interactive", no_argument, NULL, OPT_INTERACTIVE},
+        {"tty", no_argument, NULL, OPT_TTY},
+        {"detach", no_argument, NULL, OPT_DETACH},
+        {"env", required_argument, NULL, OPT_ENV},
+        {"workdir", required_argument, NULL, OPT_CWD},
+        {"cwd", required_argument, NULL, OPT_CWD},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -145,6 +154,42 @@ static int set_value(struct args *a, int c, const char *v)
         return 0;
 }
 
+/* The options of exec, shell, rm and kill. */
+static int set_flag(struct args *a, int c, const char *v)
+{
+        switch (c) {
+        case OPT_INTERACTIVE:
+                a->interactive = true;
+                return 0;
+        case OPT_TTY:
+                a->tty = true;
+                return 0;
+        case OPT_DETACH:
+                a->detach = true;
+                return 0;
+        case OPT_SHELL:
+                a->shell = true;
+                return 0;
+        case OPT_KEEP:
+                a->keep = true;
+                return 0;
+        case OPT_CWD:
+                a->cwd = v;
+                return 0;
+        case OPT_SIGNAL:
+                a->signal_name = v;
+                return 0;
+        case OPT_ENV:
+                if (!strchr(v, '=') || v[0] == '=')
+                        return usage_error(a, "--env takes NAME=value, not '%s'", v);
+                if (a->nenv == (int)(sizeof(a->env) / sizeof(a->env[0])))
+                        return usage_error(a, "at most %zu --env", sizeof(a->env) / sizeof(a->env[0]));
+                a->env[a->nenv++] = v;
+                return 0;
+        }
+        return set_value(a, c, v);
+}
+
 static int set_option(struct args *a, int c, const char *v)
 {
         switch (c) {
@@ -176,9 +221,18 @@ static int set_option(struct args *a, int c, const char *v)
                 a->template_ref = v;
                 break;
         default:
-                return set_value(a, c, v);
+                return set_flag(a, c, v);
         }
         return 0;
+}
+
+/* The long name of option c (short options have one too). */
+static const char *option_name(int c)
+{
+        for (const struct option *o = all_options; o->name; o++)
+                if (o->val == c)
+                        return o->name;
+        return "?";
 }
 
 /* True when option c applies to a verb that accepts the options in ok (0-terminated). */
@@ -198,7 +252,7 @@ int parse(int argc, char **argv, const int *ok, const char *usage, struct args *
         int c, idx;
         optind = 1;
         opterr = 1;
-        while ((c = getopt_long(argc, argv, "h", all_options, &idx)) != -1) {
+        while ((c = getopt_long(argc, argv, "hitde:w:", all_options, &idx)) != -1) {
                 if (c == '?')
                         return CLI_USAGE;
                 if (c == 'h') {
@@ -206,8 +260,7 @@ int parse(int argc, char **argv, const int *ok, const char *usage, struct args *
                         return -1;
                 }
                 if (!allowed(ok, c))
-                        return usage_error(a, "option --%s does not apply here",
-                                           all_options[idx].name);
+                        return usage_error(a, "option --%s does not apply here", option_name(c));
                 int r = set_option(a, c, optarg);
                 if (r)
                         return r;

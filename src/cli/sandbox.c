@@ -23,8 +23,13 @@ static const char main_usage[] =
         "  get REF                      show one sandbox\n"
         "  pause REF                    snapshot a sandbox and free its host resources\n"
         "  resume REF                   resume a paused sandbox\n"
-        "  exec [--timeout DUR] REF -- COMMAND...\n"
-        "                               run a shell command in a sandbox\n"
+        "  exec [-i] [-t] [-d] [--shell] [-e NAME=VALUE]... [-w DIR] [--timeout DUR]\n"
+        "       REF -- COMMAND [ARGS...] run a program in a sandbox (argv exactly as given)\n"
+        "  shell REF [-- COMMAND...]    an interactive shell (a PTY) in a sandbox\n"
+        "  cp SRC DEST                  copy files between the host and a sandbox\n"
+        "                               (one of them SANDBOX:/PATH)\n"
+        "  ps REF                       processes started in a sandbox (background ones too)\n"
+        "  kill REF PID [--signal SIG]  signal such a process\n"
         "  snapshot REF --name NAME     make a template from a sandbox\n"
         "  spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
         "                               start a sandbox from a template\n"
@@ -39,8 +44,10 @@ static const char main_usage[] =
         "                  when readable)\n"
         "  --json          print JSON (the API's objects) instead of tables\n\n"
         "SIZE: MiB, or with a unit: 512M, 2G.  DUR: seconds, or 500ms, 90s, 15m, 1h.\n"
-        "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error; exec exits with the\n"
-        "command's exit code.\n";
+        "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error; exec and shell exit\n"
+        "with the command's exit code (128+N when signal N killed it, 124 when --timeout\n"
+        "fired).\n"
+        "Run `vmsnap sandbox VERB --help` for a verb's options.\n";
 
 /* ---- output ------------------------------------------------------------------------------- */
 
@@ -230,63 +237,6 @@ static int run_pause_resume(struct client *c, const struct args *a)
         return CLI_OK;
 }
 
-/* Joins the command words with spaces: the API takes one shell command line. */
-static char *join_words(char **words, int n)
-{
-        size_t len = 1;
-        for (int i = 0; i < n; i++)
-                len += strlen(words[i]) + 1;
-        char *s = calloc(1, len);
-        for (int i = 0; s && i < n; i++) {
-                if (i)
-                        strcat(s, " ");
-                strcat(s, words[i]);
-        }
-        return s;
-}
-
-static int exec_output(const struct args *a, json_t *res)
-{
-        json_t *code = json_object_get(res, "exit_code");
-        if (!json_is_integer(code))
-                return fail(a, "the response has no exit_code");
-        if (a->json) {
-                print_json(res);
-        } else {
-                const char *out = json_string_value(json_object_get(res, "stdout"));
-                const char *err = json_string_value(json_object_get(res, "stderr"));
-                fputs(out ? out : "", stdout);
-                fflush(stdout);
-                fputs(err ? err : "", stderr);
-                if (json_is_true(json_object_get(res, "truncated")))
-                        fprintf(stderr, "vmsnap sandbox exec: the output was truncated\n");
-        }
-        json_int_t x = json_integer_value(code);
-        return x < 0 || x > 255 ? CLI_FAIL : (int)x;
-}
-
-static int run_exec(struct client *c, const struct args *a)
-{
-        char path[512];
-        int r = need_args(a, 2, -1, "REF -- COMMAND...");
-        if (r || (r = ref_path(c, "/v1/sandboxes", a->args[0], "/exec", path, sizeof(path))))
-                return r;
-        _cleanup_free_ char *cmd = join_words(a->args + 1, a->nargs - 1);
-        if (!cmd)
-                return fail(a, "out of memory");
-        json_t *body = json_pack("{s:s}", "cmd", cmd), *res = NULL;
-        if (body && a->timeout_ms)
-                json_object_set_new(body, "timeout_ms", json_integer((json_int_t)a->timeout_ms));
-        if (!body)
-                return fail(a, "the command is not valid UTF-8");
-        r = call(c, "POST", path, body, &res);
-        json_decref(body);
-        if (r == CLI_OK)
-                r = exec_output(a, res);
-        json_decref(res);
-        return r;
-}
-
 static int run_snapshot(struct client *c, const struct args *a)
 {
         char path[512];
@@ -338,7 +288,10 @@ static const int create_opts[] = {OPT_NAME, OPT_VCPUS,    OPT_MEMORY, OPT_VMM,
                                   OPT_IDLE, OPT_TEMPLATE, 0};
 static const int spawn_opts[] = {OPT_NAME, OPT_VCPUS, OPT_MEMORY, OPT_VMM, OPT_IDLE, 0};
 static const int ls_opts[] = {OPT_ALL, 0};
-static const int exec_opts[] = {OPT_TIMEOUT, 0};
+static const int exec_opts[] = {OPT_TIMEOUT, OPT_INTERACTIVE, OPT_TTY, OPT_DETACH,
+                                OPT_SHELL,   OPT_ENV,         OPT_CWD, 0};
+static const int shell_opts[] = {OPT_ENV, OPT_CWD, OPT_TTY, 0};
+static const int kill_opts[] = {OPT_SIGNAL, 0};
 static const int snapshot_opts[] = {OPT_NAME, 0};
 static const int no_opts[] = {0};
 
@@ -365,10 +318,45 @@ static const struct verb {
          "usage: vmsnap sandbox resume REF\n\nResumes a paused sandbox from its newest "
          "snapshot.\n"},
         {"exec", run_exec, exec_opts,
-         "usage: vmsnap sandbox exec [--timeout DUR] REF -- COMMAND...\n\n"
-         "Runs COMMAND (one shell command line: the words are joined with spaces) in a running\n"
-         "sandbox, prints its stdout and stderr, and exits with its exit code. --timeout\n"
-         "bounds the command (default 60s on the daemon's side).\n"},
+         "usage: vmsnap sandbox exec [OPTIONS] REF -- COMMAND [ARGS...]\n\n"
+         "Runs COMMAND with exactly these arguments in a running sandbox (no shell: quoting\n"
+         "survives, bytes that are not UTF-8 too), prints its stdout and stderr as they come,\n"
+         "and exits with its exit code: 128+N when signal N killed it, 124 when --timeout\n"
+         "fired, 1 when vmsnap itself failed. Ctrl-C and other signals to vmsnap go to the\n"
+         "command.\n\n"
+         "  -i, --interactive   send this stdin to the command (without it, it gets an empty one)\n"
+         "  -t, --tty           run it on a terminal (a PTY in the guest); with -i this terminal\n"
+         "                      is raw: keys, Ctrl-C and Ctrl-D go to the guest, as in ssh\n"
+         "  -d, --detach        start it in the background and return; its output goes to a log\n"
+         "                      file in the guest (see `ps`, `kill`)\n"
+         "      --shell         COMMAND is one shell line (the words joined with spaces) for\n"
+         "                      /bin/sh -c, e.g. --shell -- 'ls | wc -l'\n"
+         "  -e, --env NAME=VALUE  set a variable (repeat for more)\n"
+         "  -w, --workdir DIR   its working directory in the guest (default /)\n"
+         "      --timeout DUR   kill it (SIGKILL to its process group) after DUR\n"
+         "      --json          print the result as JSON once it ended (no streaming)\n"},
+        {"shell", run_shell, shell_opts,
+         "usage: vmsnap sandbox shell REF [-e NAME=VALUE]... [-w DIR] [-- COMMAND...]\n\n"
+         "An interactive shell (/bin/sh, or COMMAND) on a PTY in the sandbox, as `ssh` gives:\n"
+         "this terminal is raw while it runs, Ctrl-C interrupts the job in the guest, Ctrl-D or\n"
+         "`exit` leaves; window size changes follow. Exits with the shell's exit code.\n"},
+        {"cp", run_cp, no_opts,
+         "usage: vmsnap sandbox cp SRC DEST\n\n"
+         "Copies a file or a directory (recursively, modes and symlinks kept) between the host\n"
+         "and a running sandbox; exactly one of SRC and DEST is SANDBOX:/PATH. Into an existing\n"
+         "directory the copy keeps its name; otherwise it takes DEST's. Any size, streamed.\n"
+         "What comes out of a sandbox is checked entry by entry: nothing is written outside\n"
+         "DEST and no symlink the guest sent is followed. A summary goes to stderr (--json:\n"
+         "stdout).\n\n"
+         "  vmsnap sandbox cp ./src web-1:/root/      vmsnap sandbox cp web-1:/var/log ./logs\n"},
+        {"ps", run_ps, no_opts,
+         "usage: vmsnap sandbox ps REF [--json]\n\n"
+         "Lists the processes started in the sandbox through vmsnap: running commands and\n"
+         "background ones (`exec -d`); one that ended is listed once more with its exit code.\n"},
+        {"kill", run_kill, kill_opts,
+         "usage: vmsnap sandbox kill REF PID [--signal SIG]\n\n"
+         "Sends SIG (a number or a name: TERM, the default, KILL, INT, HUP...) to the process\n"
+         "group of PID, a process `vmsnap sandbox ps` lists.\n"},
         {"snapshot", run_snapshot, snapshot_opts,
          "usage: vmsnap sandbox snapshot REF --name NAME\n\n"
          "Makes a named template from a running or paused sandbox (which stays as it is).\n"},

@@ -26,6 +26,10 @@ struct args {
         bool idle_set;
         uint64_t idle_timeout;
         uint64_t timeout_ms;
+        bool interactive, tty, detach, shell, keep;
+        const char *cwd, *signal_name;
+        const char *env[256]; /* -e NAME=value, in order */
+        int nenv;
         int nargs;
         char **args;
 };
@@ -62,6 +66,14 @@ enum {
         OPT_IDLE,
         OPT_TEMPLATE,
         OPT_TIMEOUT,
+        OPT_SHELL,
+        OPT_KEEP,
+        OPT_SIGNAL,
+        OPT_INTERACTIVE = 'i', /* short options are their own letters */
+        OPT_TTY = 't',
+        OPT_DETACH = 'd',
+        OPT_ENV = 'e',
+        OPT_CWD = 'w',
 };
 
 
@@ -95,6 +107,22 @@ int call(struct client *c, const char *method, const char *path, json_t *body, j
 /* path prefix + escaped ref + suffix. */
 int ref_path(struct client *c, const char *prefix, const char *ref, const char *suffix,
              char *out, size_t size);
+
+/* ---- sandbox-upgrade.c ---- */
+
+/* POSTs body to path asking to upgrade to proto. On 101 returns CLI_OK, the connected fd and
+ * the bytes already read after the headers (malloc'd); any other answer is reported as an
+ * error (CLI_FAIL). */
+int client_upgrade(struct client *c, const char *path, json_t *body, const char *proto,
+                   int *ret_fd, char **ret_extra, size_t *ret_extra_len);
+
+/* ---- the verbs in their own files ---- */
+
+int run_exec(struct client *c, const struct args *a);  /* sandbox-exec.c */
+int run_shell(struct client *c, const struct args *a);
+int run_cp(struct client *c, const struct args *a);    /* sandbox-cp.c */
+int run_ps(struct client *c, const struct args *a);
+int run_kill(struct client *c, const struct args *a);
 
 /* ---- sandbox.c ---- */
 

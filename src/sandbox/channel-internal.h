@@ -16,7 +16,7 @@ struct chan {
         pthread_mutex_t write_lock; /* one frame at a time on fd */
         int refs;                   /* the reader's, the streams', the callers' */
         struct live *live;          /* the key in the list of running channels (not used) */
-        char sandbox_id[VMSNAP_ID_LEN + 1];
+        char sandbox_id[VMSNAP_NAME_MAX + VMSNAP_ID_LEN + 8]; /* "name (id)", for messages */
         int fd;                     /* a dup of the live's agent connection */
         int wake;                   /* eventfd: a reference was dropped */
         bool dead;

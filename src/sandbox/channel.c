@@ -307,14 +307,14 @@ static void *reader_main(void *arg)
 
 /* ---- opening ------------------------------------------------------------------------------ */
 
-static struct chan *chan_new(struct live *l)
+static struct chan *chan_new(struct live *l, const char *label)
 {
         struct chan *c = calloc(1, sizeof(*c));
         if (!c)
                 return NULL;
         c->fd = c->wake = -1;
         c->live = l;
-        snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", l->id);
+        snprintf(c->sandbox_id, sizeof(c->sandbox_id), "%s", label);
         pthread_mutex_init(&c->lock, NULL);
         pthread_mutex_init(&c->write_lock, NULL);
         pthread_condattr_t attr;
@@ -334,7 +334,8 @@ static struct chan *chan_new(struct live *l)
         return c;
 }
 
-int chan_get(struct live *l, int timeout_ms, struct chan **ret, struct vmsnap_diag *d)
+int chan_get(struct live *l, const char *label, int timeout_ms, struct chan **ret,
+             struct vmsnap_diag *d)
 {
         struct chan *c = chan_running(l);
         if (c) {
@@ -352,10 +353,10 @@ int chan_get(struct live *l, int timeout_ms, struct chan **ret, struct vmsnap_di
                                    "sandbox %s: its guest agent speaks protocol %d only (a "
                                    "template made before protocol %d): streaming exec and "
                                    "files need a sandbox booted from a newer guest image",
-                                   l->id, protocol, AGENT_PROTOCOL);
-        if (!(c = chan_new(l)))
+                                   label, protocol, AGENT_PROTOCOL);
+        if (!(c = chan_new(l, label)))
                 return vmsnap_diag(d, -ENOMEM, "sandbox %s: cannot open the agent channel: %s",
-                                   l->id, strerror(errno ? errno : ENOMEM));
+                                   label, strerror(errno ? errno : ENOMEM));
         pthread_t t;
         pthread_attr_t attr;
         pthread_attr_init(&attr);
@@ -370,7 +371,7 @@ int chan_get(struct live *l, int timeout_ms, struct chan **ret, struct vmsnap_di
         pthread_attr_destroy(&attr);
         if (r != 0) {
                 chan_free(c);
-                return vmsnap_diag(d, -r, "sandbox %s: cannot start the agent reader: %s", l->id,
+                return vmsnap_diag(d, -r, "sandbox %s: cannot start the agent reader: %s", label,
                                    strerror(r));
         }
         *ret = c;

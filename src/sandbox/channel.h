@@ -20,9 +20,11 @@ struct chan_stream;
 struct chan *chan_running(struct live *l);
 
 /* The channel of l, opened when none runs: connects, asks hello, starts the reader. The
- * caller holds l's operation lock and has checked that the VM runs. Returns 0 and a
- * reference, -EPROTONOSUPPORT when the agent speaks protocol 1 only, or -errno. */
-int chan_get(struct live *l, int timeout_ms, struct chan **ret, struct vmsnap_diag *d);
+ * caller holds l's operation lock and has checked that the VM runs; label names the sandbox
+ * in messages ("name (id)"). Returns 0 and a reference, -EPROTONOSUPPORT when the agent
+ * speaks protocol 1 only, or -errno. */
+int chan_get(struct live *l, const char *label, int timeout_ms, struct chan **ret,
+             struct vmsnap_diag *d);
 
 /* Drops a reference; the reader stops when only its own is left. Accepts NULL. */
 void chan_put(struct chan *c);

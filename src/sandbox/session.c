@@ -106,7 +106,7 @@ static int open_stream(struct vmsnap_host *h, const char *ref, const struct payl
         if (sb.state != VMSNAP_SANDBOX_RUNNING || !l->vm)
                 r = vmsnap_diag(d, -EBUSY, "sandbox %s is %s, not running", label(&sb, name),
                                 vmsnap_sandbox_state_name(sb.state));
-        else if ((r = chan_get(l, START_TIMEOUT_MS, &c, d)) < 0)
+        else if ((r = chan_get(l, label(&sb, name), START_TIMEOUT_MS, &c, d)) < 0)
                 ; /* d says why */
         else if (!(cs = chan_stream_new(c, with_data)))
                 r = vmsnap_diag(d, -ENOMEM, "out of memory");
@@ -312,7 +312,7 @@ int vmsnap_sandbox_agent_call(struct vmsnap_host *h, const char *ref, const char
         if (sb.state != VMSNAP_SANDBOX_RUNNING || !l->vm)
                 r = vmsnap_diag(d, -EBUSY, "sandbox %s is %s, not running", label(&sb, name),
                                 vmsnap_sandbox_state_name(sb.state));
-        else if ((r = chan_get(l, CALL_TIMEOUT_MS, &c, d)) == 0)
+        else if ((r = chan_get(l, label(&sb, name), CALL_TIMEOUT_MS, &c, d)) == 0)
                 r = chan_call(c, label(&sb, name), request, CALL_TIMEOUT_MS, &answer, d);
         chan_put(c);
         op_end(l);
