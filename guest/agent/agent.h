@@ -152,8 +152,9 @@ struct conn {
 };
 
 /* Builds the JSON response to one request (without a newline) in out. `framed` refuses the
- * ops that block the agent or answer more than a frame (exec, read_file, write_file). */
-void handle_request(char *text, size_t len, bool framed, struct buf *out);
+ * ops that block the agent or answer more than a frame (exec, read_file, write_file).
+ * *ret_hello (may be NULL) says whether it was hello. */
+void handle_request(char *text, size_t len, bool framed, struct buf *out, bool *ret_hello);
 /* Answers one protocol-1 line: waits for the queued frames, then sends the response. */
 void answer_line(struct conn *c, char *line, size_t len);
 /* Sends a whole response on the non-blocking fd; gives up when the host went away. */
@@ -275,5 +276,7 @@ bool conn_flush_blocking(struct conn *c);
 void conn_serve(struct conn *c);
 /* Drops everything of a connection whose host went away: streams closed, buffers emptied. */
 void conn_reset(struct conn *c);
+/* Closes every stream of c (their host is gone), leaving its buffers alone. */
+void conn_close_streams(struct conn *c);
 
 #endif

@@ -61,7 +61,7 @@ static void handle_call(struct conn *c, uint32_t id, unsigned char *p, size_t n)
 {
 	struct buf out = { 0 };
 
-	handle_request((char *)p, n, true, &out);
+	handle_request((char *)p, n, true, &out, NULL);
 	conn_send_json(c, FRAME_REPLY, id, &out);
 	buf_free(&out);
 }

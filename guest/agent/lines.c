@@ -50,7 +50,7 @@ static bool lines_only(const char *name)
 	       strcmp(name, "write_file") == 0;
 }
 
-void handle_request(char *text, size_t len, bool framed, struct buf *out)
+void handle_request(char *text, size_t len, bool framed, struct buf *out, bool *ret_hello)
 {
 	struct reply r = { 0 };
 	struct request rq;
@@ -68,6 +68,8 @@ void handle_request(char *text, size_t len, bool framed, struct buf *out)
 		ret = fail(&r, -EINVAL, "op \"%s\" is protocol 1 only: use a stream", rq.op);
 	else
 		ret = op->run(&rq, &r);
+	if (ret_hello)
+		*ret_hello = op && op->run == op_hello;
 	if (ret == 0 && r.fields.oom)
 		ret = fail(&r, -ENOMEM, "out of memory building the response");
 	buf_puts(out, "{");
@@ -108,12 +110,18 @@ int send_response(int fd, const char *p, size_t n)
 void answer_line(struct conn *c, char *line, size_t len)
 {
 	struct buf out = { 0 };
+	bool hello = false;
 
 	if (len > 0 && line[len - 1] == '\r')
 		len--;
 	if (len == 0)
 		return;
-	handle_request(line, len, false, &out);
+	handle_request(line, len, false, &out, &hello);
+	/* A host says hello when it starts using frames on this connection: streams still open
+	 * belong to a host that went away without us seeing it (a restore, when the new host
+	 * connected before the old one's close reached us). Their ids would collide. */
+	if (hello)
+		conn_close_streams(c);
 	buf_puts(&out, "\n");
 	if (out.oom)
 		logmsg("out of memory building a response");

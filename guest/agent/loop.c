@@ -80,6 +80,13 @@ bool conn_flush_blocking(struct conn *c)
 	return false;
 }
 
+void conn_close_streams(struct conn *c)
+{
+	for (struct stream *s = c->streams; s; s = s->next)
+		if (!s->dead)
+			stream_close(s); /* freed by the sweep at the end of the iteration */
+}
+
 void conn_reset(struct conn *c)
 {
 	for (struct stream *s = c->streams, *next; s; s = next) {
