@@ -119,6 +119,10 @@ int vmsnap_sandbox_snapshot(struct vmsnap_host *h, const char *ref, const char *
  * owns removed. */
 int vmsnap_sandbox_destroy(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d);
 
+/* Frees the name of a destroyed (stopped) sandbox so that a new one may take it; the row stays
+ * under its id (src/sandbox/names.c). -EBUSY when it is not stopped. */
+int vmsnap_sandbox_release_name(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d);
+
 struct vmsnap_exec_result {
         int exit_code;         /* 128+N when signal N killed it */
         int signal;            /* 0 when it exited by itself */

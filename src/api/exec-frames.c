@@ -6,6 +6,7 @@
 #include "util/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -197,6 +198,9 @@ void exec_upgraded_run(struct exec_out *o, int fd, const char *extra, size_t ext
 {
         struct session ss = {.o = o, .fd = fd, .extra = extra, .extra_len = extra_len};
         pthread_t t;
+        int flags = fcntl(fd, F_GETFL);
+        if (flags >= 0) /* libmicrohttpd's sockets are non-blocking: these threads block */
+                fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
         bool reader = pthread_create(&t, NULL, client_main, &ss) == 0;
         while (reader && (o->pend_off < o->pend_len || next_frame(o))) {
                 if (!send_all(fd, (const char *)o->pend + o->pend_off, o->pend_len - o->pend_off))

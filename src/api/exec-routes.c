@@ -381,7 +381,7 @@ static int parse_kill(const struct api_call *call, int *ret_pid, int *ret_sig,
 void api_process_kill(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
 {
         struct vmsnap_diag d = {0};
-        int pid, sig;
+        int pid = 0, sig = 0;
         int r = parse_kill(call, &pid, &sig, &d);
         if (r < 0) {
                 api_reply_body_error(rep, r, &d);

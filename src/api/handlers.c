@@ -224,7 +224,16 @@ static void h_sandbox_destroy(struct api_server *srv, const struct api_call *cal
                               struct api_reply *rep)
 {
         struct vmsnap_diag d = {0};
-        int r = vmsnap_sandbox_destroy(srv->host, call->ref, &d);
+        bool keep_name;
+        if (query_bool(call, "keep_name", &keep_name, rep) < 0)
+                return;
+        struct vmsnap_sandbox sb;
+        int r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d); /* the id: the ref may be
+                                                                    * the name it frees */
+        if (r == 0)
+                r = vmsnap_sandbox_destroy(srv->host, sb.id, &d);
+        if (r == 0 && !keep_name)
+                r = vmsnap_sandbox_release_name(srv->host, sb.id, &d);
         if (r < 0) {
                 api_reply_errno(rep, r, &d);
                 return;

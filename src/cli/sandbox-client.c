@@ -7,9 +7,12 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- the connection ----------------------------------------------------------------------- */
 
@@ -88,9 +91,55 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *p)
 
 /* Sends one request (body: JSON or NULL). Returns 0 when a response came back (any status),
  * or CLI_FAIL with the message printed. */
+void client_progress(struct client *c, const char *fmt, ...)
+{
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(c->progress, sizeof(c->progress), fmt, ap);
+        va_end(ap);
+}
+
+static double since(const struct timespec *t0)
+{
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+struct progress {
+        struct client *c;
+        struct timespec t0;
+};
+
+/* libcurl calls this about once a second while the daemon works: "pausing web-1… 3s". */
+static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+        struct progress *pr = p;
+        double s = since(&pr->t0);
+        (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+        if (s >= 1.0) {
+                fprintf(stderr, "\r%s… %.0fs", pr->c->progress, s);
+                pr->c->progress_shown = true;
+        }
+        return 0;
+}
+
+/* Ends the progress line: what took how long. */
+static void progress_done(struct client *c, const struct progress *pr, bool ok)
+{
+        if (c->progress_shown)
+                fprintf(stderr, "\r\033[K%s: %s in %.1fs\n", c->progress, ok ? "done" : "failed",
+                        since(&pr->t0));
+        c->progress[0] = '\0';
+        c->progress_shown = false;
+}
+
 int request(struct client *c, const char *method, const char *path, json_t *body,
                    struct response *ret)
 {
+        struct progress pr = {.c = c};
+        clock_gettime(CLOCK_MONOTONIC, &pr.t0);
         char url[1200];
         snprintf(url, sizeof(url), "%s%s", c->base, path);
         _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -116,8 +165,16 @@ int request(struct client *c, const char *method, const char *path, json_t *body
         curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
         curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
         curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        if (c->progress[0] && isatty(STDERR_FILENO)) {
+                curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+                curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+                curl_easy_setopt(h, CURLOPT_XFERINFODATA, &pr);
+        }
         CURLcode rc = curl_easy_perform(h);
         curl_slist_free_all(headers);
+        long status = 0;
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        progress_done(c, &pr, rc == CURLE_OK && status >= 200 && status < 300);
         if (rc == CURLE_OK) {
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
                 return 0;

@@ -420,7 +420,11 @@ int run_kill(struct client *c, const struct args *a)
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         json_decref(res);
-        if (r == CLI_OK && !a->json)
-                printf("signalled process %ld in %s\n", pid, a->args[0]);
+        if (r == CLI_OK && a->json)
+                printf("{\"sandbox\":\"%s\",\"pid\":%ld,\"signal\":\"%s\"}\n", a->args[0], pid,
+                       a->signal_name ? a->signal_name : "TERM");
+        else if (r == CLI_OK)
+                printf("signalled process %ld in %s (%s)\n", pid, a->args[0],
+                       a->signal_name ? a->signal_name : "TERM");
         return r;
 }

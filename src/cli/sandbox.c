@@ -33,7 +33,7 @@ static const char main_usage[] =
         "  snapshot REF --name NAME     make a template from a sandbox\n"
         "  spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
         "                               start a sandbox from a template\n"
-        "  rm REF...                    destroy sandboxes\n\n"
+        "  rm [--keep-name] REF...      destroy sandboxes (and free their names)\n\n"
         "A REF is an id, a name, or a unique id prefix of at least 3 characters.\n\n"
         "connection (every verb):\n"
         "  --socket PATH   the daemon's Unix socket (default: <root>/" SOCKET_NAME ")\n"
@@ -162,6 +162,8 @@ static int run_create(struct client *c, const struct args *a)
         if (r)
                 return r;
         json_t *body = sandbox_body(a, true), *res = NULL;
+        client_progress(c, "%s %s", a->template_ref ? "spawning" : "booting",
+                        a->name ? a->name : "a sandbox");
         r = call(c, "POST", "/v1/sandboxes", body, &res);
         json_decref(body);
         if (r == CLI_OK)
@@ -177,6 +179,7 @@ static int run_spawn(struct client *c, const struct args *a)
         if (r || (r = ref_path(c, "/v1/snapshots", a->args[0], "/sandboxes", path, sizeof(path))))
                 return r;
         json_t *body = sandbox_body(a, false), *res = NULL;
+        client_progress(c, "spawning from %s", a->args[0]);
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         if (r == CLI_OK)
@@ -229,8 +232,10 @@ static int run_pause_resume(struct client *c, const struct args *a)
         json_t *res = NULL;
         if (r ||
             (r = ref_path(c, "/v1/sandboxes", a->args[0], pause ? "/pause" : "/resume", path,
-                          sizeof(path))) ||
-            (r = call(c, "POST", path, NULL, &res)))
+                          sizeof(path))))
+                return r;
+        client_progress(c, "%s %s", pause ? "pausing" : "resuming", a->args[0]);
+        if ((r = call(c, "POST", path, NULL, &res)))
                 return r;
         print_changed(a, pause ? "paused" : "resumed", res);
         json_decref(res);
@@ -249,6 +254,7 @@ static int run_snapshot(struct client *c, const struct args *a)
         if ((r = ref_path(c, "/v1/sandboxes", a->args[0], "/snapshot", path, sizeof(path))))
                 return r;
         json_t *body = json_pack("{s:s}", "name", name), *res = NULL;
+        client_progress(c, "making template %s from %s", name, a->args[0]);
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         if (r == CLI_OK && a->json)
@@ -261,24 +267,47 @@ static int run_snapshot(struct client *c, const struct args *a)
         return r;
 }
 
+/* Removes one sandbox: its id and name first (for the message), then DELETE, which frees
+ * the name unless --keep-name. */
+static int remove_one(struct client *c, const struct args *a, const char *ref, json_t *done)
+{
+        char path[512];
+        json_t *sb = NULL, *res = NULL;
+        int r = ref_path(c, "/v1/sandboxes", ref, "", path, sizeof(path));
+        if (r || (r = call(c, "GET", path, NULL, &sb)))
+                return r;
+        if (a->keep)
+                strncat(path, "?keep_name=1", sizeof(path) - strlen(path) - 1);
+        r = call(c, "DELETE", path, NULL, &res);
+        json_decref(res);
+        if (r == CLI_OK && a->json) {
+                json_array_append_new(done, json_pack("{s:s, s:O, s:b}", "id", sget(sb, "id"),
+                                                      "name", json_object_get(sb, "name"),
+                                                      "name_kept", a->keep));
+        } else if (r == CLI_OK) {
+                const char *name = json_string_value(json_object_get(sb, "name"));
+                printf("removed %s%s%s%s%s\n", sget(sb, "id"), name ? " (" : "", name ? name : "",
+                       name ? ")" : "",
+                       !name ? "" : a->keep ? "; it keeps its name (--keep-name)"
+                                            : "; its name is free again");
+        }
+        json_decref(sb);
+        return r;
+}
+
 static int run_rm(struct client *c, const struct args *a)
 {
         int r = need_args(a, 1, -1, "REF...");
         if (r)
                 return r;
         int ret = CLI_OK;
-        for (int i = 0; i < a->nargs; i++) {
-                char path[512];
-                json_t *res = NULL;
-                if ((r = ref_path(c, "/v1/sandboxes", a->args[i], "", path, sizeof(path))) ||
-                    (r = call(c, "DELETE", path, NULL, &res))) {
+        json_t *done = json_array();
+        for (int i = 0; i < a->nargs; i++)
+                if (remove_one(c, a, a->args[i], done) != CLI_OK)
                         ret = CLI_FAIL;
-                        continue;
-                }
-                json_decref(res);
-                if (!a->json)
-                        printf("removed %s\n", a->args[i]);
-        }
+        if (a->json)
+                print_json(done);
+        json_decref(done);
         return ret;
 }
 
@@ -292,6 +321,7 @@ static const int exec_opts[] = {OPT_TIMEOUT, OPT_INTERACTIVE, OPT_TTY, OPT_DETAC
                                 OPT_SHELL,   OPT_ENV,         OPT_CWD, 0};
 static const int shell_opts[] = {OPT_ENV, OPT_CWD, OPT_TTY, 0};
 static const int kill_opts[] = {OPT_SIGNAL, 0};
+static const int rm_opts[] = {OPT_KEEP, 0};
 static const int snapshot_opts[] = {OPT_NAME, 0};
 static const int no_opts[] = {0};
 
@@ -363,9 +393,12 @@ static const struct verb {
         {"spawn", run_spawn, spawn_opts,
          "usage: vmsnap sandbox spawn TEMPLATE [--name N] [--idle-timeout DUR]\n\n"
          "Starts a sandbox from a template (same as create --template).\n"},
-        {"rm", run_rm, no_opts,
-         "usage: vmsnap sandbox rm REF...\n\nDestroys sandboxes in any state, with the pause "
-         "snapshots only they own.\n"},
+        {"rm", run_rm, rm_opts,
+         "usage: vmsnap sandbox rm [--keep-name] REF...\n\n"
+         "Destroys sandboxes in any state, with the pause snapshots only they own. A removed\n"
+         "sandbox stays listed (`ls --all`, state stopped) under its id; its name is freed for\n"
+         "a new sandbox unless --keep-name (then `create --name` with that name is refused\n"
+         "until it is removed without the flag).\n"},
 };
 
 static int run_verb(const struct verb *v, int argc, char **argv)

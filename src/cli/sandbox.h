@@ -41,6 +41,8 @@ struct client {
         char auth[256];   /* "Authorization: Bearer …" or "" */
         char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" with --url */
         const struct args *a;
+        char progress[256];       /* "pausing web-1": shown on a TTY while a request runs long */
+        bool progress_shown;
 };
 
 struct response {
@@ -99,6 +101,9 @@ void client_close(struct client *c);
  * or CLI_FAIL with the message printed. */
 int request(struct client *c, const char *method, const char *path, json_t *body,
             struct response *ret);
+/* Names the next request's step for the progress line (stderr, TTY only, after 1 s). */
+void client_progress(struct client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Prints an error response {"error":{"code","message"}} (any other body as text). */
 int report_error(struct client *c, const struct response *r);
 /* Runs a request and parses a JSON 2xx response into *ret (NULL for 204). Returns CLI_OK or

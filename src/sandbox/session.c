@@ -129,7 +129,7 @@ static int start_stream(struct vmsnap_host *h, const char *ref, const struct pay
                         bool with_data, struct chan_stream **ret, char **ret_started,
                         struct vmsnap_diag *d)
 {
-        struct chan_stream *cs;
+        struct chan_stream *cs = NULL;
         int r = open_stream(h, ref, start, with_data, &cs, d);
         if (r < 0)
                 return r;
@@ -176,7 +176,7 @@ int vmsnap_exec_start(struct vmsnap_host *h, const char *ref, const struct vmsna
         };
         if ((r = encode_start(p, &f, spec->argv, spec->env, spec->cwd, d)) < 0)
                 return r;
-        struct chan_stream *cs;
+        struct chan_stream *cs = NULL;
         _cleanup_free_ char *started = NULL;
         if ((r = start_stream(h, ref, p, !spec->detach, &cs, &started, d)) < 0)
                 return r;
@@ -209,7 +209,7 @@ static int file_start(struct vmsnap_host *h, const char *ref, const char *path, 
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         struct start_fixed f = {.kind = kind, .arg = mode};
         int r = encode_start(p, &f, NULL, NULL, path, d);
-        struct chan_stream *cs;
+        struct chan_stream *cs = NULL;
         _cleanup_free_ char *started = NULL;
         if (r == 0)
                 r = start_stream(h, ref, p, kind == START_READ, &cs, &started, d);

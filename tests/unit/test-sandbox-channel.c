@@ -175,14 +175,14 @@ static void *writer_main(void *arg)
 static void test_real_agent(void **state)
 {
         (void)state;
-        struct agent a;
+        struct agent a = {.pid = -1, .fd = -1};
         if (!agent_start(&a))
                 skip();
         struct live l;
         live_init(&l, a.fd);
         struct vmsnap_diag d = {0};
         struct chan *c;
-        assert_int_equal(chan_get(&l, 10000, &c, &d), 0);
+        assert_int_equal(chan_get(&l, l.id, 10000, &c, &d), 0);
 
         /* argv byte-exact, binary output */
         const char *argv[] = {"printf", "%s|", "a b", "$x", "l1\nl2", "\xff\x80", NULL};
@@ -347,7 +347,7 @@ static void misdeed(enum misdeed what, int err)
         live_init(&l, sv[0]);
         struct vmsnap_diag d = {0};
         struct chan *c;
-        int r = chan_get(&l, 10000, &c, &d);
+        int r = chan_get(&l, l.id, 10000, &c, &d);
         if (what == OLD_AGENT) {
                 assert_int_equal(r, -EPROTONOSUPPORT);
                 assert_non_null(strstr(d.msg, "protocol 1"));
