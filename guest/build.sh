@@ -5,7 +5,7 @@
 #                               linux-image-cloud-amd64 depends on (downloaded, never installed)
 #   OUTDIR/initramfs.cpio.gz    busybox-static + guest/init + the virtio modules + the agent
 #   OUTDIR/rootfs.ext4          64 MiB ext4 made from guest/rootfs with mke2fs -d
-#   OUTDIR/vmsnap-agent         the static guest agent (also inside the initramfs)
+#   OUTDIR/vmsnap-agent         the static guest agent, guest/agent/*.c (also inside the initramfs)
 #   OUTDIR/tsc-khz              host tool: prints the host TSC frequency, which a TCG
 #                               guest needs as tsc_early_khz= on microvm (docs/guest.md)
 #   OUTDIR/guest.env            what was built: kernel package and version, modules loaded
@@ -41,7 +41,8 @@ KERNEL_META=linux-image-cloud-amd64
 NEEDED_MODULES=(virtio_mmio virtio_console virtio_blk ext4
                 vmw_vsock_virtio_transport vsock_loopback)
 ROOTFS_SIZE=64M
-CFLAGS=(-std=c11 -static -Os -s -Wall -Wextra -Wpedantic -Wshadow -Wvla -Wimplicit-fallthrough)
+CFLAGS=(-std=c11 -static -Os -s -Wall -Wextra -Wpedantic -Wshadow -Wvla -Wimplicit-fallthrough
+        -Wmissing-prototypes)
 
 log() { echo "guest/build.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -150,10 +151,11 @@ module_load_order() {
     }' "$mdir/modules.builtin" "$mdir/modules.dep"
 }
 
+# The agent is every .c of guest/agent/ (docs/guest.md §2.5), linked statically.
 build_agent() {
-  local src=$GUEST_DIR/agent/vmsnap-agent.c
-  if stale "$OUTDIR/vmsnap-agent" "$src" "$GUEST_DIR/build.sh"; then
-    gcc "${CFLAGS[@]}" -o "$OUTDIR/vmsnap-agent.tmp" "$src"
+  local srcs=("$GUEST_DIR"/agent/*.c)
+  if stale "$OUTDIR/vmsnap-agent" "$GUEST_DIR/agent" "$GUEST_DIR/build.sh"; then
+    gcc "${CFLAGS[@]}" -o "$OUTDIR/vmsnap-agent.tmp" "${srcs[@]}"
     mv "$OUTDIR/vmsnap-agent.tmp" "$OUTDIR/vmsnap-agent"
     log "agent -> $OUTDIR/vmsnap-agent"
   fi

@@ -126,14 +126,22 @@ int vmsnap_sandbox_snapshot(struct vmsnap_host *h, const char *ref, const char *
  * owns removed. */
 int vmsnap_sandbox_destroy(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d);
 
+/* Frees the name of a destroyed (stopped) sandbox so that a new one may take it; the row stays
+ * under its id (src/sandbox/names.c). -EBUSY when it is not stopped. */
+int vmsnap_sandbox_release_name(struct vmsnap_host *h, const char *ref, struct vmsnap_diag *d);
+
 struct vmsnap_exec_result {
-        int exit_code;
-        char *out; /* malloc'd, NUL-terminated */
-        char *err; /* malloc'd, NUL-terminated */
-        bool truncated;
+        int exit_code;         /* 128+N when signal N killed it */
+        int signal;            /* 0 when it exited by itself */
+        bool timed_out;        /* the timeout fired */
+        char *out;             /* malloc'd, NUL-terminated (may hold NULs: see out_len) */
+        char *err;             /* malloc'd, NUL-terminated */
+        size_t out_len, err_len;
+        bool truncated;        /* more than 1 MiB on a stream: the rest was dropped */
 };
 
-/* Runs a shell command in a running sandbox through the guest agent. */
+/* Runs a shell command line (`/bin/sh -c cmd`) in a running sandbox through the guest agent
+ * and collects its output (include/vmsnap/exec.h has argv, streams and stdin). */
 int vmsnap_sandbox_exec(struct vmsnap_host *h, const char *ref, const char *cmd,
                         unsigned timeout_ms, struct vmsnap_exec_result *ret,
                         struct vmsnap_diag *d);

@@ -3,6 +3,7 @@
  * and range, and copy into fixed-size request structs. Messages quote at most a short,
  * printable excerpt of what the client sent. */
 #include "api/body.h"
+#include "api/exec-body.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -190,35 +191,16 @@ int api_parse_sandbox_body(const char *text, size_t len, bool allow_template,
 int api_parse_exec_body(const char *text, size_t len, struct api_exec_body *ret,
                         struct vmsnap_diag *d)
 {
-        static const char *const allowed[] = {"cmd", "timeout_ms", NULL};
+        static const char *const allowed[] = {"cmd",        "argv", "argv_b64",  "env",
+                                              "cwd",        "timeout_ms", "stdin_b64", "tty",
+                                              "rows",       "cols", "background", NULL};
         json_auto_t *obj = NULL;
         int r = load_object(text, len, &obj, d);
         if (r < 0)
                 return r;
         if ((r = check_keys(obj, allowed, d)) < 0)
                 return r;
-        json_t *cmd = json_object_get(obj, "cmd");
-        if (cmd && !json_is_null(cmd) && !json_is_string(cmd))
-                return vmsnap_diag(d, -EINVAL, "field 'cmd' must be a string (a shell command)");
-        if (!cmd || !json_is_string(cmd) || json_string_length(cmd) == 0)
-                return vmsnap_diag(d, -EINVAL, "field 'cmd' is required (a shell command)");
-        uint64_t timeout = API_EXEC_TIMEOUT_MS;
-        if ((r = get_uint(obj, "timeout_ms", 1, API_EXEC_TIMEOUT_MAX, &timeout, d)) < 0)
-                return r;
-        char *copy = strdup(json_string_value(cmd));
-        if (!copy)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        ret->cmd = copy;
-        ret->timeout_ms = (unsigned)timeout;
-        return 0;
-}
-
-void api_exec_body_clear(struct api_exec_body *b)
-{
-        if (!b)
-                return;
-        free(b->cmd);
-        b->cmd = NULL;
+        return api_exec_body_from_json(obj, ret, d); /* exec-body.c */
 }
 
 int api_parse_snapshot_body(const char *text, size_t len, struct api_snapshot_body *ret,

@@ -32,11 +32,8 @@ struct api_sandbox_body {
         uint32_t idle_timeout;
 };
 
-/* POST /v1/sandboxes/{ref}/exec. */
-struct api_exec_body {
-        char *cmd; /* malloc'd; free with api_exec_body_clear */
-        unsigned timeout_ms;
-};
+/* POST /v1/sandboxes/{ref}/exec: api/exec-body.h. */
+struct api_exec_body;
 
 /* POST /v1/sandboxes/{ref}/snapshot. */
 struct api_snapshot_body {
@@ -67,8 +64,5 @@ int api_parse_snapshot_create_body(const char *text, size_t len,
 /* Bodies of routes that take none (pause, resume): empty or {}. Returns 0, -EBADMSG or
  * -EINVAL. */
 int api_parse_empty_body(const char *text, size_t len, struct vmsnap_diag *d);
-
-/* Frees the command of an exec body; accepts a zeroed struct. */
-void api_exec_body_clear(struct api_exec_body *b);
 
 #endif

@@ -5,6 +5,8 @@
  * vmsnap_host_store_lock (held only for short reads and deletes; imports use their own
  * connection). */
 #include "api/body.h"
+#include "api/exec-routes.h"
+#include "api/files.h"
 #include "api/json.h"
 #include "api/model.h"
 #include "api/reply.h"
@@ -228,7 +230,16 @@ static void h_sandbox_destroy(struct api_server *srv, const struct api_call *cal
                               struct api_reply *rep)
 {
         struct vmsnap_diag d = {0};
-        int r = vmsnap_sandbox_destroy(srv->host, call->ref, &d);
+        bool keep_name;
+        if (query_bool(call, "keep_name", &keep_name, rep) < 0)
+                return;
+        struct vmsnap_sandbox sb;
+        int r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d); /* the id: the ref may be
+                                                                    * the name it frees */
+        if (r == 0)
+                r = vmsnap_sandbox_destroy(srv->host, sb.id, &d);
+        if (r == 0 && !keep_name)
+                r = vmsnap_sandbox_release_name(srv->host, sb.id, &d);
         if (r < 0) {
                 api_reply_errno(rep, r, &d);
                 return;
@@ -274,22 +285,7 @@ static void h_sandbox_resume(struct api_server *srv, const struct api_call *call
 static void h_sandbox_exec(struct api_server *srv, const struct api_call *call,
                            struct api_reply *rep)
 {
-        struct vmsnap_diag d = {0};
-        struct api_exec_body b = {0};
-        int r = api_parse_exec_body(call->body, call->body_len, &b, &d);
-        if (r < 0) {
-                api_reply_body_error(rep, r, &d);
-                return;
-        }
-        struct vmsnap_exec_result res = {0};
-        r = vmsnap_sandbox_exec(srv->host, call->ref, b.cmd, b.timeout_ms, &res, &d);
-        api_exec_body_clear(&b);
-        if (r < 0) {
-                api_reply_errno(rep, r, &d);
-                return;
-        }
-        api_reply_json(rep, 200, api_exec_json(&res));
-        vmsnap_exec_result_free(&res);
+        api_exec_handle(srv, call, rep); /* api/exec-routes.c */
 }
 
 static void h_sandbox_snapshot(struct api_server *srv, const struct api_call *call,
@@ -543,6 +539,15 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
         [API_ROUTE_SNAPSHOT_GET] = h_snapshot_get,
         [API_ROUTE_SNAPSHOT_DELETE] = h_snapshot_delete,
         [API_ROUTE_SNAPSHOT_SPAWN] = h_snapshot_spawn,
+        [API_ROUTE_PROCESS_LIST] = api_process_list,  /* api/exec-routes.c */
+        [API_ROUTE_PROCESS_KILL] = api_process_kill,
+        [API_ROUTE_FILE_READ] = api_file_read,        /* api/files.c */
+        [API_ROUTE_FILE_WRITE] = api_file_write,
+        [API_ROUTE_FILE_REMOVE] = api_file_remove,
+        [API_ROUTE_FILE_STAT] = api_file_stat,
+        [API_ROUTE_FILE_LIST] = api_file_list,
+        [API_ROUTE_ARCHIVE_GET] = api_archive_get,
+        [API_ROUTE_ARCHIVE_PUT] = api_archive_put,
 };
 
 void api_handle(struct api_server *srv, const struct api_call *call, struct api_reply *rep)

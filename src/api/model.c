@@ -1,6 +1,7 @@
 /* Resource → JSON. Empty strings and zero times become null so programs can test for
  * absence; memory goes out in MiB (what requests take); times in RFC 3339 UTC. */
 #include "api/model.h"
+#include "api/exec-routes.h"
 #include "api/json.h"
 
 #include <vmsnap/mem.h>
@@ -83,8 +84,12 @@ json_t *api_exec_json(const struct vmsnap_exec_result *res)
                 return NULL;
         int r = 0;
         r |= api_json_set(o, "exit_code", json_integer(res->exit_code));
-        r |= api_json_set(o, "stdout", api_json_string_lossy(res->out ? res->out : ""));
-        r |= api_json_set(o, "stderr", api_json_string_lossy(res->err ? res->err : ""));
+        r |= api_json_set(o, "signal", res->signal ? json_integer(res->signal) : json_null());
+        r |= api_json_set(o, "timed_out", json_boolean(res->timed_out));
+        r |= api_json_set(o, "stdout", api_json_bytes_lossy(res->out ? res->out : "",
+                                                             res->out ? res->out_len : 0));
+        r |= api_json_set(o, "stderr", api_json_bytes_lossy(res->err ? res->err : "",
+                                                             res->err ? res->err_len : 0));
         r |= api_json_set(o, "truncated", json_boolean(res->truncated));
         if (r) {
                 json_decref(o);

@@ -2,6 +2,7 @@
  * {"error":{"code","message"}} and the status table of errors.c cannot drift per route. */
 #include "api/reply.h"
 #include "api/json.h"
+#include "api/stream.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -60,4 +61,6 @@ void api_reply_clear(struct api_reply *rep)
         rep->json = NULL;
         free(rep->text);
         rep->text = NULL;
+        api_stream_free(rep->stream);
+        rep->stream = NULL;
 }

@@ -12,6 +12,8 @@
 #include "api/routes.h"
 
 struct api_server;
+struct api_stream;
+struct api_upload;
 
 struct api_call {
         enum api_route route;
@@ -21,6 +23,9 @@ struct api_call {
         /* Query parameter key, or NULL when absent. */
         const char *(*query)(void *ctx, const char *key);
         void *query_ctx;
+        /* Request header name, or NULL when absent (ctx: query_ctx). */
+        const char *(*header)(void *ctx, const char *name);
+        struct api_upload *upload; /* the body of an upload route, as it came (api/stream.h) */
 };
 
 struct api_reply {
@@ -33,6 +38,7 @@ struct api_reply {
         char allow[64];           /* Allow header of a 405 */
         const char *code;         /* error code, NULL on success (for the log line) */
         char message[1024];       /* error message (for the log line) */
+        struct api_stream *stream; /* owned; a streamed body or an upgrade (api/stream.h) */
 };
 
 /* Runs the handler of call->route. */

@@ -1,5 +1,5 @@
 /* Route matching: a short table walked segment by segment; "{ref}" matches one non-empty
- * segment. Fifteen routes do not need a trie. And the check of the raw request target that
+ * segment. Two dozen routes do not need a trie. And the check of the raw request target that
  * runs before percent-decoding can hide what the client sent. */
 #include "api/routes.h"
 
@@ -25,6 +25,15 @@ static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
         [API_ROUTE_SNAPSHOT_GET] = {"GET", "/v1/snapshots/{ref}", false},
         [API_ROUTE_SNAPSHOT_DELETE] = {"DELETE", "/v1/snapshots/{ref}", false},
         [API_ROUTE_SNAPSHOT_SPAWN] = {"POST", "/v1/snapshots/{ref}/sandboxes", false},
+        [API_ROUTE_PROCESS_LIST] = {"GET", "/v1/sandboxes/{ref}/processes", false},
+        [API_ROUTE_PROCESS_KILL] = {"POST", "/v1/sandboxes/{ref}/processes/kill", false},
+        [API_ROUTE_FILE_READ] = {"GET", "/v1/sandboxes/{ref}/files", false},
+        [API_ROUTE_FILE_WRITE] = {"PUT", "/v1/sandboxes/{ref}/files", false},
+        [API_ROUTE_FILE_REMOVE] = {"DELETE", "/v1/sandboxes/{ref}/files", false},
+        [API_ROUTE_FILE_STAT] = {"GET", "/v1/sandboxes/{ref}/files/stat", false},
+        [API_ROUTE_FILE_LIST] = {"GET", "/v1/sandboxes/{ref}/files/list", false},
+        [API_ROUTE_ARCHIVE_GET] = {"GET", "/v1/sandboxes/{ref}/archive", false},
+        [API_ROUTE_ARCHIVE_PUT] = {"PUT", "/v1/sandboxes/{ref}/archive", false},
         [API_ROUTE_NONE] = {"-", "unmatched", false},
 };
 

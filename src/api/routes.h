@@ -24,12 +24,21 @@ enum api_route {
         API_ROUTE_SNAPSHOT_GET,
         API_ROUTE_SNAPSHOT_DELETE,
         API_ROUTE_SNAPSHOT_SPAWN,
+        API_ROUTE_PROCESS_LIST, /* working inside a sandbox (api/exec-routes.c, files.c) */
+        API_ROUTE_PROCESS_KILL,
+        API_ROUTE_FILE_READ,
+        API_ROUTE_FILE_WRITE,
+        API_ROUTE_FILE_REMOVE,
+        API_ROUTE_FILE_STAT,
+        API_ROUTE_FILE_LIST,
+        API_ROUTE_ARCHIVE_GET,
+        API_ROUTE_ARCHIVE_PUT,
         API_ROUTE_COUNT,
         API_ROUTE_NONE = API_ROUTE_COUNT, /* no route matched (metrics label "unmatched") */
 };
 
 struct api_route_info {
-        const char *method;  /* "GET", "POST", "DELETE" */
+        const char *method;  /* "GET", "POST", "PUT", "DELETE" */
         const char *pattern; /* "/v1/sandboxes/{ref}/pause" */
         bool public;         /* served without a token on TCP too */
 };

@@ -10,6 +10,7 @@
 #include "api/json.h"
 #include "api/reply.h"
 #include "api/sockets.h"
+#include "api/stream.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -64,6 +65,7 @@ struct request {
         char *body;
         size_t len, discarded;
         bool too_large;
+        struct api_upload *upload; /* the body of an upload route (api/stream.h) */
         unsigned status;
         char code[40];
         char message[300];
@@ -90,6 +92,10 @@ static void printable(char *out, size_t size, const char *s)
 static enum MHD_Result send_reply(struct MHD_Connection *c, struct request *req,
                                   struct api_reply *rep)
 {
+        if (rep->stream) { /* a streamed body or an upgrade (api/stream.c) */
+                req->status = rep->status;
+                return api_stream_queue(c, rep);
+        }
         char *buf = NULL;
         size_t len = 0;
         const char *type = "application/json";
@@ -241,6 +247,23 @@ static const char *authenticate(struct api_listener *l, struct MHD_Connection *c
         return public ? NULL : why;
 }
 
+static const char *query_value(void *ctx, const char *key);
+
+/* An upload route (any size, not JSON): its handler takes the body as it comes. */
+static enum MHD_Result open_upload(struct api_listener *l, struct MHD_Connection *c,
+                                   struct request *req)
+{
+        struct api_reply rep = {0};
+        const char *type =
+                MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        req->upload = api_upload_open(l->srv, req->route, req->ref, query_value, c, type, &rep);
+        if (req->upload)
+                return MHD_YES;
+        enum MHD_Result r = send_reply(c, req, &rep);
+        api_reply_clear(&rep);
+        return r;
+}
+
 /* The checks made when the headers are in: shutdown, token, request target, route, body. */
 static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection *c, const char *url,
                                   struct request *req)
@@ -275,6 +298,8 @@ static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection 
         if (m < 0)
                 return refuse(c, req, API_PROBLEM_NO_ROUTE, NULL, "no route for %s %s", req->method,
                               req->path);
+        if (api_route_uploads(req->route))
+                return open_upload(l, c, req);
         bool refused;
         enum MHD_Result r = check_body(c, req, &refused);
         return refused ? r : MHD_YES;
@@ -297,6 +322,11 @@ static enum MHD_Result take_upload(struct request *req, const char *data, size_t
         req->len += size;
         req->body[req->len] = '\0';
         return MHD_YES;
+}
+
+static const char *header_value(void *ctx, const char *name)
+{
+        return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
 }
 
 static const char *query_value(void *ctx, const char *key)
@@ -323,6 +353,8 @@ static enum MHD_Result dispatch(struct api_listener *l, struct MHD_Connection *c
                 .body_len = req->len,
                 .query = query_value,
                 .query_ctx = c,
+                .header = header_value,
+                .upload = req->upload,
         };
         struct api_reply rep = {0};
         api_handle(l->srv, &call, &rep);
@@ -388,6 +420,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 *upload_data_size = 0;
                 return req->discarded > API_DISCARD_MAX ? MHD_NO : MHD_YES;
         }
+        if (*upload_data_size && req->upload) {
+                api_upload_feed(req->upload, upload_data, *upload_data_size);
+                *upload_data_size = 0;
+                return MHD_YES;
+        }
         if (*upload_data_size) {
                 enum MHD_Result r = take_upload(req, upload_data, *upload_data_size);
                 *upload_data_size = 0;
@@ -439,6 +476,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                 /* Its headers never came in full (a slow or vanished client): no request. */
                 log_debug("%s: a request line without complete headers: %s", l->name, req->target);
         }
+        api_upload_free(req->upload);
         free(req->body);
         free(req);
 }
@@ -527,7 +565,7 @@ static void on_connection(void *cls, struct MHD_Connection *c, void **socket_con
 static int start_daemon(struct api_server *srv, struct api_listener *l, struct vmsnap_diag *d)
 {
         unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL_INTERNAL_THREAD |
-                         MHD_USE_ITC | MHD_USE_ERROR_LOG;
+                         MHD_USE_ITC | MHD_USE_ERROR_LOG | MHD_ALLOW_UPGRADE;
         l->srv = srv;
         l->mhd = MHD_start_daemon(
                 flags, 0, on_accept, l, on_request, l, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, l,

@@ -13,7 +13,8 @@ struct command {
 static const struct command commands[] = {
         {"mem", cmd_mem, "memory snapshots: process, diff, merge, materialize, verify, inspect"},
         {"snapshot", cmd_snapshot, "snapshot store: ls, inspect, add, rm, export, import, gc, reindex"},
-        {"sandbox", cmd_sandbox, "sandboxes through vmsnapd: create, ls, pause, resume, exec, rm"},
+        {"sandbox", cmd_sandbox, "sandboxes through vmsnapd: create, ls, get, pause, resume, exec,\n"
+                                 "               shell, cp, ps, kill, snapshot, spawn, rm"},
         {"uffd-serve", cmd_uffd_serve, "lazy-restore page server for a VMM's userfaultfd"},
 };
 

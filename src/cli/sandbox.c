@@ -3,27 +3,15 @@
  * for programs; exit codes 0 / 1 / 2, and `exec` exits with the command's exit code. No
  * total timeout on a request: a pause of a large guest may take long, and the daemon
  * finishes it even if this client goes away. */
-#include "cli/cli.h"
+#include "cli/sandbox.h"
 #include "util/cleanup.h"
 
 #include <vmsnap/store.h>
 
-#include <ctype.h>
-#include <curl/curl.h>
-#include <errno.h>
-#include <getopt.h>
-#include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/un.h>
 #include <time.h>
-
-#define SOCKET_NAME       "vmsnapd.sock"
-#define RESPONSE_MAX      (64u << 20)
-#define CONNECT_TIMEOUT_S 10L
 
 static const char main_usage[] =
         "usage: vmsnap sandbox VERB [OPTIONS] ARGS...\n\n"
@@ -35,12 +23,17 @@ static const char main_usage[] =
         "  get REF                      show one sandbox\n"
         "  pause REF                    snapshot a sandbox and free its host resources\n"
         "  resume REF                   resume a paused sandbox\n"
-        "  exec [--timeout DUR] REF -- COMMAND...\n"
-        "                               run a shell command in a sandbox\n"
+        "  exec [-i] [-t] [-d] [--shell] [-e NAME=VALUE]... [-w DIR] [--timeout DUR]\n"
+        "       REF -- COMMAND [ARGS...] run a program in a sandbox (argv exactly as given)\n"
+        "  shell REF [-- COMMAND...]    an interactive shell (a PTY) in a sandbox\n"
+        "  cp SRC DEST                  copy files between the host and a sandbox\n"
+        "                               (one of them SANDBOX:/PATH)\n"
+        "  ps REF                       processes started in a sandbox (background ones too)\n"
+        "  kill REF PID [--signal SIG]  signal such a process\n"
         "  snapshot REF --name NAME     make a template from a sandbox\n"
         "  spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
         "                               start a sandbox from a template\n"
-        "  rm REF...                    destroy sandboxes\n\n"
+        "  rm [--keep-name] REF...      destroy sandboxes (and free their names)\n\n"
         "A REF is an id, a name, or a unique id prefix of at least 3 characters.\n\n"
         "connection (every verb):\n"
         "  --socket PATH   the daemon's Unix socket (default: <root>/" SOCKET_NAME ")\n"
@@ -51,456 +44,25 @@ static const char main_usage[] =
         "                  when readable)\n"
         "  --json          print JSON (the API's objects) instead of tables\n\n"
         "SIZE: MiB, or with a unit: 512M, 2G.  DUR: seconds, or 500ms, 90s, 15m, 1h.\n"
-        "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error; exec exits with the\n"
-        "command's exit code.\n";
-
-struct args {
-        const char *verb;
-        const char *root, *socket, *url, *token;
-        bool json, all;
-        const char *name, *vmm, *template_ref;
-        uint32_t vcpus;
-        uint64_t memory_mib;
-        bool idle_set;
-        uint64_t idle_timeout;
-        uint64_t timeout_ms;
-        int nargs;
-        char **args;
-};
-
-struct client {
-        CURL *curl;
-        char base[512];   /* http://localhost or the --url */
-        char where[4200]; /* for messages: unix:PATH or the URL */
-        char auth[256];   /* "Authorization: Bearer …" or "" */
-        char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" with --url */
-        const struct args *a;
-};
-
-struct response {
-        long status;
-        char *body;
-        size_t len;
-        bool too_big;
-};
-
-/* ---- messages ----------------------------------------------------------------------------- */
-
-static int fail(const struct args *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int fail(const struct args *a, const char *fmt, ...)
-{
-        va_list ap;
-        fprintf(stderr, "vmsnap sandbox %s: ", a->verb);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fputc('\n', stderr);
-        return CLI_FAIL;
-}
-
-static int usage_error(const struct args *a, const char *fmt, ...)
-        __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const struct args *a, const char *fmt, ...)
-{
-        va_list ap;
-        fprintf(stderr, "vmsnap sandbox %s: ", a->verb);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, " (see `vmsnap sandbox %s --help`)\n", a->verb);
-        return CLI_USAGE;
-}
-
-/* ---- value parsers ------------------------------------------------------------------------ */
-
-/* "512" (MiB), "512M", "512MiB", "2G", "2GiB" → MiB. Returns 0 or -EINVAL. */
-static int parse_mib(const char *s, uint64_t *ret)
-{
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno || end == s || s[0] == '-')
-                return -EINVAL;
-        unsigned shift = 0;
-        if (toupper((unsigned char)*end) == 'G')
-                shift = 10;
-        else if (*end && toupper((unsigned char)*end) != 'M')
-                return -EINVAL;
-        if (*end && strcasecmp(end + 1, "") && strcasecmp(end + 1, "iB") &&
-            strcasecmp(end + 1, "B"))
-                return -EINVAL;
-        if (v == 0 || v > (UINT64_MAX >> 20 >> shift))
-                return -EINVAL;
-        *ret = (uint64_t)v << shift;
-        return 0;
-}
-
-/* "90" (seconds), "500ms", "90s", "15m", "1h", "1d" → milliseconds. Returns 0 or -EINVAL. */
-static int parse_duration_ms(const char *s, uint64_t *ret)
-{
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno || end == s || s[0] == '-')
-                return -EINVAL;
-        uint64_t mult;
-        if (strcmp(end, "ms") == 0)
-                mult = 1;
-        else if (!*end || strcmp(end, "s") == 0)
-                mult = 1000;
-        else if (strcmp(end, "m") == 0)
-                mult = 60000;
-        else if (strcmp(end, "h") == 0)
-                mult = 3600000;
-        else if (strcmp(end, "d") == 0)
-                mult = 86400000;
-        else
-                return -EINVAL;
-        if (v > UINT64_MAX / mult)
-                return -EINVAL;
-        *ret = v * mult;
-        return 0;
-}
-
-/* ---- options ------------------------------------------------------------------------------ */
-
-enum {
-        OPT_ROOT = 1000,
-        OPT_SOCKET,
-        OPT_URL,
-        OPT_TOKEN,
-        OPT_JSON,
-        OPT_ALL,
-        OPT_NAME,
-        OPT_VCPUS,
-        OPT_MEMORY,
-        OPT_VMM,
-        OPT_IDLE,
-        OPT_TEMPLATE,
-        OPT_TIMEOUT,
-};
-
-static const struct option all_options[] = {
-        {"root", required_argument, NULL, OPT_ROOT},
-        {"socket", required_argument, NULL, OPT_SOCKET},
-        {"url", required_argument, NULL, OPT_URL},
-        {"token", required_argument, NULL, OPT_TOKEN},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"all", no_argument, NULL, OPT_ALL},
-        {"name", required_argument, NULL, OPT_NAME},
-        {"vcpus", required_argument, NULL, OPT_VCPUS},
-        {"memory", required_argument, NULL, OPT_MEMORY},
-        {"vmm", required_argument, NULL, OPT_VMM},
-        {"idle-timeout", required_argument, NULL, OPT_IDLE},
-        {"template", required_argument, NULL, OPT_TEMPLATE},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"help", no_argument, NULL, 'h'},
-        {0},
-};
-
-static int set_value(struct args *a, int c, const char *v)
-{
-        uint64_t n;
-        switch (c) {
-        case OPT_VCPUS:
-                n = strspn(v, "0123456789") == strlen(v) && strlen(v) <= 3 ? strtoul(v, NULL, 10)
-                                                                           : 0;
-                if (n == 0 || n > 256)
-                        return usage_error(a, "--vcpus must be 1..256, not '%s'", v);
-                a->vcpus = (uint32_t)n;
-                return 0;
-        case OPT_MEMORY:
-                if (parse_mib(v, &a->memory_mib) < 0)
-                        return usage_error(a,
-                                           "--memory takes MiB or a size like 512M or 2G, "
-                                           "not '%s'",
-                                           v);
-                return 0;
-        case OPT_IDLE:
-                if (parse_duration_ms(v, &n) < 0 || n / 1000 > UINT32_MAX)
-                        return usage_error(a,
-                                           "--idle-timeout takes a duration like 0, 300, "
-                                           "15m or 1h, not '%s'",
-                                           v);
-                a->idle_set = true;
-                a->idle_timeout = n / 1000;
-                return 0;
-        case OPT_TIMEOUT:
-                if (parse_duration_ms(v, &a->timeout_ms) < 0 || a->timeout_ms == 0)
-                        return usage_error(a,
-                                           "--timeout takes a duration like 500ms, 30s or "
-                                           "5m, not '%s'",
-                                           v);
-                return 0;
-        }
-        return 0;
-}
-
-static int set_option(struct args *a, int c, const char *v)
-{
-        switch (c) {
-        case OPT_ROOT:
-                a->root = v;
-                break;
-        case OPT_SOCKET:
-                a->socket = v;
-                break;
-        case OPT_URL:
-                a->url = v;
-                break;
-        case OPT_TOKEN:
-                a->token = v;
-                break;
-        case OPT_JSON:
-                a->json = true;
-                break;
-        case OPT_ALL:
-                a->all = true;
-                break;
-        case OPT_NAME:
-                a->name = v;
-                break;
-        case OPT_VMM:
-                a->vmm = v;
-                break;
-        case OPT_TEMPLATE:
-                a->template_ref = v;
-                break;
-        default:
-                return set_value(a, c, v);
-        }
-        return 0;
-}
-
-/* True when option c applies to a verb that accepts the options in ok (0-terminated). */
-static bool allowed(const int *ok, int c)
-{
-        if (c == 'h' || (c >= OPT_ROOT && c <= OPT_JSON))
-                return true;
-        for (; *ok; ok++)
-                if (*ok == c)
-                        return true;
-        return false;
-}
-
-/* Returns 0, -1 after --help, or the usage exit code. */
-static int parse(int argc, char **argv, const int *ok, const char *usage, struct args *a)
-{
-        int c, idx;
-        optind = 1;
-        opterr = 1;
-        while ((c = getopt_long(argc, argv, "h", all_options, &idx)) != -1) {
-                if (c == '?')
-                        return CLI_USAGE;
-                if (c == 'h') {
-                        fputs(usage, stdout);
-                        return -1;
-                }
-                if (!allowed(ok, c))
-                        return usage_error(a, "option --%s does not apply here",
-                                           all_options[idx].name);
-                int r = set_option(a, c, optarg);
-                if (r)
-                        return r;
-        }
-        a->nargs = argc - optind;
-        a->args = argv + optind;
-        return 0;
-}
-
-/* ---- the connection ----------------------------------------------------------------------- */
-
-/* Reads <root>/token when this user may (root, usually); "" otherwise. */
-static void token_from_root(const char *root, char out[128])
-{
-        char path[4096];
-        out[0] = '\0';
-        snprintf(path, sizeof(path), "%s/token", root);
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return;
-        if (fgets(out, 128, f))
-                out[strcspn(out, "\r\n")] = '\0';
-        fclose(f);
-}
-
-static int client_open(struct client *c, const struct args *a)
-{
-        const char *root = a->root ? a->root : vmsnap_store_default_root();
-        c->a = a;
-        c->curl = curl_easy_init();
-        if (!c->curl)
-                return fail(a, "cannot initialize libcurl");
-        if (a->url) {
-                snprintf(c->base, sizeof(c->base), "%.*s", (int)strcspn(a->url, "?#"), a->url);
-                size_t n = strlen(c->base);
-                while (n && c->base[n - 1] == '/')
-                        c->base[--n] = '\0';
-                snprintf(c->where, sizeof(c->where), "%s", c->base);
-                char token[128] = "";
-                const char *t = a->token ? a->token : getenv("VMSNAP_TOKEN");
-                if (!t || !t[0]) {
-                        token_from_root(root, token);
-                        t = token;
-                }
-                if (t[0])
-                        snprintf(c->auth, sizeof(c->auth), "Authorization: Bearer %s", t);
-                return CLI_OK;
-        }
-        char path[4096];
-        if (a->socket)
-                snprintf(path, sizeof(path), "%s", a->socket);
-        else
-                snprintf(path, sizeof(path), "%s/" SOCKET_NAME, root);
-        if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
-                return fail(a, "%s: a Unix socket path is at most 107 bytes", path);
-        memcpy(c->socket, path, strlen(path) + 1); /* fits: checked above */
-        snprintf(c->base, sizeof(c->base), "http://localhost");
-        snprintf(c->where, sizeof(c->where), "unix:%s", path);
-        return CLI_OK;
-}
-
-static void client_close(struct client *c)
-{
-        curl_easy_cleanup(c->curl);
-}
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *p)
-{
-        struct response *r = p;
-        size_t n = size * nmemb;
-        if (r->len + n > RESPONSE_MAX) {
-                r->too_big = true;
-                return 0;
-        }
-        char *b = realloc(r->body, r->len + n + 1);
-        if (!b)
-                return 0;
-        memcpy(b + r->len, data, n);
-        r->len += n;
-        b[r->len] = '\0';
-        r->body = b;
-        return n;
-}
-
-/* Sends one request (body: JSON or NULL). Returns 0 when a response came back (any status),
- * or CLI_FAIL with the message printed. */
-static int request(struct client *c, const char *method, const char *path, json_t *body,
-                   struct response *ret)
-{
-        char url[1200];
-        snprintf(url, sizeof(url), "%s%s", c->base, path);
-        _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-        struct curl_slist *headers = NULL;
-        headers = curl_slist_append(headers, "Accept: application/json");
-        if (text)
-                headers = curl_slist_append(headers, "Content-Type: application/json");
-        if (c->auth[0])
-                headers = curl_slist_append(headers, c->auth);
-        CURL *h = c->curl;
-        *ret = (struct response){0};
-        curl_easy_reset(h); /* nothing of the previous request carries over */
-        if (c->socket[0])
-                curl_easy_setopt(h, CURLOPT_UNIX_SOCKET_PATH, c->socket);
-        curl_easy_setopt(h, CURLOPT_URL, url);
-        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-        if (text || strcmp(method, "POST") == 0) {
-                curl_easy_setopt(h, CURLOPT_POSTFIELDS, text ? text : "");
-                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(text ? strlen(text) : 0));
-        }
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, ret);
-        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        CURLcode rc = curl_easy_perform(h);
-        curl_slist_free_all(headers);
-        if (rc == CURLE_OK) {
-                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
-                return 0;
-        }
-        free(ret->body);
-        ret->body = NULL;
-        if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
-                return fail(c->a,
-                            "cannot reach vmsnapd at %s: is it running? start it with "
-                            "`vmsnapd`%s",
-                            c->where, c->a->url ? "" : " (or pass --socket/--root)");
-        if (ret->too_big)
-                return fail(c->a, "the response from %s is over %u MiB", c->where,
-                            RESPONSE_MAX >> 20);
-        return fail(c->a, "request to %s failed: %s", c->where, curl_easy_strerror(rc));
-}
-
-/* Prints an error response {"error":{"code","message"}} (any other body as text). */
-static int report_error(struct client *c, const struct response *r)
-{
-        json_t *j = r->body ? json_loads(r->body, 0, NULL) : NULL;
-        const char *code = NULL, *msg = NULL;
-        json_unpack(j, "{s:{s:s, s:s}}", "error", "code", &code, "message", &msg);
-        if (c->a->json && j)
-                printf("%s\n", r->body);
-        int ret;
-        if (code && msg)
-                ret = fail(c->a, "%s [%s, HTTP %ld]", msg, code, r->status);
-        else if (r->status == 401)
-                ret = fail(c->a, "HTTP 401 from %s: pass --token or set $VMSNAP_TOKEN", c->where);
-        else
-                ret = fail(c->a, "HTTP %ld from %s: %.200s", r->status, c->where,
-                           r->body ? r->body : "");
-        json_decref(j);
-        return ret;
-}
-
-/* Runs a request and parses a JSON 2xx response into *ret (NULL for 204). Returns CLI_OK or
- * CLI_FAIL with the message printed. */
-static int call(struct client *c, const char *method, const char *path, json_t *body, json_t **ret)
-{
-        struct response r;
-        int rc = request(c, method, path, body, &r);
-        if (rc)
-                return rc;
-        if (r.status < 200 || r.status > 299) {
-                rc = report_error(c, &r);
-                free(r.body);
-                return rc;
-        }
-        json_error_t e;
-        *ret = r.status == 204 || !r.len ? NULL : json_loadb(r.body, r.len, 0, &e);
-        if (r.status != 204 && r.len && !*ret)
-                rc = fail(c->a, "unreadable response from %s: %s", c->where, e.text);
-        free(r.body);
-        return rc;
-}
-
-/* path prefix + escaped ref + suffix. */
-static int ref_path(struct client *c, const char *prefix, const char *ref, const char *suffix,
-                    char *out, size_t size)
-{
-        char *esc = curl_easy_escape(c->curl, ref, 0);
-        if (!esc)
-                return fail(c->a, "out of memory");
-        snprintf(out, size, "%s/%s%s", prefix, esc, suffix);
-        curl_free(esc);
-        return CLI_OK;
-}
+        "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error; exec and shell exit\n"
+        "with the command's exit code (128+N when signal N killed it, 124 when --timeout\n"
+        "fired).\n"
+        "Run `vmsnap sandbox VERB --help` for a verb's options.\n";
 
 /* ---- output ------------------------------------------------------------------------------- */
 
-static const char *sget(json_t *o, const char *key)
+const char *sget(json_t *o, const char *key)
 {
         const char *s = json_string_value(json_object_get(o, key));
         return s ? s : "-";
 }
 
-static long long iget(json_t *o, const char *key)
+long long iget(json_t *o, const char *key)
 {
         return json_integer_value(json_object_get(o, key));
 }
 
-static void print_json(json_t *j)
+void print_json(json_t *j)
 {
         char *s = json_dumps(j, JSON_INDENT(2));
         if (s)
@@ -568,7 +130,7 @@ static void print_changed(const struct args *a, const char *what, json_t *s)
 
 /* ---- verbs -------------------------------------------------------------------------------- */
 
-static int need_args(const struct args *a, int min, int max, const char *what)
+int need_args(const struct args *a, int min, int max, const char *what)
 {
         if (a->nargs < min || (max >= 0 && a->nargs > max))
                 return usage_error(a, "expected %s", what);
@@ -600,6 +162,8 @@ static int run_create(struct client *c, const struct args *a)
         if (r)
                 return r;
         json_t *body = sandbox_body(a, true), *res = NULL;
+        client_progress(c, "%s %s", a->template_ref ? "spawning" : "booting",
+                        a->name ? a->name : "a sandbox");
         r = call(c, "POST", "/v1/sandboxes", body, &res);
         json_decref(body);
         if (r == CLI_OK)
@@ -615,6 +179,7 @@ static int run_spawn(struct client *c, const struct args *a)
         if (r || (r = ref_path(c, "/v1/snapshots", a->args[0], "/sandboxes", path, sizeof(path))))
                 return r;
         json_t *body = sandbox_body(a, false), *res = NULL;
+        client_progress(c, "spawning from %s", a->args[0]);
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         if (r == CLI_OK)
@@ -667,69 +232,14 @@ static int run_pause_resume(struct client *c, const struct args *a)
         json_t *res = NULL;
         if (r ||
             (r = ref_path(c, "/v1/sandboxes", a->args[0], pause ? "/pause" : "/resume", path,
-                          sizeof(path))) ||
-            (r = call(c, "POST", path, NULL, &res)))
+                          sizeof(path))))
+                return r;
+        client_progress(c, "%s %s", pause ? "pausing" : "resuming", a->args[0]);
+        if ((r = call(c, "POST", path, NULL, &res)))
                 return r;
         print_changed(a, pause ? "paused" : "resumed", res);
         json_decref(res);
         return CLI_OK;
-}
-
-/* Joins the command words with spaces: the API takes one shell command line. */
-static char *join_words(char **words, int n)
-{
-        size_t len = 1;
-        for (int i = 0; i < n; i++)
-                len += strlen(words[i]) + 1;
-        char *s = calloc(1, len);
-        for (int i = 0; s && i < n; i++) {
-                if (i)
-                        strcat(s, " ");
-                strcat(s, words[i]);
-        }
-        return s;
-}
-
-static int exec_output(const struct args *a, json_t *res)
-{
-        json_t *code = json_object_get(res, "exit_code");
-        if (!json_is_integer(code))
-                return fail(a, "the response has no exit_code");
-        if (a->json) {
-                print_json(res);
-        } else {
-                const char *out = json_string_value(json_object_get(res, "stdout"));
-                const char *err = json_string_value(json_object_get(res, "stderr"));
-                fputs(out ? out : "", stdout);
-                fflush(stdout);
-                fputs(err ? err : "", stderr);
-                if (json_is_true(json_object_get(res, "truncated")))
-                        fprintf(stderr, "vmsnap sandbox exec: the output was truncated\n");
-        }
-        json_int_t x = json_integer_value(code);
-        return x < 0 || x > 255 ? CLI_FAIL : (int)x;
-}
-
-static int run_exec(struct client *c, const struct args *a)
-{
-        char path[512];
-        int r = need_args(a, 2, -1, "REF -- COMMAND...");
-        if (r || (r = ref_path(c, "/v1/sandboxes", a->args[0], "/exec", path, sizeof(path))))
-                return r;
-        _cleanup_free_ char *cmd = join_words(a->args + 1, a->nargs - 1);
-        if (!cmd)
-                return fail(a, "out of memory");
-        json_t *body = json_pack("{s:s}", "cmd", cmd), *res = NULL;
-        if (body && a->timeout_ms)
-                json_object_set_new(body, "timeout_ms", json_integer((json_int_t)a->timeout_ms));
-        if (!body)
-                return fail(a, "the command is not valid UTF-8");
-        r = call(c, "POST", path, body, &res);
-        json_decref(body);
-        if (r == CLI_OK)
-                r = exec_output(a, res);
-        json_decref(res);
-        return r;
 }
 
 static int run_snapshot(struct client *c, const struct args *a)
@@ -744,6 +254,7 @@ static int run_snapshot(struct client *c, const struct args *a)
         if ((r = ref_path(c, "/v1/sandboxes", a->args[0], "/snapshot", path, sizeof(path))))
                 return r;
         json_t *body = json_pack("{s:s}", "name", name), *res = NULL;
+        client_progress(c, "making template %s from %s", name, a->args[0]);
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         if (r == CLI_OK && a->json)
@@ -756,24 +267,47 @@ static int run_snapshot(struct client *c, const struct args *a)
         return r;
 }
 
+/* Removes one sandbox: its id and name first (for the message), then DELETE, which frees
+ * the name unless --keep-name. */
+static int remove_one(struct client *c, const struct args *a, const char *ref, json_t *done)
+{
+        char path[512];
+        json_t *sb = NULL, *res = NULL;
+        int r = ref_path(c, "/v1/sandboxes", ref, "", path, sizeof(path));
+        if (r || (r = call(c, "GET", path, NULL, &sb)))
+                return r;
+        if (a->keep)
+                strncat(path, "?keep_name=1", sizeof(path) - strlen(path) - 1);
+        r = call(c, "DELETE", path, NULL, &res);
+        json_decref(res);
+        if (r == CLI_OK && a->json) {
+                json_array_append_new(done, json_pack("{s:s, s:O, s:b}", "id", sget(sb, "id"),
+                                                      "name", json_object_get(sb, "name"),
+                                                      "name_kept", a->keep));
+        } else if (r == CLI_OK) {
+                const char *name = json_string_value(json_object_get(sb, "name"));
+                printf("removed %s%s%s%s%s\n", sget(sb, "id"), name ? " (" : "", name ? name : "",
+                       name ? ")" : "",
+                       !name ? "" : a->keep ? "; it keeps its name (--keep-name)"
+                                            : "; its name is free again");
+        }
+        json_decref(sb);
+        return r;
+}
+
 static int run_rm(struct client *c, const struct args *a)
 {
         int r = need_args(a, 1, -1, "REF...");
         if (r)
                 return r;
         int ret = CLI_OK;
-        for (int i = 0; i < a->nargs; i++) {
-                char path[512];
-                json_t *res = NULL;
-                if ((r = ref_path(c, "/v1/sandboxes", a->args[i], "", path, sizeof(path))) ||
-                    (r = call(c, "DELETE", path, NULL, &res))) {
+        json_t *done = json_array();
+        for (int i = 0; i < a->nargs; i++)
+                if (remove_one(c, a, a->args[i], done) != CLI_OK)
                         ret = CLI_FAIL;
-                        continue;
-                }
-                json_decref(res);
-                if (!a->json)
-                        printf("removed %s\n", a->args[i]);
-        }
+        if (a->json)
+                print_json(done);
+        json_decref(done);
         return ret;
 }
 
@@ -783,7 +317,11 @@ static const int create_opts[] = {OPT_NAME, OPT_VCPUS,    OPT_MEMORY, OPT_VMM,
                                   OPT_IDLE, OPT_TEMPLATE, 0};
 static const int spawn_opts[] = {OPT_NAME, OPT_VCPUS, OPT_MEMORY, OPT_VMM, OPT_IDLE, 0};
 static const int ls_opts[] = {OPT_ALL, 0};
-static const int exec_opts[] = {OPT_TIMEOUT, 0};
+static const int exec_opts[] = {OPT_TIMEOUT, OPT_INTERACTIVE, OPT_TTY, OPT_DETACH,
+                                OPT_SHELL,   OPT_ENV,         OPT_CWD, 0};
+static const int shell_opts[] = {OPT_ENV, OPT_CWD, OPT_TTY, 0};
+static const int kill_opts[] = {OPT_SIGNAL, 0};
+static const int rm_opts[] = {OPT_KEEP, 0};
 static const int snapshot_opts[] = {OPT_NAME, 0};
 static const int no_opts[] = {0};
 
@@ -810,19 +348,57 @@ static const struct verb {
          "usage: vmsnap sandbox resume REF\n\nResumes a paused sandbox from its newest "
          "snapshot.\n"},
         {"exec", run_exec, exec_opts,
-         "usage: vmsnap sandbox exec [--timeout DUR] REF -- COMMAND...\n\n"
-         "Runs COMMAND (one shell command line: the words are joined with spaces) in a running\n"
-         "sandbox, prints its stdout and stderr, and exits with its exit code. --timeout\n"
-         "bounds the command (default 60s on the daemon's side).\n"},
+         "usage: vmsnap sandbox exec [OPTIONS] REF -- COMMAND [ARGS...]\n\n"
+         "Runs COMMAND with exactly these arguments in a running sandbox (no shell: quoting\n"
+         "survives, bytes that are not UTF-8 too), prints its stdout and stderr as they come,\n"
+         "and exits with its exit code: 128+N when signal N killed it, 124 when --timeout\n"
+         "fired, 1 when vmsnap itself failed. Ctrl-C and other signals to vmsnap go to the\n"
+         "command.\n\n"
+         "  -i, --interactive   send this stdin to the command (without it, it gets an empty one)\n"
+         "  -t, --tty           run it on a terminal (a PTY in the guest); with -i this terminal\n"
+         "                      is raw: keys, Ctrl-C and Ctrl-D go to the guest, as in ssh\n"
+         "  -d, --detach        start it in the background and return; its output goes to a log\n"
+         "                      file in the guest (see `ps`, `kill`)\n"
+         "      --shell         COMMAND is one shell line (the words joined with spaces) for\n"
+         "                      /bin/sh -c, e.g. --shell -- 'ls | wc -l'\n"
+         "  -e, --env NAME=VALUE  set a variable (repeat for more)\n"
+         "  -w, --workdir DIR   its working directory in the guest (default /)\n"
+         "      --timeout DUR   kill it (SIGKILL to its process group) after DUR\n"
+         "      --json          print the result as JSON once it ended (no streaming)\n"},
+        {"shell", run_shell, shell_opts,
+         "usage: vmsnap sandbox shell REF [-e NAME=VALUE]... [-w DIR] [-- COMMAND...]\n\n"
+         "An interactive shell (/bin/sh, or COMMAND) on a PTY in the sandbox, as `ssh` gives:\n"
+         "this terminal is raw while it runs, Ctrl-C interrupts the job in the guest, Ctrl-D or\n"
+         "`exit` leaves; window size changes follow. Exits with the shell's exit code.\n"},
+        {"cp", run_cp, no_opts,
+         "usage: vmsnap sandbox cp SRC DEST\n\n"
+         "Copies a file or a directory (recursively, modes and symlinks kept) between the host\n"
+         "and a running sandbox; exactly one of SRC and DEST is SANDBOX:/PATH. Into an existing\n"
+         "directory the copy keeps its name; otherwise it takes DEST's. Any size, streamed.\n"
+         "What comes out of a sandbox is checked entry by entry: nothing is written outside\n"
+         "DEST and no symlink the guest sent is followed. A summary goes to stderr (--json:\n"
+         "stdout).\n\n"
+         "  vmsnap sandbox cp ./src web-1:/root/      vmsnap sandbox cp web-1:/var/log ./logs\n"},
+        {"ps", run_ps, no_opts,
+         "usage: vmsnap sandbox ps REF [--json]\n\n"
+         "Lists the processes started in the sandbox through vmsnap: running commands and\n"
+         "background ones (`exec -d`); one that ended is listed once more with its exit code.\n"},
+        {"kill", run_kill, kill_opts,
+         "usage: vmsnap sandbox kill REF PID [--signal SIG]\n\n"
+         "Sends SIG (a number or a name: TERM, the default, KILL, INT, HUP...) to the process\n"
+         "group of PID, a process `vmsnap sandbox ps` lists.\n"},
         {"snapshot", run_snapshot, snapshot_opts,
          "usage: vmsnap sandbox snapshot REF --name NAME\n\n"
          "Makes a named template from a running or paused sandbox (which stays as it is).\n"},
         {"spawn", run_spawn, spawn_opts,
          "usage: vmsnap sandbox spawn TEMPLATE [--name N] [--idle-timeout DUR]\n\n"
          "Starts a sandbox from a template (same as create --template).\n"},
-        {"rm", run_rm, no_opts,
-         "usage: vmsnap sandbox rm REF...\n\nDestroys sandboxes in any state, with the pause "
-         "snapshots only they own.\n"},
+        {"rm", run_rm, rm_opts,
+         "usage: vmsnap sandbox rm [--keep-name] REF...\n\n"
+         "Destroys sandboxes in any state, with the pause snapshots only they own. A removed\n"
+         "sandbox stays listed (`ls --all`, state stopped) under its id; its name is freed for\n"
+         "a new sandbox unless --keep-name (then `create --name` with that name is refused\n"
+         "until it is removed without the flag).\n"},
 };
 
 static int run_verb(const struct verb *v, int argc, char **argv)

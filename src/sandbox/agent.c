@@ -1,6 +1,8 @@
-/* The guest agent client: newline-delimited JSON over the VM's agent channel (docs/guest.md).
- * One request at a time per sandbox (the caller holds the sandbox's operation lock). */
-#include "sandbox/internal.h"
+/* The guest agent client: newline-delimited JSON over the VM's agent channel (docs/guest.md
+ * §2.1). One request at a time per sandbox (the caller holds the sandbox's operation lock).
+ * While a protocol-2 channel runs on the connection (channel.c), its reader owns the
+ * connection and requests go through it as CALL frames. */
+#include "sandbox/channel-internal.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 
@@ -21,13 +23,9 @@ static int64_t now_ms(void)
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Reads one line (without the newline) into a malloc'd buffer before the deadline. */
-static int read_line(int fd, int64_t deadline, char **ret)
+/* Waits until fd is readable or the deadline passes. Returns 0 or -errno. */
+static int wait_readable(int fd, int64_t deadline)
 {
-        size_t cap = 4096, len = 0;
-        _cleanup_free_ char *buf = malloc(cap);
-        if (!buf)
-                return -ENOMEM;
         for (;;) {
                 int64_t left = deadline - now_ms();
                 struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -38,6 +36,40 @@ static int read_line(int fd, int64_t deadline, char **ret)
                         continue;
                 if (pr <= 0)
                         return pr < 0 ? -errno : -ETIMEDOUT;
+                return 0;
+        }
+}
+
+/* Reads exactly n bytes (or into NULL: skips them) before the deadline. */
+static int read_exact(int fd, uint8_t *buf, size_t n, int64_t deadline)
+{
+        uint8_t sink[4096];
+        while (n > 0) {
+                int r = wait_readable(fd, deadline);
+                if (r < 0)
+                        return r;
+                ssize_t got = read(fd, buf ? buf : sink, buf ? n : MIN(n, sizeof(sink)));
+                if (got < 0 && errno == EINTR)
+                        continue;
+                if (got <= 0)
+                        return got < 0 ? -errno : -ECONNRESET;
+                if (buf)
+                        buf += got;
+                n -= (size_t)got;
+        }
+        return 0;
+}
+
+/* Reads one line (without the newline) into a malloc'd buffer before the deadline. Frames
+ * that come first are skipped: they belong to streams of a channel that has ended (they
+ * crossed its CLOSE). Reads byte by byte so that nothing after the line is consumed. */
+static int read_line(int fd, int64_t deadline, char **ret)
+{
+        size_t cap = 4096, len = 0;
+        _cleanup_free_ char *buf = malloc(cap);
+        if (!buf)
+                return -ENOMEM;
+        for (;;) {
                 if (len + 1 >= cap) {
                         if (cap >= MAX_RESPONSE)
                                 return -EMSGSIZE;
@@ -47,11 +79,20 @@ static int read_line(int fd, int64_t deadline, char **ret)
                         buf = nb;
                         cap *= 2;
                 }
-                ssize_t n = read(fd, buf + len, 1);
-                if (n < 0 && errno == EINTR)
+                int r = read_exact(fd, (uint8_t *)buf + len, 1, deadline);
+                if (r < 0)
+                        return r;
+                if (len == 0 && (uint8_t)buf[0] == FRAME_MAGIC) {
+                        uint8_t head[FRAME_HEADER] = {FRAME_MAGIC};
+                        struct frame_header h;
+                        if ((r = read_exact(fd, head + 1, FRAME_HEADER - 1, deadline)) < 0)
+                                return r;
+                        if (!frame_header_get(head, &h))
+                                return -EPROTO;
+                        if ((r = read_exact(fd, NULL, h.length, deadline)) < 0)
+                                return r;
                         continue;
-                if (n <= 0)
-                        return n < 0 ? -errno : -ECONNRESET;
+                }
                 if (buf[len] == '\n') {
                         buf[len] = '\0';
                         *ret = TAKE_PTR(buf);
@@ -61,7 +102,7 @@ static int read_line(int fd, int64_t deadline, char **ret)
         }
 }
 
-static int ensure_connected(struct live *l, int timeout_ms, struct vmsnap_diag *d)
+int agent_connect_once(struct live *l, int timeout_ms, struct vmsnap_diag *d)
 {
         if (l->agent_fd >= 0)
                 return 0;
@@ -93,16 +134,29 @@ static int exchange(struct live *l, const char *line, int64_t deadline, json_t *
         return 0;
 }
 
+/* The negative errno of a failed answer: the guest's when it gave one, else EIO. */
+static int answer_errno(json_t *o)
+{
+        json_int_t e = json_integer_value(json_object_get(o, "errno"));
+        return e > 0 && e < 4096 ? -(int)e : -EIO;
+}
+
 int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d)
 {
         int64_t deadline = now_ms() + timeout_ms;
         _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
         if (!line)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
+        struct chan *c = chan_running(l);
+        if (c) { /* its reader owns the connection: ask in a frame */
+                int r = chan_call(c, l->id, line, timeout_ms, ret, d);
+                chan_put(c);
+                return r;
+        }
         json_t *o = NULL;
         int r = -ENOTCONN;
         for (int attempt = 0; attempt < 2 && r < 0 && now_ms() < deadline; attempt++) {
-                r = ensure_connected(l, (int)(deadline - now_ms()), d);
+                r = agent_connect_once(l, (int)(deadline - now_ms()), d);
                 if (r == 0)
                         r = exchange(l, line, deadline, &o, d);
                 if (r < 0 && l->agent_fd >= 0) { /* stale connection (e.g. after restore) */
@@ -114,7 +168,8 @@ int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct
                 return r;
         if (!json_is_true(json_object_get(o, "ok"))) {
                 const char *e = json_string_value(json_object_get(o, "error"));
-                r = vmsnap_diag(d, -EIO, "sandbox %s: guest agent: %s", l->id, e ? e : "failed");
+                r = vmsnap_diag(d, answer_errno(o), "sandbox %s: guest agent: %s", l->id,
+                                e ? e : "failed");
                 json_decref(o);
                 return r;
         }
@@ -129,6 +184,24 @@ static int simple_call(struct live *l, json_t *req, int timeout_ms, struct vmsna
         json_decref(req);
         json_decref(resp);
         return r;
+}
+
+int agent_hello(struct live *l, int timeout_ms, int *ret_protocol, struct vmsnap_diag *d)
+{
+        json_t *req = json_pack("{s:s}", "op", "hello"), *resp = NULL;
+        struct vmsnap_diag ignore = {0};
+        int r = agent_call(l, req, timeout_ms, &resp, &ignore);
+        json_decref(req);
+        if (r == -EIO || r == -EINVAL) { /* an old agent: "unknown op" */
+                *ret_protocol = 1;
+                return 0;
+        }
+        if (r < 0)
+                return vmsnap_diag(d, r, "%s", ignore.msg);
+        json_int_t p = json_integer_value(json_object_get(resp, "protocol"));
+        *ret_protocol = p >= 2 && p < 1000 ? (int)p : 1; /* a stand-in says only ok */
+        json_decref(resp);
+        return 0;
 }
 
 int agent_wait_healthy(struct live *l, int timeout_ms, struct vmsnap_diag *d)

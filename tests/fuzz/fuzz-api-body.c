@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "api/body.c"
+#include "api/exec-body.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -54,12 +55,14 @@ static void fuzz_exec(const char *text, size_t size)
         struct api_exec_body b = {0};
         int r = api_parse_exec_body(text, size, &b, &d);
         if (r < 0) {
-                check(b.cmd == NULL);
+                check(b.argv == NULL);
                 check_refusal(r, &d);
                 return;
         }
-        check(b.cmd && b.cmd[0] && strlen(b.cmd) < size + 1);
-        check(b.timeout_ms >= 1 && b.timeout_ms <= API_EXEC_TIMEOUT_MAX);
+        check(b.argv && b.argv[0] && b.argv[0][0]);
+        check(!b.has_timeout || (b.timeout_ms >= 1 && b.timeout_ms <= API_EXEC_TIMEOUT_MAX));
+        check(b.rows >= 1 && b.cols >= 1);
+        check(!b.background || (!b.tty && !b.in));
         api_exec_body_clear(&b);
 }
 

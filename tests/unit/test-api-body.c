@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "api/body.c"
+#include "api/exec-body.c"
 #include "api/errors.c"
 #include "api/json.c"
 #include "api/metrics.c"
@@ -111,20 +112,46 @@ static void test_exec_body(void **state)
         struct vmsnap_diag d = {0};
         struct api_exec_body b = {0};
         assert_int_equal(api_parse_exec_body(S("{\"cmd\":\"echo hi\"}"), &b, &d), 0);
-        assert_string_equal(b.cmd, "echo hi");
-        assert_int_equal(b.timeout_ms, API_EXEC_TIMEOUT_MS);
+        assert_string_equal(b.argv[0], "/bin/sh");
+        assert_string_equal(b.argv[2], "echo hi");
+        assert_null(b.argv[3]);
+        assert_false(b.has_timeout);
         api_exec_body_clear(&b);
-        assert_null(b.cmd);
+        assert_null(b.argv);
         assert_int_equal(api_parse_exec_body(S("{\"cmd\":\"x\",\"timeout_ms\":250}"), &b, &d), 0);
         assert_int_equal(b.timeout_ms, 250);
         api_exec_body_clear(&b);
+        /* argv exactly; argv_b64 for bytes that are not UTF-8; env; stdin */
+        assert_int_equal(api_parse_exec_body(S("{\"argv\":[\"printf\",\"%s\",\"a b\"],"
+                                               "\"env\":{\"A\":\"1 2\"},\"stdin_b64\":\"aGk=\"}"),
+                                             &b, &d),
+                         0);
+        assert_string_equal(b.argv[2], "a b");
+        assert_string_equal(b.env[0], "A=1 2");
+        assert_int_equal(b.in_len, 2);
+        assert_memory_equal(b.in, "hi", 2);
+        api_exec_body_clear(&b);
+        assert_int_equal(api_parse_exec_body(S("{\"argv_b64\":[\"ZWNobw==\",\"/4A=\"]}"), &b, &d), 0);
+        assert_string_equal(b.argv[0], "echo");
+        assert_string_equal(b.argv[1], "\xff\x80");
+        api_exec_body_clear(&b);
 
         const char *bad[][2] = {
-                {"{}", "'cmd' is required"},
-                {"", "'cmd' is required"},
-                {"{\"cmd\":\"\"}", "'cmd' is required"},
-                {"{\"cmd\":null}", "'cmd' is required"},
-                {"{\"cmd\":[\"ls\"]}", "'cmd' must be a string"},
+                {"{}", "exactly one of"},
+                {"", "exactly one of"},
+                {"{\"cmd\":\"\"}", "'cmd' must be a non-empty string"},
+                {"{\"cmd\":null}", "exactly one of"},
+                {"{\"cmd\":[\"ls\"]}", "'cmd' must be a non-empty string"},
+                {"{\"cmd\":\"x\",\"argv\":[\"x\"]}", "exactly one of"},
+                {"{\"argv\":[]}", "'argv' must be an array"},
+                {"{\"argv\":[\"\"]}", "is empty"},
+                {"{\"argv\":[1]}", "must be a string"},
+                {"{\"argv_b64\":[\"AA==\"]}", "NUL"},
+                {"{\"argv_b64\":[\"!!\"]}", "not base64"},
+                {"{\"argv\":[\"x\"],\"env\":{\"1A\":\"x\"}}", "'env'"},
+                {"{\"argv\":[\"x\"],\"cwd\":\"tmp\"}", "'cwd'"},
+                {"{\"argv\":[\"x\"],\"rows\":0}", "'rows'"},
+                {"{\"argv\":[\"x\"],\"background\":true,\"tty\":true}", "background"},
                 {"{\"cmd\":\"x\",\"timeout_ms\":0}", "'timeout_ms'"},
                 {"{\"cmd\":\"x\",\"timeout_ms\":86400001}", "'timeout_ms'"},
                 {"{\"cmd\":\"x\",\"timeout\":5}", "unknown field 'timeout'"},
@@ -135,7 +162,7 @@ static void test_exec_body(void **state)
                 assert_true(api_parse_exec_body(S(bad[i][0]), &b, &d) < 0);
                 if (!strstr(d.msg, bad[i][1]))
                         fail_msg("'%s': '%s' does not mention '%s'", bad[i][0], d.msg, bad[i][1]);
-                assert_null(b.cmd);
+                assert_null(b.argv);
         }
 }
 
