@@ -50,6 +50,15 @@ CLI = os.environ.get("VMSNAP_CLI", "")
 GUEST = os.environ.get("VMSNAP_GUEST_DIR", os.path.join(SRC, "build", "guest"))
 JSON = {"Content-Type": "application/json"}
 
+# Operations that need the guest agent's protocol 2 (streams, files, processes): the ch-peer's
+# agent stand-in speaks only protocol 1, so they are exercised against a real QEMU guest by
+# e2e/sandbox-exec instead, and not validated against the spec here (yet).
+NEEDS_PROTOCOL_2 = {(m, "/v1/sandboxes/{ref}/" + p) for m, p in (
+    ("GET", "processes"), ("HEAD", "processes"), ("POST", "processes/kill"),
+    ("GET", "files"), ("HEAD", "files"), ("PUT", "files"), ("DELETE", "files"),
+    ("GET", "files/stat"), ("HEAD", "files/stat"), ("GET", "files/list"),
+    ("HEAD", "files/list"), ("GET", "archive"), ("HEAD", "archive"), ("PUT", "archive"))}
+
 NOT_PROVOKED = {
     "ambiguous_ref": "two ids sharing a 3-character prefix take ~80 random UUIDs, too slow "
                      "here; the store and sandbox resolvers' own tests cover it",
@@ -427,7 +436,13 @@ def direct_checks(t):
                "/v1/sandboxes/{ref}/exec": "/v1/sandboxes/x/exec",
                "/v1/sandboxes/{ref}/snapshot": "/v1/sandboxes/x/snapshot",
                "/v1/snapshots": "/v1/snapshots", "/v1/snapshots/{ref}": "/v1/snapshots/x",
-               "/v1/snapshots/{ref}/sandboxes": "/v1/snapshots/x/sandboxes"}
+               "/v1/snapshots/{ref}/sandboxes": "/v1/snapshots/x/sandboxes",
+               "/v1/sandboxes/{ref}/processes": "/v1/sandboxes/x/processes",
+               "/v1/sandboxes/{ref}/processes/kill": "/v1/sandboxes/x/processes/kill",
+               "/v1/sandboxes/{ref}/files": "/v1/sandboxes/x/files",
+               "/v1/sandboxes/{ref}/files/stat": "/v1/sandboxes/x/files/stat",
+               "/v1/sandboxes/{ref}/files/list": "/v1/sandboxes/x/files/list",
+               "/v1/sandboxes/{ref}/archive": "/v1/sandboxes/x/archive"}
     for template in t.spec.doc["paths"]:
         path = samples[template]
         documented = t.spec.methods(template)
@@ -580,8 +595,11 @@ def full_disk(t, work, exp_big):
 
 
 def coverage(t):
-    for op in sorted(set(t.spec.operations()) - t.ops):
+    for op in sorted(set(t.spec.operations()) - t.ops - NEEDS_PROTOCOL_2):
         fail("operation %s %s was never answered with success" % op)
+    for op in sorted(NEEDS_PROTOCOL_2 & set(t.spec.operations())):
+        print("%s: not exercised here: %s %s (needs agent protocol 2: e2e/sandbox-exec)"
+              % ((TEST,) + op))
     missing = t.spec.all_codes() - t.codes - set(NOT_PROVOKED)
     for code in sorted(missing):
         fail("error code %s was never seen" % code)
