@@ -107,6 +107,28 @@ static bool is_dynamic(const char *path)
         return false;
 }
 
+/* True, with the prefix, when host is <prefix>/bin/NAME beside a <prefix>/lib directory
+ * (a relocatable install such as the release tarball) and the prefix is not the root. */
+static bool relocatable_prefix(const char *host, char *prefix, size_t size)
+{
+        char bin[PATH_MAX], lib[PATH_MAX + 8];
+        snprintf(bin, sizeof(bin), "%s", host);
+        char *slash = strrchr(bin, '/');
+        if (!slash)
+                return false;
+        *slash = '\0';
+        slash = strrchr(bin, '/');
+        if (!slash || slash == bin || strcmp(slash, "/bin") != 0)
+                return false;
+        *slash = '\0';
+        snprintf(lib, sizeof(lib), "%s/lib", bin);
+        struct stat st;
+        if (lstat(lib, &st) < 0 || !S_ISDIR(st.st_mode))
+                return false;
+        snprintf(prefix, size, "%s", bin);
+        return true;
+}
+
 int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *default_name,
                        char *out, size_t size, struct vmsnap_diag *d)
 {
@@ -125,6 +147,14 @@ int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *de
         if (strncmp(host, "/usr/", 5) == 0 && c->spec.system_dirs) {
                 snprintf(out, size, "%s", host);
                 return 0;
+        }
+        char prefix[PATH_MAX];
+        if (c->spec.system_dirs && relocatable_prefix(host, prefix, sizeof(prefix))) {
+                /* A release's own QEMU (<prefix>/bin, <prefix>/lib by $ORIGIN, its firmware
+                 * and modules in <prefix>/share, <prefix>/lib): the prefix, read-only, where
+                 * it is on the host, so that it finds them as it would outside. */
+                snprintf(out, size, "%s", host);
+                return vmm_confine_bind(c, prefix, prefix, false, d);
         }
         snprintf(out, size, "%s", VMM_JAIL_VMM);
         return vmm_confine_bind(c, host, VMM_JAIL_VMM, false, d);

@@ -3,7 +3,7 @@
 tests/dist/release-chroot.sh, which runs this in a private mount namespace so that every
 mount below vanishes with it):
 
-  bind /dev, /dev/shm, /proc, /sys into the chroot -> copy the tarball in -> unpack it and
+  bind /dev, /dev/shm, /proc, /sys (recursively: cgroups) into the chroot -> copy the tarball in -> unpack it and
   run its install.sh there (default prefix /opt/vmsnap, state /var/lib/vmsnap, systemd unit)
   -> every library any installed program or QEMU module loads resolves inside /opt/vmsnap
   or is glibc's (the chroot's loader says so) -> vmsnapd started exactly as the installed
@@ -43,10 +43,12 @@ def check(cond, what):
 
 
 def bind_mounts(root):
+    """/sys recursively: vmsnapd jails its VMMs and needs the cgroup mounts below it, as on
+    a real host."""
     for path in ("/dev", "/dev/shm", "/proc", "/sys"):
         target = root + path
         os.makedirs(target, exist_ok=True)
-        subprocess.check_call(["mount", "--bind", path, target])
+        subprocess.check_call(["mount", "--rbind" if path == "/sys" else "--bind", path, target])
 
 
 def in_chroot(root, argv, env=None, check_rc=True, timeout=600):
