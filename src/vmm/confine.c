@@ -153,6 +153,13 @@ int vmm_confine_binary(struct vmm_confine *c, const char *binary, const char *de
                 /* A release's own QEMU (<prefix>/bin, <prefix>/lib by $ORIGIN, its firmware
                  * and modules in <prefix>/share, <prefix>/lib): the prefix, read-only, where
                  * it is on the host, so that it finds them as it would outside. */
+                /* No /proc in the jail: the loader cannot find the program's own $ORIGIN
+                 * (it reads /proc/self/exe), so its library directory is named outright. */
+                snprintf(c->library_path, sizeof(c->library_path), "LD_LIBRARY_PATH=%s/lib",
+                         prefix);
+                c->env[0] = c->library_path;
+                c->env[1] = NULL;
+                c->spec.env = c->env;
                 snprintf(out, size, "%s", host);
                 return vmm_confine_bind(c, prefix, prefix, false, d);
         }

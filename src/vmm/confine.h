@@ -27,7 +27,9 @@ struct vmm_confine {
         struct vmsnap_jail_spec spec;
         struct vmsnap_jail_bind binds[VMM_CONFINE_MAX_BINDS];
         char sources[VMM_CONFINE_MAX_BINDS][PATH_MAX];
-        char targets[VMM_CONFINE_MAX_BINDS][64];
+        char targets[VMM_CONFINE_MAX_BINDS][PATH_MAX];
+        char library_path[PATH_MAX + 32]; /* LD_LIBRARY_PATH of a relocatable VMM */
+        const char *env[2];
         const char *devices[VMM_CONFINE_MAX_DEVICES + 1];
         char run_dir[PATH_MAX]; /* host path of VMM_JAIL_RUN */
 };

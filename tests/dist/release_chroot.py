@@ -43,8 +43,11 @@ def check(cond, what):
 
 
 def bind_mounts(root):
-    """/sys recursively: vmsnapd jails its VMMs and needs the cgroup mounts below it, as on
-    a real host."""
+    """The root itself, then /sys recursively: vmsnapd jails its VMMs and needs the cgroup
+    mounts below it, as on a real host."""
+    # The chroot's / must be a mount point, as a host's or a container's is: the jail makes
+    # it private and pivots away from it.
+    subprocess.check_call(["mount", "--bind", root, root])
     for path in ("/dev", "/dev/shm", "/proc", "/sys"):
         target = root + path
         os.makedirs(target, exist_ok=True)
