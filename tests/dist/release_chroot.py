@@ -159,7 +159,7 @@ def cli(root, verb, *args):
 
 
 def sh(root, ref, cmd):
-    r = cli(root, "exec", ref, "--", cmd)
+    r = cli(root, "exec", "--shell", ref, "--", cmd)
     check(r["exit_code"] == 0, "exec %r in %s: %s" % (cmd, ref, r))
     return r["stdout"].strip()
 
