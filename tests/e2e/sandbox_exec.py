@@ -13,6 +13,7 @@ checks, through the CLI (`vmsnap sandbox exec/shell/cp/ps/kill`) and the REST AP
     running sleep and the shell survives, ^D ends it;
   - background processes listed and killed; the files routes; the old {"cmd"} JSON exec;
   - a pause while a command streams ends the stream with an error; exec works after resume;
+  - `rm` frees the sandbox's name (a new one may take it), `rm --keep-name` does not;
   - the host side of cp refuses a hostile archive (the guest's tar replaced by one that
     emits "..", absolute and symlink-escaping entries): nothing lands outside the
     destination.
@@ -206,6 +207,16 @@ def pty_until(fd, pat, limit=60):
     return acc
 
 
+def wait_bounded(pid, seconds):
+    """waitpid without hanging the test: the status, or None when it did not end in time."""
+    for _ in range(int(seconds * 10)):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.1)
+    return None
+
+
 def test_pty(b):
     pid, fd = pty.fork()
     if pid == 0:
@@ -217,23 +228,32 @@ def test_pty(b):
         check(b"30 100" in pty_until(fd, b"$ "), "stty size is not 30 100")
         fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 45, 120, 0, 0))
         os.kill(pid, signal.SIGWINCH)  # what the terminal does when it resizes
-        for _ in range(50):  # the resize crosses the session asynchronously
+        for _ in range(20):  # the resize crosses the session asynchronously
             os.write(fd, b"stty size\n")
-            out = pty_until(fd, b"$ ")
+            out = pty_until(fd, b"$ ", limit=10)
             if b"45 120" in out:
                 break
         check(b"45 120" in out, "stty size after the resize: %r" % out[-200:])
         # (what the shell prints differs from what is typed: the echo of the line never matches)
-        os.write(fd, b"sleep 100; echo went-$((1+1))-on\n")
-        pty_until(fd, b"sleep 100")
+        # ^C once `sleep` runs in the foreground (seen through a second stream): typed sooner,
+        # it would reach the shell alone, or be a plain byte while the line editor has the
+        # terminal raw (as on any terminal)
+        os.write(fd, b"sleep 101; echo went-$((1+1))-on\n")
+        for _ in range(100):
+            if b.exec("sh", "-c", "ps | grep -q '[s]leep 101'").returncode == 0:
+                break
         os.write(fd, b"\x03")
         out = pty_until(fd, b"$ ")
         check(b"went-2-on" not in out, "^C did not stop the sleep: %r" % out)
         os.write(fd, b"echo ali$((0))ve\n")
-        check(b"ali0ve" in pty_until(fd, b"ali0ve"), "the shell did not survive ^C")
+        out = pty_until(fd, b"ali0ve")
+        check(b"ali0ve" in out, "the shell did not survive ^C: %r" % out)
+        if b"$ " not in out.split(b"ali0ve")[-1]:
+            pty_until(fd, b"$ ")
         os.write(fd, b"\x04")
-        pty_until(fd, b"never")
-        _, status = os.waitpid(pid, 0)
+        out = pty_until(fd, b"never", limit=30)  # until the CLI closes the terminal
+        status = wait_bounded(pid, 30)
+        check(status is not None, "the shell did not end after ^D: %r" % out[-300:])
         check(os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0,
               "shell after ^D: status %r" % status)
     finally:
@@ -291,6 +311,22 @@ def test_pause_ends_stream(b):
     c.close()
     b.d.ok("POST", "/v1/sandboxes/%s/resume" % b.name)
     check(b.sh("echo back") == "back\n", "exec after resume")
+
+
+def test_rm_frees_name(b):
+    sid = b.d.ok("GET", "/v1/sandboxes/box")["id"]
+    p = b.cli("rm", "box", check_rc=0)
+    check(sid.encode() in p.stdout and b"name is free again" in p.stdout, "rm said %r" % p.stdout)
+    st, _ = b.d.call("GET", "/v1/sandboxes/box")
+    check(st == 404, "the removed sandbox still answers to its name: %d" % st)
+    gone = b.d.ok("GET", "/v1/sandboxes/%s" % sid)
+    check(gone["state"] == "stopped" and gone["name"] is None, "the row: %r" % gone)
+    again = b.d.ok("POST", "/v1/sandboxes", {"name": "box"})  # the issue's 409 before
+    b.cli("rm", "--keep-name", "box", check_rc=0)
+    st, err = b.d.call("POST", "/v1/sandboxes", {"name": "box"})
+    check(st == 409 and err["error"]["code"] == "already_exists",
+          "--keep-name did not keep it: %d %r" % (st, err))
+    check(b.d.ok("GET", "/v1/sandboxes/%s" % again["id"])["name"] == "box", "kept name lost")
 
 
 def hostile_tar():
@@ -360,6 +396,11 @@ def main():
         raise Fail("guest/build.sh failed (%d)" % rc)
     work = tempfile.mkdtemp(prefix="vmsnap-exec-")
     d = Daemon(work)
+
+    def too_long(signo, frame):
+        raise Fail("the test ran for 10 minutes: something hangs")
+    signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(600)
     ok = False
     try:
         d.start()
@@ -371,7 +412,8 @@ def main():
                          ("processes+files", lambda: test_processes_and_files(b)),
                          ("100 MB", lambda: test_big(b, work)),
                          ("cp attack", lambda: test_cp_attack(b, work)),
-                         ("pause", lambda: test_pause_ends_stream(b))):
+                         ("pause", lambda: test_pause_ends_stream(b)),
+                         ("rm frees the name", lambda: test_rm_frees_name(b))):
             t = time.time()
             fn()
             log("%s: ok (%.1f s)" % (name, time.time() - t))
