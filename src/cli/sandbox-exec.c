@@ -2,7 +2,8 @@
  * vmsnap-exec.v1 (docs/api.md, Exec). Its stdout and stderr are written as they come; with
  * -i our stdin goes to it; with -t it runs on a PTY and our terminal is raw (Ctrl-C and
  * Ctrl-D go to the guest, as in ssh), with window-size changes sent along; without -t,
- * SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed to it. Exit status: the command's (128+N
+ * SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed to it (a third SIGINT ends vmsnap: the
+ * command may ignore them). Exit status: the command's (128+N
  * when signal N killed it), 124 when --timeout fired, 1 when vmsnap failed. */
 #include "cli/sandbox.h"
 #include "util/cleanup.h"
@@ -34,6 +35,7 @@ struct session {
         size_t out_len, out_off;
         bool done;
         int status;              /* our exit status once done */
+        int interrupts;          /* SIGINTs passed on: the third ends vmsnap itself */
 };
 
 /* ---- the terminal ------------------------------------------------------------------------- */
@@ -206,6 +208,12 @@ static void on_signal(struct session *s, int sfd)
                 } else if (si.ssi_signo != SIGWINCH) {
                         wire_put32(p, si.ssi_signo);
                         send_control(s, FRAME_SIGNAL, p, 4);
+                        if (si.ssi_signo == SIGINT && ++s->interrupts == 3) {
+                                fail(s->a, "three interrupts: leaving; the command may still "
+                                     "run (see `vmsnap sandbox ps`)");
+                                s->done = true;
+                                s->status = 128 + SIGINT;
+                        }
                 }
         }
 }

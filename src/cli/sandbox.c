@@ -353,7 +353,7 @@ static const struct verb {
          "survives, bytes that are not UTF-8 too), prints its stdout and stderr as they come,\n"
          "and exits with its exit code: 128+N when signal N killed it, 124 when --timeout\n"
          "fired, 1 when vmsnap itself failed. Ctrl-C and other signals to vmsnap go to the\n"
-         "command.\n\n"
+         "command (a third Ctrl-C leaves it behind; leaving hangs it up).\n\n"
          "  -i, --interactive   send this stdin to the command (without it, it gets an empty one)\n"
          "  -t, --tty           run it on a terminal (a PTY in the guest); with -i this terminal\n"
          "                      is raw: keys, Ctrl-C and Ctrl-D go to the guest, as in ssh\n"
