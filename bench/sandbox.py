@@ -16,12 +16,19 @@ independently booted guests.
          against a vmsnapd started with --insecure-no-jail, one daemon after the other in
          the same run; target: the jail costs <= 10 % of resume time
 
-usage: VMSNAP_BUILD=build/release python3 bench/sandbox.py [--rounds N] [--clones N]
-Prints medians and ratios (ours / bare, jail / no jail); target: resume <= 1.2x.
+  breakdown  where the pauses' time went, by phase: the daemon's
+         vmsnap_pause_phase_seconds_total counters (/metrics) before and after the rounds,
+         divided by the pauses made; and the background merges that ran meanwhile
+
+usage: VMSNAP_BUILD=build/release python3 bench/sandbox.py [--rounds N] [--pause-rounds N]
+           [--clones N] [--only latency|jail|density]
+Prints medians, pause p50/p99 and ratios (ours / bare, jail / no jail); targets: resume <=
+1.2x, pause p50 <= 2x the bare save, pause p99 <= 1.3x its p50.
 The ours/bare rows use the unjailed daemon: the bare QEMU reuses its command line, whose
 paths a jailed QEMU sees only inside its jail.
 """
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -35,7 +42,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e"))
 sys.path.insert(0, os.path.join(SRC, "tests", "e2e", "lib"))
-from sandbox_lifecycle import Daemon, GUEST, kill_leftovers  # noqa: E402
+from sandbox_lifecycle import Daemon, GUEST, MERGE_CAP, kill_leftovers  # noqa: E402
 import qmp_agent  # noqa: E402
 
 
@@ -137,6 +144,41 @@ def guest_memory(d, sid, pid):
     return anon + st.st_blocks * 512
 
 
+def metrics(d):
+    """The daemon's counters as {(name, labels text): value}."""
+    status, text = d.call("GET", "/metrics")
+    if status != 200:
+        raise RuntimeError("GET /metrics -> %s" % status)
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, value = line.rsplit(" ", 1)
+        name, _, labels = key.partition("{")
+        out[(name, labels.rstrip("}"))] = float(value)
+    return out
+
+
+def percentile(v, q):
+    """The q-quantile of v (nearest rank: the smallest sample >= q of them)."""
+    return sorted(v)[max(0, math.ceil(q * len(v)) - 1)]
+
+
+def print_breakdown(before, after):
+    n = after[("vmsnap_pauses_total", "")] - before[("vmsnap_pauses_total", "")]
+    phases = sorted(((after[k] - before.get(k, 0), k[1].split('"')[1]) for k in after
+                     if k[0] == "vmsnap_pause_phase_seconds_total"), reverse=True)
+    total = sum(s for s, _ in phases)
+    print("pause breakdown (mean ms over %d pauses; phases sum to %.1f ms):" %
+          (n, total * 1e3 / max(n, 1)))
+    for s, name in phases:
+        print("  %-14s %8.1f" % (name, s * 1e3 / max(n, 1)))
+    merges = ["%s %d" % (k[1].split('"')[1], after[k] - before.get(k, 0)) for k in sorted(after)
+              if k[0] == "vmsnap_merges_total"]
+    if merges:
+        print("background merges meanwhile: " + ", ".join(merges))
+
+
 def bench_latency(d, rounds, work):
     sb = REAPER.sandbox(d.ok("POST", "/v1/sandboxes", {}))
     sid, pid = sb["id"], sb["pid"]
@@ -159,6 +201,7 @@ def bench_latency(d, rounds, work):
     bare.agent_ok()
     state, saved_mem = os.path.join(work, "bare.state"), os.path.join(work, "bare.mem")
     ours_p, ours_r, bare_p, bare_r = [], [], [], []
+    before = metrics(d)
     for _ in range(rounds):
         t = time.monotonic()
         d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
@@ -173,13 +216,18 @@ def bench_latency(d, rounds, work):
         t = time.monotonic()
         bare.restore(state, saved_mem)
         bare_r.append(time.monotonic() - t)
+    after = metrics(d)
     bare.stop()
     d.ok("DELETE", "/v1/sandboxes/%s" % sid)
     med = statistics.median
-    print("%-8s %10s %10s %8s   (%d rounds, 256 MiB guest, medians)" %
-          ("", "ours ms", "bare ms", "ratio", rounds))
+    print("%-8s %10s %10s %8s   (%d rounds, %d MiB guest, merge cap %d, medians)" %
+          ("", "ours ms", "bare ms", "ratio", rounds, sb["memory_mib"], MERGE_CAP))
     for name, o, b in (("pause", ours_p, bare_p), ("resume", ours_r, bare_r)):
         print("%-8s %10.1f %10.1f %8.2f" % (name, med(o) * 1e3, med(b) * 1e3, med(o) / med(b)))
+    p50, p99 = percentile(ours_p, 0.5), percentile(ours_p, 0.99)
+    print("pause p50 %.1f ms, p99 %.1f ms, max %.1f ms; p99/p50 %.2f; p50 / bare save p50 %.2f"
+          % (p50 * 1e3, p99 * 1e3, max(ours_p) * 1e3, p99 / p50, p50 / percentile(bare_p, 0.5)))
+    print_breakdown(before, after)
 
 
 def bench_density(d, n):
@@ -246,38 +294,40 @@ def bench_jail(work, rounds):
         print("%-8s %10.1f %10.1f %8.2f" % (name, j * 1e3, n * 1e3, j / n))
 
 
+def with_daemon(work, name, extra_args, fn):
+    """Runs fn(d) with a fresh daemon of its own, then stops it and kills what it left."""
+    d = Daemon(sub(work, name), extra_args=extra_args)
+    os.makedirs(d.work)
+    try:
+        d.start()
+        REAPER.watch(d.proc.pid)
+        fn(d)
+    finally:
+        d.stop()
+        REAPER.kill_all()  # any process of ours that survived, by pidfd
+        kill_leftovers(d)
+        shutil.rmtree(d.mem, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="jail rounds")
+    ap.add_argument("--pause-rounds", type=int, default=50, help="latency rounds")
     ap.add_argument("--clones", type=int, default=10)
+    ap.add_argument("--only", choices=("latency", "jail", "density"))
     a = ap.parse_args()
     if not os.environ.get("VMSNAP_BUILD"):
         sys.exit("set VMSNAP_BUILD to the build directory (e.g. build/release)")
     work = tempfile.mkdtemp(prefix="vb-")  # short: the run dirs' socket paths are <= 107 bytes
     try:
-        bench_jail(work, a.rounds)
-        d = Daemon(sub(work, "b"), extra_args=["--insecure-no-jail"])
-        os.makedirs(d.work)
-        try:
-            d.start()
-            REAPER.watch(d.proc.pid)
-            bench_latency(d, a.rounds, d.work)
-        finally:
-            d.stop()
-            REAPER.kill_all()  # any process of ours that survived, by pidfd
-            kill_leftovers(d)
-            shutil.rmtree(d.mem, ignore_errors=True)
-        d = Daemon(sub(work, "d"))  # jailed, as vmsnapd runs by default
-        os.makedirs(d.work)
-        try:
-            d.start()
-            REAPER.watch(d.proc.pid)
-            bench_density(d, a.clones)
-        finally:
-            d.stop()
-            REAPER.kill_all()  # any process of ours that survived, by pidfd
-            kill_leftovers(d)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        if a.only in (None, "jail"):
+            bench_jail(work, a.rounds)
+        if a.only in (None, "latency"):
+            # unjailed: the bare QEMU reuses its command line (see the top of this file)
+            with_daemon(work, "b", ["--insecure-no-jail"],
+                        lambda d: bench_latency(d, a.pause_rounds, d.work))
+        if a.only in (None, "density"):  # jailed, as vmsnapd runs by default
+            with_daemon(work, "d", [], lambda d: bench_density(d, a.clones))
     finally:
         REAPER.kill_all()  # any process of ours that survived, by pidfd
         shutil.rmtree(work, ignore_errors=True)

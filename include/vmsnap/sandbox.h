@@ -82,6 +82,44 @@ void vmsnap_host_store_unlock(struct vmsnap_host *h);
  * Returns the number of sandboxes it changed. */
 int vmsnap_host_tick(struct vmsnap_host *h);
 
+/* Where pause time goes (src/sandbox/trace.c): the phases a pause is cut into. */
+enum vmsnap_pause_phase {
+        VMSNAP_PAUSE_AGENT_SYNC,    /* the guest agent flushes its filesystems */
+        VMSNAP_PAUSE_VCPU_STOP,     /* the VMM stops the vCPUs */
+        VMSNAP_PAUSE_VMM_SAVE,      /* the VMM writes device state and guest RAM */
+        VMSNAP_PAUSE_MEM_DIFF,      /* the new memory generation (docs/format.md) */
+        VMSNAP_PAUSE_DISK,          /* the disk overlay (and working set) into the snapshot */
+        VMSNAP_PAUSE_STORE_COMMIT,  /* the store seals the files: fsync, checksums, envelope */
+        VMSNAP_PAUSE_DB,            /* journal and row writes, the store's pending row */
+        VMSNAP_PAUSE_VMM_RELEASE,   /* the VMM process ends, its files and jail go */
+        VMSNAP_PAUSE_DROP_PREVIOUS, /* the superseded snapshot is deleted */
+        VMSNAP_PAUSE_PHASES
+};
+
+/* Background merges of paused sandboxes' memory chains, by how they ended. */
+enum vmsnap_merge_outcome {
+        VMSNAP_MERGE_DONE,   /* the sandbox now stands on the merged snapshot */
+        VMSNAP_MERGE_RACED,  /* a resume, pause or destroy came first: the merge was dropped */
+        VMSNAP_MERGE_FAILED, /* an error: the sandbox stays on its chain */
+        VMSNAP_MERGE_OUTCOMES
+};
+
+/* Counters since the host was opened. */
+struct vmsnap_pause_stats {
+        uint64_t pauses; /* pauses that completed */
+        double phase_seconds[VMSNAP_PAUSE_PHASES];
+        uint64_t merges[VMSNAP_MERGE_OUTCOMES];
+};
+
+/* Reads the host's pause and merge counters. */
+void vmsnap_host_pause_stats(struct vmsnap_host *h, struct vmsnap_pause_stats *ret);
+
+/* The label of a phase ("agent_sync", "vmm_save", ...); NULL when out of range. */
+const char *vmsnap_pause_phase_name(unsigned phase);
+
+/* The label of a merge outcome ("done", "raced", "failed"); NULL when out of range. */
+const char *vmsnap_merge_outcome_name(unsigned outcome);
+
 struct vmsnap_sandbox_spec {
         const char *name;      /* optional, unique among sandboxes */
         const char *vmm;       /* NULL: the host default */

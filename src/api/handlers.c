@@ -142,6 +142,8 @@ static void h_metrics(struct api_server *srv, const struct api_call *call, struc
         gather_snapshots(srv, &g);
         g.in_flight = api_server_in_flight(srv);
         g.uptime_seconds = api_elapsed(&srv->started);
+        vmsnap_host_pause_stats(srv->host, &g.pause);
+        g.have_pause = true;
         struct api_gate_stats gs;
         if ((g.have_gate = api_server_gate_stats(srv, &gs))) {
                 g.gate_refused = gs.refused;

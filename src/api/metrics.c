@@ -170,6 +170,20 @@ static void render_gate(FILE *f, const struct api_gauges *g)
                 (unsigned long long)g->gate_untrusted);
 }
 
+static void render_pause(FILE *f, const struct vmsnap_pause_stats *p)
+{
+        fprintf(f,
+                "# HELP vmsnap_pauses_total Pauses that completed.\n"
+                "# TYPE vmsnap_pauses_total counter\nvmsnap_pauses_total %llu\n",
+                (unsigned long long)p->pauses);
+        fputs("# HELP vmsnap_pause_phase_seconds_total Time the completed pauses spent in each "
+              "phase.\n# TYPE vmsnap_pause_phase_seconds_total counter\n",
+              f);
+        for (unsigned i = 0; i < VMSNAP_PAUSE_PHASES; i++)
+                fprintf(f, "vmsnap_pause_phase_seconds_total{phase=\"%s\"} %.6f\n",
+                        vmsnap_pause_phase_name(i), p->phase_seconds[i]);
+}
+
 static void render_gauges(FILE *f, const struct api_gauges *g)
 {
         fprintf(f, "# HELP vmsnapd_up 1 while the daemon serves.\n# TYPE vmsnapd_up gauge\n"
@@ -193,6 +207,8 @@ static void render_gauges(FILE *f, const struct api_gauges *g)
         }
         if (g->have_gate)
                 render_gate(f, g);
+        if (g->have_pause)
+                render_pause(f, &g->pause);
         if (!g->have_snapshots)
                 return;
         fputs("# HELP vmsnap_snapshots Ready snapshots by kind.\n# TYPE vmsnap_snapshots gauge\n",

@@ -10,6 +10,8 @@
 
 #include "api/routes.h"
 
+#include <vmsnap/sandbox.h>
+
 enum api_op { API_OP_CREATE, API_OP_PAUSE, API_OP_RESUME, API_OP_SPAWN, API_OP_COUNT };
 
 #define API_METRICS_BUCKETS 15
@@ -42,6 +44,8 @@ struct api_gauges {
         uint64_t snapshots[2], snapshot_bytes[2]; /* [enum vmsnap_snapshot_kind] */
         uint64_t in_flight;
         double uptime_seconds;
+        bool have_pause; /* the host's pause phases and merge counts */
+        struct vmsnap_pause_stats pause;
         bool have_gate; /* a TCP listener: its connection gate's counters */
         uint64_t gate_refused, gate_expired, gate_untrusted;
 };

@@ -113,42 +113,48 @@ static int begin_snapshot(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
 
 int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
             enum vmsnap_snapshot_kind kind, const char *name, struct journal *j,
-            struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
+            struct pause_trace *t, struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
 {
-        struct vmsnap_store_txn *t = NULL;
+        struct vmsnap_store_txn *txn = NULL;
         struct vmsnap_vm_saved saved = {0};
         char version[64] = "";
         l->driver->probe(NULL, version, sizeof(version), NULL);
-        int r = begin_snapshot(h, sb, kind, name, version, &t, d);
+        int r = begin_snapshot(h, sb, kind, name, version, &txn, d);
         if (r < 0)
                 return r;
-        const char *dir = vmsnap_store_txn_dir(t);
+        const char *dir = vmsnap_store_txn_dir(txn);
         char data[256];
         snprintf(data, sizeof(data), "{\"txn\":\"%s\",\"previous\":\"%s\"}",
-                 vmsnap_store_txn_id(t), sb->snapshot_id);
+                 vmsnap_store_txn_id(txn), sb->snapshot_id);
         r = db_journal_step(h, j, "begin", data, NULL, d);
+        trace_mark(t, VMSNAP_PAUSE_DB);
         if (r == 0)
                 r = l->driver->save(l->vm, dir, &saved, d);
         if (r == 0 && saved.version[0]) /* the saving VMM's own word (accel included) */
-                vmsnap_store_txn_set_vmm_version(t, saved.version);
+                vmsnap_store_txn_set_vmm_version(txn, saved.version);
+        trace_mark(t, VMSNAP_PAUSE_VMM_SAVE);
         if (r == 0)
                 r = capture_memory(h, sb, &saved, dir, d);
         if (saved.memory_file_temporary)
                 unlink(saved.memory_file);
+        trace_mark(t, VMSNAP_PAUSE_MEM_DIFF);
         if (r == 0)
                 r = capture_disk(h, sb, kind == VMSNAP_SNAPSHOT_TEMPLATE, dir, d);
         if (r == 0)
                 r = pager_save_ws(h, l, sb->id, dir, d);
+        trace_mark(t, VMSNAP_PAUSE_DISK);
         if (r == 0)
                 r = db_journal_step(h, j, "saved", NULL, NULL, d);
+        trace_mark(t, VMSNAP_PAUSE_DB);
         vmsnap_crashpoint("capture.saved");
         pthread_mutex_lock(&h->db_lock);
         if (r == 0)
-                r = vmsnap_store_txn_commit(t, ret, d);
+                r = vmsnap_store_txn_commit(txn, ret, d);
         else
-                vmsnap_store_txn_abort(t, NULL);
-        vmsnap_store_txn_free(t);
+                vmsnap_store_txn_abort(txn, NULL);
+        vmsnap_store_txn_free(txn);
         pthread_mutex_unlock(&h->db_lock);
+        trace_mark(t, VMSNAP_PAUSE_STORE_COMMIT);
         return r;
 }
 

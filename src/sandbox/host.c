@@ -78,6 +78,7 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         set_jail(h, cfg ? cfg->jail : NULL);
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
+        pthread_mutex_init(&h->stats_lock, NULL);
         int r = vmsnap_store_open(h->root, &h->store, d);
         if (r == 0) {
                 snprintf(h->root, PATH_LEN, "%s", vmsnap_store_root(h->store));
@@ -115,6 +116,7 @@ void vmsnap_host_close(struct vmsnap_host *h)
         vmsnap_store_close(h->store);
         pthread_mutex_destroy(&h->db_lock);
         pthread_mutex_destroy(&h->live_lock);
+        pthread_mutex_destroy(&h->stats_lock);
         free(h);
 }
 

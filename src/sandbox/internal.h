@@ -38,6 +38,8 @@ struct vmsnap_host {
         pthread_mutex_t db_lock;   /* one SQL statement sequence at a time */
         pthread_mutex_t live_lock; /* guards the `lives` list (not the entries' contents) */
         struct live *lives;
+        pthread_mutex_t stats_lock; /* guards stats */
+        struct vmsnap_pause_stats stats;
 };
 
 /* ---- rows and journal (db.c) ---- */
@@ -179,12 +181,33 @@ int agent_sync(struct live *l, struct vmsnap_diag *d);
 /* After a restore: sets the guest clock to now and reseeds its RNG with fresh bytes. */
 int agent_restore_hook(struct live *l, struct vmsnap_diag *d);
 
+/* ---- pause timing (trace.c) ---- */
+
+/* One pause's time so far, by phase. */
+struct pause_trace {
+        double mark; /* CLOCK_MONOTONIC seconds of the last mark */
+        double seconds[VMSNAP_PAUSE_PHASES];
+};
+
+/* Starts timing a pause now. */
+void trace_begin(struct pause_trace *t);
+
+/* Charges the time since the last mark to phase; t may be NULL (not a pause: no-op). */
+void trace_mark(struct pause_trace *t, enum vmsnap_pause_phase phase);
+
+/* Adds a completed pause's phases to the host's counters. */
+void trace_commit(struct vmsnap_host *h, const struct pause_trace *t);
+
+/* Counts one background merge by outcome. */
+void trace_merge(struct vmsnap_host *h, enum vmsnap_merge_outcome outcome);
+
 /* ---- shared steps of the operations ---- */
 
-/* Captures a paused VM into a new store snapshot of `kind` (pause or template). */
+/* Captures a paused VM into a new store snapshot of `kind` (pause or template); a pause
+ * passes its trace t (else NULL). */
 int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
             enum vmsnap_snapshot_kind kind, const char *name, struct journal *j,
-            struct vmsnap_snapshot *ret, struct vmsnap_diag *d);
+            struct pause_trace *t, struct vmsnap_snapshot *ret, struct vmsnap_diag *d);
 
 /* Starts a VM from a snapshot (pause or template) into sb's run dir; leaves it running. */
 int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,

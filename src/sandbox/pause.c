@@ -30,18 +30,23 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         if (sb->state != VMSNAP_SANDBOX_RUNNING || !l->vm)
                 return vmsnap_diag(d, -EBUSY, "sandbox %s is %s, not running", sb->id,
                                    vmsnap_sandbox_state_name(sb->state));
+        struct pause_trace t;
+        trace_begin(&t);
         struct journal j;
         char previous[VMSNAP_ID_LEN + 1];
         snprintf(previous, sizeof(previous), "%s", sb->snapshot_id);
         int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, NULL, d);
+        trace_mark(&t, VMSNAP_PAUSE_DB);
         if (r < 0)
                 return r;
         struct vmsnap_diag ignore = {0};
         agent_sync(l, &ignore); /* best effort: a hung agent must not block the pause */
+        trace_mark(&t, VMSNAP_PAUSE_AGENT_SYNC);
         struct vmsnap_snapshot snap;
         r = l->driver->pause(l->vm, d);
+        trace_mark(&t, VMSNAP_PAUSE_VCPU_STOP);
         if (r == 0)
-                r = capture(h, l, sb, VMSNAP_SNAPSHOT_PAUSE, NULL, &j, &snap, d);
+                r = capture(h, l, sb, VMSNAP_SNAPSHOT_PAUSE, NULL, &j, &t, &snap, d);
         if (r < 0) {
                 sb->state = roll_back(h, l, sb);
                 db_journal_done(h, &j, sb, NULL);
@@ -51,16 +56,23 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         snprintf(sb->snapshot_id, sizeof(sb->snapshot_id), "%s", snap.id);
         sb->generation = snap.generation;
         r = db_journal_step(h, &j, "committed", NULL, sb, d);
+        trace_mark(&t, VMSNAP_PAUSE_DB);
         vmsnap_crashpoint("pause.committed");
         vm_kill(l);
         release_files(h, sb->id);
+        trace_mark(&t, VMSNAP_PAUSE_VMM_RELEASE);
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;
         sb->error[0] = '\0';
         r = db_journal_step(h, &j, "released", NULL, sb, d);
+        trace_mark(&t, VMSNAP_PAUSE_DB);
         vmsnap_crashpoint("pause.released");
         drop_snapshot(h, previous);
+        trace_mark(&t, VMSNAP_PAUSE_DROP_PREVIOUS);
         db_journal_done(h, &j, NULL, NULL);
+        trace_mark(&t, VMSNAP_PAUSE_DB);
+        if (r == 0)
+                trace_commit(h, &t);
         return r;
 }
 

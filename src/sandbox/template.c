@@ -23,7 +23,7 @@ static int template_of_running(struct vmsnap_host *h, struct live *l,
         agent_sync(l, &ignore);
         r = l->driver->pause(l->vm, d);
         if (r == 0)
-                r = capture(h, l, sb, VMSNAP_SNAPSHOT_TEMPLATE, name, &j, ret, d);
+                r = capture(h, l, sb, VMSNAP_SNAPSHOT_TEMPLATE, name, &j, NULL, ret, d);
         if (r == 0)
                 db_journal_step(h, &j, "committed", NULL, NULL, NULL);
         /* Running again either way: the template is a copy, the sandbox carries on. */
