@@ -182,6 +182,12 @@ static void render_pause(FILE *f, const struct vmsnap_pause_stats *p)
         for (unsigned i = 0; i < VMSNAP_PAUSE_PHASES; i++)
                 fprintf(f, "vmsnap_pause_phase_seconds_total{phase=\"%s\"} %.6f\n",
                         vmsnap_pause_phase_name(i), p->phase_seconds[i]);
+        fputs("# HELP vmsnap_merges_total Background merges of paused sandboxes' memory "
+              "chains, by outcome.\n# TYPE vmsnap_merges_total counter\n",
+              f);
+        for (unsigned i = 0; i < VMSNAP_MERGE_OUTCOMES; i++)
+                fprintf(f, "vmsnap_merges_total{outcome=\"%s\"} %llu\n",
+                        vmsnap_merge_outcome_name(i), (unsigned long long)p->merges[i]);
 }
 
 static void render_gauges(FILE *f, const struct api_gauges *g)

@@ -30,15 +30,19 @@ static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 }
 
 /* Memory: a new generation over the parent (or generation 0), in the pending directory. */
+/* A pause leaves the merge at the cap to the background (compact.c) and merges itself only
+ * at sync_merge_cap; a template is merged at the cap right away. */
 static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
-                          const struct vmsnap_vm_saved *saved, const char *dir,
-                          struct vmsnap_diag *d)
+                          enum vmsnap_snapshot_kind kind, const struct vmsnap_vm_saved *saved,
+                          const char *dir, struct vmsnap_diag *d)
 {
         char parent[PATH_LEN];
         int r = parent_dir(h, sb, parent);
         if (r < 0)
                 return vmsnap_diag(d, r, "sandbox %s: cannot find its parent snapshot", sb->id);
-        struct vmsnap_mem_opts o = {.source = saved->source, .merge_cap = h->merge_cap};
+        struct vmsnap_mem_opts o = {.source = saved->source,
+                                    .merge_cap = kind == VMSNAP_SNAPSHOT_PAUSE ? sync_merge_cap(h)
+                                                                               : h->merge_cap};
         if (parent[0])
                 return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
         return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
@@ -134,7 +138,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                 vmsnap_store_txn_set_vmm_version(txn, saved.version);
         trace_mark(t, VMSNAP_PAUSE_VMM_SAVE);
         if (r == 0)
-                r = capture_memory(h, sb, &saved, dir, d);
+                r = capture_memory(h, sb, kind, &saved, dir, d);
         if (saved.memory_file_temporary)
                 unlink(saved.memory_file);
         trace_mark(t, VMSNAP_PAUSE_MEM_DIFF);

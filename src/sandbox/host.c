@@ -79,6 +79,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
         pthread_mutex_init(&h->stats_lock, NULL);
+        pthread_mutex_init(&h->compact_lock, NULL);
+        pthread_cond_init(&h->compact_cond, NULL);
         int r = vmsnap_store_open(h->root, &h->store, d);
         if (r == 0) {
                 snprintf(h->root, PATH_LEN, "%s", vmsnap_store_root(h->store));
@@ -92,6 +94,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
                 r = sandbox_schema(h, d);
         if (r == 0)
                 r = recover(h, d);
+        if (r == 0)
+                compact_kick_if_due(h);
         if (r < 0) {
                 vmsnap_host_close(h);
                 return r;
@@ -104,6 +108,7 @@ void vmsnap_host_close(struct vmsnap_host *h)
 {
         if (!h)
                 return;
+        compact_stop(h); /* first: it uses the lives and the store */
         for (struct live *l = h->lives, *next; l; l = next) {
                 next = l->next;
                 if (l->agent_fd >= 0)
@@ -117,6 +122,8 @@ void vmsnap_host_close(struct vmsnap_host *h)
         pthread_mutex_destroy(&h->db_lock);
         pthread_mutex_destroy(&h->live_lock);
         pthread_mutex_destroy(&h->stats_lock);
+        pthread_mutex_destroy(&h->compact_lock);
+        pthread_cond_destroy(&h->compact_cond);
         free(h);
 }
 

@@ -40,6 +40,10 @@ struct vmsnap_host {
         struct live *lives;
         pthread_mutex_t stats_lock; /* guards stats */
         struct vmsnap_pause_stats stats;
+        pthread_mutex_t compact_lock; /* guards the compact_ fields */
+        pthread_cond_t compact_cond;
+        pthread_t compact_thread; /* the background merge thread, started on first need */
+        bool compact_started, compact_stop, compact_kicked;
 };
 
 /* ---- rows and journal (db.c) ---- */
@@ -200,6 +204,24 @@ void trace_commit(struct vmsnap_host *h, const struct pause_trace *t);
 
 /* Counts one background merge by outcome. */
 void trace_merge(struct vmsnap_host *h, enum vmsnap_merge_outcome outcome);
+
+/* ---- background merge (compact.c) ---- */
+
+/* The generation at which a pause merges its chain itself, because background merges did
+ * not keep up (4 x the merge cap, within the format's limit). */
+unsigned sync_merge_cap(const struct vmsnap_host *h);
+
+/* Wakes the background merge thread (starting it on first use). */
+void compact_kick(struct vmsnap_host *h);
+
+/* Wakes it when a paused sandbox's chain is at the cap (at host open). */
+void compact_kick_if_due(struct vmsnap_host *h);
+
+/* Stops the thread after the merge it is doing, and joins it. */
+void compact_stop(struct vmsnap_host *h);
+
+/* Finishes or rolls back an open `merge` journal entry (recovery, no lock held). */
+void recover_merge(struct vmsnap_host *h, const struct journal *j);
 
 /* ---- shared steps of the operations ---- */
 

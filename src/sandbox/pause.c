@@ -73,6 +73,8 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         trace_mark(&t, VMSNAP_PAUSE_DB);
         if (r == 0)
                 trace_commit(h, &t);
+        if (sb->generation >= h->merge_cap)
+                compact_kick(h);
         return r;
 }
 

@@ -222,11 +222,17 @@ int recover(struct vmsnap_host *h, struct vmsnap_diag *d)
         size_t n = 0;
         int r = journal_open_entries(h, &entries, &n, d);
         for (size_t i = 0; r == 0 && i < n; i++) {
+                if (strcmp(entries[i].op, "merge") == 0)
+                        continue; /* after the lifecycle entries: the row is settled then */
                 bool newest = true; /* no later open entry for the same sandbox */
                 for (size_t k = i + 1; k < n; k++)
-                        newest &= strcmp(entries[k].sandbox_id, entries[i].sandbox_id) != 0;
+                        newest &= strcmp(entries[k].sandbox_id, entries[i].sandbox_id) != 0 ||
+                                  strcmp(entries[k].op, "merge") == 0;
                 recover_entry(h, &entries[i], newest);
         }
+        for (size_t i = 0; r == 0 && i < n; i++)
+                if (strcmp(entries[i].op, "merge") == 0)
+                        recover_merge(h, &entries[i]);
         if (r == 0)
                 reattach_running(h);
         free(entries);

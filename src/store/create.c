@@ -372,8 +372,12 @@ static int seal_file(struct vmsnap_store_txn *t, const char *name,
         if (fd < 0)
                 return vmsnap_diag(d, fd, "%s: cannot open: %s", name, vmsnap_fs_open_error(fd));
         /* Private whatever wrote it (a hard link from a run directory keeps its inode's
-         * mode): the snapshot's files are 0600. */
-        if ((st.st_mode & 07777) != VMSNAP_FILE_MODE && fchmod(fd, VMSNAP_FILE_MODE) < 0)
+         * mode): the snapshot's files are 0600, except a read-only input of ours the jail
+         * layer shares with the jails' group (0640, e.g. the guest kernel: its inode is
+         * linked into run dirs, and tightening it would fail a jailed VMM starting now). */
+        bool shared_input = (st.st_mode & 07777) == 0640 && st.st_uid == geteuid();
+        if ((st.st_mode & 07777) != VMSNAP_FILE_MODE && !shared_input &&
+            fchmod(fd, VMSNAP_FILE_MODE) < 0)
                 return vmsnap_diag(d, -errno, "%s: chmod failed: %s", name, strerror(errno));
         if (vmsnap_sys.fsync(fd) < 0)
                 return vmsnap_diag(d, -errno, "%s: fsync failed: %s", name, strerror(errno));

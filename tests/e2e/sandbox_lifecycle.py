@@ -304,8 +304,9 @@ def test_lifecycle(d):
         before = counter(d, sid)
     restore_base_image(d)
     log("generations over %d pauses: %s" % (len(gens), gens))
-    check(gens[:MERGE_CAP] == list(range(MERGE_CAP)), "generations %s" % gens)
-    check(gens[MERGE_CAP] == 0, "no merge at the cap: %s" % gens)
+    # The pause at the cap does not merge: its merge runs in the background (raced here by
+    # the resume right after it; tests/e2e/sandbox_merge.py waits for them).
+    check(gens == list(range(MERGE_CAP + 1)), "generations %s" % gens)
     return sid
 
 

@@ -422,6 +422,46 @@ static void test_create_commit(void **state)
         free(dir);
 }
 
+/* A commit makes the snapshot's files 0600, except a 0640 file of the store's owner (a
+ * shared read-only input such as the guest kernel, linked in): its inode keeps 0640. */
+static void test_commit_modes(void **state)
+{
+        struct fx *f = *state;
+        struct vmsnap_snapshot_spec spec = {.kind = VMSNAP_SNAPSHOT_PAUSE, .vmm = "qemu"};
+        struct vmsnap_store_txn *t;
+        struct vmsnap_diag d = {0};
+        assert_int_equal(vmsnap_store_create_begin(f->s, &spec, &t, &d), 0);
+        const char *dir = vmsnap_store_txn_dir(t);
+        static const struct {
+                const char *name;
+                mode_t mode;
+                bool other_owner;
+                mode_t want;
+        } files[] = {
+                {"vmlinuz", 0640, false, 0640}, {"snapfile", 0644, false, 0600},
+                {"vmm.json", 0660, false, 0600}, {"rootfs.qcow2", 0640, true, 0600},
+        };
+        char *paths[4];
+        for (int i = 0; i < 4; i++) {
+                paths[i] = test_path(dir, files[i].name);
+                test_write_file(paths[i], "x", 1);
+                assert_int_equal(chmod(paths[i], files[i].mode), 0);
+                if (files[i].other_owner && geteuid() == 0) /* a jailed VMM's file */
+                        assert_int_equal(chown(paths[i], 12345, 12345), 0);
+        }
+        assert_int_equal(vmsnap_store_txn_commit(t, NULL, &d), 0);
+        vmsnap_store_txn_free(t);
+        for (int i = 0; i < 4; i++) {
+                struct stat st;
+                assert_int_equal(stat(paths[i], &st), 0);
+                mode_t want = files[i].other_owner && geteuid() != 0 ? 0640 : files[i].want;
+                if ((st.st_mode & 07777) != want)
+                        fail_msg("%s: mode %o, want %o", files[i].name,
+                                 (unsigned)(st.st_mode & 07777), (unsigned)want);
+                free(paths[i]);
+        }
+}
+
 static void test_create_abort(void **state)
 {
         struct fx *f = *state;
@@ -766,6 +806,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_refs_control_characters, setup, teardown),
     cmocka_unit_test_setup_teardown(test_refs_skip_pending, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_commit, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_commit_modes, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_rules, setup, teardown),
     cmocka_unit_test_setup_teardown(test_add_generations, setup, teardown),

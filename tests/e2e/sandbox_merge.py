@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Background merge end to end (issue 11): a paused sandbox whose memory chain reaches the
+merge cap is merged by the daemon's merge thread, not by the pause.
+
+  pause/resume many times: every pause answers, merges happen behind it (/metrics
+  vmsnap_merges_total), the sandbox moves onto a generation-0 snapshot, and each resume
+  finds the guest's RAM (a counter that only goes up, a token in tmpfs) and disk intact;
+  a resume right after the pause that reached the cap (it races the merge): whichever wins,
+  the sandbox runs on intact memory and no snapshot is left behind;
+  the daemon SIGKILLed at each merge crash point (merge.begun, merge.merged,
+  merge.committed, merge.swapped) and restarted: the sandbox is paused on a sound
+  snapshot, the merge is finished or redone, nothing leaks (pending or superseded
+  snapshots), and the guest resumes intact.
+
+Exit 0 pass, 1 fail, 77 skip. No timing assertions.
+"""
+import http.client
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sandbox_lifecycle import (BUILD, COUNTER, GUEST, MERGE_CAP, SRC, VMSNAPD, Daemon,  # noqa
+                               Fail, check, counter, kill_leftovers, sh, skip)
+
+
+def log(*a):
+    print("sandbox-merge:", *a, flush=True)
+
+
+def merges(d):
+    status, text = d.call("GET", "/metrics")
+    check(status == 200, "/metrics -> %s" % status)
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("vmsnap_merges_total{"):
+            out[line.split('"')[1]] = int(float(line.rsplit(" ", 1)[1]))
+    return out
+
+
+def wait_for(what, fn, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.2)
+    raise Fail("timed out waiting for " + what)
+
+
+def snapshot_dirs(d):
+    p = os.path.join(d.root, "snapshots")
+    return sorted(e for e in os.listdir(p) if not e.startswith("."))
+
+
+def leak(d, sid):
+    """What is left over besides the sandbox's own pause snapshot (a pending or superseded
+    snapshot, a stray directory), or None."""
+    sb = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    ids = sorted(s["id"] for s in d.ok("GET", "/v1/snapshots")["snapshots"])
+    if ids != [sb["snapshot_id"]]:
+        return "snapshots %s, the sandbox stands on %s" % (ids, sb["snapshot_id"])
+    if snapshot_dirs(d) != ids:
+        return "snapshot directories %s, ready %s" % (snapshot_dirs(d), ids)
+    return None
+
+
+def check_no_leak(d, sid, seconds=30):
+    """Waits (a merge may still be finishing) until nothing is left over."""
+    deadline = time.time() + seconds
+    while leak(d, sid) and time.time() < deadline:
+        time.sleep(0.2)
+    problem = leak(d, sid)
+    check(problem is None, "left over: %s" % problem)
+
+
+def merged(d, sid):
+    sb = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    return sb if sb["state"] == "paused" and sb["generation"] < MERGE_CAP else None
+
+
+def resume_check(d, sid, state):
+    """Resumes and checks the guest's memory and disk against state (updated)."""
+    d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+    c = counter(d, sid)
+    check(c >= state["counter"], "counter went back: %d -> %d" % (state["counter"], c))
+    check(sh(d, sid, "cat /tmp/token") == state["token"], "the tmpfs token changed")
+    check(sh(d, sid, "cat /mnt/data/merge.txt") == "kept", "the disk file changed")
+    state["counter"] = c
+
+
+def pause(d, sid):
+    return d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
+
+
+def test_background(d, sid, state):
+    before = merges(d).get("done", 0)
+    for i in range(2 * MERGE_CAP + 2):
+        sb = pause(d, sid)
+        check(sb["generation"] <= MERGE_CAP * 4, "the chain grew past the pause's own cap")
+        if sb["generation"] >= MERGE_CAP:  # the merge runs behind this pause
+            wait_for("a merge to generation 0", lambda: merged(d, sid))
+        resume_check(d, sid, state)
+    after = merges(d)
+    log("merges after %d cycles: %s" % (2 * MERGE_CAP + 2, after))
+    check(after.get("done", 0) >= before + 2, "no background merges: %s" % after)
+    check(after.get("failed", 0) == 0, "failed merges: %s" % after)
+
+
+def test_race(d, sid, state):
+    """A resume right after the cap pause: it never waits for the merge; either wins."""
+    for _ in range(3):
+        while pause(d, sid)["generation"] < MERGE_CAP:
+            resume_check(d, sid, state)
+        resume_check(d, sid, state)  # at once: the merge is usually still running
+    pause(d, sid)
+    wait_for("the merges to settle", lambda: merged(d, sid))
+    check_no_leak(d, sid)
+    log("after the races: %s" % merges(d))
+    check(merges(d).get("failed", 0) == 0, "failed merges: %s" % merges(d))
+    resume_check(d, sid, state)
+
+
+def test_crash(d, sid, state, point):
+    d.stop()
+    d.start({"VMSNAP_CRASH_AT": point})
+    try:
+        while True:
+            if pause(d, sid)["generation"] >= MERGE_CAP:
+                break  # the merge thread now dies at the crash point
+            resume_check(d, sid, state)
+    except (OSError, http.client.HTTPException, Fail):
+        pass  # the daemon died at the point while we talked to it
+    d.wait_dead()
+    d.start()
+    sb = wait_for("the merge to be finished or redone", lambda: merged(d, sid))
+    log("killed at %s -> %s generation %d" % (point, sb["state"], sb["generation"]))
+    check_no_leak(d, sid)
+    resume_check(d, sid, state)
+
+
+def main():
+    if not BUILD or not os.access(VMSNAPD, os.X_OK):
+        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
+    if not shutil.which("qemu-system-x86_64"):
+        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
+                         stdout=subprocess.DEVNULL)
+    if rc == 2:
+        skip("the guest image cannot be built here (guest/build.sh exit 2)")
+    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
+        raise Fail("guest/build.sh failed (%d)" % rc)
+    work = tempfile.mkdtemp(prefix="vmsnap-merge-")
+    d = Daemon(work)
+    ok = False
+    try:
+        d.start()
+        t0 = time.time()
+        sid = d.ok("POST", "/v1/sandboxes", {})["id"]
+        token = os.urandom(8).hex()
+        sh(d, sid, "echo %s > /tmp/token && echo kept > /mnt/data/merge.txt && sync" % token)
+        sh(d, sid, COUNTER)
+        state = {"counter": counter(d, sid), "token": token}
+        test_background(d, sid, state)
+        test_race(d, sid, state)
+        for point in ("merge.begun", "merge.merged", "merge.committed", "merge.swapped"):
+            test_crash(d, sid, state, point)
+        ok = True
+        log("passed in %.1f s" % (time.time() - t0))
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
+    finally:
+        try:
+            if d.proc and d.proc.poll() is None:
+                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
+                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
+        except Exception:
+            pass
+        d.stop()
+        kill_leftovers(d)
+        if os.environ.get("VMSNAP_KEEP") != "1":
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(d.mem, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        sys.exit(1)
