@@ -87,6 +87,8 @@ struct vmsnap_jail_spec {
                                  its inputs); else every fd above 2 is closed */
         const char *const *env; /* NULL-terminated "NAME=VALUE" list: the VMM's whole
                                    environment when started by the jailer (NULL: empty) */
+        const char *netns_path; /* a pinned network namespace (a sandbox's, docs/network.md)
+                                   to join, checked to be one; NULL: a new, empty one */
 };
 
 /* Checks that every piece of the jail works on this host (mount namespaces, the uid range,
@@ -115,8 +117,9 @@ int vmsnap_jail_cgroup_remove(const struct vmsnap_jail_config *c, const char *na
 int vmsnap_jail_cgroup_kill(const struct vmsnap_jail_config *c, const char *name,
                             struct vmsnap_diag *d);
 
-/* Confines the calling process as s says: joins the cgroup, forbids core dumps, enters new
- * mount, IPC, UTS and (empty) network namespaces, builds the root from s->binds and
+/* Confines the calling process as s says: joins the cgroup, forbids core dumps, joins
+ * s->netns_path (or a new, empty network namespace), enters new mount, IPC and UTS
+ * namespaces, builds the root from s->binds and
  * s->devices, pivots into it, drops every capability, switches to s->uid, sets
  * no_new_privs, and installs the seccomp filter when s->seccomp. Must run as root in a
  * single-threaded process. Returns 0 or -errno with d (the process is then in an undefined

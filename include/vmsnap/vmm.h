@@ -34,6 +34,11 @@ struct vmsnap_vm_spec {
                                     sandbox's jail (config, name, root dir, uid, limits): the
                                     driver adds the files and devices its VMM needs and runs
                                     it through vmsnap-jailer (docs/vmm.md "Jails") */
+        bool net;                /* a virtio-net NIC on the TAP VMSNAP_NET_TAP_NAME with the
+                                    guest MAC VMSNAP_NET_GUEST_MAC (include/vmsnap/net.h), the
+                                    same in every sandbox: needs jail->netns_path, the
+                                    sandbox's namespace holding that TAP (docs/network.md). A
+                                    restore's spec must ask for the NIC its snapshot has */
 };
 
 /* Where a restored VM's memory comes from. */

@@ -119,6 +119,10 @@ static void push_spec(struct strv *a, const struct vmsnap_jail_spec *s)
                 push(a, "--env");
                 push(a, "%s", s->env[i]);
         }
+        if (s->netns_path) {
+                push(a, "--netns");
+                push(a, "%s", s->netns_path);
+        }
         if (s->system_dirs)
                 push(a, "--system-dirs");
         if (s->proc)
@@ -232,6 +236,7 @@ enum {
         OPT_BIND_RW,
         OPT_DEV,
         OPT_ENV,
+        OPT_NETNS,
         OPT_SYSTEM_DIRS,
         OPT_PROC,
         OPT_KEEP_FDS,
@@ -255,6 +260,7 @@ static const struct option options[] = {
         {"bind-rw", required_argument, NULL, OPT_BIND_RW},
         {"dev", required_argument, NULL, OPT_DEV},
         {"env", required_argument, NULL, OPT_ENV},
+        {"netns", required_argument, NULL, OPT_NETNS},
         {"system-dirs", no_argument, NULL, OPT_SYSTEM_DIRS},
         {"proc", no_argument, NULL, OPT_PROC},
         {"keep-fds", no_argument, NULL, OPT_KEEP_FDS},
@@ -335,6 +341,9 @@ static int parse_option(struct jail_cmdline *cl, int opt, char *arg, struct vmsn
         case OPT_ENV:
                 n = count_strings(cl->env);
                 return append(&cl->env, &n, arg) < 0 ? vmsnap_diag(d, -ENOMEM, "oom") : 0;
+        case OPT_NETNS:
+                cl->spec.netns_path = arg;
+                return 0;
         case OPT_SYSTEM_DIRS:
                 cl->spec.system_dirs = true;
                 return 0;

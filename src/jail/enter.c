@@ -51,13 +51,21 @@ static int check_caller(const char *name, struct vmsnap_diag *d)
         return 0;
 }
 
-/* New mount, IPC, UTS and network namespaces; nothing mounted from here on reaches the
- * host. The network namespace is empty (a loopback that is down): a jailed process reaches
+/* New mount, IPC, UTS and network namespaces (or the sandbox's network namespace at
+ * netns_path); nothing mounted from here on reaches the host. A new network namespace is empty (a loopback that is down): a jailed process reaches
  * no host address, no localhost service and no abstract Unix socket; its VMM's sockets are
  * filesystem paths, which a network namespace does not scope. */
-static int enter_namespaces(const char *name, struct vmsnap_diag *d)
+static int enter_namespaces(const char *name, const char *netns_path, struct vmsnap_diag *d)
 {
-        if (unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) < 0)
+        /* A given namespace is joined first: its path is a host path, which no longer
+         * resolves once the mount namespace is pivoted. */
+        if (netns_path) {
+                int r = jail_netns_join(name, netns_path, d);
+                if (r < 0)
+                        return r;
+        }
+        int flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | (netns_path ? 0 : CLONE_NEWNET);
+        if (unshare(flags) < 0)
                 return vmsnap_diag(d, -errno,
                                    "jail %s: unshare(mount, IPC, UTS, network namespaces): "
                                    "%s",
@@ -91,7 +99,7 @@ static int confine(const struct vmsnap_jail_spec *s, const struct jail_conf *c,
         if (r == 0)
                 r = forbid_core_dumps(s->name, d);
         if (r == 0)
-                r = enter_namespaces(s->name, d);
+                r = enter_namespaces(s->name, s->netns_path, d);
         if (r == 0)
                 r = jail_build_root(s, d);
         if (r == 0 && !s->keep_fds && close_range(3, ~0u, 0) < 0)

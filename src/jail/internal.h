@@ -124,6 +124,12 @@ int jail_cmdline_parse(int argc, char **argv, struct jail_cmdline *ret, struct v
 /* Frees the arrays of a parsed command line. */
 void jail_cmdline_free(struct jail_cmdline *cl);
 
+/* netns.c */
+
+/* Joins the network namespace pinned at path (opened without following symlinks; must be
+ * an nsfs file of type CLONE_NEWNET). Returns 0 or -errno with d. */
+int jail_netns_join(const char *name, const char *path, struct vmsnap_diag *d);
+
 /* enter.c */
 
 /* The checks the jailer's --probe makes from inside a jail it entered: the uid, no

@@ -139,6 +139,11 @@ int jail_spec_check(const struct vmsnap_jail_spec *s, const struct jail_conf *c,
                                    "%u-%llu",
                                    s->name, (unsigned)s->uid, (unsigned)c->uid_first,
                                    (unsigned long long)c->uid_first + c->uid_count - 1);
+        if (s->netns_path && !jail_path_ok(s->netns_path))
+                return vmsnap_diag(d, -EINVAL,
+                                   "jail %s: network namespace '%s' must be an absolute "
+                                   "path without . or .. components",
+                                   s->name, s->netns_path);
         int r = check_binds(s, d);
         return r < 0 ? r : check_devices_env(s, d);
 }

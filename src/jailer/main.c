@@ -35,6 +35,8 @@ static const char usage[] =
         "  --system-dirs            bind /usr read-only with the /bin, /lib... links\n"
         "  --proc                   mount a /proc showing only the jail's processes\n"
         "  --env NAME=VALUE         put this in the VMM's (otherwise empty) environment\n"
+        "  --netns PATH             join this pinned network namespace (checked to be one)\n"
+        "                           instead of a new, empty one\n"
         "  --keep-fds               keep inherited fds above 2 (default: closed)\n"
         "  --probe                  enter the jail, check it from inside, exit 0\n"
         "  -h, --help               this help\n\n"

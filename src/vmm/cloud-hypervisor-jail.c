@@ -37,6 +37,8 @@ int ch_jail_build(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_rest
                                      PATH_MAX, d);
         if (r == 0 && access("/dev/kvm", F_OK) == 0)
                 r = vmm_confine_device(c, "/dev/kvm", d);
+        if (r == 0 && spec->net) /* to open the sandbox's tap0 */
+                r = vmm_confine_device(c, "/dev/net/tun", d);
         if (r == 0 && from && from->memory_mode == VMSNAP_VM_MEMORY_FILE_PRIVATE &&
             access("/dev/userfaultfd", F_OK) == 0) /* OnDemand restores fault pages in */
                 r = vmm_confine_device(c, "/dev/userfaultfd", d);

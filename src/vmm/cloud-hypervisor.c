@@ -5,6 +5,7 @@
  * process + vm.restore from a directory in the run directory that holds a patched copy of
  * config.json, state.json and memory-ranges pointing at the memory file; the VM is left
  * paused. docs/vmm.md "Cloud Hypervisor" has the details. */
+#include <vmsnap/net.h>
 #include <vmsnap/vmm.h>
 
 #include "util/cleanup.h"
@@ -144,6 +145,10 @@ static int ch_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
                                    (unsigned long long)spec->memory);
         if (boot && !spec->kernel)
                 return vmsnap_diag(d, -EINVAL, "cloud-hypervisor: boot needs a kernel");
+        if (spec->net && (!spec->jail || !spec->jail->netns_path))
+                return vmsnap_diag(d, -EINVAL,
+                                   "cloud-hypervisor: a network card needs the sandbox's "
+                                   "network namespace (a jail with netns_path)");
         return spec->rootfs ? ch_check_disk(spec, d) : 0;
 }
 
@@ -262,6 +267,10 @@ static json_t *ch_vm_config(const struct vmsnap_vm_spec *spec, const struct vmsn
                     c, "disks",
                     json_pack("[{s:s, s:s}]", "path", vm->jailed ? vm->in.rootfs : spec->rootfs,
                               "id", "rootfs"));
+        if (c && spec->net) /* the same TAP name and MAC in every sandbox (docs/network.md) */
+                json_object_set_new(c, "net",
+                                    json_pack("[{s:s, s:s, s:s}]", "tap", VMSNAP_NET_TAP_NAME,
+                                              "mac", VMSNAP_NET_GUEST_MAC, "id", "net0"));
         return c;
 }
 

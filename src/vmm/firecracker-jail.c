@@ -40,6 +40,8 @@ int fc_jail_build(const struct vmsnap_vm_spec *spec, const struct vmsnap_vm_rest
                                      PATH_MAX, d);
         if (r == 0 && access("/dev/kvm", F_OK) == 0)
                 r = vmm_confine_device(c, "/dev/kvm", d);
+        if (r == 0 && spec->net) /* to open the sandbox's tap0 */
+                r = vmm_confine_device(c, "/dev/net/tun", d);
         /* A lazy restore: an unprivileged process gets a userfaultfd that also handles the
          * kernel's faults only through /dev/userfaultfd (vm.unprivileged_userfaultfd=0). */
         if (r == 0 && from && from->memory_mode == VMSNAP_VM_MEMORY_UFFD &&

@@ -8,6 +8,7 @@
  * Firecracker runs with the run directory as its working directory, and the drive and the
  * vsock socket are given relative to it: the snapshot records those paths, and a restore in
  * another run directory must find the same names there. */
+#include <vmsnap/net.h>
 #include <vmsnap/vmm.h>
 
 #include "util/cleanup.h"
@@ -123,6 +124,10 @@ static int fc_check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vm
                                    "firecracker: %s is %s; Firecracker drives are raw images "
                                    "(use a raw overlay: reflink or sparse copy)",
                                    spec->rootfs, spec->rootfs_format);
+        if (spec->net && (!spec->jail || !spec->jail->netns_path))
+                return vmsnap_diag(d, -EINVAL,
+                                   "firecracker: a network interface needs the sandbox's "
+                                   "network namespace (a jail with netns_path)");
         return 0;
 }
 
@@ -260,6 +265,14 @@ static int fc_configure(const struct vmsnap_vm_spec *spec, struct vmsnap_vm *vm,
                     json_pack("{s:s, s:s, s:b, s:b}", "drive_id", "rootfs", "path_on_host",
                               FC_ROOTFS, "is_root_device", spec->initrd == NULL, "is_read_only", 0);
                 r = fc_call(vm, "PUT", "/drives/rootfs", dr, VMM_HTTP_TIMEOUT_MS, NULL, d);
+                if (r < 0)
+                        return r;
+        }
+        if (spec->net) { /* the same TAP name and MAC in every sandbox (docs/network.md) */
+                json_t *ni = json_pack("{s:s, s:s, s:s}", "iface_id", "eth0", "host_dev_name",
+                                       VMSNAP_NET_TAP_NAME, "guest_mac", VMSNAP_NET_GUEST_MAC);
+                r = fc_call(vm, "PUT", "/network-interfaces/eth0", ni, VMM_HTTP_TIMEOUT_MS, NULL,
+                            d);
                 if (r < 0)
                         return r;
         }

@@ -103,6 +103,8 @@ static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
         inside->rootfs_base = l->rootfs_base ? p->base : NULL;
         if (r == 0 && l->machine->accel == VMM_ACCEL_KVM)
                 r = vmm_confine_device(c, "/dev/kvm", d);
+        if (r == 0 && l->machine->net)
+                r = vmm_confine_device(c, "/dev/net/tun", d);
         return r;
 }
 

@@ -3,6 +3,8 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <vmsnap/net.h>
+
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -51,6 +53,7 @@ int qemu_machine_init(const struct vmsnap_vm_spec *spec, enum vmm_accel accel, c
         m.disk = spec->rootfs != NULL;
         snprintf(m.disk_format, sizeof(m.disk_format), "%s",
                  spec->rootfs_format ? spec->rootfs_format : "raw");
+        m.net = spec->net;
         int r = make_append(spec, &m, d);
         if (r == 0)
                 *ret = m;
@@ -59,13 +62,14 @@ int qemu_machine_init(const struct vmsnap_vm_spec *spec, enum vmm_accel accel, c
 
 json_t *qemu_machine_to_json(const struct qemu_machine *m)
 {
-        return json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:b, s:b, s:s, s:s, s:s}",
+        return json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:b, s:b, s:s, s:s, s:s, "
+                         "s:b}",
                          "layout", m->layout, "qemu", m->qemu_version, "accel",
                          vmm_accel_name(m->accel), "machine", m->machine, "cpu", m->cpu, "vcpus",
                          (json_int_t)m->vcpus, "memory", (json_int_t)m->memory, "append", m->append,
                          "tsc_khz", (json_int_t)m->tsc_khz, "initrd", m->initrd, "disk", m->disk,
                          "disk_format", m->disk_format, "kernel_file", QEMU_KERNEL, "initrd_file",
-                         QEMU_INITRD);
+                         QEMU_INITRD, "net", m->net);
 }
 
 /* Copies a string member into out; false when missing or too long. */
@@ -104,7 +108,8 @@ int qemu_machine_from_json(json_t *o, const char *where, struct qemu_machine *re
                   get_str(o, "append", m.append, sizeof(m.append)) &&
                   get_str(o, "disk_format", m.disk_format, sizeof(m.disk_format)) &&
                   json_is_boolean(json_object_get(o, "initrd")) &&
-                  json_is_boolean(json_object_get(o, "disk"));
+                  json_is_boolean(json_object_get(o, "disk")) &&
+                  (!json_object_get(o, "net") || json_is_boolean(json_object_get(o, "net")));
         if (!ok)
                 return vmsnap_diag(d, -EBADMSG,
                                    "%s: not a QEMU machine description (a field "
@@ -120,6 +125,7 @@ int qemu_machine_from_json(json_t *o, const char *where, struct qemu_machine *re
         m.vcpus = (uint32_t)MIN(vcpus, (uint64_t)UINT32_MAX);
         m.initrd = json_is_true(json_object_get(o, "initrd"));
         m.disk = json_is_true(json_object_get(o, "disk"));
+        m.net = json_is_true(json_object_get(o, "net")); /* absent: made before NICs */
         if (m.accel == VMM_ACCEL_UNKNOWN || m.vcpus < 1 || m.vcpus > QEMU_MAX_VCPUS ||
             m.memory == 0 || m.memory % (2u << 20) || m.memory > QEMU_MAX_MEMORY)
                 return vmsnap_diag(d, -EBADMSG, "%s: invalid accel, vcpus or memory", where);
@@ -287,6 +293,13 @@ static void add_devices(struct argv_buf *a, const struct qemu_launch *l)
         add_opt(a, "-device", "virtserialport,chardev=agent,name=%s", QEMU_AGENT_PORT);
         if (m->disk)
                 add_disk(a, l);
+        /* The NIC: the same TAP name and MAC in every sandbox (each runs in its own network
+         * namespace), so a restored clone needs no reconfiguration (docs/network.md). */
+        if (m->net) {
+                add_opt(a, "-netdev", "tap,id=net0,ifname=%s,script=no,downscript=no",
+                        VMSNAP_NET_TAP_NAME);
+                add_opt(a, "-device", "virtio-net-device,netdev=net0,mac=%s", VMSNAP_NET_GUEST_MAC);
+        }
         add_opt(a, "-chardev", "socket,id=qmp,path=%s,server=on,wait=off", qmp);
         add_opt(a, "-mon", "chardev=qmp,mode=control");
 }

@@ -44,6 +44,7 @@ struct qemu_machine {
         bool initrd;
         bool disk;
         char disk_format[16]; /* "qcow2" or "raw" */
+        bool net;             /* a virtio-net NIC on tap0 (vmm.json "net"; absent: false) */
 };
 
 /* The machine of a new boot of spec under accel with QEMU `version`. Measures the host TSC

@@ -114,6 +114,10 @@ static int check_spec(const struct vmsnap_vm_spec *spec, bool boot, struct vmsna
             strcmp(spec->rootfs_format, "raw") != 0)
                 return vmsnap_diag(d, -EINVAL, "qemu: disk format '%s' (qcow2 or raw)",
                                    spec->rootfs_format);
+        if (spec->net && (!spec->jail || !spec->jail->netns_path))
+                return vmsnap_diag(d, -EINVAL,
+                                   "qemu: a network card needs the sandbox's network "
+                                   "namespace (a jail with netns_path)");
         return 0;
 }
 
@@ -232,6 +236,12 @@ static int check_restorable(const struct vmsnap_vm_spec *spec, const char *state
         if (c->disk && !spec->rootfs)
                 return vmsnap_diag(d, -EINVAL, "%s: the snapshot has a disk; the spec gives none",
                                    state_dir);
+        if (c->net != spec->net)
+                return vmsnap_diag(d, -EINVAL,
+                                   "%s: the snapshot's VM %s a network card; this restore %s "
+                                   "network",
+                                   state_dir, c->net ? "has" : "has no",
+                                   spec->net ? "asks for a" : "gives it no");
         if (c->accel != VMM_ACCEL_KVM)
                 return 0; /* TCG runs anywhere */
         enum vmm_accel host;

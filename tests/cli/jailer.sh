@@ -43,6 +43,8 @@ cleanup() {
                 done
                 rmdir "/sys/fs/cgroup/$c/$PARENT" 2>/dev/null
         done
+        ip netns del "jailer-$$" 2>/dev/null
+        umount "$T/uts" 2>/dev/null
         rm -rf "$T"
 }
 trap cleanup EXIT
@@ -130,6 +132,33 @@ jail --system-dirs -- /bin/ls /
 [ "$(tr '\n' ' ' <"$T/out")" = "bin lib lib32 lib64 sbin usr " ] ||
         [ "$(tr '\n' ' ' <"$T/out")" = "bin lib lib64 sbin usr " ] ||
         fail "system dirs root: $(tr '\n' ' ' <"$T/out")"
+
+# 3b. --netns joins a pinned network namespace (its marker link is visible inside), and
+# without it the jail's namespace is a new, empty one.
+NS="jailer-$$"
+if ip netns add "$NS" 2>/dev/null; then
+        ip -n "$NS" link add vmsnapmark type veth peer name vmsnapmark1
+        jail --bind "$BB:/busybox" --netns "/run/netns/$NS" -- /busybox ip -o link
+        [ "$rc" = 0 ] && grep -q vmsnapmark "$T/out" || fail "--netns: not in $NS: $rc $(cat "$T/out" "$T/err")"
+        jail --bind "$BB:/busybox" -- /busybox ip -o link
+        [ "$rc" = 0 ] && [ "$(grep -c . "$T/out")" = 1 ] && grep -q ": lo:" "$T/out" ||
+                fail "no --netns: not an empty namespace: $rc $(cat "$T/out" "$T/err")"
+        ln -s "/run/netns/$NS" "$T/ns-link"
+        J0=("$VMSNAP_JAILER" --cgroup-parent "$PARENT" --root "$T/root" --uids "$UIDS" --uid "$JUID")
+        refused "symbolic link\|Too many levels" "${J0[@]}" --name "jailer-$$-n1" \
+                --netns "$T/ns-link" --bind "$BB:/busybox" -- /busybox true
+        refused "not a namespace file" "${J0[@]}" --name "jailer-$$-n2" --netns "$T/data/f" \
+                --bind "$BB:/busybox" -- /busybox true
+        touch "$T/uts" && mount --bind /proc/self/ns/uts "$T/uts"
+        refused "not a network one" "${J0[@]}" --name "jailer-$$-n3" --netns "$T/uts" \
+                --bind "$BB:/busybox" -- /busybox true
+        umount "$T/uts"
+        refused "must be an absolute" "${J0[@]}" --name "jailer-$$-n4" --netns "run/netns/$NS" \
+                --bind "$BB:/busybox" -- /busybox true
+        ip netns del "$NS"
+else
+        fail "ip netns add $NS failed (iproute2 is a test dependency)"
+fi
 
 # 4. refusals.
 ln -s /etc/shadow "$T/link"

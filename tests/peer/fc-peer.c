@@ -37,6 +37,7 @@
 #include <jansson.h>
 #include <linux/userfaultfd.h>
 #include <microhttpd.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -321,6 +322,14 @@ static const struct field vsock_fields[] = {
         {"uds_path", T_STR, true, NULL, 0, 0, 0},
         {NULL, 0, false, NULL, 0, 0, 0},
 };
+static const struct field net_iface_fields[] = {
+        {"iface_id", T_STR, true, NULL, 0, 0, 0},
+        {"host_dev_name", T_STR, true, NULL, 0, 0, 0},
+        {"guest_mac", T_STR, false, NULL, 0, 0, 0},
+        {"rx_rate_limiter", T_OBJ, false, NULL, 0, 0, 0},
+        {"tx_rate_limiter", T_OBJ, false, NULL, 0, 0, 0},
+        {NULL, 0, false, NULL, 0, 0, 0},
+};
 static const struct field action_fields[] = {
         {"action_type", T_STR, true, action_values, 0, 0, 0},
         {NULL, 0, false, NULL, 0, 0, 0},
@@ -594,6 +603,28 @@ static struct reply put_drive(const char *id, const json_t *b)
                 return fault("%s", err);
         json_decref(vm.drive);
         vm.drive = json_deep_copy(b);
+        vm.configured = true;
+        return ok();
+}
+
+/* Firecracker opens the TAP when the interface is configured: the name must exist in the
+ * VMM's network namespace and /dev/net/tun must open (the jail's node). */
+static struct reply put_net_iface(const char *id, const json_t *b)
+{
+        CHECK(b, net_iface_fields);
+        if (vm.state != NOT_STARTED)
+                return not_after_start();
+        if (!id || strcmp(id, str(b, "iface_id")) != 0)
+                return fault("The id from the path does not match the id from the body!");
+        int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return fault("Open tap device failed: Error while creating ifreq structure: %s. "
+                             "Invalid TUN/TAP Backend provided by %s.",
+                             strerror(errno), str(b, "host_dev_name"));
+        close(fd);
+        if (!if_nametoindex(str(b, "host_dev_name")))
+                return fault("Open tap device failed: no device %s in this namespace.",
+                             str(b, "host_dev_name"));
         vm.configured = true;
         return ok();
 }
@@ -1008,6 +1039,8 @@ static struct reply route_put(const char *path, const char *sub, const json_t *b
                 return put_boot_source(b);
         if (strcmp(path, "drives") == 0)
                 return put_drive(sub, b);
+        if (strcmp(path, "network-interfaces") == 0)
+                return put_net_iface(sub, b);
         if (strcmp(path, "vsock") == 0 && !sub)
                 return put_vsock(b);
         if (strcmp(path, "actions") == 0 && !sub)
