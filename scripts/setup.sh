@@ -20,8 +20,11 @@ PACKAGES=(
   tar gzip curl sqlite3 python3 python3-yaml procps util-linux diffutils
   # the release (scripts/dist.sh) and its test in a clean Debian chroot (tests/dist/)
   patchelf debootstrap wget gpgv debian-archive-keyring binutils
-  # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them)
+  # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them) and
+  # the dashboard's build (web/build.sh: esbuild, Preact)
   nodejs
+  # the dashboard's browser test (tests/e2e/dashboard.sh drives it with playwright-core)
+  chromium
 )
 # npm: Debian's package, unless a Node.js build that ships its own npm is installed (such
 # a nodejs package conflicts with Debian's npm).

@@ -15,7 +15,8 @@ set(VMSNAP_TEST_BUDGETS
     unit/test-mem-property 300
     cli/snapshot-crash 600
     e2e/sandbox-merge 200
-    dist/install-script 60)
+    dist/install-script 60
+    e2e/dashboard 180)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})

@@ -11,6 +11,7 @@
 #include "api/reply.h"
 #include "api/sockets.h"
 #include "api/stream.h"
+#include "api/ui.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 
@@ -264,6 +265,56 @@ static enum MHD_Result open_upload(struct api_listener *l, struct MHD_Connection
         return r;
 }
 
+/* ---- the dashboard's static files (docs/dashboard.md) ------------------------------------ */
+
+static enum MHD_Result send_ui_file(struct MHD_Connection *c, struct request *req,
+                                    const struct api_ui_file *f)
+{
+        struct MHD_Response *r = MHD_create_response_from_buffer(f->len, (void *)f->data,
+                                                                 MHD_RESPMEM_PERSISTENT);
+        if (!r)
+                return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, f->type);
+        for (const char *const *h = api_ui_headers; *h; h += 2)
+                MHD_add_response_header(r, h[0], h[1]);
+        if (req->close_after)
+                MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+        enum MHD_Result ok = MHD_queue_response(c, MHD_HTTP_OK, r);
+        MHD_destroy_response(r);
+        req->status = MHD_HTTP_OK;
+        return ok;
+}
+
+/* A dashboard path: public like /healthz (the files hold no secret), GET and HEAD only, and
+ * only the embedded files by exact name. A bad request target is never public. */
+static enum MHD_Result on_ui(struct api_listener *l, struct MHD_Connection *c, const char *url,
+                             struct request *req)
+{
+        bool target_ok = req->target_problem == API_TARGET_OK;
+        const char *why = authenticate(l, c, req, target_ok);
+        if (why)
+                return refuse(c, req, API_PROBLEM_UNAUTHORIZED, NULL, "%s", why);
+        if (!target_ok)
+                return refuse(c, req,
+                              req->target_problem == API_TARGET_BAD_QUERY
+                                      ? API_PROBLEM_INVALID_QUERY
+                                      : API_PROBLEM_INVALID_PATH,
+                              NULL, "%s", req->target_why);
+        if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+                return refuse(c, req, API_PROBLEM_METHOD, "GET, HEAD",
+                              "%s is not allowed on %s (allowed: GET, HEAD)", req->method,
+                              req->path);
+        const struct api_ui_file *f = api_ui_find(url);
+        if (!f && api_ui_file_count == 0)
+                return refuse(c, req, API_PROBLEM_NO_ROUTE, NULL,
+                              "the dashboard was not built into this vmsnapd (no Node.js/npm at "
+                              "build time, or -DVMSNAP_WEB=OFF)");
+        if (!f)
+                return refuse(c, req, API_PROBLEM_NO_ROUTE, NULL,
+                              "no such file of the dashboard: %s", req->path);
+        return send_ui_file(c, req, f);
+}
+
 /* The checks made when the headers are in: shutdown, token, request target, route, body. */
 static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection *c, const char *url,
                                   struct request *req)
@@ -271,6 +322,8 @@ static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection 
         if (__atomic_load_n(&l->srv->shutting_down, __ATOMIC_SEQ_CST))
                 return refuse(c, req, API_PROBLEM_SHUTTING_DOWN, NULL,
                               "vmsnapd is shutting down; retry when it is back");
+        if (api_ui_path(url))
+                return on_ui(l, c, url, req);
         char allow[64];
         int m = api_route_match(req->method, url, &req->route, req->ref, allow, sizeof(allow));
         /* A bad target is never public: the 400 below comes after the token check. */
