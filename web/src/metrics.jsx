@@ -112,7 +112,7 @@ export function Metrics() {
               { name: "pause", cls: "s1", points: pts((h) => h.pause_ok) },
               { name: "resume", cls: "s2", points: pts((h) => h.resume_ok) },
               { name: "errors", cls: "s3", points: pts((h) => h.pause_error + h.resume_error) }]} />
-            <Chart title="Mean latency per 5 s interval" unit="s" series={[
+            <Chart title="Mean latency per 5 s interval (0: none in it)" unit="s" series={[
               { name: "pause", cls: "s1", points: meanOf("pause") },
               { name: "resume", cls: "s2", points: meanOf("resume") }]} />
             {OPS.map((op) => <Histogram samples={samples} op={op} />)}

@@ -47,7 +47,7 @@ function CreateForm({ run, templates }) {
         <h2 id="spawn-title">Spawn from a template</h2>
         <div class="fields">
           <p><label for="s-tpl">Template</label>
-            <select id="s-tpl" value={tpl} onChange={(e) => setTpl(e.currentTarget.value)} disabled={!templates.length}>
+            <select id="s-tpl" value={tpl || (templates[0] && templates[0].id)} onChange={(e) => setTpl(e.currentTarget.value)} disabled={!templates.length}>
               {templates.length ? templates.map((t) => <option value={t.id}>{t.name || t.id.slice(0, 8)}</option>)
                 : <option value="">no templates yet</option>}
             </select></p>
@@ -73,7 +73,7 @@ function Row({ sb, byId, busy, act }) {
       <td data-label="vCPUs" class="num">{sb.vcpus}</td>
       <td data-label="Memory" class="num">{bytes(sb.memory_mib * 1048576)}</td>
       <td data-label="Generation" class="num">{sb.snapshot_id ? sb.generation : "—"}</td>
-      <td data-label="Uptime">{gone ? "—" : since(sb.created)}</td>
+      <td data-label="Age" title={"created " + time(sb.created)}>{gone ? "—" : since(sb.created)}</td>
       <td data-label="Last pause" title={time(lastPause)}>{lastPause ? since(lastPause) + " ago" : "—"}</td>
       <td data-label="Template">{tpl ? tpl.name || tpl.id.slice(0, 8) : "—"}</td>
       <td class="actions">
@@ -96,6 +96,7 @@ export function Sandboxes() {
   const [busy, setBusy] = useState({});
   const [status, setStatus] = useState("");
   const [ask, setAsk] = useState(null);
+  const [showStopped, setShowStopped] = useState(false);
 
   // Runs one API call: key marks what is busy, the result is announced, errors are shown.
   async function run(what, doing, fn, done, key = "_form") {
@@ -132,7 +133,8 @@ export function Sandboxes() {
              confirm: "Destroy", danger: true, then: () => run("Destroy " + name, "destroying", () => call("DELETE", path), null, sb.id) });
   }
 
-  const sandboxes = data ? data.sandboxes : [];
+  const all = data ? data.sandboxes : [];
+  const sandboxes = showStopped ? all : all.filter((s) => s.state !== "stopped");
   const snapshots = data ? data.snapshots : [];
   const byId = Object.fromEntries(snapshots.map((s) => [s.id, s]));
   const templates = snapshots.filter((s) => s.kind === "template" && s.state === "ready");
@@ -144,13 +146,15 @@ export function Sandboxes() {
       {busy._form && <p class="busy" role="status">{busy._form}…</p>}
       <CreateForm run={run} templates={templates} />
       <h2 id="list-title">On this host {data && <span class="count">({sandboxes.length})</span>}</h2>
+      <p class="check"><input type="checkbox" id="show-stopped" checked={showStopped} onChange={(e) => setShowStopped(e.currentTarget.checked)} />
+        <label for="show-stopped">Show stopped sandboxes ({all.length - all.filter((s) => s.state !== "stopped").length})</label></p>
       {!data ? <p>Loading…</p> : !sandboxes.length ? <p>No sandboxes. Create one above.</p> : (
         <table class="sandboxes" aria-labelledby="list-title">
           <thead>
             <tr>
               <th scope="col">Sandbox</th><th scope="col">State</th><th scope="col">VMM</th>
               <th scope="col">vCPUs</th><th scope="col">Memory</th><th scope="col">Generation</th>
-              <th scope="col">Uptime</th><th scope="col">Last pause</th><th scope="col">Template</th>
+              <th scope="col">Age</th><th scope="col">Last pause</th><th scope="col">Template</th>
               <th scope="col"><span class="sr-only">Actions</span></th>
             </tr>
           </thead>
