@@ -14,7 +14,7 @@ set(VMSNAP_BUDGET_DEFAULT 300)
 set(VMSNAP_TEST_BUDGETS
     unit/test-mem-property 300
     cli/snapshot-crash 600
-    e2e/sandbox-merge 200
+    e2e/sandbox-merge 360
     dist/install-script 60
     e2e/dashboard 180)
 

@@ -178,6 +178,12 @@ int vmsnap_store_txn_dirfd(const struct vmsnap_store_txn *t);
  * envelope and the row get it at commit. Returns 0 or -EINVAL. */
 int vmsnap_store_txn_set_vmm_version(struct vmsnap_store_txn *t, const char *version);
 
+/* Lets the commit take the checksum of each pending file that is the very inode (a hard
+ * link) of a file of the ready snapshot from_id from its envelope, instead of reading it
+ * again: a snapshot's files are never modified. Returns 0 or -errno (nothing recorded). */
+int vmsnap_store_txn_reuse_checksums(struct vmsnap_store_txn *t, const char *from_id,
+                                     struct vmsnap_diag *d);
+
 /* Completes the create: validates and fsyncs the files, writes the envelope, marks the row
  * ready. On success the txn is finished (free it) and *ret (may be NULL) holds the row. On
  * failure nothing is visible and the txn can still be aborted. Returns 0 or -errno. */

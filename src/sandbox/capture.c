@@ -147,11 +147,13 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         if (r == 0)
                 r = pager_save_ws(h, l, sb->id, dir, d);
         trace_mark(t, VMSNAP_PAUSE_DISK);
-        if (r == 0)
-                r = db_journal_step(h, j, "saved", NULL, NULL, d);
-        trace_mark(t, VMSNAP_PAUSE_DB);
+        /* No journal step here: recovery treats a pending snapshot the same whether its
+         * files are complete or not (aborted, unless the store committed it). */
         vmsnap_crashpoint("capture.saved");
+        const char *from = sb->snapshot_id[0] ? sb->snapshot_id : sb->template_id;
         pthread_mutex_lock(&h->db_lock);
+        if (r == 0 && from[0]) /* the chain's files and the kernel are links of its files */
+                vmsnap_store_txn_reuse_checksums(txn, from, NULL);
         if (r == 0)
                 r = vmsnap_store_txn_commit(txn, ret, d);
         else

@@ -124,6 +124,8 @@ static int merge_build(struct vmsnap_host *h, struct merge *m, struct vmsnap_sna
                 r = db_journal_step(h, &m->j, "merged", NULL, NULL, d);
         vmsnap_crashpoint("merge.merged");
         pthread_mutex_lock(&h->db_lock);
+        if (r == 0) /* all but the merged memory are links of `from`'s files */
+                vmsnap_store_txn_reuse_checksums(m->txn, m->from, NULL);
         if (r == 0)
                 r = vmsnap_store_txn_commit(m->txn, ret, d);
         else

@@ -346,6 +346,36 @@ int store_txn_known(struct vmsnap_store_txn *t, const char *name, uint64_t size,
         return 0;
 }
 
+/* Records the checksum of one pending file when it is the very inode of the ready
+ * snapshot's file of that name (same device and inode, same size). */
+static void reuse_one(struct vmsnap_store_txn *t, int from_fd,
+                      const struct vmsnap_snapshot_file *f)
+{
+        struct stat a, b;
+        if (fstatat(t->dirfd, f->name, &a, AT_SYMLINK_NOFOLLOW) < 0 ||
+            fstatat(from_fd, f->name, &b, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(a.st_mode) ||
+            a.st_dev != b.st_dev || a.st_ino != b.st_ino || (uint64_t)a.st_size != f->size)
+                return;
+        store_txn_known(t, f->name, f->size, &f->checksum, NULL);
+}
+
+int vmsnap_store_txn_reuse_checksums(struct vmsnap_store_txn *t, const char *from_id,
+                                     struct vmsnap_diag *d)
+{
+        if (!t || t->finished || !from_id)
+                return vmsnap_diag(d, -EINVAL, "checksum reuse: bad arguments");
+        struct store_envelope env;
+        int lock = -1, fd = store_open_ready(t->s, from_id, &env, &lock, d);
+        if (fd < 0)
+                return fd;
+        for (size_t i = 0; i < env.n_files; i++)
+                reuse_one(t, fd, &env.files[i]);
+        store_envelope_clear(&env);
+        close(fd);
+        store_lock_release(t->s, from_id, lock);
+        return 0;
+}
+
 /* Validates the memory snapshot in the pending directory and takes generation and size
  * from its header. */
 static int read_mem(struct vmsnap_store_txn *t, struct vmsnap_diag *d)

@@ -462,6 +462,47 @@ static void test_commit_modes(void **state)
         }
 }
 
+/* Checksums are taken over from a ready snapshot only for the very same inode: a file of the
+ * same name and size but other content is hashed. */
+static void test_reuse_checksums(void **state)
+{
+        struct fx *f = *state;
+        struct vmsnap_snapshot_spec spec = {.kind = VMSNAP_SNAPSHOT_PAUSE, .vmm = "qemu"};
+        struct vmsnap_store_txn *t;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_snapshot a, b;
+        assert_int_equal(vmsnap_store_create_begin(f->s, &spec, &t, &d), 0);
+        char *a_linked = test_path(vmsnap_store_txn_dir(t), "linked");
+        char *a_other = test_path(vmsnap_store_txn_dir(t), "other");
+        test_write_file(a_linked, "same", 4);
+        test_write_file(a_other, "aaaa", 4);
+        assert_int_equal(vmsnap_store_txn_commit(t, &a, &d), 0);
+        vmsnap_store_txn_free(t);
+        assert_int_equal(vmsnap_store_create_begin(f->s, &spec, &t, &d), 0);
+        char *b_linked = test_path(vmsnap_store_txn_dir(t), "linked");
+        char *b_other = test_path(vmsnap_store_txn_dir(t), "other");
+        assert_int_equal(link(a_linked, b_linked), 0);
+        test_write_file(b_other, "bbbb", 4); /* same name and size, another inode */
+        assert_int_equal(vmsnap_store_txn_reuse_checksums(t, a.id, &d), 0);
+        assert_int_equal(vmsnap_store_txn_commit(t, &b, &d), 0);
+        vmsnap_store_txn_free(t);
+        struct vmsnap_snapshot_file *files;
+        size_t n;
+        assert_int_equal(vmsnap_store_files(f->s, b.id, &files, &n, &d), 0);
+        assert_int_equal(n, 2);
+        for (size_t i = 0; i < n; i++) {
+                struct vmsnap_hash h;
+                vmsnap_hash128(strcmp(files[i].name, "linked") == 0 ? "same" : "bbbb", 4, &h);
+                assert_memory_equal(&files[i].checksum, &h, sizeof(h));
+        }
+        free(files);
+        assert_int_equal(vmsnap_store_verify(f->s, b.id, NULL, NULL, &d), 0);
+        free(a_linked);
+        free(a_other);
+        free(b_linked);
+        free(b_other);
+}
+
 static void test_create_abort(void **state)
 {
         struct fx *f = *state;
@@ -807,6 +848,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test_setup_teardown(test_refs_skip_pending, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_commit, setup, teardown),
     cmocka_unit_test_setup_teardown(test_commit_modes, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_reuse_checksums, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_abort, setup, teardown),
     cmocka_unit_test_setup_teardown(test_create_rules, setup, teardown),
     cmocka_unit_test_setup_teardown(test_add_generations, setup, teardown),
