@@ -23,8 +23,10 @@ PACKAGES=(
   # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them) and
   # the dashboard's build (web/build.sh: esbuild, Preact)
   nodejs
-  # the dashboard's browser test (tests/e2e/dashboard.sh drives it with playwright-core)
-  chromium
+  # the dashboard's browser test (tests/e2e/dashboard.sh drives it with playwright-core; the
+  # fonts are a recommend of chromium that --no-install-recommends leaves out: legible
+  # screenshots)
+  chromium fonts-liberation
 )
 # npm: Debian's package, unless a Node.js build that ships its own npm is installed (such
 # a nodejs package conflicts with Debian's npm).

@@ -94,10 +94,14 @@ async function run(d, browser) {
   check(await page.getByRole("heading", { name: "Sandboxes" }).count() === 0, "a wrong token logged in");
   log("wrong token refused");
 
-  await page.getByLabel("API token").fill(d.token);
-  await page.getByRole("button", { name: "Log in" }).click();
+  // The right one, by keyboard only: typed into the focused field, Enter submits.
+  await page.getByLabel("API token").focus();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.type(d.token);
+  await page.keyboard.press("Enter");
   await page.getByRole("heading", { name: "Sandboxes", level: 1 }).waitFor();
-  log("logged in");
+  check(!page.url().includes(d.token), "the token is in the page's URL");
+  log("logged in (keyboard)");
 
   // Create.
   await page.getByLabel("Name (optional)").first().fill("web-1");
@@ -158,8 +162,15 @@ async function run(d, browser) {
 
   // Destroy through the confirm dialog; cancel first, which keeps it.
   await page.getByRole("link", { name: "Sandboxes" }).click();
-  await page.getByRole("button", { name: "Destroy clone-1" }).click();
-  await page.getByRole("dialog").getByRole("button", { name: "Cancel" }).click();
+  // Keyboard: the dialog takes the focus, Escape cancels and gives it back to the button.
+  await page.getByRole("button", { name: "Destroy clone-1" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("dialog").waitFor();
+  check(await page.evaluate(() => !!document.activeElement.closest("dialog")), "the confirm dialog did not take the focus");
+  await page.keyboard.press("Escape");
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  check(await page.evaluate(() => document.activeElement.getAttribute("aria-label")) === "Destroy clone-1",
+        "the focus did not come back to the Destroy button after Escape");
   check(await row(page, "clone-1").locator(".state.running").count() === 1, "cancel destroyed the clone");
   await page.getByRole("button", { name: "Destroy clone-1" }).click();
   await page.getByRole("dialog").getByRole("button", { name: "Destroy" }).click();

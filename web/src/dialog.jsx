@@ -7,10 +7,18 @@ export function Ask({ title, text, input, confirm, danger, onClose }) {
   const [value, setValue] = useState("");
   useEffect(() => {
     const d = ref.current;
+    const opener = document.activeElement; // focus goes back there when the dialog closes
     d.showModal();
-    const cancel = () => onClose(null);
+    const cancel = (e) => {
+      e.preventDefault();
+      onClose(null);
+    };
     d.addEventListener("cancel", cancel);
-    return () => d.removeEventListener("cancel", cancel);
+    return () => {
+      d.removeEventListener("cancel", cancel);
+      if (d.open) d.close(); // while modal, the rest of the page is inert and takes no focus
+      if (opener && opener.isConnected) opener.focus();
+    };
   }, []);
   function submit(e) {
     e.preventDefault();
