@@ -155,8 +155,9 @@ async function run(d, browser) {
     await cell.waitFor();
     check(Number(await cell.textContent()) >= 1, `metrics: ${op} count ${await cell.textContent()}`);
   }
-  await page.waitForTimeout(5500); // a second sample: the charts draw lines
-  await page.locator("figure.chart svg").first().waitFor();
+  // Sampled every 5 s since login: the charts over time have their lines already.
+  await page.locator("figure.chart svg polyline").first().waitFor({ timeout: 15000 });
+  check(await page.locator("figure.chart svg").count() === 2, "the two charts over time are not drawn");
   log("metrics: pause, resume and spawn counted");
   await page.screenshot({ path: join(SHOTS, "metrics.png"), fullPage: true });
 

@@ -6,7 +6,7 @@ import { useEffect, useState } from "preact/hooks";
 import { call, token, setUnauthorizedHandler } from "./api.js";
 import { Sandboxes } from "./sandboxes.jsx";
 import { Snapshots } from "./snapshots.jsx";
-import { Metrics } from "./metrics.jsx";
+import { Metrics, startSampling, stopSampling } from "./metrics.jsx";
 
 const PAGES = [
   ["sandboxes", "Sandboxes", Sandboxes],
@@ -45,7 +45,7 @@ function Login({ onLogin, reason }) {
         <input id="token" name="token" type="password" autocomplete="off" required value={value}
                onInput={(e) => setValue(e.currentTarget.value)} />
         <p id="login-help" class="help">The token is in the daemon's <code>&lt;root&gt;/token</code> (0600). It is kept in this tab only (sessionStorage).</p>
-        <button type="submit" disabled={busy}>{busy ? "Checking…" : "Log in"}</button>
+        <button type="submit" class="primary" disabled={busy}>{busy ? "Checking…" : "Log in"}</button>
       </form>
       {error && <p class="error" role="alert">{error}</p>}
     </main>
@@ -66,6 +66,10 @@ function App() {
     addEventListener("hashchange", onHash);
     return () => removeEventListener("hashchange", onHash);
   }, []);
+  useEffect(() => {
+    if (authed) startSampling();
+    else stopSampling();
+  }, [authed]);
   useEffect(() => {
     document.title = (authed ? page[1] + " · " : "") + "vmsnap dashboard";
   }, [authed, page]);

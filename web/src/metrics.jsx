@@ -1,6 +1,7 @@
-// The Metrics page: GET /metrics every 5 s, parsed in the page (prom.js). Pause and resume
-// counts over time, the mean latency of each interval (Δsum/Δcount), the latency histograms,
-// sandboxes by state and snapshot bytes by kind. The last 60 samples live in memory only.
+// The Metrics page: GET /metrics every 5 s from login on (startSampling; whichever page is
+// shown), parsed in the page (prom.js). Pause and resume counts over time, the mean latency
+// of each interval (Δsum/Δcount), the latency histograms, sandboxes by state and snapshot
+// bytes by kind. The last 60 samples live in memory only.
 import { call } from "./api.js";
 import { usePoll } from "./hooks.js";
 import { ErrorBox } from "./dialog.jsx";
@@ -21,12 +22,33 @@ function sample(samples) {
   return s;
 }
 
-async function load() {
+const PERIOD_MS = 5000;
+let latest = null; // the newest parsed sample set
+let timer = null;
+
+async function tick() {
   const samples = parse(await call("GET", "/metrics"));
   history.push(sample(samples));
   if (history.length > 60) history.shift();
+  latest = samples;
   return samples;
 }
+
+// Starts sampling /metrics every 5 s (after login); stopSampling forgets every sample.
+export function startSampling() {
+  if (timer) return;
+  tick().catch(() => {});
+  timer = setInterval(() => tick().catch(() => {}), PERIOD_MS);
+}
+export function stopSampling() {
+  clearInterval(timer);
+  timer = null;
+  latest = null;
+  history.length = 0;
+}
+
+// The page: the sampler's newest set (its own fetch before the first one, or on an error).
+const load = async () => latest || tick();
 
 // A line chart of series [{name, cls, points: [[t, v]]}] as SVG, with a text alternative.
 function Chart({ title, series, unit }) {
@@ -79,7 +101,7 @@ function Histogram({ samples, op }) {
 }
 
 export function Metrics() {
-  const [samples, error, reload] = usePoll(load, 5000);
+  const [samples, error, reload] = usePoll(load, PERIOD_MS);
   const pts = (f) => history.map((h) => [h.t, f(h)]);
   const meanOf = (op) => history.slice(1).map((h, i) => {
     const p = history[i];
