@@ -43,6 +43,10 @@ struct vmsnap_sandbox {
                                                  the sandboxes that hold one; 0 = unjailed or
                                                  stopped (freed at destroy) */
         char error[512];                      /* why it is in ERROR, "" otherwise */
+        char accel[8];                        /* "kvm"/"tcg": what its VMM runs under, ""
+                                                 when no VMM started since the host opened
+                                                 or the driver cannot tell (get/list only) */
+        char accel_reason[256];               /* why that accelerator, for people */
 };
 
 /* Host-wide settings; NULL/0 fields take the defaults in docs/sandbox.md. */
@@ -67,6 +71,11 @@ struct vmsnap_host;
  * Returns 0 and *ret, or -errno with d. */
 int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **ret,
                      struct vmsnap_diag *d);
+
+/* The accelerator new VMs of the host's default driver get ("kvm", "tcg" or "unknown" until
+ * the first boot probes KVM) and why, as far as known without booting anything; name and
+ * reason are NUL-terminated ("" and a note when the driver cannot tell). */
+void vmsnap_host_accel(struct vmsnap_host *h, char name[8], char reason[256]);
 
 /* Closes the host and leaves running VMs running (they are re-attached on the next open);
  * accepts NULL. */

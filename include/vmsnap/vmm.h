@@ -115,6 +115,17 @@ struct vmsnap_vmm_driver {
 
         /* The VMM's pid. */
         pid_t (*pid)(const struct vmsnap_vm *vm);
+
+        /* Optional (NULL: the driver cannot tell). The accelerator the VM runs under
+         * ("kvm" or "tcg") and why, for people; truncated to the sizes given. */
+        void (*accel)(const struct vmsnap_vm *vm, char *name, size_t name_size, char *reason,
+                      size_t reason_size);
+
+        /* Optional. The accelerator a new VM would get on this host, as far as known without
+         * booting anything ("kvm", "tcg" or "unknown"), and why; run_parent is the parent of
+         * the run directories (where a verdict may be remembered). */
+        void (*host_accel)(const char *binary, const char *run_parent, char *name,
+                           size_t name_size, char *reason, size_t reason_size);
 };
 
 /* The driver called name, or NULL. */

@@ -98,9 +98,12 @@ static void record_op(struct api_server *srv, enum api_op op, const struct times
 static void h_healthz(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
 {
         (void)call;
+        char accel[8], why[256];
+        vmsnap_host_accel(srv->host, accel, why);
         api_reply_json(rep, 200,
-                       json_pack("{s:s, s:I}", "status", "ok", "uptime_seconds",
-                                 (json_int_t)api_elapsed(&srv->started)));
+                       json_pack("{s:s, s:I, s:s, s:s}", "status", "ok", "uptime_seconds",
+                                 (json_int_t)api_elapsed(&srv->started), "accelerator", accel,
+                                 "accelerator_reason", why));
 }
 
 static void gather_sandboxes(struct api_server *srv, struct api_gauges *g)

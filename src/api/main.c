@@ -363,6 +363,9 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
         /* The root path is fixed for the store's life: no lock needed to read it. */
         snprintf(srv->root, sizeof(srv->root), "%s",
                  vmsnap_store_root(vmsnap_host_store(srv->host)));
+        char accel[8], why[256];
+        vmsnap_host_accel(srv->host, accel, why);
+        log_info("accelerator: %s (%s)", accel, why);
         return 0;
 }
 

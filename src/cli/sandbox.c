@@ -20,7 +20,7 @@ static const char main_usage[] =
         "  create [--name N] [--vcpus N] [--memory SIZE] [--vmm NAME] [--idle-timeout DUR]\n"
         "         [--template REF]      boot a sandbox (or spawn one from a template)\n"
         "  ls [--all]                   list sandboxes (--all: stopped ones too)\n"
-        "  get REF                      show one sandbox\n"
+        "  get REF (or inspect REF)     show one sandbox (its accelerator: kvm|tcg, and why)\n"
         "  pause REF                    snapshot a sandbox and free its host resources\n"
         "  resume REF                   resume a paused sandbox\n"
         "  exec [-i] [-t] [-d] [--shell] [-e NAME=VALUE]... [-w DIR] [--timeout DUR]\n"
@@ -107,6 +107,9 @@ static void print_sandbox(json_t *s)
                 printf("%-13s %llds\n", "idle_timeout", iget(s, "idle_timeout"));
         else
                 printf("%-13s never\n", "idle_timeout");
+        if (json_is_string(json_object_get(s, "accelerator")))
+                printf("%-13s %s (%s)\n", "accelerator", sget(s, "accelerator"),
+                       sget(s, "accelerator_reason"));
         if (json_is_string(json_object_get(s, "error")))
                 printf("%-13s %s\n", "error", sget(s, "error"));
 }
@@ -340,7 +343,12 @@ static const struct verb {
         {"ls", run_ls, ls_opts,
          "usage: vmsnap sandbox ls [--all] [--json]\n\nLists sandboxes; --all includes stopped "
          "ones.\n"},
-        {"get", run_get, no_opts, "usage: vmsnap sandbox get REF [--json]\n\nShows one sandbox.\n"},
+        {"get", run_get, no_opts,
+         "usage: vmsnap sandbox get REF [--json]\n\nShows one sandbox, with the accelerator its "
+         "VMM runs under (kvm or tcg)\nand why. `inspect` is another name for it.\n"},
+        {"inspect", run_get, no_opts,
+         "usage: vmsnap sandbox inspect REF [--json]\n\nThe same as `get`: shows one sandbox, "
+         "with the accelerator its VMM runs under\n(kvm or tcg) and why.\n"},
         {"pause", run_pause_resume, no_opts,
          "usage: vmsnap sandbox pause REF\n\nSnapshots a running sandbox and frees its VMM "
          "process and memory.\n"},

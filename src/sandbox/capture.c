@@ -253,6 +253,7 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         if (r == 0)
                 r = l->driver->restore(&spec, &from, &l->vm, d);
         if (r == 0) { /* recorded at once: recovery must be able to find this VMM */
+                live_note_accel(h, l);
                 sb->pid = l->driver->pid(l->vm);
                 r = db_journal_step(h, j, "restored", NULL, sb, d);
         }

@@ -134,6 +134,7 @@ static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandb
         if (r == 0)
                 r = l->driver->boot(&spec, &l->vm, d);
         if (r == 0) { /* the pid is recorded so that recovery can find the VMM */
+                live_note_accel(h, l);
                 sb->pid = l->driver->pid(l->vm);
                 r = db_journal_step(h, j, "booted", NULL, sb, d);
         }

@@ -159,6 +159,39 @@ struct live *live_get(struct vmsnap_host *h, const char *id)
         return l;
 }
 
+void vmsnap_host_accel(struct vmsnap_host *h, char name[8], char reason[256])
+{
+        const struct vmsnap_vmm_driver *drv = vmsnap_vmm_find(h->vmm);
+        char parent[PATH_LEN];
+        snprintf(parent, sizeof(parent), "%.3000s/sandboxes", h->root);
+        snprintf(name, 8, "unknown");
+        snprintf(reason, 256, "the %s driver does not say", h->vmm);
+        if (drv && drv->host_accel)
+                drv->host_accel(NULL, parent, name, 8, reason, 256);
+}
+
+void live_note_accel(struct vmsnap_host *h, struct live *l)
+{
+        char name[sizeof(l->accel)] = "", reason[sizeof(l->accel_reason)] = "";
+        if (l->vm && l->driver->accel)
+                l->driver->accel(l->vm, name, sizeof(name), reason, sizeof(reason));
+        pthread_mutex_lock(&h->live_lock);
+        memcpy(l->accel, name, sizeof(name));
+        memcpy(l->accel_reason, reason, sizeof(reason));
+        pthread_mutex_unlock(&h->live_lock);
+}
+
+void live_accel_fill(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
+{
+        pthread_mutex_lock(&h->live_lock);
+        const struct live *l = h->lives;
+        while (l && strcmp(l->id, sb->id) != 0)
+                l = l->next;
+        snprintf(sb->accel, sizeof(sb->accel), "%s", l ? l->accel : "");
+        snprintf(sb->accel_reason, sizeof(sb->accel_reason), "%s", l ? l->accel_reason : "");
+        pthread_mutex_unlock(&h->live_lock);
+}
+
 void path_run_dir(const struct vmsnap_host *h, const char *id, char out[PATH_LEN])
 {
         snprintf(out, PATH_LEN, "%.3000s/sandboxes/%s", h->root, id);

@@ -23,6 +23,7 @@ struct live {
         int agent_fd;            /* connection to the guest agent, -1 when none */
         pid_t pager_pid;         /* the sandbox's page server (lazy restore), 0 when none */
         bool pager_jailed;       /* it runs in its own jail (writes only into the run dir) */
+        char accel[8], accel_reason[256]; /* of the last VMM started or attached (live_lock) */
         struct live *next;
 };
 
@@ -101,6 +102,12 @@ int journal_open_entries(struct vmsnap_host *h, struct journal **ret, size_t *re
 
 /* The live entry of a sandbox id (created on first use; never freed before close). */
 struct live *live_get(struct vmsnap_host *h, const char *id);
+
+/* Records which accelerator l's new VM got and why (after boot, restore or attach). */
+void live_note_accel(struct vmsnap_host *h, struct live *l);
+
+/* Fills sb->accel and sb->accel_reason from its live entry (empty when none is known). */
+void live_accel_fill(struct vmsnap_host *h, struct vmsnap_sandbox *sb);
 
 /* Paths of a sandbox: run dir, memory file, template memory file. */
 void path_run_dir(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]);

@@ -26,8 +26,8 @@ static void try_attach(struct vmsnap_host *h, struct live *l, const struct vmsna
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
         build_spec(h, sb, &buf, &spec);
-        if (pid > 0 && l->driver && !l->vm)
-                l->driver->attach(&spec, pid, &l->vm, NULL);
+        if (pid > 0 && l->driver && !l->vm && l->driver->attach(&spec, pid, &l->vm, NULL) == 0)
+                live_note_accel(h, l);
 }
 
 /* The pending snapshot a pause or snapshot step had begun, aborted. */

@@ -165,7 +165,7 @@ int qemu_verdict_dir(const char *run_dir, char out[PATH_MAX], struct vmsnap_diag
 
 /* The accelerator for a new VM of spec, probing KVM once per host when it must. */
 int qemu_choose_accel(const struct vmsnap_vm_spec *spec, const char *kernel,
-                      const char *initrd, const char *version, enum vmm_accel *ret,
+                      const char *initrd, const char *version, struct vmm_accel_status *ret,
                       struct vmsnap_diag *d);
 
 #endif

@@ -83,7 +83,8 @@ static int probe_kvm(void *arg, int timeout_ms, struct vmsnap_diag *d)
         struct qemu_machine m;
         struct vmm_process proc = {.pidfd = -1};
         struct vmm_qmp *q = NULL;
-        int r = qemu_machine_init(&s, VMM_ACCEL_KVM, ctx->version, &m, d);
+        struct vmm_accel_status kvm = {.accel = VMM_ACCEL_KVM, .reason = "the KVM probe"};
+        int r = qemu_machine_init(&s, &kvm, ctx->version, &m, d);
         if (r == 0)
                 r = qemu_prepare_memory_file(mem, m.memory, true, d);
         /* Jailed like the VM it decides for: the scratch dir is the jail's run dir. */
@@ -130,7 +131,7 @@ int qemu_verdict_dir(const char *run_dir, char out[PATH_MAX], struct vmsnap_diag
 
 /* The accelerator for a new VM of spec, probing KVM once per host when it must. */
 int qemu_choose_accel(const struct vmsnap_vm_spec *spec, const char *kernel, const char *initrd,
-                        const char *version, enum vmm_accel *ret, struct vmsnap_diag *d)
+                      const char *version, struct vmm_accel_status *ret, struct vmsnap_diag *d)
 {
         char vdir[PATH_MAX];
         int r = qemu_verdict_dir(spec->run_dir, vdir, d);

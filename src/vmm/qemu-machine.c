@@ -40,13 +40,14 @@ static int make_append(const struct vmsnap_vm_spec *spec, struct qemu_machine *m
         return 0;
 }
 
-int qemu_machine_init(const struct vmsnap_vm_spec *spec, enum vmm_accel accel, const char *version,
-                      struct qemu_machine *ret, struct vmsnap_diag *d)
+int qemu_machine_init(const struct vmsnap_vm_spec *spec, const struct vmm_accel_status *accel,
+                      const char *version, struct qemu_machine *ret, struct vmsnap_diag *d)
 {
-        struct qemu_machine m = {.layout = QEMU_LAYOUT, .accel = accel};
+        struct qemu_machine m = {.layout = QEMU_LAYOUT, .accel = accel->accel};
+        snprintf(m.accel_reason, sizeof(m.accel_reason), "%s", accel->reason);
         snprintf(m.qemu_version, sizeof(m.qemu_version), "%s", version);
         snprintf(m.machine, sizeof(m.machine), "%s", QEMU_MACHINE);
-        snprintf(m.cpu, sizeof(m.cpu), "%s", accel == VMM_ACCEL_KVM ? "host" : "max");
+        snprintf(m.cpu, sizeof(m.cpu), "%s", m.accel == VMM_ACCEL_KVM ? "host" : "max");
         m.vcpus = spec->vcpus;
         m.memory = spec->memory;
         m.initrd = spec->initrd != NULL;
@@ -62,10 +63,11 @@ int qemu_machine_init(const struct vmsnap_vm_spec *spec, enum vmm_accel accel, c
 
 json_t *qemu_machine_to_json(const struct qemu_machine *m)
 {
-        return json_pack("{s:i, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:b, s:b, s:s, s:s, s:s, "
-                         "s:b}",
+        return json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:I, s:b, s:b, s:s, s:s, "
+                         "s:s, s:b}",
                          "layout", m->layout, "qemu", m->qemu_version, "accel",
-                         vmm_accel_name(m->accel), "machine", m->machine, "cpu", m->cpu, "vcpus",
+                         vmm_accel_name(m->accel), "accel_reason", m->accel_reason, "machine",
+                         m->machine, "cpu", m->cpu, "vcpus",
                          (json_int_t)m->vcpus, "memory", (json_int_t)m->memory, "append", m->append,
                          "tsc_khz", (json_int_t)m->tsc_khz, "initrd", m->initrd, "disk", m->disk,
                          "disk_format", m->disk_format, "kernel_file", QEMU_KERNEL, "initrd_file",
@@ -122,6 +124,8 @@ int qemu_machine_from_json(json_t *o, const char *where, struct qemu_machine *re
                                    where, (unsigned long long)layout, QEMU_LAYOUT);
         m.layout = QEMU_LAYOUT;
         m.accel = vmm_accel_parse(accel);
+        if (!get_str(o, "accel_reason", m.accel_reason, sizeof(m.accel_reason)))
+                m.accel_reason[0] = '\0'; /* optional: written since the accelerator is shown */
         m.vcpus = (uint32_t)MIN(vcpus, (uint64_t)UINT32_MAX);
         m.initrd = json_is_true(json_object_get(o, "initrd"));
         m.disk = json_is_true(json_object_get(o, "disk"));

@@ -35,6 +35,7 @@ struct qemu_machine {
         int layout;
         char qemu_version[32]; /* "7.2.22": of the QEMU that booted it */
         enum vmm_accel accel;
+        char accel_reason[VMM_ACCEL_REASON]; /* why accel (shown, never acted on) */
         char machine[128]; /* -machine */
         char cpu[16];      /* -cpu: "max" under TCG, "host" under KVM */
         uint32_t vcpus;
@@ -49,8 +50,8 @@ struct qemu_machine {
 
 /* The machine of a new boot of spec under accel with QEMU `version`. Measures the host TSC
  * (TCG). Returns 0 or -errno (with d). */
-int qemu_machine_init(const struct vmsnap_vm_spec *spec, enum vmm_accel accel, const char *version,
-                      struct qemu_machine *ret, struct vmsnap_diag *d);
+int qemu_machine_init(const struct vmsnap_vm_spec *spec, const struct vmm_accel_status *accel,
+                      const char *version, struct qemu_machine *ret, struct vmsnap_diag *d);
 
 /* The machine as a JSON object (new reference, NULL when out of memory). */
 json_t *qemu_machine_to_json(const struct qemu_machine *m);

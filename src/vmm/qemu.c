@@ -171,7 +171,7 @@ static int qemu_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret,
         if (r < 0)
                 return r;
         char version[32];
-        enum vmm_accel accel;
+        struct vmm_accel_status accel;
         struct vmsnap_vm *vm = NULL;
         r = qemu_version(spec->vmm_binary, version, d);
         if (r == 0)
@@ -189,7 +189,7 @@ static int qemu_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret,
         if (r == 0)
                 r = qemu_choose_accel(spec, spec->kernel, spec->initrd, version, &accel, d);
         if (r == 0)
-                r = qemu_machine_init(spec, accel, version, &vm->machine, d);
+                r = qemu_machine_init(spec, &accel, version, &vm->machine, d);
         if (r == 0)
                 r = qemu_prepare_memory_file(vm->memory_file, spec->memory, true, d);
         if (r == 0)
@@ -244,13 +244,13 @@ static int check_restorable(const struct vmsnap_vm_spec *spec, const char *state
                                    spec->net ? "asks for a" : "gives it no");
         if (c->accel != VMM_ACCEL_KVM)
                 return 0; /* TCG runs anywhere */
-        enum vmm_accel host;
+        struct vmm_accel_status host;
         r = qemu_choose_accel(spec, f->kernel, c->initrd ? f->initrd : NULL, running, &host, d);
-        if (r == 0 && host != VMM_ACCEL_KVM)
+        if (r == 0 && host.accel != VMM_ACCEL_KVM)
                 r = vmsnap_diag(d, -EPROTONOSUPPORT,
                                 "%s: the snapshot was taken under KVM and "
-                                "KVM does not work on this host (%s)",
-                                state_dir, vmm_accel_name(host));
+                                "KVM does not work on this host (%s: %s)",
+                                state_dir, vmm_accel_name(host.accel), host.reason);
         return r;
 }
 
@@ -301,6 +301,11 @@ static int qemu_restore(const struct vmsnap_vm_spec *spec, const struct vmsnap_v
         json_decref(o);
         if (r == 0)
                 r = check_restorable(spec, from->state_dir, &vm->machine, &f, d);
+        if (r == 0) /* CPU state loads only under the accelerator that saved it */
+                snprintf(vm->machine.accel_reason, sizeof(vm->machine.accel_reason),
+                         "restored from a snapshot taken under %s",
+                         vm->machine.accel == VMM_ACCEL_KVM ? "KVM (KVM works on this host)"
+                                                            : "TCG");
         if (r == 0)
                 r = restore_memory(vm, spec, from, d);
         if (r == 0)
@@ -360,7 +365,7 @@ static int qemu_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsn
         }
         char vdir[PATH_MAX];
         struct vmm_accel_choice c = {.verdict_dir = vdir, .qemu_version = vm->machine.qemu_version};
-        enum vmm_accel ignore;
+        struct vmm_accel_status ignore;
         if (qemu_verdict_dir(vm->run_dir, vdir, NULL) == 0) /* learns the verdict, never probes */
                 vmm_accel_choose(&c, &ignore, NULL);
         *ret = vm;
@@ -447,6 +452,32 @@ static pid_t qemu_pid(const struct vmsnap_vm *vm)
         return vm ? vm->proc.pid : 0;
 }
 
+static void put_accel(enum vmm_accel a, const char *why, char *name, size_t name_size,
+                      char *reason, size_t reason_size)
+{
+        snprintf(name, name_size, "%s", vmm_accel_name(a));
+        snprintf(reason, reason_size, "%s", why);
+}
+
+static void qemu_accel(const struct vmsnap_vm *vm, char *name, size_t name_size, char *reason,
+                       size_t reason_size)
+{
+        const char *why = vm->machine.accel_reason;
+        put_accel(vm->machine.accel, *why ? why : "chosen by a vmsnap that did not record why",
+                  name, name_size, reason, reason_size);
+}
+
+static void qemu_host_accel(const char *binary, const char *run_parent, char *name,
+                            size_t name_size, char *reason, size_t reason_size)
+{
+        char v[32];
+        struct vmm_accel_status s;
+        if (qemu_version(binary, v, NULL) < 0)
+                v[0] = '\0';
+        vmm_accel_host_status(run_parent, v, &s);
+        put_accel(s.accel, s.reason, name, name_size, reason, reason_size);
+}
+
 const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
         .disk_format = "qcow2",
     .name = QEMU_NAME,
@@ -462,4 +493,6 @@ const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
         .destroy = qemu_destroy,
         .detach = qemu_detach,
         .pid = qemu_pid,
+        .accel = qemu_accel,
+        .host_accel = qemu_host_accel,
 };
