@@ -153,7 +153,7 @@ async function run(d, browser) {
   for (const op of ["pause", "resume", "spawn"]) {
     const cell = page.locator(`tr[data-op="${op}"] td`).first();
     await cell.waitFor();
-    check(Number(await cell.textContent()) >= 1, `metrics: ${op} count ${await cell.textContent()}`);
+    check(Number(await cell.textContent()) >= 1, `metrics: ${op} count ${await cell.textContent()} when the page opened`);
   }
   // Sampled every 5 s since login: the charts over time have their lines already.
   await page.locator("figure.chart svg polyline").first().waitFor({ timeout: 15000 });
@@ -232,7 +232,13 @@ async function main() {
         for (const s of (await api(d, "GET", "/v1/sandboxes")).sandboxes) await api(d, "DELETE", "/v1/sandboxes/" + s.id);
       } catch {}
       d.proc.kill("SIGTERM");
+      const killer = setTimeout(() => d.proc.kill("SIGKILL"), 60000); // a hung shutdown
       await new Promise((r) => (d.proc.exitCode !== null ? r() : d.proc.on("exit", r)));
+      clearTimeout(killer);
+      if (ok && d.proc.exitCode !== 0) {
+        console.log(`FAIL: vmsnapd exited ${d.proc.exitCode} (signal ${d.proc.signalCode}) at SIGTERM:\n` + d.log().split("\n").slice(-20).join("\n"));
+        ok = false;
+      }
       rmSync(d.mem, { recursive: true, force: true });
     }
     rmSync(work, { recursive: true, force: true });

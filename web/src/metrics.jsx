@@ -2,6 +2,7 @@
 // shown), parsed in the page (prom.js). Pause and resume counts over time, the mean latency
 // of each interval (Δsum/Δcount), the latency histograms, sandboxes by state and snapshot
 // bytes by kind. The last 60 samples live in memory only.
+import { useState } from "preact/hooks";
 import { call } from "./api.js";
 import { usePoll } from "./hooks.js";
 import { ErrorBox } from "./dialog.jsx";
@@ -47,8 +48,17 @@ export function stopSampling() {
   history.length = 0;
 }
 
-// The page: the sampler's newest set (its own fetch before the first one, or on an error).
-const load = async () => latest || tick();
+// The page: a fresh sample when it opens (the sampler's may be 5 s old), then the sampler's.
+function pageLoader() {
+  let first = true;
+  return async () => {
+    if (first || !latest) {
+      first = false;
+      return tick();
+    }
+    return latest;
+  };
+}
 
 // A line chart of series [{name, cls, points: [[t, v]]}] as SVG, with a text alternative.
 function Chart({ title, series, unit }) {
@@ -101,6 +111,7 @@ function Histogram({ samples, op }) {
 }
 
 export function Metrics() {
+  const [load] = useState(pageLoader); // one loader per visit of the page
   const [samples, error, reload] = usePoll(load, PERIOD_MS);
   const pts = (f) => history.map((h) => [h.t, f(h)]);
   const meanOf = (op) => history.slice(1).map((h, i) => {
