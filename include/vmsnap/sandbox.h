@@ -52,7 +52,8 @@ struct vmsnap_sandbox {
 /* Host-wide settings; NULL/0 fields take the defaults in docs/sandbox.md. */
 struct vmsnap_host_config {
         const char *root;      /* store root (vmsnap.db, snapshots/, sandboxes/) */
-        const char *mem_root;  /* guest memory files (default /dev/shm/vmsnap) */
+        const char *mem_root;  /* guest memory files (default /dev/shm/vmsnap-<16 hex of a
+                                  hash of root>: one per root; docs/sandbox.md) */
         const char *guest_dir; /* vmlinuz, initramfs, rootfs.ext4 (default <root>/guest) */
         const char *vmm;       /* default driver: "qemu" */
         unsigned merge_cap;    /* memory generations before a merge (default 8) */
@@ -80,6 +81,9 @@ void vmsnap_host_accel(struct vmsnap_host *h, char name[8], char reason[256]);
 /* Closes the host and leaves running VMs running (they are re-attached on the next open);
  * accepts NULL. */
 void vmsnap_host_close(struct vmsnap_host *h);
+
+/* The directory of the host's guest memory files (chosen at open). */
+const char *vmsnap_host_mem_root(const struct vmsnap_host *h);
 
 /* The store underneath (snapshots, templates). The store handle is shared with the
  * lifecycle threads: wrap every use in vmsnap_host_store_lock / vmsnap_host_store_unlock. */

@@ -39,7 +39,8 @@ static const char usage_text[] =
         "                        the token, or it is closed (default: 10)\n"
         "  --vmm NAME            default VMM driver (default: qemu)\n"
         "  --guest-dir DIR       guest kernel, initramfs and rootfs (default: <root>/guest)\n"
-        "  --mem-root DIR        guest memory files (default: /dev/shm/vmsnap)\n"
+        "  --mem-root DIR        guest memory files (default: /dev/shm/vmsnap-<16 hex of a hash of\n"
+        "                        the root>, one per root); must be this user's and 0700\n"
         "  --merge-cap N         memory generations before a merge (default: 8)\n"
         "  --tick-interval SECS  crash watcher and idle auto-pause period (default: 5; 0: off)\n"
         "  --jail-uids FIRST:COUNT  uids (and gids) handed to the VMMs' jails, one per sandbox\n"
@@ -366,6 +367,7 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
         char accel[8], why[256];
         vmsnap_host_accel(srv->host, accel, why);
         log_info("accelerator: %s (%s)", accel, why);
+        log_info("guest memory in %s", vmsnap_host_mem_root(srv->host));
         return 0;
 }
 

@@ -20,25 +20,13 @@ static void set_path(char out[PATH_LEN], const char *value, const char *fallback
         snprintf(out, PATH_LEN, "%s", value && *value ? value : fallback);
 }
 
+/* <root>/sandboxes (made 0700) and the memory root (an existing one must already be). */
 static int make_dirs(struct vmsnap_host *h, struct vmsnap_diag *d)
 {
         char p[PATH_LEN + 16];
         snprintf(p, sizeof(p), "%s/sandboxes", h->root);
-        const char *dirs[] = {p, h->mem_root};
-        for (size_t i = 0; i < 2; i++) { /* 0700 whatever the umask, also when they exist */
-                if (mkdir(dirs[i], 0700) < 0 && errno != EEXIST)
-                        return vmsnap_diag(d, -errno, "%s: cannot create: %s", dirs[i],
-                                           strerror(errno));
-                struct stat st;
-                if (lstat(dirs[i], &st) < 0 || !S_ISDIR(st.st_mode) || (st.st_mode & S_ISVTX))
-                        return vmsnap_diag(d, -ENOTDIR, "%s: not a directory of vmsnap's own "
-                                           "(a symlink, or a shared sticky directory such as "
-                                           "/dev/shm itself): give it a subdirectory", dirs[i]);
-                if (chmod(dirs[i], 0700) < 0)
-                        return vmsnap_diag(d, -errno, "%s: cannot make it 0700: %s", dirs[i],
-                                           strerror(errno));
-        }
-        return 0;
+        int r = private_dir(p, false, d);
+        return r < 0 ? r : private_dir(h->mem_root, true, d);
 }
 
 /* Copies the jail settings (and their strings) into the host. */
@@ -72,7 +60,6 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         if (!h)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         set_path(h->root, cfg ? cfg->root : NULL, vmsnap_store_default_root());
-        set_path(h->mem_root, cfg ? cfg->mem_root : NULL, DEFAULT_MEM_ROOT);
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
         set_jail(h, cfg ? cfg->jail : NULL);
@@ -88,10 +75,12 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
                 snprintf(guest, sizeof(guest), "%.4000s/guest", h->root);
                 set_path(h->guest_dir, cfg ? cfg->guest_dir : NULL, guest);
                 h->db = vmsnap_store_db(h->store);
+                r = sandbox_schema(h, d);
+        }
+        if (r == 0) {
+                mem_root_choose(h, cfg ? cfg->mem_root : NULL);
                 r = make_dirs(h, d);
         }
-        if (r == 0)
-                r = sandbox_schema(h, d);
         if (r == 0)
                 r = recover(h, d);
         if (r == 0)
@@ -125,6 +114,11 @@ void vmsnap_host_close(struct vmsnap_host *h)
         pthread_mutex_destroy(&h->compact_lock);
         pthread_cond_destroy(&h->compact_cond);
         free(h);
+}
+
+const char *vmsnap_host_mem_root(const struct vmsnap_host *h)
+{
+        return h->mem_root;
 }
 
 struct vmsnap_store *vmsnap_host_store(struct vmsnap_host *h)

@@ -109,6 +109,21 @@ void live_note_accel(struct vmsnap_host *h, struct live *l);
 /* Fills sb->accel and sb->accel_reason from its live entry (empty when none is known). */
 void live_accel_fill(struct vmsnap_host *h, struct vmsnap_sandbox *sb);
 
+/* ---- the memory root (mem-root.c) ---- */
+
+/* The default memory root of a store root: DEFAULT_MEM_ROOT-<16 hex of XXH3-128(root)>. */
+void mem_root_default(const char *root, char out[PATH_LEN]);
+
+/* Sets h->mem_root: configured when given; else the pre-1.0 shared DEFAULT_MEM_ROOT while
+ * one of h's running sandboxes has its memory there; else mem_root_default(h->root). Needs
+ * the sandbox tables. */
+void mem_root_choose(struct vmsnap_host *h, const char *configured);
+
+/* Makes path a directory of this euid, mode 0700, neither a symlink nor sticky; an existing
+ * one of another owner is refused (-EPERM), and so is one not 0700 when
+ * existing_must_be_0700 (else it is made 0700). Returns 0 or -errno with d naming path. */
+int private_dir(const char *path, bool existing_must_be_0700, struct vmsnap_diag *d);
+
 /* Paths of a sandbox: run dir, memory file, template memory file. */
 void path_run_dir(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]);
 void path_memory(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]);
