@@ -26,7 +26,10 @@ static const char main_usage[] =
     "  import [FILE|-|DIR]     read a snapshot from an export\n"
     "  gc                      remove leftovers; evict templates under a budget\n"
     "  reindex                 rebuild the index from the snapshot directories\n"
-    "  verify REF...           check every file's checksum and the memory snapshot\n\n"
+    "  verify REF...           check every file's checksum and the memory snapshot\n"
+    "  push REF                upload a snapshot to S3 object storage (docs/remote.md)\n"
+    "  pull REF                download a snapshot from S3 object storage\n"
+    "ls, rm and gc take --remote[=NAME] to act on the object storage instead.\n\n"
     "A REF is an id, a name, or a unique id prefix of at least 3 characters.\n"
     "Every verb takes --root DIR (default: $VMSNAP_ROOT, else " VMSNAP_STORE_DEFAULT_ROOT
     ")\nand -h/--help. Run `vmsnap snapshot VERB --help` for a verb's options.\n\n"
@@ -123,6 +126,7 @@ static const struct option all_options[] = {
     {"verify", no_argument, NULL, OPT_VERIFY},
     {"no-base", no_argument, NULL, OPT_NO_BASE},
     {"max-logical-size", required_argument, NULL, OPT_MAX_LOGICAL},
+    {"remote", optional_argument, NULL, OPT_REMOTE},
     {"help", no_argument, NULL, 'h'},
     {0},
 };
@@ -246,6 +250,10 @@ static int set_option(struct args *a, int c, const char *v)
         case OPT_NO_BASE:
                 a->exp.no_base = true;
                 break;
+        case OPT_REMOTE:
+                a->remote = true;
+                a->remote_name = v;
+                break;
         default:
                 return set_value(a, c, v);
         }
@@ -314,14 +322,14 @@ struct verb {
 };
 
 static const struct verb verbs[] = {
-    {"ls", snapshot_ls, snapshot_ls_usage, {OPT_JSON, OPT_ALL, OPT_KIND, OPT_NO_TRUNC}},
+    {"ls", snapshot_ls, snapshot_ls_usage, {OPT_JSON, OPT_ALL, OPT_KIND, OPT_NO_TRUNC, OPT_REMOTE}},
     {"inspect", snapshot_inspect, snapshot_inspect_usage, {OPT_JSON}},
     {"add",
      snapshot_add,
      snapshot_add_usage,
      {OPT_JSON, OPT_NAME, OPT_KIND, OPT_PARENT, OPT_SNAPFILE, OPT_DESCRIPTION, OPT_LABEL, OPT_VMM,
       OPT_VMM_VERSION, OPT_VCPUS, OPT_BLOCK_SIZE, OPT_SOURCE}},
-    {"rm", snapshot_rm, snapshot_rm_usage, {OPT_JSON, OPT_FORCE}},
+    {"rm", snapshot_rm, snapshot_rm_usage, {OPT_JSON, OPT_FORCE, OPT_REMOTE}},
     {"export",
      snapshot_export,
      snapshot_export_usage,
@@ -330,10 +338,27 @@ static const struct verb verbs[] = {
      snapshot_import,
      snapshot_import_usage,
      {OPT_JSON, OPT_NAME, OPT_DESCRIPTION, OPT_MAX_SIZE, OPT_MAX_LOGICAL}},
-    {"gc", snapshot_gc, snapshot_gc_usage, {OPT_JSON, OPT_DRY_RUN, OPT_GRACE, OPT_BUDGET}},
+    {"gc", snapshot_gc, snapshot_gc_usage, {OPT_JSON, OPT_DRY_RUN, OPT_GRACE, OPT_BUDGET, OPT_REMOTE}},
     {"reindex", snapshot_reindex, snapshot_reindex_usage, {OPT_JSON, OPT_VERIFY}},
     {"verify", snapshot_verify, snapshot_verify_usage, {OPT_JSON}},
+    {"push", snapshot_push, snapshot_push_usage, {OPT_JSON, OPT_REMOTE}},
+    {"pull", snapshot_pull, snapshot_pull_usage, {OPT_JSON, OPT_REMOTE, OPT_NAME}},
 };
+
+/* ls, rm and gc with --remote act on the object storage (snapshot-remote.c). */
+static int (*remote_variant(const struct verb *v, const struct args *a))(struct vmsnap_store *,
+                                                                         struct args *)
+{
+        if (!a->remote)
+                return v->run;
+        if (strcmp(v->name, "ls") == 0)
+                return snapshot_remote_ls;
+        if (strcmp(v->name, "rm") == 0)
+                return snapshot_remote_rm;
+        if (strcmp(v->name, "gc") == 0)
+                return snapshot_remote_gc;
+        return v->run;
+}
 
 /* `vmsnap snapshot --root DIR VERB ...` works too: takes the root given before the verb. */
 static const char *leading_root(int *argc, char ***argv)
@@ -377,7 +402,7 @@ int cmd_snapshot(int argc, char **argv)
                 struct vmsnap_store *s;
                 if ((r = open_store(&a, &s)) != CLI_OK)
                         return r;
-                r = verbs[i].run(s, &a);
+                r = remote_variant(&verbs[i], &a)(s, &a);
                 vmsnap_store_close(s);
                 return r;
         }

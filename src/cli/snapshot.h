@@ -42,6 +42,7 @@ enum {
         OPT_VERIFY,
         OPT_NO_BASE,
         OPT_MAX_LOGICAL,
+        OPT_REMOTE,
 };
 
 /* The parsed command line of one verb. */
@@ -59,6 +60,8 @@ struct args {
         struct vmsnap_export_opts exp;
         uint64_t max_size, max_logical, budget;
         int64_t grace;
+        bool remote;             /* --remote[=NAME] given */
+        const char *remote_name; /* NAME, or NULL: the default remote */
         int nargs;
         char **args;
 };
@@ -90,8 +93,13 @@ int snapshot_export(struct vmsnap_store *s, struct args *a);
 int snapshot_import(struct vmsnap_store *s, struct args *a);
 int snapshot_gc(struct vmsnap_store *s, struct args *a);
 int snapshot_reindex(struct vmsnap_store *s, struct args *a);
+int snapshot_push(struct vmsnap_store *s, struct args *a);
+int snapshot_pull(struct vmsnap_store *s, struct args *a);
+int snapshot_remote_ls(struct vmsnap_store *s, struct args *a);
+int snapshot_remote_rm(struct vmsnap_store *s, struct args *a);
+int snapshot_remote_gc(struct vmsnap_store *s, struct args *a);
 extern const char snapshot_ls_usage[], snapshot_inspect_usage[], snapshot_verify_usage[],
     snapshot_add_usage[], snapshot_rm_usage[], snapshot_export_usage[], snapshot_import_usage[],
-    snapshot_gc_usage[], snapshot_reindex_usage[];
+    snapshot_gc_usage[], snapshot_reindex_usage[], snapshot_push_usage[], snapshot_pull_usage[];
 
 #endif

@@ -1,0 +1,204 @@
+/* `vmsnap snapshot push | pull` and `ls | rm | gc --remote`: snapshots in S3 object storage
+ * (docs/remote.md). Credentials come from a private file or the environment, never argv. */
+#include "cli/snapshot.h"
+#include "util/text.h"
+
+#include <vmsnap/remote.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#define REMOTE_HELP                                                                                \
+        "  --remote[=NAME]  the remote: <root>/remotes/NAME.conf (0600); without NAME the\n"  \
+        "                   VMSNAP_S3_* environment, else <root>/remotes/default.conf\n"
+
+const char snapshot_push_usage[] =
+    "usage: vmsnap snapshot push REF [--remote[=NAME]] [--json]\n\n"
+    "Uploads a snapshot (and the base image its disk stands on) to S3 object storage as\n"
+    "4 MiB content-addressed chunks, only those the bucket lacks, then its manifest: it\n"
+    "is visible remotely only once complete. See docs/remote.md.\n" REMOTE_HELP
+    "  --json           {\"id\", \"chunks\", \"zero_chunks\", \"chunks_sent\", \"bytes\", \"retries\"}\n";
+
+const char snapshot_pull_usage[] =
+    "usage: vmsnap snapshot pull REF [--remote[=NAME]] [--name NAME] [--json]\n\n"
+    "Downloads a snapshot from S3 object storage: every chunk checked against its SHA-256\n"
+    "before it is written, then imported as an archive is (every check of `import`).\n"
+    "REF is a remote id, name or unique id prefix.\n" REMOTE_HELP
+    "  --name NAME      the local name (default: the remote one)\n"
+    "  --json           the imported record\n";
+
+static int open_remote(struct vmsnap_store *s, const struct args *a, struct vmsnap_remote **ret)
+{
+        struct vmsnap_remote_config c;
+        struct vmsnap_diag d = {0};
+        int r = vmsnap_remote_config_load(vmsnap_store_root(s), a->remote_name, &c, &d);
+        if (r == 0)
+                r = vmsnap_remote_open(&c, ret, &d);
+        vmsnap_remote_config_clear(&c);
+        return r < 0 ? snapshot_fail(a, &d) : CLI_OK;
+}
+
+static json_t *stats_json(const char *id, const struct vmsnap_remote_stats *st)
+{
+        return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "id", id, "chunks",
+                         (json_int_t)st->chunks, "zero_chunks", (json_int_t)st->zero_chunks,
+                         "chunks_sent", (json_int_t)st->chunks_sent, "chunks_fetched",
+                         (json_int_t)st->chunks_fetched, "bytes", (json_int_t)st->bytes,
+                         "retries", (json_int_t)st->retries);
+}
+
+int snapshot_push(struct vmsnap_store *s, struct args *a)
+{
+        if (a->nargs != 1)
+                return snapshot_usage_error(a, "expects one REF");
+        struct vmsnap_diag d = {0};
+        struct vmsnap_snapshot row;
+        if (vmsnap_store_resolve(s, a->args[0], &row, &d) < 0)
+                return snapshot_fail(a, &d);
+        struct vmsnap_remote *r;
+        int rc = open_remote(s, a, &r);
+        if (rc != CLI_OK)
+                return rc;
+        struct vmsnap_remote_stats st = {0};
+        int e = vmsnap_remote_push(r, s, row.id, &st, &d);
+        vmsnap_remote_close(r);
+        if (e < 0)
+                return snapshot_fail(a, &d);
+        if (a->json) {
+                snapshot_print_json(stats_json(row.id, &st));
+        } else {
+                char b[16];
+                vmsnap_format_bytes(st.bytes, b);
+                printf("pushed %s%s%s%s: %llu chunks, %llu uploaded (%s), %llu already there, "
+                       "%llu zero\n", row.id, row.name[0] ? " (" : "", row.name,
+                       row.name[0] ? ")" : "", (unsigned long long)st.chunks,
+                       (unsigned long long)st.chunks_sent, b,
+                       (unsigned long long)(st.chunks - st.chunks_sent),
+                       (unsigned long long)st.zero_chunks);
+        }
+        return CLI_OK;
+}
+
+int snapshot_pull(struct vmsnap_store *s, struct args *a)
+{
+        if (a->nargs != 1)
+                return snapshot_usage_error(a, "expects one REF");
+        struct vmsnap_remote *r;
+        int rc = open_remote(s, a, &r);
+        if (rc != CLI_OK)
+                return rc;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_import_opts io = {.name = a->name};
+        struct vmsnap_snapshot row;
+        struct vmsnap_remote_stats st = {0};
+        int e = vmsnap_remote_pull(r, s, a->args[0], &io, &row, &st, &d);
+        vmsnap_remote_close(r);
+        if (e < 0)
+                return snapshot_fail(a, &d);
+        snapshot_print_added(s, a, &row, "pulled");
+        return CLI_OK;
+}
+
+int snapshot_remote_ls(struct vmsnap_store *s, struct args *a)
+{
+        if (a->nargs)
+                return snapshot_usage_error(a, "takes no arguments with --remote");
+        struct vmsnap_remote *r;
+        int rc = open_remote(s, a, &r);
+        if (rc != CLI_OK)
+                return rc;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_remote_entry *e = NULL;
+        size_t n = 0;
+        int x = vmsnap_remote_list(r, &e, &n, &d);
+        vmsnap_remote_close(r);
+        if (x < 0)
+                return snapshot_fail(a, &d);
+        json_t *arr = json_array();
+        if (!a->json)
+                printf("%-36s  %-20s  %-8s  %9s  %s\n", "ID", "NAME", "KIND", "SIZE", "PUSHED");
+        for (size_t i = 0; i < n; i++) {
+                char t[21], b[16];
+                if (e[i].problem[0]) {
+                        if (a->json)
+                                json_array_append_new(arr, json_pack("{s:s, s:s}", "key", e[i].key,
+                                                                     "problem", e[i].problem));
+                        else
+                                printf("%s: %s\n", e[i].key, e[i].problem);
+                        continue;
+                }
+                vmsnap_time_format(e[i].m.pushed, t);
+                vmsnap_format_bytes(e[i].size, b);
+                if (a->json)
+                        json_array_append_new(
+                            arr, json_pack("{s:s, s:s?, s:s, s:I, s:s}", "id", e[i].m.id, "name",
+                                           e[i].m.name[0] ? e[i].m.name : NULL, "kind",
+                                           vmsnap_snapshot_kind_name(e[i].m.kind), "size",
+                                           (json_int_t)e[i].size, "pushed", t));
+                else
+                        printf("%-36s  %-20s  %-8s  %9s  %s\n", e[i].m.id,
+                               e[i].m.name[0] ? e[i].m.name : "-",
+                               vmsnap_snapshot_kind_name(e[i].m.kind), b, t);
+        }
+        vmsnap_remote_entries_free(e, n);
+        if (a->json)
+                snapshot_print_json(arr);
+        else
+                json_decref(arr);
+        return CLI_OK;
+}
+
+int snapshot_remote_rm(struct vmsnap_store *s, struct args *a)
+{
+        if (a->nargs < 1)
+                return snapshot_usage_error(a, "expects at least one REF");
+        struct vmsnap_remote *r;
+        int rc = open_remote(s, a, &r);
+        if (rc != CLI_OK)
+                return rc;
+        int ret = CLI_OK;
+        for (int i = 0; i < a->nargs; i++) {
+                struct vmsnap_diag d = {0};
+                char id[VMSNAP_ID_LEN + 1];
+                if (vmsnap_remote_rm(r, a->args[i], a->force ? VMSNAP_REMOTE_RM_FORCE : 0, id,
+                                     &d) < 0)
+                        ret = snapshot_fail(a, &d);
+                else
+                        printf("removed remote %s\n", id);
+        }
+        vmsnap_remote_close(r);
+        return ret;
+}
+
+int snapshot_remote_gc(struct vmsnap_store *s, struct args *a)
+{
+        if (a->nargs)
+                return snapshot_usage_error(a, "takes no arguments");
+        struct vmsnap_remote *r;
+        int rc = open_remote(s, a, &r);
+        if (rc != CLI_OK)
+                return rc;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_remote_gc_result res;
+        int x = vmsnap_remote_gc(r, a->grace, a->dry_run, &res, &d);
+        vmsnap_remote_close(r);
+        if (x < 0)
+                return snapshot_fail(a, &d);
+        if (a->json) {
+                snapshot_print_json(json_pack(
+                    "{s:b, s:I, s:I, s:I, s:I, s:I}", "dry_run", a->dry_run, "chunks_seen",
+                    (json_int_t)res.chunks_seen, "chunks_referenced",
+                    (json_int_t)res.chunks_referenced, "chunks_young", (json_int_t)res.chunks_young,
+                    "chunks_removed", (json_int_t)res.chunks_removed, "bytes_removed",
+                    (json_int_t)res.bytes_removed));
+        } else {
+                char b[16];
+                vmsnap_format_bytes(res.bytes_removed, b);
+                printf("%s %llu unreferenced chunks (%s); %llu referenced, %llu within the grace "
+                       "period\n", a->dry_run ? "would remove" : "removed",
+                       (unsigned long long)res.chunks_removed, b,
+                       (unsigned long long)res.chunks_referenced,
+                       (unsigned long long)res.chunks_young);
+        }
+        return CLI_OK;
+}
