@@ -20,6 +20,8 @@ PACKAGES=(
   tar gzip curl sqlite3 python3 python3-yaml procps util-linux diffutils
   # the release (scripts/dist.sh) and its test in a clean Debian chroot (tests/dist/)
   patchelf debootstrap wget gpgv debian-archive-keyring binutils
+  # a throwaway Ceph RGW for the remote store's tests (scripts/ceph.sh, docs/remote.md)
+  ceph-mon ceph-osd ceph-common radosgw uuid-runtime
   # Node.js: the API tests' npm tools (redocly, prism; tests/api/tools.sh installs them) and
   # the dashboard's build (web/build.sh: esbuild, Preact)
   nodejs

@@ -14,6 +14,7 @@ set(VMSNAP_BUDGET_DEFAULT 300)
 set(VMSNAP_TEST_BUDGETS
     unit/test-mem-property 300
     cli/snapshot-crash 600
+    cli/remote-ceph 600
     e2e/sandbox-merge 360
     e2e/accel-visible 150
     dist/install-script 60

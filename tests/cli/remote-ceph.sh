@@ -1,0 +1,218 @@
+#!/bin/bash
+# The remote store against a real Ceph RGW (scripts/ceph.sh, started once here): push,
+# second push uploads only new chunks (counted in the bucket), pull on a second "host" with
+# every file equal, ls/rm/gc --remote, a corrupt chunk and a missing chunk refused naming
+# the chunk with nothing imported, a hostile manifest that neither hides the others from
+# ls nor lets gc delete, push and pull SIGKILLed mid-transfer leaving nothing visible and
+# resumed afterwards, private config files, and the secret key never printed.
+set -u
+
+if [ -z "${VMSNAP_CLI:-}" ] || [ ! -x "${VMSNAP_CLI:-}" ]; then
+        echo "remote-ceph: VMSNAP_CLI is unset or not an executable; skipping"
+        exit 77
+fi
+for tool in ceph-mon ceph-osd radosgw curl python3 cmp; do
+        if ! command -v "$tool" >/dev/null 2>&1; then
+                echo "remote-ceph: $tool is needed (scripts/setup.sh installs it); skipping"
+                exit 77
+        fi
+done
+SRC=${VMSNAP_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/vmsnap-remote-ceph.XXXXXX") || exit 1
+cleanup() {
+        bash "$SRC/scripts/ceph.sh" stop "$T/ceph" >/dev/null 2>&1
+        rm -rf "$T"
+}
+trap cleanup EXIT
+cd "$T" || exit 1
+
+if ! bash "$SRC/scripts/ceph.sh" start "$T/ceph" >"$T/ceph.out" 2>&1; then
+        echo "FAIL: scripts/ceph.sh start failed:" >&2
+        tail -20 "$T/ceph.out" >&2
+        tail -20 "$T"/ceph/log/*.log >&2 2>/dev/null
+        exit 1
+fi
+set -a
+# shellcheck disable=SC1091
+. "$T/ceph/s3.env"
+set +a
+
+failures=0
+fail() {
+        echo "FAIL: $*" >&2
+        failures=$((failures + 1))
+}
+expect() {
+        local want=$1
+        shift
+        "$VMSNAP_CLI" "$@" >"$T/out" 2>"$T/err"
+        rc=$?
+        wait 2>/dev/null
+        cat "$T/out" "$T/err" >>"$T/all-output"
+        if [ "$rc" != "$want" ]; then
+                fail "vmsnap $* exited $rc, want $want; stderr: $(head -c 400 "$T/err")"
+                return 1
+        fi
+        return 0
+}
+json() {
+        python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(eval(sys.argv[2]))' "$T/out" "$1"
+}
+err_has() {
+        grep -q -- "$1" "$T/err" || fail "stderr lacks '$1': $(head -c 400 "$T/err")"
+}
+# s3 ARGS...: curl against the bucket, signed as any S3 client would
+s3() {
+        curl -sS --aws-sigv4 "aws:amz:$VMSNAP_S3_REGION:s3" \
+                -u "$VMSNAP_S3_ACCESS_KEY:$VMSNAP_S3_SECRET_KEY" \
+                -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"
+}
+count_chunks() {
+        s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/?list-type=2&prefix=chunks%2F" |
+                grep -o '<Key>chunks/[0-9a-f]*</Key>' | wc -l
+}
+
+python3 - <<'PY'
+import random
+random.seed(7)
+b = bytearray(24 << 20)                  # 6 chunks, one of them all zeros
+for i in range(0, len(b), 4096):
+    if not (8 << 20) <= i < (12 << 20):
+        b[i:i + 4096] = random.randbytes(4096)
+open("mem0", "wb").write(b)
+for i in range(0, 4 << 20, 4096 * 5):   # the new generation touches the first chunk only
+    b[i:i + 4096] = random.randbytes(4096)
+open("mem1", "wb").write(b)
+for i in range(16 << 20, 20 << 20, 4096 * 3):
+    b[i:i + 4096] = random.randbytes(4096)
+open("mem2", "wb").write(b)
+with open("state", "wb") as f:          # a sparse device-state file: 16 MiB, 2 data blocks
+    f.seek(1 << 20); f.write(random.randbytes(4096))
+    f.seek(13 << 20); f.write(b"tail")
+    f.truncate(16 << 20)
+PY
+
+A=(snapshot --root "$T/a")
+B=(snapshot --root "$T/b")
+expect 0 "${A[@]}" add mem0 --name base --kind template --snapfile state
+expect 0 "${A[@]}" add mem1 --name gen1 --parent base --json
+gen1=$(json 'd["id"]')
+
+# ---- push, and a second push uploads only what the bucket lacks -----------------------------
+expect 0 "${A[@]}" push base --json
+sent=$(json 'd["chunks_sent"]')
+[ "$(json 'd["zero_chunks"]')" -ge 1 ] || fail "the zero chunk of base was not skipped"
+[ "$(count_chunks)" = "$sent" ] || fail "bucket holds $(count_chunks) chunks, push said $sent"
+expect 0 "${A[@]}" push base --json
+[ "$(json 'd["chunks_sent"]')" = 0 ] || fail "pushing base again uploaded $(json 'd["chunks_sent"]') chunks"
+before=$(count_chunks)
+expect 0 "${A[@]}" push gen1 --json
+sent=$(json 'd["chunks_sent"]')
+total=$(json 'd["chunks"]')
+after=$(count_chunks)
+[ "$((after - before))" = "$sent" ] || fail "gen1: $sent chunks sent, bucket grew by $((after - before))"
+[ "$sent" -lt "$total" ] || fail "gen1: all $total chunks were uploaded, none shared with base"
+[ "$sent" -ge 1 ] || fail "gen1 uploaded nothing"
+
+expect 0 "${A[@]}" ls --remote --json
+[ "$(json 'sorted(x["name"] for x in d)')" = "['base', 'gen1']" ] || fail "ls --remote: $(cat "$T/out")"
+
+# ---- pull on host B: every file equal, verified -----------------------------------------
+expect 0 "${B[@]}" pull gen1 --json
+[ "$(json 'd["id"]')" = "$gen1" ] || fail "pull did not keep the id"
+for f in "$T/a/snapshots/$gen1"/*; do
+        [ "$(basename "$f")" = snapshot.json ] && continue
+        cmp -s "$f" "$T/b/snapshots/$gen1/$(basename "$f")" || fail "pulled $(basename "$f") differs"
+done
+expect 0 "${B[@]}" verify gen1
+expect 0 "${B[@]}" pull base --name base-b
+[ -z "$(ls -A "$T/b/remote/staging" 2>/dev/null)" ] || fail "pull left a staging directory"
+
+# ---- rm --remote refuses a parent; a corrupt and a missing chunk are refused, named ----
+expect 1 "${A[@]}" rm --remote base && err_has "parent or template of $gen1"
+manifest=$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$gen1.json")
+chunk=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1])
+print([c for f in m["files"] if f["path"].startswith("memfile.") and f["size"] > 1<<20 for c in f["chunks"] if c][0])' "$manifest")
+s3 -o "$T/chunk.orig" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk"
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[100]^=1; open(sys.argv[2],"wb").write(b)' \
+        "$T/chunk.orig" "$T/chunk.bad"
+s3 -X PUT --data-binary @"$T/chunk.bad" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
+C=(snapshot --root "$T/c")
+expect 1 "${C[@]}" pull gen1 && err_has "chunks/$chunk: corrupt chunk" && err_has "SHA-256 mismatch"
+s3 -X DELETE "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
+expect 1 "${C[@]}" pull gen1 && err_has "chunk $chunk" && err_has "missing from the bucket"
+expect 0 "${C[@]}" ls --json
+[ "$(json 'len(d)')" = 0 ] || fail "a refused pull left a snapshot: $(cat "$T/out")"
+[ -z "$(ls -A "$T/c/remote/staging" 2>/dev/null)" ] || fail "a refused pull left staging files"
+# a push repairs the bucket (the chunk is uploaded again)
+expect 0 "${A[@]}" push gen1 --json
+[ "$(json 'd["chunks_sent"]')" = 1 ] || fail "repairing push sent $(json 'd["chunks_sent"]') chunks, want 1"
+expect 0 "${C[@]}" pull gen1
+
+# ---- a hostile manifest: listed as a problem, gc refuses to delete anything -----------
+bad=0f0f0f0f-0000-4000-8000-000000000000
+printf '{"format":"vmsnap-remote","version":1,"id":"%s","files":[{"path":"../../x"}]}' "$bad" |
+        s3 -X PUT --data-binary @- "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$bad.json" >/dev/null
+expect 0 "${A[@]}" ls --remote
+grep -q "manifests/$bad.json" "$T/out" || fail "ls --remote hides the bad manifest"
+grep -q gen1 "$T/out" || fail "a bad manifest hid gen1 from ls --remote"
+expect 1 "${A[@]}" gc --remote --grace 0 && err_has "refusing to collect garbage"
+expect 1 "${A[@]}" pull "$bad" && err_has "manifests/$bad.json"
+s3 -X DELETE "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$bad.json" >/dev/null
+
+# ---- killed push and pull: nothing visible; the next run resumes ---------------------------
+expect 0 "${A[@]}" add mem2 --name gen2 --parent gen1 --json
+gen2=$(json 'd["id"]')
+before=$(count_chunks)
+VMSNAP_CRASH_AT=remote.push.chunks expect 137 "${A[@]}" push gen2
+expect 0 "${A[@]}" ls --remote --json
+[ "$(json '[x["id"] for x in d].count("'"$gen2"'")')" = 0 ] || fail "a killed push is visible"
+[ "$(count_chunks)" -gt "$before" ] || fail "the killed push uploaded no chunk (test is void)"
+expect 0 "${A[@]}" push gen2 --json
+[ "$(json 'd["chunks_sent"]')" = 0 ] || fail "resumed push re-sent $(json 'd["chunks_sent"]') chunks"
+D=(snapshot --root "$T/d")
+VMSNAP_CRASH_AT=remote.pull.chunk expect 137 "${D[@]}" pull gen2
+expect 0 "${D[@]}" ls --all --json
+[ "$(json 'len(d)')" = 0 ] || fail "a killed pull left a row: $(cat "$T/out")"
+expect 0 "${D[@]}" pull gen2
+[ "$(ls "$T/d/remote/staging" | wc -l)" = 0 ] || fail "the dead pull's staging dir was not swept"
+
+# ---- rm and gc --remote ---------------------------------------------------------------------
+expect 0 "${A[@]}" rm --remote gen2
+expect 0 "${A[@]}" gc --remote --json
+[ "$(json 'd["chunks_removed"]')" = 0 ] || fail "gc removed chunks within the grace period"
+[ "$(json 'd["chunks_young"]')" -ge 1 ] || fail "gc saw no young unreferenced chunk"
+n=$(count_chunks)
+expect 0 "${A[@]}" gc --remote --grace 0 --json
+removed=$(json 'd["chunks_removed"]')
+[ "$removed" -ge 1 ] || fail "gc --grace 0 removed nothing"
+[ "$(count_chunks)" = "$((n - removed))" ] || fail "gc said $removed removed; bucket went $n -> $(count_chunks)"
+E=(snapshot --root "$T/e")
+expect 0 "${E[@]}" pull gen1 # everything gen1 needs survived gc
+expect 0 "${A[@]}" rm --remote gen1
+expect 0 "${A[@]}" rm --remote base
+
+# ---- config files: private only; the secret is never printed -------------------------------
+mkdir -p "$T/a/remotes"
+printf 'endpoint = %s\nbucket = %s\naccess_key = %s\nsecret_key = %s\n' "$VMSNAP_S3_ENDPOINT" \
+        "$VMSNAP_S3_BUCKET" "$VMSNAP_S3_ACCESS_KEY" "$VMSNAP_S3_SECRET_KEY" >"$T/a/remotes/lab.conf"
+chmod 644 "$T/a/remotes/lab.conf"
+expect 1 "${A[@]}" ls --remote=lab && err_has "chmod 600"
+chmod 600 "$T/a/remotes/lab.conf"
+env -u VMSNAP_S3_ENDPOINT "$VMSNAP_CLI" "${A[@]}" ls --remote=lab >"$T/out" 2>"$T/err" ||
+        fail "ls --remote=lab: $(cat "$T/err")"
+printf 'endpoint = %s\nbucket = %s\naccess_key = %s\nsecret_key = wrong\n' "$VMSNAP_S3_ENDPOINT" \
+        "$VMSNAP_S3_BUCKET" "$VMSNAP_S3_ACCESS_KEY" >"$T/a/remotes/lab.conf"
+expect 1 "${A[@]}" push base --remote=lab && err_has "HTTP 403"
+if grep -q -- "$VMSNAP_S3_SECRET_KEY" "$T/all-output"; then
+        fail "the secret key was printed"
+fi
+
+if [ "$failures" -gt 0 ]; then
+        echo "remote-ceph: $failures failure(s)" >&2
+        exit 1
+fi
+echo "remote-ceph: all checks passed"
