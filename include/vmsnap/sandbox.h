@@ -49,6 +49,12 @@ struct vmsnap_sandbox {
         char accel_reason[256];               /* why that accelerator, for people */
 };
 
+/* Told by vmsnap_host_open's recovery, once per action it took on a sandbox (an operation
+ * a crash left open, rolled back or finished; a leftover VMM killed; a VMM found gone):
+ * id, name ("" when none) and one sentence saying what it did and the state now. */
+typedef void (*vmsnap_recovery_fn)(void *ctx, const char *id, const char *name,
+                                   const char *action);
+
 /* Host-wide settings; NULL/0 fields take the defaults in docs/sandbox.md. */
 struct vmsnap_host_config {
         const char *root;      /* store root (vmsnap.db, snapshots/, sandboxes/) */
@@ -60,6 +66,8 @@ struct vmsnap_host_config {
         const struct vmsnap_jail_config *jail; /* NULL or ->disabled: VMMs run unjailed;
                                                   else every VMM starts in its sandbox's jail
                                                   (docs/sandbox.md "Jails"); copied */
+        vmsnap_recovery_fn on_recovery; /* NULL: recovery acts silently */
+        void *recovery_ctx;
 };
 
 /* opaque: store, drivers, live VMs, per-sandbox locks. Every vmsnap_sandbox_* call and

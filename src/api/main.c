@@ -346,6 +346,13 @@ static int check_jail(const struct vmsnap_jail_config *j, struct vmsnap_diag *d)
 }
 
 /* Opens the host and fills srv. */
+/* One log line per action recovery took at start (docs/sandbox.md "The journal"). */
+static void log_recovery(void *ctx, const char *id, const char *name, const char *action)
+{
+        (void)ctx;
+        log_info("recovery: sandbox %s (%s): %s", id, *name ? name : "no name", action);
+}
+
 static int open_host(struct api_server *srv, const struct options *o, struct vmsnap_diag *d)
 {
         struct vmsnap_host_config cfg = {
@@ -355,6 +362,7 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
                 .vmm = o->vmm,
                 .merge_cap = o->merge_cap,
                 .jail = &o->jail,
+                .on_recovery = log_recovery,
         };
         int r = check_jail(&o->jail, d);
         if (r == 0)

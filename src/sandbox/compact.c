@@ -287,9 +287,15 @@ void recover_merge(struct vmsnap_host *h, const struct journal *j)
                 struct vmsnap_sandbox sb; /* the row moved with the step: `from` lost */
                 if (row_get(h, j->sandbox_id, &sb, NULL) < 0 || strcmp(sb.snapshot_id, from))
                         drop_snapshot(h, from);
+                recovery_say(h, j->sandbox_id, "merge finished (stopped at step swapped): "
+                             "the merged-away snapshot removed");
         } else if (committed && l) {
                 merge_swap(h, l, &done, from, &made);
+                recovery_say(h, j->sandbox_id, "merge finished (stopped at step %s): its "
+                             "merged snapshot %s taken over", j->step, made.id);
         } else if (txn[0]) {
+                recovery_say(h, j->sandbox_id, "merge rolled back (stopped at step %s): its "
+                             "pending snapshot aborted", j->step);
                 struct vmsnap_store_txn *t = NULL; /* never committed: the pending one goes */
                 if (vmsnap_store_create_resume(h->store, txn, &t, NULL) == 0)
                         vmsnap_store_txn_abort(t, NULL);

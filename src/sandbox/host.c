@@ -63,6 +63,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
         set_jail(h, cfg ? cfg->jail : NULL);
+        h->on_recovery = cfg ? cfg->on_recovery : NULL;
+        h->recovery_ctx = cfg ? cfg->recovery_ctx : NULL;
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
         pthread_mutex_init(&h->stats_lock, NULL);

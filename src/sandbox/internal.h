@@ -34,6 +34,8 @@ struct vmsnap_host {
         char jail_strings[3][PATH_LEN]; /* cgroup_root, cgroup_parent, jailer */
         char vmm[33];
         unsigned merge_cap;
+        vmsnap_recovery_fn on_recovery; /* recovery's reports (may be NULL) */
+        void *recovery_ctx;
         struct vmsnap_store *store;
         sqlite3 *db;
         pthread_mutex_t db_lock;   /* one SQL statement sequence at a time */
@@ -108,6 +110,12 @@ void live_note_accel(struct vmsnap_host *h, struct live *l);
 
 /* Fills sb->accel and sb->accel_reason from its live entry (empty when none is known). */
 void live_accel_fill(struct vmsnap_host *h, struct vmsnap_sandbox *sb);
+
+/* ---- recovery (recover.c) ---- */
+
+/* Reports one recovery action on sandbox id to the host's on_recovery (printf format). */
+void recovery_say(struct vmsnap_host *h, const char *id, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 /* ---- the memory root (mem-root.c) ---- */
 

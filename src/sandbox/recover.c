@@ -6,9 +6,35 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+void recovery_say(struct vmsnap_host *h, const char *id, const char *fmt, ...)
+{
+        if (!h->on_recovery)
+                return;
+        char action[768];
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(action, sizeof(action), fmt, ap);
+        va_end(ap);
+        struct vmsnap_sandbox sb;
+        h->on_recovery(h->recovery_ctx, id,
+                       row_get(h, id, &sb, NULL) == 0 ? sb.name : "", action);
+}
+
+/* Kills the VMM a crash left behind and says so in out ("" when there was none). */
+static void kill_leftover(struct live *l, char out[64])
+{
+        pid_t pid = l->vm ? l->driver->pid(l->vm) : 0;
+        vm_kill(l);
+        if (pid > 0)
+                snprintf(out, 64, "killed its leftover VMM (pid %d); ", (int)pid);
+        else
+                out[0] = '\0';
+}
 
 /* Re-attaches to the sandbox's VMM: the row's pid, else the driver's pid file. */
 static void try_attach(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb)
@@ -80,7 +106,7 @@ static bool txn_ready(struct vmsnap_host *h, const struct journal *j, struct vms
 static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                           const struct journal *j)
 {
-        char previous[VMSNAP_ID_LEN + 1];
+        char previous[VMSNAP_ID_LEN + 1], killed[64];
         struct vmsnap_snapshot made;
         previous_of(j, previous);
         if (step_before(j, "committed") && txn_ready(h, j, &made)) {
@@ -92,22 +118,30 @@ static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                 struct vmsnap_diag ignore = {0};
                 if (l->vm && l->driver->resume(l->vm, &ignore) == 0) {
                         sb->state = VMSNAP_SANDBOX_RUNNING;
+                        recovery_say(h, sb->id, "pause rolled back (stopped at step %s): its "
+                                     "pending snapshot aborted, the VMM resumed; running",
+                                     j->step);
                         return;
                 }
-                vm_kill(l);
+                kill_leftover(l, killed);
                 sb->state = sb->snapshot_id[0] ? VMSNAP_SANDBOX_PAUSED : VMSNAP_SANDBOX_ERROR;
                 if (!sb->snapshot_id[0])
                         snprintf(sb->error, sizeof(sb->error), "the daemon stopped during the "
                                  "first pause and the VMM is gone");
                 release_files(h, sb->id);
+                recovery_say(h, sb->id, "pause rolled back (stopped at step %s): its pending "
+                             "snapshot aborted, %sthe VMM could not resume; %s", j->step, killed,
+                             sb->snapshot_id[0] ? "paused on its previous snapshot" : "error");
                 return;
         }
-        vm_kill(l); /* committed: the snapshot is the sandbox now */
+        kill_leftover(l, killed); /* committed: the snapshot is the sandbox now */
         release_files(h, sb->id);
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;
         if (strcmp(previous, sb->snapshot_id) != 0)
                 drop_snapshot(h, previous);
+        recovery_say(h, sb->id, "pause finished (stopped at step %s, after the store's commit): "
+                     "%skept snapshot %s; paused", j->step, killed, sb->snapshot_id);
 }
 
 /* The state an open entry of `op` leaves its sandbox in; an entry whose sandbox is not in
@@ -136,7 +170,10 @@ static void recover_destroy(struct vmsnap_host *h, struct live *l, struct vmsnap
         char id[VMSNAP_ID_LEN + 1];
         snprintf(id, sizeof(id), "%s", snap && *snap ? snap : sb->snapshot_id);
         json_decref(o);
-        vm_kill(l);
+        char killed[64];
+        kill_leftover(l, killed);
+        recovery_say(h, sb->id, "destroy finished (stopped at step %s): %sstopped", j->step,
+                     killed);
         release_files(h, sb->id);
         sb->state = VMSNAP_SANDBOX_STOPPED;
         sb->snapshot_id[0] = '\0';
@@ -158,24 +195,34 @@ static void recover_entry(struct vmsnap_host *h, const struct journal *j, bool n
         l->driver = vmsnap_vmm_find(sb.vmm);
         try_attach(h, l, &sb);
         struct vmsnap_diag ignore = {0};
+        char killed[64];
         if (strcmp(j->op, "pause") == 0) {
                 recover_pause(h, l, &sb, j);
         } else if (strcmp(j->op, "create") == 0 && !step_before(j, "booted") && l->vm) {
                 sb.state = VMSNAP_SANDBOX_RUNNING;
+                recovery_say(h, sb.id, "create finished (stopped at step %s): its VMM had "
+                             "booted; running", j->step);
         } else if (strcmp(j->op, "create") == 0) {
-                vm_kill(l);
+                kill_leftover(l, killed);
                 release_files(h, sb.id);
                 sb.state = VMSNAP_SANDBOX_ERROR;
                 snprintf(sb.error, sizeof(sb.error), "the daemon stopped while creating it");
+                recovery_say(h, sb.id, "create rolled back (stopped at step %s): %serror",
+                             j->step, killed);
         } else if (strcmp(j->op, "resume") == 0) {
-                vm_kill(l); /* the snapshot was only read: back to paused on it */
+                kill_leftover(l, killed); /* the snapshot was only read: back to paused on it */
                 release_files(h, sb.id);
                 sb.state = VMSNAP_SANDBOX_PAUSED;
+                recovery_say(h, sb.id, "resume rolled back (stopped at step %s): %spaused on "
+                             "snapshot %s", j->step, killed, sb.snapshot_id);
         } else if (strcmp(j->op, "snapshot") == 0) {
-                if (step_before(j, "committed"))
+                bool aborted = step_before(j, "committed");
+                if (aborted)
                         abort_txn(h, j);
-                if (l->vm)
-                        l->driver->resume(l->vm, &ignore);
+                bool resumed = l->vm && l->driver->resume(l->vm, &ignore) == 0;
+                recovery_say(h, sb.id, "template snapshot %s (stopped at step %s)%s",
+                             aborted ? "rolled back" : "kept", j->step,
+                             resumed ? ": the VMM resumed" : "");
         } else if (strcmp(j->op, "destroy") == 0) {
                 recover_destroy(h, l, &sb, j);
         }
@@ -204,6 +251,9 @@ static void reattach_running(struct vmsnap_host *h)
                 if (l->vm)
                         continue;
                 jail_release(h, v[i].id);
+                recovery_say(h, v[i].id, "its VMM exited while the daemon was not running; "
+                             "error%s", v[i].snapshot_id[0] ? " (its last pause snapshot is kept)"
+                                                            : "");
                 v[i].state = VMSNAP_SANDBOX_ERROR;
                 v[i].pid = 0;
                 snprintf(v[i].error, sizeof(v[i].error), "the VMM exited while the daemon was "

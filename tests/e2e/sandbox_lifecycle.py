@@ -391,8 +391,21 @@ def crash_pause(d, sid, point):
     except (OSError, http.client.HTTPException):
         pass
     d.wait_dead()
+    logp = os.path.join(d.work, "vmsnapd.log")
+    offset = os.path.getsize(logp)
     d.start()
+    with open(logp) as f:  # what the restarted daemon said of this sandbox's recovery
+        f.seek(offset)
+        d.recovery = [l for l in f.read().splitlines()
+                      if "recovery: sandbox %s (no name): " % sid in l]
     return d.ok("GET", "/v1/sandboxes/%s" % sid)
+
+
+def check_recovery_said(d, what):
+    """Exactly one recovery line for the crashed pause, saying what it did."""
+    check(len(d.recovery) == 1 and what in d.recovery[0],
+          "recovery log: expected one line with %r, got %r" % (what, d.recovery))
+    log("  " + d.recovery[0].split("recovery: ", 1)[1])
 
 
 def test_daemon_crash(d):
@@ -403,6 +416,9 @@ def test_daemon_crash(d):
     after = crash_pause(d, sid, "capture.saved")
     log("killed before the commit point -> %s" % after["state"])
     check(after["state"] in ("running", "paused"), "lost: %s" % after)
+    check_recovery_said(d, "pause rolled back (stopped at step begin)" +
+                        (": its pending snapshot aborted, the VMM resumed; running"
+                         if after["state"] == "running" else ""))
     if after["state"] == "paused":
         d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
@@ -414,6 +430,10 @@ def test_daemon_crash(d):
         log("killed at %s (after the store's commit) -> %s" % (point, after["state"]))
         check(after["state"] == "paused", "after a committed pause: %s" % after)
         check(after["snapshot_id"] != before["snapshot_id"], "not rolled forward: %s" % after)
+        check_recovery_said(d, "pause finished (stopped at step %s, after the store's commit): "
+                            "killed its leftover VMM (pid %d); kept snapshot %s; paused" %
+                            ("committed" if point == "pause.committed" else "begin",
+                             before["pid"], after["snapshot_id"]))
         d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
         check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
         counter(d, sid)
