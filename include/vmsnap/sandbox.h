@@ -120,7 +120,7 @@ enum vmsnap_pause_phase {
 /* Background merges of paused sandboxes' memory chains, by how they ended. */
 enum vmsnap_merge_outcome {
         VMSNAP_MERGE_DONE,   /* the sandbox now stands on the merged snapshot */
-        VMSNAP_MERGE_RACED,  /* a resume, pause or destroy came first: the merge was dropped */
+        VMSNAP_MERGE_RACED,  /* a pause or destroy came first: the merge was dropped */
         VMSNAP_MERGE_FAILED, /* an error: the sandbox stays on its chain */
         VMSNAP_MERGE_OUTCOMES
 };

@@ -2,8 +2,9 @@
  * into one generation by a low-priority thread, off the pause path (docs/sandbox.md,
  * "Background merge"). The merge builds a new pause snapshot beside the sandbox's (hard
  * links of its files, merged in place there, committed by the store) and moves the sandbox
- * onto it only if the sandbox still is paused on the snapshot the merge started from: a
- * resume, pause or destroy that came meanwhile wins and the merged snapshot is dropped. */
+ * onto it only if the sandbox still stands on the snapshot the merge started from (paused
+ * on it, or running from it): a pause or destroy that came meanwhile wins and the merged
+ * snapshot is dropped. */
 #include "sandbox/internal.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -38,10 +39,21 @@ unsigned sync_merge_cap(const struct vmsnap_host *h)
         return cap < VMSNAP_MEM_MAX_BUILDS - 1 ? cap : VMSNAP_MEM_MAX_BUILDS - 1;
 }
 
+/* Whether the sandbox may stand on a merged copy of its snapshot: paused on it, or running
+ * on a private copy of its memory made from it (the next pause diffs against whichever of
+ * the two it stands on: same content, same result). A lazily restored VM is not: its page
+ * server still reads the snapshot's files. */
+static bool swappable(const struct vmsnap_sandbox *sb)
+{
+        if (sb->state == VMSNAP_SANDBOX_PAUSED)
+                return true;
+        const struct vmsnap_vmm_driver *drv = vmsnap_vmm_find(sb->vmm);
+        return sb->state == VMSNAP_SANDBOX_RUNNING && drv && !drv->lazy_uffd;
+}
+
 static bool wants_merge(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb)
 {
-        return sb->state == VMSNAP_SANDBOX_PAUSED && sb->snapshot_id[0] &&
-               sb->generation >= h->merge_cap;
+        return swappable(sb) && sb->snapshot_id[0] && sb->generation >= h->merge_cap;
 }
 
 /* Brings every file of the snapshot in from_dir but its envelope into the pending dir, by
@@ -139,8 +151,8 @@ static int merge_build(struct vmsnap_host *h, struct merge *m, struct vmsnap_sna
 }
 
 /* Moves the sandbox from snapshot `from` onto `to` when its row, read under its lock, still
- * says paused on `from` (the journal step and the row in one transaction); then drops the
- * snapshot that lost. Returns true when the sandbox moved. */
+ * stands on `from` (swappable; the journal step and the row in one transaction); then drops
+ * the snapshot that lost. Returns true when the sandbox moved. */
 static bool merge_swap(struct vmsnap_host *h, struct live *l, struct journal *j,
                        const char *from, const struct vmsnap_snapshot *to)
 {
@@ -148,7 +160,7 @@ static bool merge_swap(struct vmsnap_host *h, struct live *l, struct journal *j,
         bool swap = false;
         pthread_mutex_lock(&l->op_lock);
         pthread_mutex_lock(&h->db_lock);
-        if (row_get(h, l->id, &sb, NULL) == 0 && sb.state == VMSNAP_SANDBOX_PAUSED &&
+        if (row_get(h, l->id, &sb, NULL) == 0 && swappable(&sb) &&
             strcmp(sb.snapshot_id, from) == 0) {
                 snprintf(sb.snapshot_id, sizeof(sb.snapshot_id), "%s", to->id);
                 sb.generation = to->generation;

@@ -5,8 +5,9 @@ merge cap is merged by the daemon's merge thread, not by the pause.
   pause/resume many times: every pause answers, merges happen behind it (/metrics
   vmsnap_merges_total), the sandbox moves onto a generation-0 snapshot, and each resume
   finds the guest's RAM (a counter that only goes up, a token in tmpfs) and disk intact;
-  a resume right after the pause that reached the cap (it races the merge): whichever wins,
-  the sandbox runs on intact memory and no snapshot is left behind;
+  a resume right after the pause that reached the cap: the merge goes on under the running
+  sandbox and moves it onto the merged snapshot (its next pause is generation 1); pauses
+  racing merges: whichever wins, the guest is intact and no snapshot is left behind;
   the daemon SIGKILLed at each merge crash point (merge.begun, merge.merged,
   merge.committed, merge.swapped) and restarted: the sandbox is paused on a sound
   snapshot, the merge is finished or redone, nothing leaks (pending or superseded
@@ -110,12 +111,25 @@ def test_background(d, sid, state):
     check(after.get("failed", 0) == 0, "failed merges: %s" % after)
 
 
+def running_merged(d, sid):
+    sb = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    return sb if sb["state"] == "running" and sb["generation"] < MERGE_CAP else None
+
+
 def test_race(d, sid, state):
-    """A resume right after the cap pause: it never waits for the merge; either wins."""
-    for _ in range(3):
-        while pause(d, sid)["generation"] < MERGE_CAP:
-            resume_check(d, sid, state)
-        resume_check(d, sid, state)  # at once: the merge is usually still running
+    """A resume right after the cap pause never waits for the merge, which moves the running
+    sandbox onto the merged snapshot; its next pause diffs against that. Then pauses right
+    after resumes, racing the merges: whichever wins, nothing is lost or left over."""
+    while pause(d, sid)["generation"] < MERGE_CAP:
+        resume_check(d, sid, state)
+    resume_check(d, sid, state)
+    wait_for("a merge under the running sandbox", lambda: running_merged(d, sid))
+    sb = pause(d, sid)
+    check(sb["generation"] == 1, "the pause after a merge made generation %d" % sb["generation"])
+    resume_check(d, sid, state)
+    for _ in range(2 * MERGE_CAP):
+        pause(d, sid)  # right after the resume: races the merge its predecessor started
+        resume_check(d, sid, state)
     pause(d, sid)
     wait_for("the merges to settle", lambda: merged(d, sid))
     check_no_leak(d, sid)
