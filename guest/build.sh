@@ -38,8 +38,9 @@ KERNEL_META=linux-image-cloud-amd64
 # built into the cloud kernel, but it is checked the same way in case that changes.
 # vsock: Firecracker and Cloud Hypervisor reach the agent on vsock port 1024; the
 # loopback transport lets a test prove that listener inside a QEMU guest (no host vsock).
+# virtio_net: the NIC of a sandbox with networking (docs/network.md).
 NEEDED_MODULES=(virtio_mmio virtio_console virtio_blk ext4
-                vmw_vsock_virtio_transport vsock_loopback)
+                vmw_vsock_virtio_transport vsock_loopback virtio_net)
 ROOTFS_SIZE=64M
 CFLAGS=(-std=c11 -static -Os -s -Wall -Wextra -Wpedantic -Wshadow -Wvla -Wimplicit-fallthrough
         -Wmissing-prototypes)

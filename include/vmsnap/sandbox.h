@@ -12,6 +12,7 @@
 
 #include <vmsnap/error.h>
 #include <vmsnap/jail.h>
+#include <vmsnap/net.h>
 #include <vmsnap/store.h>
 
 enum vmsnap_sandbox_state {
@@ -68,6 +69,9 @@ struct vmsnap_host_config {
                                                   (docs/sandbox.md "Jails"); copied */
         vmsnap_recovery_fn on_recovery; /* NULL: recovery acts silently */
         void *recovery_ctx;
+        const struct vmsnap_net_config *net; /* NULL: no sandbox networking; else every new
+                                                sandbox gets a network (docs/network.md) and
+                                                the host must jail its VMMs; copied */
 };
 
 /* opaque: store, drivers, live VMs, per-sandbox locks. Every vmsnap_sandbox_* call and
@@ -147,7 +151,20 @@ struct vmsnap_sandbox_spec {
         uint32_t vcpus;        /* 0: 1 (from a template: the template's; other values → -EINVAL…) */
         uint64_t memory;       /* 0: 256 MiB (from a template: the template's) */
         uint32_t idle_timeout; /* seconds, 0 = never */
+        bool no_network;       /* on a networked host: this sandbox gets no network */
+        const struct vmsnap_net_egress *egress; /* NULL: allow (docs/network.md) */
 };
+
+/* A sandbox's network (a value): on = false when it has none. */
+struct vmsnap_sandbox_net {
+        bool on;
+        struct vmsnap_net_addrs addrs; /* addrs.sandbox: where the host reaches the guest */
+        struct vmsnap_net_egress egress;
+};
+
+/* The network of the sandbox ref (by id, name or prefix) into *ret. Returns 0 or -errno. */
+int vmsnap_sandbox_network(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox_net *ret,
+                           struct vmsnap_diag *d);
 
 /* Boots a new sandbox from the host's guest image. Returns 0 and *ret, or -errno (-ENOENT
  * when the host has no guest image; nothing is left behind by a failed create). */

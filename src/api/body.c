@@ -153,13 +153,55 @@ static int check_ref(const char *key, const char *ref, struct vmsnap_diag *d)
         return 0;
 }
 
+/* "network": "none", or {"egress": "allow" | "deny" | ["CIDR", ...]} (docs/network.md). */
+static int parse_network(json_t *v, struct api_sandbox_body *b, struct vmsnap_diag *d)
+{
+        if (!v)
+                return 0;
+        if (json_is_string(v) && strcmp(json_string_value(v), "none") == 0) {
+                b->no_network = true;
+                return 0;
+        }
+        json_t *eg = json_is_object(v) ? json_object_get(v, "egress") : NULL;
+        if (!json_is_object(v) || json_object_size(v) != (eg ? 1u : 0u))
+                return vmsnap_diag(d, -EINVAL,
+                                   "field 'network': expected \"none\" or {\"egress\": "
+                                   "\"allow\" | \"deny\" | [CIDR, ...]}");
+        if (!eg)
+                return 0;
+        b->has_egress = true;
+        b->egress = (struct vmsnap_net_egress){.kind = VMSNAP_NET_EGRESS_ALLOW};
+        const char *s = json_string_value(eg);
+        if (s && (strcmp(s, "allow") == 0 || strcmp(s, "deny") == 0)) {
+                b->egress.kind = s[0] == 'd' ? VMSNAP_NET_EGRESS_DENY : VMSNAP_NET_EGRESS_ALLOW;
+                return 0;
+        }
+        if (!json_is_array(eg) || json_array_size(eg) == 0)
+                return vmsnap_diag(d, -EINVAL,
+                                   "field 'network.egress': expected \"allow\", \"deny\" or a "
+                                   "non-empty list of CIDRs");
+        size_t i;
+        json_t *c;
+        json_array_foreach(eg, i, c) {
+                if (!json_is_string(c))
+                        return vmsnap_diag(d, -EINVAL, "field 'network.egress'[%zu]: not a string",
+                                           i);
+                int r = vmsnap_net_egress_add(&b->egress, json_string_value(c), d);
+                if (r < 0) {
+                        vmsnap_diag_prefix(d, "field 'network.egress'[%zu]", i);
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
 int api_parse_sandbox_body(const char *text, size_t len, bool allow_template,
                            struct api_sandbox_body *ret, struct vmsnap_diag *d)
 {
         static const char *const with_template[] = {"name",         "vcpus",    "memory_mib", "vmm",
-                                                    "idle_timeout", "template", NULL};
+                                                    "idle_timeout", "template", "network", NULL};
         static const char *const without_template[] = {"name", "vcpus",        "memory_mib",
-                                                       "vmm",  "idle_timeout", NULL};
+                                                       "vmm",  "idle_timeout", "network", NULL};
         json_auto_t *obj = NULL;
         int r = load_object(text, len, &obj, d);
         if (r < 0)
@@ -179,7 +221,8 @@ int api_parse_sandbox_body(const char *text, size_t len, bool allow_template,
             (r = check_ref("template", b.template_ref, d)) < 0 ||
             (r = get_uint(obj, "vcpus", 1, API_VCPUS_MAX, &vcpus, d)) < 0 ||
             (r = get_uint(obj, "memory_mib", 1, API_MEMORY_MIB_MAX, &mib, d)) < 0 ||
-            (r = get_uint(obj, "idle_timeout", 0, UINT32_MAX, &idle, d)) < 0)
+            (r = get_uint(obj, "idle_timeout", 0, UINT32_MAX, &idle, d)) < 0 ||
+            (r = parse_network(json_object_get(obj, "network"), &b, d)) < 0)
                 return r;
         b.vcpus = (uint32_t)vcpus;
         b.memory = mib << 20;

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/net.h>
 #include <vmsnap/store.h>
 
 #include "api/routes.h"
@@ -30,6 +31,9 @@ struct api_sandbox_body {
         uint32_t vcpus;
         uint64_t memory; /* bytes (the body says memory_mib) */
         uint32_t idle_timeout;
+        bool no_network;                /* "network": "none" */
+        bool has_egress;                /* "network": {"egress": ...} */
+        struct vmsnap_net_egress egress;
 };
 
 /* POST /v1/sandboxes/{ref}/exec: api/exec-body.h. */

@@ -17,6 +17,7 @@ static const struct {
         {-EEXIST, {409, "already_exists"}},
         {-EBUSY, {409, "invalid_state"}},      /* wrong state, operation in progress, in use */
         {-EMLINK, {409, "template_mismatch"}}, /* vcpus/memory differ from the template's */
+        {-EADDRNOTAVAIL, {409, "pool_exhausted"}}, /* every address of --net-pool is held */
         {-ENOTUNIQ, {409, "ambiguous_ref"}},   /* an id prefix that matches several */
         {-EALREADY, {409, "invalid_state"}},
         {-EOPNOTSUPP, {501, "not_supported"}}, /* e.g. a VMM driver this host lacks */

@@ -9,6 +9,7 @@
 #include "api/files.h"
 #include "api/json.h"
 #include "api/model.h"
+#include "api/net-routes.h"
 #include "api/reply.h"
 #include "api/server.h"
 #include "util/cleanup.h"
@@ -57,6 +58,17 @@ static void reply_sandbox(struct api_reply *rep, unsigned status, const struct v
                 snprintf(rep->location, sizeof(rep->location), "/v1/sandboxes/%s", sb->id);
 }
 
+/* reply_sandbox plus its `network` object (GET, create, spawn). */
+static void reply_sandbox_net(struct api_server *srv, struct api_reply *rep, unsigned status,
+                              const struct vmsnap_sandbox *sb)
+{
+        json_t *o = api_sandbox_json(sb);
+        api_add_network(srv->host, sb->id, o);
+        api_reply_json(rep, status, o);
+        if (status == 201 && rep->status == 201)
+                snprintf(rep->location, sizeof(rep->location), "/v1/sandboxes/%s", sb->id);
+}
+
 static void reply_snapshot(struct api_reply *rep, unsigned status,
                            const struct vmsnap_snapshot *snap)
 {
@@ -73,6 +85,8 @@ static struct vmsnap_sandbox_spec spec_of(const struct api_sandbox_body *b)
                 .vcpus = b->vcpus,
                 .memory = b->memory,
                 .idle_timeout = b->idle_timeout,
+                .no_network = b->no_network,
+                .egress = b->has_egress ? &b->egress : NULL,
         };
 }
 
@@ -192,7 +206,7 @@ static void h_sandbox_create(struct api_server *srv, const struct api_call *call
                         api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
                 return;
         }
-        reply_sandbox(rep, 201, &sb);
+        reply_sandbox_net(srv, rep, 201, &sb);
 }
 
 static void h_sandbox_list(struct api_server *srv, const struct api_call *call,
@@ -210,11 +224,14 @@ static void h_sandbox_list(struct api_server *srv, const struct api_call *call,
                 return;
         }
         json_t *a = json_array();
-        for (size_t i = 0; a && i < n; i++)
-                if (json_array_append_new(a, api_sandbox_json(&list[i])) < 0) {
+        for (size_t i = 0; a && i < n; i++) {
+                json_t *o = api_sandbox_json(&list[i]);
+                api_add_network(srv->host, list[i].id, o);
+                if (json_array_append_new(a, o) < 0) {
                         json_decref(a);
                         a = NULL;
                 }
+        }
         api_reply_json(rep, 200, a ? json_pack("{s:o}", "sandboxes", a) : NULL);
 }
 
@@ -228,7 +245,7 @@ static void h_sandbox_get(struct api_server *srv, const struct api_call *call,
                 api_reply_errno(rep, r, &d);
                 return;
         }
-        reply_sandbox(rep, 200, &sb);
+        reply_sandbox_net(srv, rep, 200, &sb);
 }
 
 static void h_sandbox_destroy(struct api_server *srv, const struct api_call *call,
@@ -291,6 +308,12 @@ static void h_sandbox_exec(struct api_server *srv, const struct api_call *call,
                            struct api_reply *rep)
 {
         api_exec_handle(srv, call, rep); /* api/exec-routes.c */
+}
+
+static void h_sandbox_ports(struct api_server *srv, const struct api_call *call,
+                            struct api_reply *rep)
+{
+        api_ports_handle(srv->host, call->ref, call->body, call->body_len, rep);
 }
 
 static void h_sandbox_snapshot(struct api_server *srv, const struct api_call *call,
@@ -539,6 +562,7 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
         [API_ROUTE_SANDBOX_RESUME] = h_sandbox_resume,
         [API_ROUTE_SANDBOX_EXEC] = h_sandbox_exec,
         [API_ROUTE_SANDBOX_SNAPSHOT] = h_sandbox_snapshot,
+        [API_ROUTE_SANDBOX_PORTS] = h_sandbox_ports,
         [API_ROUTE_SNAPSHOT_CREATE] = h_snapshot_create,
         [API_ROUTE_SNAPSHOT_LIST] = h_snapshot_list,
         [API_ROUTE_SNAPSHOT_GET] = h_snapshot_get,

@@ -50,6 +50,11 @@ static const char usage_text[] =
         "  --cgroup-version auto|1|2  cgroup hierarchy of the jails (default: auto)\n"
         "  --insecure-no-jail    run VMMs as the daemon's user, unconfined (tests of that mode\n"
         "                        only: a guest that escapes its VMM then owns the host)\n"
+        "  --network             give every sandbox a network (docs/network.md): its own\n"
+        "                        network namespace, egress policy and address; needs jails.\n"
+        "                        One --network daemon per host network namespace\n"
+        "  --net-pool CIDR       the sandboxes' addresses (default: " VMSNAP_NET_DEFAULT_POOL ")\n"
+        "  --netns-dir DIR       where the namespaces are pinned (default: " VMSNAP_NET_DEFAULT_DIR ")\n"
         "  --demo                after start, create a sandbox, run a command in it, pause and\n"
         "                        resume it, and show that its state survived\n"
         "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
@@ -65,6 +70,8 @@ struct options {
         struct api_gate_limits gate;
         bool no_tcp, demo, print_routes;
         struct vmsnap_jail_config jail; /* disabled by --insecure-no-jail */
+        bool network;
+        struct vmsnap_net_config net;
 };
 
 /* The periodic vmsnap_host_tick, in its own thread, woken early to stop. */
@@ -121,6 +128,9 @@ enum {
         OPT_JAIL_UIDS,
         OPT_JAIL_GID,
         OPT_CGROUP_VERSION,
+        OPT_NETWORK,
+        OPT_NET_POOL,
+        OPT_NETNS_DIR,
 };
 
 static const struct option long_options[] = {
@@ -141,6 +151,9 @@ static const struct option long_options[] = {
         {"jail-uids", required_argument, NULL, OPT_JAIL_UIDS},
         {"jail-gid", required_argument, NULL, OPT_JAIL_GID},
         {"cgroup-version", required_argument, NULL, OPT_CGROUP_VERSION},
+        {"network", no_argument, NULL, OPT_NETWORK},
+        {"net-pool", required_argument, NULL, OPT_NET_POOL},
+        {"netns-dir", required_argument, NULL, OPT_NETNS_DIR},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -236,6 +249,20 @@ static int parse_options(int argc, char **argv, struct options *o)
                                 return usage_error("--header-timeout: '%s' is not a number of "
                                                    "seconds from 1 to 3600",
                                                    optarg);
+                        break;
+                case OPT_NETWORK:
+                        o->network = true;
+                        break;
+                case OPT_NET_POOL: {
+                        struct vmsnap_diag d = {0};
+                        if (vmsnap_cidr_parse(optarg, &o->net.pool, &d) < 0)
+                                return usage_error("--net-pool: %s", d.msg);
+                        break;
+                }
+                case OPT_NETNS_DIR:
+                        if (optarg[0] != '/')
+                                return usage_error("--netns-dir: '%s' is not absolute", optarg);
+                        o->net.netns_dir = optarg;
                         break;
                 case 'h':
                         fputs(usage_text, stdout);
@@ -363,6 +390,7 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
                 .merge_cap = o->merge_cap,
                 .jail = &o->jail,
                 .on_recovery = log_recovery,
+                .net = o->network ? &o->net : NULL,
         };
         int r = check_jail(&o->jail, d);
         if (r == 0)

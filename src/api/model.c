@@ -33,6 +33,7 @@ json_t *api_sandbox_json(const struct vmsnap_sandbox *s)
         r |= api_json_set(o, "error", api_json_string_or_null(s->error));
         r |= api_json_set(o, "accelerator", api_json_string_or_null(s->accel));
         r |= api_json_set(o, "accelerator_reason", api_json_string_or_null(s->accel_reason));
+        r |= api_json_set(o, "network", json_null()); /* api_add_network fills it */
         if (r) {
                 json_decref(o);
                 return NULL;

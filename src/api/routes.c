@@ -20,6 +20,7 @@ static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
         [API_ROUTE_SANDBOX_RESUME] = {"POST", "/v1/sandboxes/{ref}/resume", false},
         [API_ROUTE_SANDBOX_EXEC] = {"POST", "/v1/sandboxes/{ref}/exec", false},
         [API_ROUTE_SANDBOX_SNAPSHOT] = {"POST", "/v1/sandboxes/{ref}/snapshot", false},
+        [API_ROUTE_SANDBOX_PORTS] = {"POST", "/v1/sandboxes/{ref}/ports", false},
         [API_ROUTE_SNAPSHOT_CREATE] = {"POST", "/v1/snapshots", false},
         [API_ROUTE_SNAPSHOT_LIST] = {"GET", "/v1/snapshots", false},
         [API_ROUTE_SNAPSHOT_GET] = {"GET", "/v1/snapshots/{ref}", false},

@@ -238,6 +238,8 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         }
         if (r == 0)
                 r = jail_prepare(h, sb, &spec, d);
+        if (r == 0)
+                r = net_prepare(h, sb, &buf, &spec, d);
         struct vmsnap_vm_restore from = {.state_dir = snapdir,
                                          .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
                                          .memory_path = buf.memory};

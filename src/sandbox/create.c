@@ -82,6 +82,7 @@ static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
                  * no half-made sandbox is left behind. */
                 vm_kill(l);
                 release_files(h, sb->id);
+                net_release(h, sb->id);
                 sb->state = VMSNAP_SANDBOX_STOPPED;
                 sb->pid = 0;
                 db_journal_done(h, j, sb, NULL);
@@ -128,6 +129,8 @@ static int boot_fresh(struct vmsnap_host *h, struct live *l, struct vmsnap_sandb
         if (r == 0)
                 r = jail_prepare(h, sb, &spec, d);
         if (r == 0)
+                r = net_prepare(h, sb, &buf, &spec, d);
+        if (r == 0)
                 r = jail_own(h, sb, buf.rootfs, d);
         if (r == 0)
                 r = create_memory_file(h, sb, buf.memory, d);
@@ -157,7 +160,9 @@ int vmsnap_sandbox_create(struct vmsnap_host *h, const struct vmsnap_sandbox_spe
         r = new_sandbox(h, spec, NULL, &sb, &j, &l, d);
         if (r < 0)
                 return r; /* nothing was written */
-        r = boot_fresh(h, l, &sb, &j, d);
+        r = net_alloc(h, &sb, spec, d);
+        if (r == 0)
+                r = boot_fresh(h, l, &sb, &j, d);
         return finish_create(h, l, &sb, &j, r, ret, d);
 }
 
@@ -198,7 +203,9 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
                 return r;
         struct vmsnap_sandbox_spec s = {.name = spec ? spec->name : NULL, .vmm = t.vmm,
                                         .vcpus = t.vcpus, .memory = t.memory,
-                                        .idle_timeout = spec ? spec->idle_timeout : 0};
+                                        .idle_timeout = spec ? spec->idle_timeout : 0,
+                                        .no_network = spec && spec->no_network,
+                                        .egress = spec ? spec->egress : NULL};
         struct vmsnap_sandbox sb;
         struct journal j;
         struct live *l = NULL;
@@ -209,6 +216,8 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
         pthread_mutex_lock(&h->db_lock);
         vmsnap_store_touch(h->store, t.id, NULL);
         pthread_mutex_unlock(&h->db_lock);
-        r = restore_into(h, l, &sb, &t, true, &j, d);
+        r = net_alloc(h, &sb, &s, d);
+        if (r == 0)
+                r = restore_into(h, l, &sb, &t, true, &j, d);
         return finish_create(h, l, &sb, &j, r, ret, d);
 }

@@ -19,6 +19,7 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                 return r;
         vm_kill(l);
         release_files(h, sb->id);
+        net_release(h, sb->id);
         sb->state = VMSNAP_SANDBOX_STOPPED;
         sb->pid = 0;
         sb->jail_uid = 0; /* free for the next sandbox */

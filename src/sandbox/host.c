@@ -63,8 +63,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
         set_jail(h, cfg ? cfg->jail : NULL);
-        h->on_recovery = cfg ? cfg->on_recovery : NULL;
-        h->recovery_ctx = cfg ? cfg->recovery_ctx : NULL;
+                r = net_schema_create(h, d);
+        if (r == 0)
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
         pthread_mutex_init(&h->stats_lock, NULL);
@@ -83,8 +83,15 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
                 mem_root_choose(h, cfg ? cfg->mem_root : NULL);
                 r = make_dirs(h, d);
         }
+        if (r == 0 && h->net_on && !h->jailed)
+                r = vmsnap_diag(d, -EINVAL, "sandbox networking needs jailed VMMs (each runs "
+                                "in its sandbox's network namespace)");
+        if (r == 0)
+                r = net_schema_create(h, d);
         if (r == 0)
                 r = recover(h, d);
+        if (r == 0)
+                r = net_recover(h, d);
         if (r == 0)
                 compact_kick_if_due(h);
         if (r < 0) {

@@ -32,6 +32,9 @@ struct vmsnap_host {
         bool jailed;                    /* every VMM starts in its sandbox's jail */
         struct vmsnap_jail_config jail; /* its strings point into jail_strings */
         char jail_strings[3][PATH_LEN]; /* cgroup_root, cgroup_parent, jailer */
+        bool net_on;                    /* sandboxes get networks (net.c) */
+        struct vmsnap_net_config net;   /* netns_dir points into net_dir */
+        char net_dir[PATH_LEN];
         char vmm[33];
         unsigned merge_cap;
         vmsnap_recovery_fn on_recovery; /* recovery's reports (may be NULL) */
@@ -141,11 +144,34 @@ void path_template_memory(const struct vmsnap_host *h, const char *snapshot_id,
 /* A spec for the driver from a sandbox row, with paths in `buf` (owned by the caller). */
 struct spec_buf {
         char run_dir[PATH_LEN], kernel[PATH_LEN], initrd[PATH_LEN], rootfs[PATH_LEN],
-                memory[PATH_LEN], jail_root[PATH_LEN];
+                memory[PATH_LEN], jail_root[PATH_LEN], netns_path[PATH_LEN];
         struct vmsnap_jail_spec jail; /* spec.jail points here when the sandbox is jailed */
 };
 void build_spec(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                 struct spec_buf *buf, struct vmsnap_vm_spec *ret);
+
+/* ---- networks (net.c, docs/network.md) ---- */
+
+/* Creates the sandbox_net table. */
+int net_schema_create(struct vmsnap_host *h, struct vmsnap_diag *d);
+
+/* On a networked host, unless spec says none: takes the lowest free slot of the pool for sb
+ * and records it with the egress policy (-ENOSPC: the pool is used up). Before any VMM. */
+int net_alloc(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+              const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag *d);
+
+/* Before a VMM starts (boot or restore, after jail_prepare): when sb holds a network, makes
+ * its namespace if missing (a first start, or after a host reboot), points the jail at it
+ * and gives the VM its NIC. No-op for a sandbox without one. */
+int net_prepare(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, struct spec_buf *buf,
+                struct vmsnap_vm_spec *spec, struct vmsnap_diag *d);
+
+/* After the VMM is dead (destroy, failed create): removes id's network and its row. */
+void net_release(struct vmsnap_host *h, const char *id);
+
+/* Host open, after recovery: releases the networks of stopped or missing sandboxes and sweeps
+ * what a crash left of unknown ids. */
+int net_recover(struct vmsnap_host *h, struct vmsnap_diag *d);
 
 /* ---- jails (jail.c) ---- */
 
