@@ -63,8 +63,15 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
         snprintf(h->vmm, sizeof(h->vmm), "%s", cfg && cfg->vmm ? cfg->vmm : "qemu");
         h->merge_cap = cfg && cfg->merge_cap ? cfg->merge_cap : VMSNAP_MEM_DEFAULT_CAP;
         set_jail(h, cfg ? cfg->jail : NULL);
-                r = net_schema_create(h, d);
-        if (r == 0)
+        h->on_recovery = cfg ? cfg->on_recovery : NULL;
+        h->recovery_ctx = cfg ? cfg->recovery_ctx : NULL;
+        if (cfg && cfg->net) {
+                h->net_on = true;
+                h->net = *cfg->net;
+                snprintf(h->net_dir, PATH_LEN, "%s",
+                         cfg->net->netns_dir ? cfg->net->netns_dir : VMSNAP_NET_DEFAULT_DIR);
+                h->net.netns_dir = h->net_dir;
+        }
         pthread_mutex_init(&h->db_lock, NULL);
         pthread_mutex_init(&h->live_lock, NULL);
         pthread_mutex_init(&h->stats_lock, NULL);
