@@ -1,15 +1,21 @@
 # The web dashboard (docs/dashboard.md): web/build.sh (npm ci + esbuild) writes the static
 # files into <build>/ui, cmake/embed-ui.cmake compiles them into vmsnapd as ui-files.c.
 # VMSNAP_WEB: AUTO builds the dashboard when node and npm are found, ON requires them, OFF
-# embeds an empty table (the dashboard paths then answer 404 saying why).
+# embeds an empty table (the dashboard paths then answer 404 saying why). On CI (environment
+# CI=true) AUTO means ON: a CI build without the dashboard must fail, not pass quietly.
 set(VMSNAP_WEB AUTO CACHE STRING "Build the web dashboard into vmsnapd: AUTO, ON or OFF")
 set_property(CACHE VMSNAP_WEB PROPERTY STRINGS AUTO ON OFF)
 find_program(VMSNAP_NODE node)
 find_program(VMSNAP_NPM npm)
+set(web_want ${VMSNAP_WEB})
+if(web_want STREQUAL "AUTO" AND "$ENV{CI}" STREQUAL "true")
+  set(web_want ON)
+endif()
 set(web_on OFF)
-if(VMSNAP_WEB STREQUAL "ON" OR (VMSNAP_WEB STREQUAL "AUTO" AND VMSNAP_NODE AND VMSNAP_NPM))
+if(web_want STREQUAL "ON" OR (web_want STREQUAL "AUTO" AND VMSNAP_NODE AND VMSNAP_NPM))
   if(NOT VMSNAP_NODE OR NOT VMSNAP_NPM)
-    message(FATAL_ERROR "VMSNAP_WEB=ON needs node and npm (scripts/setup.sh installs them)")
+    message(FATAL_ERROR "VMSNAP_WEB=${VMSNAP_WEB} (CI=$ENV{CI}) needs node and npm "
+                        "(scripts/setup.sh installs them)")
   endif()
   set(web_on ON)
 endif()
@@ -22,6 +28,7 @@ if(web_on)
     OUTPUT ${ui_outputs}
     COMMAND bash ${CMAKE_SOURCE_DIR}/web/build.sh ${ui_dir}
     DEPENDS ${web_sources} ${CMAKE_SOURCE_DIR}/web/build.sh ${CMAKE_SOURCE_DIR}/web/build.mjs
+            ${CMAKE_SOURCE_DIR}/scripts/npm-ci.sh
             ${CMAKE_SOURCE_DIR}/web/index.html ${CMAKE_SOURCE_DIR}/web/style.css
             ${CMAKE_SOURCE_DIR}/web/icon.svg ${CMAKE_SOURCE_DIR}/web/package-lock.json
     COMMENT "Building the web dashboard (web/build.sh)"

@@ -48,6 +48,15 @@ else
   echo "setup: all ${#PACKAGES[@]} packages present"
 fi
 
-# The npm tools of the API tests, pinned by tests/api/package-lock.json (a no-op when
-# installed; exit 77 means the registry could not be reached: the tests then skip).
-bash "$(dirname "$0")/../tests/api/tools.sh" || [ $? -eq 77 ]
+# The npm packages, pinned by their package-lock.json: the API tests' tools (tests/api:
+# redocly, prism) and the dashboard's build and browser test (web/: esbuild, Preact,
+# playwright-core), so that neither the build nor a test reaches the registry (a no-op when
+# installed). Without a registry this is a warning, but on CI (CI=true) a failure: those
+# tests would skip and the build would fail later, further from the cause.
+top=$(cd "$(dirname "$0")/.." && pwd)
+for dir in tests/api web; do
+  bash "$top/scripts/npm-ci.sh" "$top/$dir" "setup: $dir" && continue
+  [ "${CI:-}" = true ] && { echo "setup: npm ci in $dir failed (CI=true: stopping)" >&2; exit 1; }
+  echo "setup: warning: npm ci in $dir failed; the API tests will skip and the dashboard" \
+       "build fail (-DVMSNAP_WEB=OFF builds without it)" >&2
+done
