@@ -11,6 +11,8 @@ PACKAGES=(
   libarchive-dev libzstd-dev libssl-dev uuid-dev libseccomp-dev
   # sandbox networking (src/net/): rtnetlink and nftables
   libnl-3-dev libnl-route-3-dev libnftables-dev
+  # cluster mode (src/cluster/): libpq, and a throwaway PostgreSQL server for its tests
+  libpq-dev postgresql
   # unit tests
   libcmocka-dev
   # guest image and the QEMU VMM
