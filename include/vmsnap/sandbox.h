@@ -39,6 +39,9 @@ struct vmsnap_sandbox {
         uint64_t generation;                  /* of that snapshot's memory */
         pid_t pid;                            /* VMM pid while running, 0 otherwise */
         int64_t created, updated, last_active; /* unix seconds */
+        int64_t started;                      /* when its current VMM started (unix s), 0
+                                                 while it has none (kept in the row) */
+        int64_t last_paused;                  /* when it last became paused, 0 = never */
         uint32_t idle_timeout;                /* seconds; 0 = never auto-pause */
         uint32_t jail_uid;                    /* uid (and gid) of its VMM's jail, unique among
                                                  the sandboxes that hold one; 0 = unjailed or

@@ -12,6 +12,7 @@
 #include "api/net-routes.h"
 #include "api/reply.h"
 #include "api/server.h"
+#include "api/vmm-memory.h"
 #include "util/cleanup.h"
 
 #include <errno.h>
@@ -133,6 +134,16 @@ static void gather_sandboxes(struct api_server *srv, struct api_gauges *g)
                 if ((size_t)list[i].state < g->n_states)
                         g->sandboxes[list[i].state]++;
         g->have_sandboxes = true;
+        _cleanup_free_ pid_t *pids = calloc(n ? n : 1, sizeof(*pids));
+        for (size_t i = 0; pids && i < n; i++)
+                pids[i] = list[i].pid;
+        struct api_vmm_memory mem;
+        if (pids && api_vmm_memory(pids, n, &mem) == 0) {
+                g->have_vmm_memory = true;
+                g->vmm_rss = mem.rss;
+                g->vmm_pss = mem.pss;
+                g->vmm_processes = mem.processes;
+        }
 }
 
 static void gather_snapshots(struct api_server *srv, struct api_gauges *g)

@@ -62,7 +62,7 @@ void api_metrics_destroy(struct api_metrics *m)
 void api_metrics_request(struct api_metrics *m, enum api_route route, const char *method,
                          unsigned status)
 {
-        if ((unsigned)route > API_ROUTE_NONE)
+        if ((unsigned)route > API_ROUTE_UI)
                 route = API_ROUTE_NONE;
         unsigned ms = method_slot(method), ss = status_slot(status);
         pthread_mutex_lock(&m->lock);
@@ -106,7 +106,7 @@ static void render_requests(FILE *f, const struct api_metrics *m)
               "(code 0: the client left before a response).\n"
               "# TYPE vmsnapd_http_requests_total counter\n",
               f);
-        for (unsigned r = 0; r <= API_ROUTE_NONE; r++) {
+        for (unsigned r = 0; r <= API_ROUTE_UI; r++) {
                 const char *route = api_route_info((enum api_route)r)->pattern;
                 for (unsigned ms = 0; ms < API_METRICS_METHODS; ms++)
                         for (unsigned ss = 0; ss < API_METRICS_CODES; ss++)
@@ -190,6 +190,23 @@ static void render_pause(FILE *f, const struct vmsnap_pause_stats *p)
                         vmsnap_merge_outcome_name(i), (unsigned long long)p->merges[i]);
 }
 
+static void render_vmm_memory(FILE *f, const struct api_gauges *g)
+{
+        fprintf(f,
+                "# HELP vmsnap_vmm_processes Running VMM processes whose memory was read.\n"
+                "# TYPE vmsnap_vmm_processes gauge\nvmsnap_vmm_processes %u\n"
+                "# HELP vmsnap_vmm_memory_bytes Memory of the running VMMs, summed over them: "
+                "rss (resident) and pss (each shared page divided among its sharers).\n"
+                "# TYPE vmsnap_vmm_memory_bytes gauge\n"
+                "vmsnap_vmm_memory_bytes{kind=\"rss\"} %llu\n"
+                "vmsnap_vmm_memory_bytes{kind=\"pss\"} %llu\n"
+                "# HELP vmsnap_memory_saved_bytes What page sharing saves the running VMMs: "
+                "the sum of their Rss minus the sum of their Pss.\n"
+                "# TYPE vmsnap_memory_saved_bytes gauge\nvmsnap_memory_saved_bytes %llu\n",
+                g->vmm_processes, (unsigned long long)g->vmm_rss, (unsigned long long)g->vmm_pss,
+                (unsigned long long)(g->vmm_rss > g->vmm_pss ? g->vmm_rss - g->vmm_pss : 0));
+}
+
 static void render_gauges(FILE *f, const struct api_gauges *g)
 {
         fprintf(f, "# HELP vmsnapd_up 1 while the daemon serves.\n# TYPE vmsnapd_up gauge\n"
@@ -211,6 +228,8 @@ static void render_gauges(FILE *f, const struct api_gauges *g)
                         fprintf(f, "vmsnap_sandboxes{state=\"%s\"} %llu\n", g->state_names[i],
                                 (unsigned long long)g->sandboxes[i]);
         }
+        if (g->have_vmm_memory)
+                render_vmm_memory(f, g);
         if (g->have_gate)
                 render_gate(f, g);
         if (g->have_pause)

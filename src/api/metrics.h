@@ -29,7 +29,7 @@ struct api_histogram {
 struct api_metrics {
         pthread_mutex_t lock;
         /* [route][method slot][status slot]: see method_slot and status_slot */
-        uint64_t requests[API_ROUTE_COUNT + 1][API_METRICS_METHODS][API_METRICS_CODES];
+        uint64_t requests[API_ROUTE_UI + 1][API_METRICS_METHODS][API_METRICS_CODES];
         struct api_histogram ops[API_OP_COUNT][2]; /* [op][0 ok, 1 error] */
 };
 
@@ -46,6 +46,9 @@ struct api_gauges {
         double uptime_seconds;
         bool have_pause; /* the host's pause phases and merge counts */
         struct vmsnap_pause_stats pause;
+        bool have_vmm_memory; /* the running VMMs' Rss and Pss (api/vmm-memory.h) */
+        uint64_t vmm_rss, vmm_pss;
+        unsigned vmm_processes;
         bool have_gate; /* a TCP listener: its connection gate's counters */
         uint64_t gate_refused, gate_expired, gate_untrusted;
 };

@@ -29,6 +29,8 @@ json_t *api_sandbox_json(const struct vmsnap_sandbox *s)
         r |= api_json_set(o, "created", api_json_time(s->created));
         r |= api_json_set(o, "updated", api_json_time(s->updated));
         r |= api_json_set(o, "last_active", api_json_time(s->last_active));
+        r |= api_json_set(o, "started", api_json_time(s->started));
+        r |= api_json_set(o, "last_paused", api_json_time(s->last_paused));
         r |= api_json_set(o, "idle_timeout", json_integer(s->idle_timeout));
         r |= api_json_set(o, "error", api_json_string_or_null(s->error));
         r |= api_json_set(o, "accelerator", api_json_string_or_null(s->accel));

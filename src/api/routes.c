@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
+static const struct api_route_info routes[API_ROUTE_UI + 1] = {
         [API_ROUTE_HEALTHZ] = {"GET", "/healthz", true},
         [API_ROUTE_METRICS] = {"GET", "/metrics", false},
         [API_ROUTE_SANDBOX_CREATE] = {"POST", "/v1/sandboxes", false},
@@ -36,11 +36,12 @@ static const struct api_route_info routes[API_ROUTE_COUNT + 1] = {
         [API_ROUTE_ARCHIVE_GET] = {"GET", "/v1/sandboxes/{ref}/archive", false},
         [API_ROUTE_ARCHIVE_PUT] = {"PUT", "/v1/sandboxes/{ref}/archive", false},
         [API_ROUTE_NONE] = {"-", "unmatched", false},
+        [API_ROUTE_UI] = {"GET", "/ui/{file}", true},
 };
 
 const struct api_route_info *api_route_info(enum api_route r)
 {
-        if ((unsigned)r > API_ROUTE_NONE)
+        if ((unsigned)r > API_ROUTE_UI)
                 r = API_ROUTE_NONE;
         return &routes[r];
 }

@@ -36,6 +36,8 @@ enum api_route {
         API_ROUTE_ARCHIVE_PUT,
         API_ROUTE_COUNT,
         API_ROUTE_NONE = API_ROUTE_COUNT, /* no route matched (metrics label "unmatched") */
+        API_ROUTE_UI, /* the dashboard's static files (metrics label "/ui/{file}"; never
+                         matched by api_route_match: server.c picks the dashboard paths) */
 };
 
 struct api_route_info {
@@ -51,7 +53,8 @@ enum api_target {
         API_TARGET_BAD_QUERY, /* a control character in the query */
 };
 
-/* The method and pattern of route r (API_ROUTE_NONE gives "-" and "unmatched"). */
+/* The method and pattern of route r (API_ROUTE_NONE gives "-" and "unmatched",
+ * API_ROUTE_UI "GET" and "/ui/{file}"). */
 const struct api_route_info *api_route_info(enum api_route r);
 
 /* Matches a request. HEAD is matched as GET. On a match returns 0, *ret and the {ref}

@@ -291,6 +291,7 @@ static enum MHD_Result on_ui(struct api_listener *l, struct MHD_Connection *c, c
                              struct request *req)
 {
         bool target_ok = req->target_problem == API_TARGET_OK;
+        req->route = API_ROUTE_UI; /* its own metrics label, whatever the answer */
         const char *why = authenticate(l, c, req, target_ok);
         if (why)
                 return refuse(c, req, API_PROBLEM_UNAUTHORIZED, NULL, "%s", why);

@@ -31,7 +31,9 @@ static const char schema[] =
         "  last_active INTEGER NOT NULL,\n"
         "  idle_timeout INTEGER NOT NULL DEFAULT 0,\n"
         "  error TEXT NOT NULL DEFAULT '',\n"
-        "  jail_uid INTEGER);\n"
+        "  jail_uid INTEGER,\n"
+        "  started INTEGER,\n"
+        "  last_paused INTEGER);\n"
         "CREATE TABLE IF NOT EXISTS journal (\n"
         "  seq INTEGER PRIMARY KEY AUTOINCREMENT,\n"
         "  sandbox_id TEXT NOT NULL,\n"
@@ -96,13 +98,27 @@ static bool has_column(struct vmsnap_host *h, const char *column)
         return st && sqlite3_step(st) == SQLITE_ROW;
 }
 
+/* Adds column `def` ("name TYPE") unless the table has it. */
+static int add_column(struct vmsnap_host *h, const char *name, const char *def,
+                      struct vmsnap_diag *d)
+{
+        if (has_column(h, name))
+                return 0;
+        char sql[128];
+        snprintf(sql, sizeof(sql), "ALTER TABLE sandboxes ADD COLUMN %s", def);
+        return exec_sql(h, sql, d);
+}
+
 /* Migrations of databases made by older builds, each idempotent: jail_uid (issue 8), unique
- * among the sandboxes that hold one (a paused one too: it gets its uid back on resume). */
+ * among the sandboxes that hold one (a paused one too: it gets its uid back on resume);
+ * started and last_paused (issue 15; NULL in old rows: not known). */
 static int migrate(struct vmsnap_host *h, struct vmsnap_diag *d)
 {
-        int r = has_column(h, "jail_uid")
-                    ? 0
-                    : exec_sql(h, "ALTER TABLE sandboxes ADD COLUMN jail_uid INTEGER", d);
+        int r = add_column(h, "jail_uid", "jail_uid INTEGER", d);
+        if (r == 0)
+                r = add_column(h, "started", "started INTEGER", d);
+        if (r == 0)
+                r = add_column(h, "last_paused", "last_paused INTEGER", d);
         if (r == 0)
                 r = exec_sql(h, "CREATE UNIQUE INDEX IF NOT EXISTS sandboxes_jail_uid ON "
                                 "sandboxes(jail_uid) WHERE jail_uid IS NOT NULL", d);
@@ -141,7 +157,7 @@ static void copy_text(char *dst, size_t size, sqlite3_stmt *st, int col)
 
 #define ROW_COLUMNS                                                                                \
         "id, name, state, vmm, vcpus, memory, template_id, snapshot_id, generation, pid, "         \
-        "created, updated, last_active, idle_timeout, error, jail_uid"
+        "created, updated, last_active, idle_timeout, error, jail_uid, started, last_paused"
 
 static void row_read(sqlite3_stmt *st, struct vmsnap_sandbox *sb)
 {
@@ -162,6 +178,8 @@ static void row_read(sqlite3_stmt *st, struct vmsnap_sandbox *sb)
         sb->idle_timeout = (uint32_t)sqlite3_column_int64(st, 13);
         copy_text(sb->error, sizeof(sb->error), st, 14);
         sb->jail_uid = (uint32_t)sqlite3_column_int64(st, 15); /* NULL reads as 0 */
+        sb->started = sqlite3_column_int64(st, 16);
+        sb->last_paused = sqlite3_column_int64(st, 17);
 }
 
 static int query_one(struct vmsnap_host *h, const char *sql, const char *arg,
@@ -234,7 +252,28 @@ static void bind_opt(sqlite3_stmt *st, int i, const char *s)
                 sqlite3_bind_null(st, i);
 }
 
-/* Writes a row; the caller is inside a transaction or accepts autocommit. */
+/* The times the row keeps by itself (docs/api.md "Sandboxes"): started is set when a VMM
+ * pid appears or changes and cleared when the pid goes to 0; last_paused is set when the
+ * state becomes paused from anything but paused or resuming (a rolled-back resume was
+ * paused all along). Both are computed from the old row inside the upsert. */
+#define ROW_TIMES                                                                                  \
+        "started = CASE WHEN excluded.pid = 0 THEN NULL "                                          \
+        "WHEN sandboxes.pid = excluded.pid AND sandboxes.started IS NOT NULL "                     \
+        "THEN sandboxes.started ELSE excluded.updated END, "                                       \
+        "last_paused = CASE WHEN excluded.state = 'paused' AND "                                   \
+        "sandboxes.state NOT IN ('paused', 'resuming') THEN excluded.updated "                     \
+        "ELSE sandboxes.last_paused END "
+
+static void bind_time(sqlite3_stmt *st, int i, bool set, int64_t t)
+{
+        if (set)
+                sqlite3_bind_int64(st, i, t);
+        else
+                sqlite3_bind_null(st, i);
+}
+
+/* Writes a row; the caller is inside a transaction or accepts autocommit. Reads back the
+ * times the row keeps (started, last_paused) into sb. */
 static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
 {
         _cleanup_st_ sqlite3_stmt *st = NULL;
@@ -244,7 +283,8 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                                 * another sandbox is a constraint error, never a REPLACE
                                 * that would delete that sandbox's row. */
                                "INSERT INTO sandboxes (" ROW_COLUMNS
-                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16) "
+                               ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,"
+                               "?17,?18) "
                                "ON CONFLICT(id) DO UPDATE SET name = excluded.name, "
                                "state = excluded.state, vmm = excluded.vmm, "
                                "vcpus = excluded.vcpus, memory = excluded.memory, "
@@ -253,7 +293,8 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                                "generation = excluded.generation, pid = excluded.pid, "
                                "updated = excluded.updated, last_active = excluded.last_active, "
                                "idle_timeout = excluded.idle_timeout, error = excluded.error, "
-                               "jail_uid = excluded.jail_uid",
+                               "jail_uid = excluded.jail_uid, " ROW_TIMES
+                               "RETURNING started, last_paused",
                                -1, &st, NULL) != SQLITE_OK)
                 return -EIO;
         sqlite3_bind_text(st, 1, sb->id, -1, SQLITE_TRANSIENT);
@@ -275,7 +316,15 @@ static int row_write(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                 sqlite3_bind_int64(st, 16, sb->jail_uid);
         else
                 sqlite3_bind_null(st, 16);
+        /* A new row: the times as they are now. */
+        bind_time(st, 17, sb->pid > 0, sb->updated);
+        bind_time(st, 18, sb->state == VMSNAP_SANDBOX_PAUSED, sb->updated);
         int rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+                sb->started = sqlite3_column_int64(st, 0);
+                sb->last_paused = sqlite3_column_int64(st, 1);
+                rc = sqlite3_step(st);
+        }
         return rc == SQLITE_DONE ? 0 : (rc & 0xff) == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
 }
 

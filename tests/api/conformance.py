@@ -318,6 +318,16 @@ def make_export(work, size):
 
 # ---- the walk ---------------------------------------------------------------------------------
 
+def times(sb, what, started, last_paused):
+    """A sandbox's started/last_paused are set exactly when they should be (docs/api.md)."""
+    if not sb:
+        return
+    for field, want in (("started", started), ("last_paused", last_paused)):
+        if (sb.get(field) is not None) != want:
+            fail("%s sandbox: %s is %r (want %s)" % (what, field, sb.get(field),
+                                                    "a time" if want else "null"))
+
+
 def lifecycle(t, work, mode):
     """Every route with its success status, and the conflicts a lifecycle meets."""
     P = t.via_prism
@@ -330,11 +340,20 @@ def lifecycle(t, work, mode):
     P("GET", "/v1/sandboxes/" + sb["id"][:8], "/v1/sandboxes/{ref}", 200)
     P("POST", "/v1/sandboxes/web-1/exec", "/v1/sandboxes/{ref}/exec", 200,
       body={"cmd": "echo hi", "timeout_ms": 20000})
-    P("POST", "/v1/sandboxes/web-1/pause", "/v1/sandboxes/{ref}/pause", 200)
+    times(sb, "created", started=True, last_paused=False)
+    paused = P("POST", "/v1/sandboxes/web-1/pause", "/v1/sandboxes/{ref}/pause", 200)
+    times(paused, "paused", started=False, last_paused=True)
     P("POST", "/v1/sandboxes/web-1/pause", "/v1/sandboxes/{ref}/pause", 409, "invalid_state")
     P("POST", "/v1/sandboxes/web-1/exec", "/v1/sandboxes/{ref}/exec", 409, "invalid_state",
       body={"cmd": "true"})
-    P("POST", "/v1/sandboxes/web-1/resume", "/v1/sandboxes/{ref}/resume", 200, body={})
+    resumed = P("POST", "/v1/sandboxes/web-1/resume", "/v1/sandboxes/{ref}/resume", 200, body={})
+    times(resumed, "resumed", started=True, last_paused=True)
+    if resumed and paused and resumed.get("last_paused") != paused.get("last_paused"):
+        fail("resume changed last_paused: %r → %r" % (paused.get("last_paused"),
+                                                     resumed.get("last_paused")))
+    if resumed and paused and (resumed.get("started") or "") < (paused.get("last_paused") or ""):
+        fail("resumed: started %r is before the pause %r" % (resumed.get("started"),
+                                                            paused.get("last_paused")))
     P("POST", "/v1/sandboxes/web-1/snapshot", "/v1/sandboxes/{ref}/snapshot", 201,
       body={"name": "tpl"})
     P("POST", "/v1/snapshots", "/v1/snapshots", 201, body={"sandbox": "web-1", "name": "tpl-b"})

@@ -19,6 +19,7 @@ out byte for byte, nothing normalizes it):
 Exit 0 pass, 1 fail, 77 skip (vmsnapd or the dashboard build missing).
 """
 import os
+import re
 import shutil
 import socket
 import sys
@@ -155,6 +156,22 @@ def check_methods(d):
             fail("%s %s: %d, Allow %r (want 405, GET, HEAD)" % (method, target, st, h.get("allow")))
 
 
+def check_metrics_label(d):
+    """The dashboard's requests have their own route label, not "unmatched"."""
+    st, _, body = raw(d.port, "GET", "/metrics", d.token)
+    text = body.decode()
+    ok = re.search(r'^vmsnapd_http_requests_total\{route="/ui/\{file\}",method="GET",'
+                   r'code="200"\} (\d+)$', text, re.M)
+    if st != 200 or not ok or int(ok.group(1)) < len(FILES):
+        fail("/metrics: no route=\"/ui/{file}\" count of the files served: %d" % st)
+    miss = re.search(r'^vmsnapd_http_requests_total\{route="/ui/\{file\}",method="GET",'
+                     r'code="404"\} \d+$', text, re.M)
+    if not miss:
+        fail("/metrics: the dashboard's 404s are not under route=\"/ui/{file}\"")
+    if re.search(r'route="unmatched",method="(GET|HEAD)",code="200"', text):
+        fail("/metrics: a 200 counted as unmatched")
+
+
 def main():
     if not BUILD or not os.access(VMSNAPD, os.X_OK):
         skip(TEST, "vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
@@ -168,6 +185,7 @@ def main():
         check_api_auth(d)
         check_traversal(d)
         check_methods(d)
+        check_metrics_label(d)
         if d.proc.poll() is not None:
             fail("vmsnapd died during the test")
     finally:

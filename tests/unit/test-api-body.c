@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "api/body.c"
 #include "api/exec-body.c"
@@ -20,6 +24,7 @@
 #include "api/json.c"
 #include "api/metrics.c"
 #include "api/routes.c"
+#include "api/vmm-memory.c"
 #include "util/cleanup.h"
 
 #define S(text) text, strlen(text)
@@ -461,6 +466,8 @@ static void test_metrics(void **state)
         api_metrics_request(m, API_ROUTE_NONE, "BREW", 405);     /* made up: "other" */
         api_metrics_request(m, (enum api_route)1000, NULL, 999); /* clamped, not a crash */
         api_metrics_request(m, API_ROUTE_NONE, "GET\"}\n", 0);   /* never echoed */
+        api_metrics_request(m, API_ROUTE_UI, "GET", 200);        /* the dashboard's files */
+        api_metrics_request(m, API_ROUTE_UI, "GET", 404);
         api_metrics_op(m, API_OP_PAUSE, 0.3, true);
         api_metrics_op(m, API_OP_PAUSE, 1000, true); /* past the last bucket: +Inf only */
         api_metrics_op(m, API_OP_CREATE, 0.001, false);
@@ -493,6 +500,8 @@ static void test_metrics(void **state)
                 "1\n",
                 "vmsnapd_http_requests_total{route=\"/v1/sandboxes\",method=\"HEAD\",code=\"200\"} "
                 "1\n",
+                "vmsnapd_http_requests_total{route=\"/ui/{file}\",method=\"GET\",code=\"200\"} 1\n",
+                "vmsnapd_http_requests_total{route=\"/ui/{file}\",method=\"GET\",code=\"404\"} 1\n",
                 "vmsnap_operation_duration_seconds_bucket{op=\"pause\",result=\"ok\",le=\"0.25\"} "
                 "0\n",
                 "vmsnap_operation_duration_seconds_bucket{op=\"pause\",result=\"ok\",le=\"0.5\"} "
@@ -529,9 +538,80 @@ static void test_metrics(void **state)
         text = api_metrics_render(m, &none, &len);
         assert_null(strstr(text, "vmsnap_sandboxes"));
         assert_null(strstr(text, "vmsnap_snapshots"));
+        assert_null(strstr(text, "vmsnap_memory_saved_bytes"));
+        free(text);
+
+        /* The VMMs' memory: saved = rss - pss. */
+        struct api_gauges mem = {.have_vmm_memory = true, .vmm_rss = 300 << 20,
+                                 .vmm_pss = 200 << 20, .vmm_processes = 2};
+        text = api_metrics_render(m, &mem, &len);
+        assert_non_null(strstr(text, "vmsnap_vmm_memory_bytes{kind=\"rss\"} 314572800\n"));
+        assert_non_null(strstr(text, "vmsnap_vmm_memory_bytes{kind=\"pss\"} 209715200\n"));
+        assert_non_null(strstr(text, "vmsnap_memory_saved_bytes 104857600\n"));
+        assert_non_null(strstr(text, "vmsnap_vmm_processes 2\n"));
         free(text);
         api_metrics_destroy(m);
         free(m);
+}
+
+static void test_vmm_memory_parse(void **state)
+{
+        (void)state;
+        struct api_vmm_memory m = {0};
+        assert_int_equal(api_vmm_memory_parse("00400000-7ffe0000 ---p 00000000 00:00 0 "
+                                              "[rollup]\nRss:                2048 kB\n"
+                                              "Pss:                1024 kB\nPss_Anon: 5 kB\n",
+                                              &m), 0);
+        assert_int_equal(m.rss, 2048 * 1024);
+        assert_int_equal(m.pss, 1024 * 1024);
+        assert_int_equal(m.processes, 1);
+        assert_int_equal(api_vmm_memory_parse("Rss: 10 kB\n", &m), -EBADMSG);
+        assert_int_equal(api_vmm_memory_parse("Rss: x kB\nPss: 1 kB\n", &m), -EBADMSG);
+        assert_int_equal(api_vmm_memory_parse("Rss: -4 kB\nPss: 1 kB\n", &m), -EBADMSG);
+        assert_int_equal(m.processes, 1);
+}
+
+/* Two real processes sharing 16 MiB: the kernel's Rss - Pss over both shows at least
+ * about those 16 MiB saved; a gone pid is skipped; a pid of 0 too. */
+static void test_vmm_memory_shared(void **state)
+{
+        (void)state;
+        const size_t size = 16u << 20;
+        if (access("/proc/self/smaps_rollup", R_OK) != 0)
+                skip(); /* a kernel before 4.14 */
+        volatile char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                                -1, 0);
+        assert_true(p != MAP_FAILED);
+        for (size_t i = 0; i < size; i += 4096)
+                p[i] = 1;
+        int ready[2];
+        assert_int_equal(pipe(ready), 0);
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+                unsigned sum = 0;
+                for (size_t i = 0; i < size; i += 4096)
+                        sum += (unsigned)p[i]; /* map every page in this process too */
+                char c = (char)sum;
+                if (write(ready[1], &c, 1) != 1)
+                        _exit(1);
+                pause();
+                _exit(0);
+        }
+        char c;
+        assert_int_equal(read(ready[0], &c, 1), 1);
+        pid_t pids[] = {getpid(), child, 0, 0x3ffffff0 /* no such process */};
+        struct api_vmm_memory m;
+        int r = api_vmm_memory(pids, 4, &m);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        close(ready[0]);
+        close(ready[1]);
+        munmap((void *)p, size);
+        assert_int_equal(r, 0);
+        assert_int_equal(m.processes, 2);
+        assert_true(m.rss >= 2 * size);
+        assert_true(m.rss - m.pss >= size - (1u << 20));
 }
 
 int main(void)
@@ -542,6 +622,7 @@ int main(void)
                 cmocka_unit_test(test_routes),           cmocka_unit_test(test_errors),
                 cmocka_unit_test(test_json_lossy),       cmocka_unit_test(test_metrics),
                 cmocka_unit_test(test_statuses_counted), cmocka_unit_test(test_target_check),
+                cmocka_unit_test(test_vmm_memory_parse), cmocka_unit_test(test_vmm_memory_shared),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

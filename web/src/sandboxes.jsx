@@ -64,7 +64,6 @@ function Row({ sb, byId, busy, act }) {
   const name = label(sb);
   const gone = sb.state === "stopped";
   const tpl = sb.template_id && byId[sb.template_id];
-  const lastPause = sb.state === "paused" ? sb.updated : sb.snapshot_id && byId[sb.snapshot_id] ? byId[sb.snapshot_id].created : null;
   return (
     <tr data-sandbox={sb.name || sb.id}>
       <th scope="row"><span class="name">{sb.name || "—"}</span><code class="id" title={sb.id}>{sb.id.slice(0, 8)}</code></th>
@@ -73,8 +72,8 @@ function Row({ sb, byId, busy, act }) {
       <td data-label="vCPUs" class="num">{sb.vcpus}</td>
       <td data-label="Memory" class="num">{bytes(sb.memory_mib * 1048576)}</td>
       <td data-label="Generation" class="num">{sb.snapshot_id ? sb.generation : "—"}</td>
-      <td data-label="Age" title={"created " + time(sb.created)}>{gone ? "—" : since(sb.created)}</td>
-      <td data-label="Last pause" title={time(lastPause)}>{lastPause ? since(lastPause) + " ago" : "—"}</td>
+      <td data-label="Uptime" title={sb.started ? "VMM started " + time(sb.started) : "no VMM running"}>{sb.started ? since(sb.started) : "—"}</td>
+      <td data-label="Last pause" title={time(sb.last_paused)}>{sb.last_paused ? since(sb.last_paused) + " ago" : "—"}</td>
       <td data-label="Template">{tpl ? tpl.name || tpl.id.slice(0, 8) : "—"}</td>
       <td class="actions">
         {busy ? <span class="busy" role="status">{busy}…</span> : (
@@ -154,7 +153,7 @@ export function Sandboxes() {
             <tr>
               <th scope="col">Sandbox</th><th scope="col">State</th><th scope="col">VMM</th>
               <th scope="col">vCPUs</th><th scope="col">Memory</th><th scope="col">Generation</th>
-              <th scope="col">Age</th><th scope="col">Last pause</th><th scope="col">Template</th>
+              <th scope="col">Uptime</th><th scope="col">Last pause</th><th scope="col">Template</th>
               <th scope="col"><span class="sr-only">Actions</span></th>
             </tr>
           </thead>
