@@ -20,7 +20,8 @@ set(VMSNAP_TEST_BUDGETS
     e2e/accel-visible 150
     dist/install-script 60
     e2e/dashboard 180
-    e2e/sandbox-network 120)
+    e2e/sandbox-network 120
+    cli/cli-json 120)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})

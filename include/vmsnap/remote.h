@@ -90,6 +90,11 @@ int vmsnap_remote_open(const struct vmsnap_remote_config *c, struct vmsnap_remot
 /* Closes r (wiping its secret); accepts NULL. */
 void vmsnap_remote_close(struct vmsnap_remote *r);
 
+/* Makes push and pull report progress to fn(ctx, done, total): bytes of chunks moved so far
+ * and the total to move (the chunks the bucket lacks, or that a pull fetches), after each
+ * batch. NULL: none (the default). */
+void vmsnap_remote_set_progress(struct vmsnap_remote *r, vmsnap_progress_fn fn, void *ctx);
+
 /* Counters of the last push or pull. */
 struct vmsnap_remote_stats {
         uint64_t chunks;         /* non-zero chunks of the snapshot */

@@ -1,5 +1,6 @@
 /* `vmsnap sandbox`: the connection to vmsnapd (libcurl over its Unix socket, or TCP with a
  * bearer token) and the JSON request/response cycle. */
+#include "cli/progress.h"
 #include "cli/sandbox.h"
 #include "util/cleanup.h"
 
@@ -89,8 +90,6 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *p)
         return n;
 }
 
-/* Sends one request (body: JSON or NULL). Returns 0 when a response came back (any status),
- * or CLI_FAIL with the message printed. */
 void client_progress(struct client *c, const char *fmt, ...)
 {
         va_list ap;
@@ -99,47 +98,22 @@ void client_progress(struct client *c, const char *fmt, ...)
         va_end(ap);
 }
 
-static double since(const struct timespec *t0)
-{
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
-}
-
-struct progress {
-        struct client *c;
-        struct timespec t0;
-};
-
 /* libcurl calls this about once a second while the daemon works: "pausing web-1… 3s". */
 static int on_progress(void *p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
-        struct progress *pr = p;
-        double s = since(&pr->t0);
         (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-        if (s >= 1.0) {
-                fprintf(stderr, "\r%s… %.0fs", pr->c->progress, s);
-                pr->c->progress_shown = true;
-        }
+        cli_progress_tick(p, 0, 0);
         return 0;
 }
 
-/* Ends the progress line: what took how long. */
-static void progress_done(struct client *c, const struct progress *pr, bool ok)
-{
-        if (c->progress_shown)
-                fprintf(stderr, "\r\033[K%s: %s in %.1fs\n", c->progress, ok ? "done" : "failed",
-                        since(&pr->t0));
-        c->progress[0] = '\0';
-        c->progress_shown = false;
-}
-
+/* Sends one request (body: JSON or NULL). Returns 0 when a response came back (any status),
+ * or CLI_FAIL with the message printed. */
 int request(struct client *c, const char *method, const char *path, json_t *body,
                    struct response *ret)
 {
-        struct progress pr = {.c = c};
-        clock_gettime(CLOCK_MONOTONIC, &pr.t0);
+        struct cli_progress pr;
+        cli_progress_start(&pr, "%s", c->progress);
         char url[1200];
         snprintf(url, sizeof(url), "%s%s", c->base, path);
         _cleanup_free_ char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -174,7 +148,8 @@ int request(struct client *c, const char *method, const char *path, json_t *body
         curl_slist_free_all(headers);
         long status = 0;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-        progress_done(c, &pr, rc == CURLE_OK && status >= 200 && status < 300);
+        cli_progress_end(&pr, rc == CURLE_OK && status >= 200 && status < 300);
+        c->progress[0] = '\0';
         if (rc == CURLE_OK) {
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ret->status);
                 return 0;

@@ -181,12 +181,15 @@ static void say_copied(const struct args *a, const char *from, const char *to,
         struct timespec t1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double s = (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-        if (a->json) {
-                printf("{\"from\":\"%s\",\"to\":\"%s\",\"files\":%llu,\"dirs\":%llu,"
-                       "\"symlinks\":%llu,\"skipped\":%llu,\"bytes\":%llu,\"seconds\":%.3f}\n",
-                       from, to, (unsigned long long)st->files, (unsigned long long)st->dirs,
-                       (unsigned long long)st->symlinks, (unsigned long long)st->skipped,
-                       (unsigned long long)st->bytes, s);
+        if (a->json) { /* jansson: paths may hold quotes and bytes that need escaping */
+                json_t *o = json_pack("{s:s%, s:s%, s:I, s:I, s:I, s:I, s:I, s:f}", "from", from,
+                                      strlen(from), "to", to, strlen(to), "files",
+                                      (json_int_t)st->files, "dirs", (json_int_t)st->dirs,
+                                      "symlinks", (json_int_t)st->symlinks, "skipped",
+                                      (json_int_t)st->skipped, "bytes", (json_int_t)st->bytes,
+                                      "seconds", s);
+                print_json(o);
+                json_decref(o);
                 return;
         }
         fprintf(stderr, "copied %s to %s: %llu file(s), %llu dir(s), %llu symlink(s), %llu bytes "
@@ -420,9 +423,13 @@ int run_kill(struct client *c, const struct args *a)
         r = call(c, "POST", path, body, &res);
         json_decref(body);
         json_decref(res);
-        if (r == CLI_OK && a->json)
-                printf("{\"sandbox\":\"%s\",\"pid\":%ld,\"signal\":\"%s\"}\n", a->args[0], pid,
-                       a->signal_name ? a->signal_name : "TERM");
+        if (r == CLI_OK && a->json) {
+                json_t *o = json_pack("{s:s%, s:I, s:s}", "sandbox", a->args[0],
+                                      strlen(a->args[0]), "pid", (json_int_t)pid, "signal",
+                                      a->signal_name ? a->signal_name : "TERM");
+                print_json(o);
+                json_decref(o);
+        }
         else if (r == CLI_OK)
                 printf("signalled process %ld in %s (%s)\n", pid, a->args[0],
                        a->signal_name ? a->signal_name : "TERM");

@@ -42,7 +42,6 @@ struct client {
         char socket[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* "" with --url */
         const struct args *a;
         char progress[256];       /* "pausing web-1": shown on a TTY while a request runs long */
-        bool progress_shown;
 };
 
 struct response {

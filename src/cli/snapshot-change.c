@@ -74,7 +74,8 @@ const char snapshot_rm_usage[] =
     "given in the same command are deleted first.\n"
     "  --force        delete even when something depends on it (dependents keep their\n"
     "                 own files; their parent/template field becomes history)\n"
-    "  --json         {\"deleted\": [ids], \"failed\": [{\"id\", \"error\"}]}\n";
+    "  --json         {\"deleted\": [ids], \"failed\": [{\"id\", \"error\"}]}\n"
+    "                 (with --remote: failed: [{\"ref\", \"error\"}])\n";
 
 int snapshot_rm(struct vmsnap_store *s, struct args *a)
 {

@@ -1,5 +1,6 @@
 /* `vmsnap snapshot push | pull` and `ls | rm | gc --remote`: snapshots in S3 object storage
  * (docs/remote.md). Credentials come from a private file or the environment, never argv. */
+#include "cli/progress.h"
 #include "cli/snapshot.h"
 #include "util/text.h"
 
@@ -60,7 +61,11 @@ int snapshot_push(struct vmsnap_store *s, struct args *a)
         if (rc != CLI_OK)
                 return rc;
         struct vmsnap_remote_stats st = {0};
+        struct cli_progress pr;
+        cli_progress_start(&pr, "push %s", a->args[0]);
+        vmsnap_remote_set_progress(r, cli_progress_tick, &pr);
         int e = vmsnap_remote_push(r, s, row.id, &st, &d);
+        cli_progress_end(&pr, e == 0);
         vmsnap_remote_close(r);
         if (e < 0)
                 return snapshot_fail(a, &d);
@@ -91,7 +96,11 @@ int snapshot_pull(struct vmsnap_store *s, struct args *a)
         struct vmsnap_import_opts io = {.name = a->name};
         struct vmsnap_snapshot row;
         struct vmsnap_remote_stats st = {0};
+        struct cli_progress pr;
+        cli_progress_start(&pr, "pull %s", a->args[0]);
+        vmsnap_remote_set_progress(r, cli_progress_tick, &pr);
         int e = vmsnap_remote_pull(r, s, a->args[0], &io, &row, &st, &d);
+        cli_progress_end(&pr, e == 0);
         vmsnap_remote_close(r);
         if (e < 0)
                 return snapshot_fail(a, &d);
@@ -157,16 +166,28 @@ int snapshot_remote_rm(struct vmsnap_store *s, struct args *a)
         if (rc != CLI_OK)
                 return rc;
         int ret = CLI_OK;
+        json_t *done = json_array(), *failed = json_array();
         for (int i = 0; i < a->nargs; i++) {
                 struct vmsnap_diag d = {0};
                 char id[VMSNAP_ID_LEN + 1];
                 if (vmsnap_remote_rm(r, a->args[i], a->force ? VMSNAP_REMOTE_RM_FORCE : 0, id,
-                                     &d) < 0)
+                                     &d) < 0) {
                         ret = snapshot_fail(a, &d);
-                else
+                        json_array_append_new(failed, json_pack("{s:s, s:s}", "ref", a->args[i],
+                                                                "error", d.msg));
+                } else if (a->json) {
+                        json_array_append_new(done, json_string(id));
+                } else {
                         printf("removed remote %s\n", id);
+                }
         }
         vmsnap_remote_close(r);
+        if (a->json) {
+                snapshot_print_json(json_pack("{s:o, s:o}", "deleted", done, "failed", failed));
+        } else {
+                json_decref(done);
+                json_decref(failed);
+        }
         return ret;
 }
 

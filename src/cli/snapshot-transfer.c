@@ -1,5 +1,6 @@
 /* `vmsnap snapshot export | import`: snapshots as tar streams or directories, with a
  * progress bar on stderr when it is a terminal. */
+#include "cli/progress.h"
 #include "cli/snapshot.h"
 #include "util/fs.h"
 #include "util/text.h"
@@ -12,62 +13,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ---- progress bar (a terminal only) ------------------------------------------------------- */
-
-struct bar {
-        bool on;
-        double start, last;
-        const char *what;
-};
-
-static double now_seconds(void)
-{
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void bar_draw(void *ctx, uint64_t done, uint64_t total)
-{
-        struct bar *b = ctx;
-        double t = now_seconds();
-        if (!b->on || (t - b->last < 0.1 && done < total))
-                return;
-        b->last = t;
-        double el = t - b->start, rate = el > 0 ? (double)done / el : 0;
-        int pct = total ? (int)(100.0 * (double)done / (double)total) : 0, fill = pct / 4;
-        char d[16], tot[16], r[16];
-        vmsnap_format_bytes(done, d);
-        vmsnap_format_bytes(total, tot);
-        vmsnap_format_bytes((uint64_t)rate, r);
-        long eta = rate > 0 && total > done ? (long)((double)(total - done) / rate) : 0;
-        fprintf(stderr, "\r%s [%.*s%*s] %3d%% %s/%s %s/s ETA %ld:%02ld ", b->what, fill,
-                "=========================", 25 - fill, "", pct, d, tot, r, eta / 60, eta % 60);
-}
-
-static void bar_init(struct bar *b, const char *what, struct vmsnap_export_opts *e,
-                     struct vmsnap_import_opts *i)
-{
-        b->on = isatty(STDERR_FILENO);
-        b->start = now_seconds();
-        b->last = 0;
-        b->what = what;
-        if (e) {
-                e->progress = bar_draw;
-                e->progress_ctx = b;
-        }
-        if (i) {
-                i->progress = bar_draw;
-                i->progress_ctx = b;
-        }
-}
-
-static void bar_done(struct bar *b)
-{
-        if (b->on)
-                fprintf(stderr, "\r\033[K");
-}
 
 const char snapshot_export_usage[] =
     "usage: vmsnap snapshot export REF [-o FILE|-] [--to-dir DIR] [OPTIONS]\n\n"
@@ -82,7 +27,9 @@ const char snapshot_export_usage[] =
     "  --level N              compression level (default: zstd 3, gzip 6)\n"
     "  --no-base              leave the base image out (the importing host must have it;\n"
     "                         also what vmsnap versions without base images can read)\n"
-    "A progress bar is drawn on stderr when it is a terminal.\n";
+    "  --json                 {\"id\", \"name\", \"output\" and \"bytes\", or \"dir\"} (needs -o\n"
+    "                         FILE or --to-dir: stdout carries the archive)\n"
+    "On a terminal, stderr shows progress once it runs a second, then the time it took.\n";
 
 /* Exports into path through a temporary name, so a failed export leaves no partial file. */
 static int export_file(struct vmsnap_store *s, const char *id, const char *path,
@@ -105,6 +52,17 @@ static int export_file(struct vmsnap_store *s, const char *id, const char *path,
         return r;
 }
 
+/* --json of an export: what was written where; for an archive also its size. */
+static void print_exported(const struct vmsnap_snapshot *r, const char *path, bool dir)
+{
+        json_t *o = json_pack("{s:s, s:s?, s:s}", "id", r->id, "name", r->name,
+                              dir ? "dir" : "output", path);
+        struct stat st;
+        if (o && !dir && stat(path, &st) == 0)
+                json_object_set_new(o, "bytes", json_integer((json_int_t)st.st_size));
+        snapshot_print_json(o);
+}
+
 int snapshot_export(struct vmsnap_store *s, struct args *a)
 {
         if (a->nargs != 1)
@@ -115,17 +73,26 @@ int snapshot_export(struct vmsnap_store *s, struct args *a)
         if (to_stdout && isatty(STDOUT_FILENO))
                 return snapshot_usage_error(a, "refusing to write an archive to a terminal; use -o FILE "
                                       "or a pipe");
+        if (to_stdout && a->json)
+                return snapshot_usage_error(a, "--json needs -o FILE or --to-dir (stdout carries the "
+                                               "archive)");
         struct vmsnap_diag d = {0};
         struct vmsnap_snapshot r;
         if (vmsnap_store_resolve(s, a->args[0], &r, &d) < 0)
                 return snapshot_fail(a, &d);
-        struct bar b;
-        bar_init(&b, "export", &a->exp, NULL);
+        struct cli_progress b;
+        cli_progress_start(&b, "export %s", a->args[0]);
+        a->exp.progress = cli_progress_tick;
+        a->exp.progress_ctx = &b;
         int e = a->to_dir   ? vmsnap_store_export_dir(s, r.id, a->to_dir, &a->exp, &d)
                 : to_stdout ? vmsnap_store_export_fd(s, r.id, STDOUT_FILENO, &a->exp, &d)
                             : export_file(s, r.id, a->output, &a->exp, &d);
-        bar_done(&b);
-        return e < 0 ? snapshot_fail(a, &d) : CLI_OK;
+        cli_progress_end(&b, e == 0);
+        if (e < 0)
+                return snapshot_fail(a, &d);
+        if (a->json)
+                print_exported(&r, a->to_dir ? a->to_dir : a->output, !!a->to_dir);
+        return CLI_OK;
 }
 
 const char snapshot_import_usage[] =
@@ -172,8 +139,10 @@ int snapshot_import(struct vmsnap_store *s, struct args *a)
         struct vmsnap_diag d = {0};
         struct vmsnap_snapshot r;
         struct stat st;
-        struct bar b;
-        bar_init(&b, "import", NULL, &o);
+        struct cli_progress b;
+        cli_progress_start(&b, "import %s", src);
+        o.progress = cli_progress_tick;
+        o.progress_ctx = &b;
         int e;
         if (!from_stdin && stat(src, &st) == 0 && S_ISDIR(st.st_mode)) {
                 e = vmsnap_store_import_dir(s, src, &o, &r, &d);
@@ -184,7 +153,7 @@ int snapshot_import(struct vmsnap_store *s, struct args *a)
                 if (fd > STDIN_FILENO)
                         close(fd);
         }
-        bar_done(&b);
+        cli_progress_end(&b, e == 0);
         if (e < 0)
                 return snapshot_fail(a, &d);
         snapshot_print_added(s, a, &r, "imported");

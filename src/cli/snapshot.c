@@ -333,7 +333,7 @@ static const struct verb verbs[] = {
     {"export",
      snapshot_export,
      snapshot_export_usage,
-     {OPT_OUTPUT, OPT_TO_DIR, OPT_COMPRESSION, OPT_LEVEL, OPT_NO_BASE}},
+     {OPT_JSON, OPT_OUTPUT, OPT_TO_DIR, OPT_COMPRESSION, OPT_LEVEL, OPT_NO_BASE}},
     {"import",
      snapshot_import,
      snapshot_import_usage,

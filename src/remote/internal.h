@@ -8,7 +8,12 @@
 
 struct vmsnap_remote {
         struct s3 *s3;
+        vmsnap_progress_fn progress; /* push/pull: chunk bytes moved, of the total to move */
+        void *progress_ctx;
 };
+
+/* Reports progress to r's callback, if any. */
+void remote_progress(const struct vmsnap_remote *r, uint64_t done, uint64_t total);
 
 #define MANIFEST_PREFIX "manifests/"
 #define CHUNK_PREFIX    "chunks/"

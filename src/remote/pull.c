@@ -85,6 +85,33 @@ static int place_chunk(struct pull *p, const struct want *w, const struct s3_req
         return 0;
 }
 
+/* Bytes of the non-zero chunks: what a pull fetches. */
+static uint64_t fetch_total(const struct pull *p)
+{
+        uint64_t total = 0;
+        for (size_t i = 0; i < p->m->nfiles; i++) {
+                const struct vmsnap_remote_file *f = &p->m->files[i];
+                for (size_t c = 0; c < f->nchunks; c++)
+                        if (!f->chunks[c].zero)
+                                total += MIN((uint64_t)VMSNAP_REMOTE_CHUNK_SIZE,
+                                             f->size - (uint64_t)c * VMSNAP_REMOTE_CHUNK_SIZE);
+        }
+        return total;
+}
+
+/* Runs the k GETs of one batch and places their chunks; reports progress. */
+static int fetch_batch(struct pull *p, struct s3_req *q, const struct want *w, size_t k,
+                       uint64_t total, struct vmsnap_diag *d)
+{
+        int x = s3_run(p->r->s3, q, k, VMSNAP_REMOTE_PARALLEL, &p->st.retries, d);
+        for (size_t j = 0; x == 0 && j < k; j++)
+                x = place_chunk(p, &w[j], &q[j], d);
+        s3_req_reset(q, k);
+        if (x == 0)
+                remote_progress(p->r, p->st.bytes, total);
+        return x;
+}
+
 /* Fetches every non-zero chunk, VMSNAP_REMOTE_PARALLEL at a time, in batches. */
 static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
 {
@@ -93,6 +120,8 @@ static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
         struct want w[BATCH];
         size_t k = 0;
         int x = 0;
+        uint64_t total = fetch_total(p);
+        remote_progress(p->r, 0, total);
         for (size_t i = 0; x == 0 && i < p->m->nfiles; i++) {
                 const struct vmsnap_remote_file *f = &p->m->files[i];
                 for (size_t c = 0; x == 0 && c < f->nchunks; c++) {
@@ -110,20 +139,13 @@ static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
                         bool last = c + 1 == f->nchunks && i + 1 == p->m->nfiles;
                         if (k < BATCH && !last)
                                 continue;
-                        x = s3_run(p->r->s3, q, k, VMSNAP_REMOTE_PARALLEL, &p->st.retries, d);
-                        for (size_t j = 0; x == 0 && j < k; j++)
-                                x = place_chunk(p, &w[j], &q[j], d);
-                        s3_req_reset(q, k);
+                        x = fetch_batch(p, q, w, k, total, d);
                         k = 0;
                         vmsnap_crashpoint("remote.pull.chunk");
                 }
         }
-        if (x == 0 && k > 0) { /* the tail when the last chunks were zero */
-                x = s3_run(p->r->s3, q, k, VMSNAP_REMOTE_PARALLEL, &p->st.retries, d);
-                for (size_t j = 0; x == 0 && j < k; j++)
-                        x = place_chunk(p, &w[j], &q[j], d);
-                s3_req_reset(q, k);
-        }
+        if (x == 0 && k > 0) /* the tail when the last chunks were zero */
+                x = fetch_batch(p, q, w, k, total, d);
         return x;
 }
 

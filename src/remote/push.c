@@ -208,6 +208,10 @@ static int upload(struct push *p, size_t n, struct vmsnap_diag *d)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         struct s3_req q[BATCH];
         int x = 0;
+        uint64_t total = 0;
+        for (size_t i = 0; i < n; i++)
+                total += p->src[i].len;
+        remote_progress(p->r, 0, total);
         for (size_t at = 0; x == 0 && at < n; at += BATCH) {
                 size_t k = MIN((size_t)BATCH, n - at);
                 memset(q, 0, sizeof(q));
@@ -228,6 +232,8 @@ static int upload(struct push *p, size_t n, struct vmsnap_diag *d)
                         p->st.bytes += q[i].body_len;
                 }
                 s3_req_reset(q, k);
+                if (x == 0)
+                        remote_progress(p->r, p->st.bytes, total);
                 vmsnap_crashpoint("remote.push.chunk"); /* some chunks uploaded, not all */
         }
         free(bufs);

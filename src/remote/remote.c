@@ -40,6 +40,18 @@ void vmsnap_remote_close(struct vmsnap_remote *r)
         free(r);
 }
 
+void vmsnap_remote_set_progress(struct vmsnap_remote *r, vmsnap_progress_fn fn, void *ctx)
+{
+        r->progress = fn;
+        r->progress_ctx = ctx;
+}
+
+void remote_progress(const struct vmsnap_remote *r, uint64_t done, uint64_t total)
+{
+        if (r->progress)
+                r->progress(r->progress_ctx, done, total);
+}
+
 void remote_sha256(const void *buf, size_t len, uint8_t out[32])
 {
         unsigned int n = 32;

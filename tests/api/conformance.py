@@ -38,7 +38,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vmsnapd import VMSNAPD, Vmsnapd, free_port, skip, unix_request  # noqa: E402
+from vmsnapd import VMSNAPD, Vmsnapd, free_port, kill_peers, skip, unix_request  # noqa: E402
 
 TEST = "api-conformance"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -692,7 +692,7 @@ def main():
             prism.kill()
             prism.wait()
         d.kill()
-        kill_peers(work)
+        kill_peers(PEER, work)
         if failures:
             print("---- vmsnapd log (tail) ----\n" + "\n".join(d.log().splitlines()[-20:]))
         shutil.rmtree(work, ignore_errors=True)
@@ -703,23 +703,6 @@ def main():
     print("%s: %d operations and %d error codes, every answer conforms to docs/openapi.yaml"
           % (TEST, len(t.ops), len(t.codes)))
     return 0
-
-
-def kill_peers(work):
-    """The VMM peers this test's daemon started (they outlive it by design), by pid."""
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % pid, "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if cmd.startswith(PEER.encode()) and work.encode() in cmd:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
 
 
 if __name__ == "__main__":

@@ -133,3 +133,55 @@ class Vmsnapd:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def kill_peers(peer, work):
+    """The VMM peers (tests/peer) a test's daemon started under work (they outlive the daemon
+    by design), by pid: every process whose command line starts with the peer's path and
+    names work."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if cmd.startswith(peer.encode()) and work.encode() in cmd:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def start_peer_daemon(work, peer, guest, vmm_delay=0):
+    """A started vmsnapd under work/d whose sandboxes run on the Cloud Hypervisor driver with
+    tests/peer/ch-peer as the VMM (no guest boots; the guest image's kernel and disk are
+    still needed). vmm_delay: seconds each VMM start waits first (a step that takes long).
+    Unjailed: the VMM is the peer by a host path, which a jail does not hold (the jailed
+    driver is e2e/sandbox-cloud-hypervisor's). Kill the peers with kill_peers(peer, work)."""
+    bindir = os.path.join(work, "bin")
+    os.makedirs(bindir)
+    vmm = os.path.join(bindir, "cloud-hypervisor")
+    with open(vmm, "w") as f:
+        f.write("#!/bin/sh\ncase \" $* \" in *\" --version \"*) ;; *) sleep %s ;; esac\n"
+                "exec '%s' \"$@\"\n" % (vmm_delay, peer))
+    os.chmod(vmm, 0o755)
+    path = bindir + ":" + os.environ.get("PATH", "/usr/bin:/bin")
+    d = Vmsnapd(os.path.join(work, "d"), ["--vmm", "cloud-hypervisor", "--guest-dir", guest,
+                                          "--insecure-no-jail"],
+                {"PATH": path, "VMSNAP_VMM_START_TIMEOUT_MS": "%d" % (5000 + vmm_delay * 1000)})
+    os.makedirs(d.work)
+    d.start()
+    return d
+
+
+def need_guest_image(test, src, guest):
+    """Skips test unless guest holds the guest image's kernel and disk (built here by
+    guest/build.sh when missing)."""
+    if all(os.path.exists(os.path.join(guest, f)) for f in ("vmlinuz", "rootfs.ext4")):
+        return
+    rc = subprocess.call([os.path.join(src, "guest", "build.sh"), guest],
+                         stdout=subprocess.DEVNULL)
+    if rc != 0:
+        skip(test, "no guest image (guest/build.sh exit %d)" % rc)

@@ -181,7 +181,8 @@ expect 0 "${D[@]}" pull gen2
 [ "$(ls "$T/d/remote/staging" | wc -l)" = 0 ] || fail "the dead pull's staging dir was not swept"
 
 # ---- rm and gc --remote ---------------------------------------------------------------------
-expect 0 "${A[@]}" rm --remote gen2
+expect 0 "${A[@]}" rm --remote gen2 --json
+[ "$(json 'd["deleted"][0]')" = "$gen2" ] || fail "rm --remote --json does not name gen2 deleted"
 expect 0 "${A[@]}" gc --remote --json
 [ "$(json 'd["chunks_removed"]')" = 0 ] || fail "gc removed chunks within the grace period"
 [ "$(json 'd["chunks_young"]')" -ge 1 ] || fail "gc saw no young unreferenced chunk"

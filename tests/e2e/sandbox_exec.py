@@ -270,7 +270,10 @@ def test_processes_and_files(b):
     ps = json.loads(b.cli("ps", b.name, "--json", check_rc=0).stdout)
     bg = [x for x in ps if x["command"] == "sleep 300" and x["running"]]
     check(bg and bg[0]["detached"], "ps does not list the background process: %r" % ps)
-    b.cli("kill", b.name, str(bg[0]["pid"]), "--signal", "KILL", check_rc=0)
+    k = b.cli("kill", b.name, str(bg[0]["pid"]), "--signal", "KILL", "--json", check_rc=0)
+    check(json.loads(k.stdout)["pid"] == bg[0]["pid"], "kill --json: %r" % k.stdout)
+    e = json.loads(b.cli("exec", "--json", b.name, "--", "printf", 'a"b\\', check_rc=0).stdout)
+    check(e["exit_code"] == 0, "exec --json: %r" % e)
     for _ in range(100):
         ps = json.loads(b.cli("ps", b.name, "--json", check_rc=0).stdout)
         mine = [x for x in ps if x["pid"] == bg[0]["pid"]]
@@ -366,7 +369,11 @@ def test_cp_attack(b, work):
     check(os.listdir(outside) == [], "the hostile archive wrote outside: %r" % os.listdir(outside))
     check(not os.path.exists(os.path.join(work, "outside")), "it wrote next to the destination")
     # and a normal copy still works afterwards
-    b.cli("cp", "%s:/etc/hostname" % b.name, os.path.join(dest, "h"), check_rc=0)
+    # --json names the paths escaped (a quote and a backslash in this one)
+    p = b.cli("cp", "%s:/etc/hostname" % b.name, os.path.join(dest, 'h "q\\'), "--json",
+              check_rc=0)
+    got = json.loads(p.stdout)
+    check(got["files"] == 1 and got["to"] == os.path.join(dest, 'h "q\\'), "cp --json: %r" % got)
 
 
 def kill_leftover_vmms(work):
