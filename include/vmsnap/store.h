@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <vmsnap/disk.h>
 #include <vmsnap/error.h>
 #include <vmsnap/mem.h>
 
@@ -224,6 +225,26 @@ int vmsnap_store_dependents(struct vmsnap_store *s, const char *id, struct vmsna
  * directory. Returns 0, -ENOENT, -EBUSY or -errno. */
 int vmsnap_store_delete(struct vmsnap_store *s, const char *id, unsigned flags,
                         struct vmsnap_diag *d);
+
+/* What a snapshot's files take on disk and what of it is shared (docs/store.md "Usage"). */
+struct vmsnap_snapshot_usage {
+        uint64_t allocated;        /* allocated bytes of its directory and files, as size_bytes
+                                      counts them, measured now */
+        uint64_t shared;           /* of those, in files with more than one link: the same inode
+                                      is another snapshot's file too (or a shared input such as
+                                      the guest kernel) */
+        uint64_t parent_shared;    /* of those, in files that are the same inode as a file of
+                                      the snapshot it stands on: parent_id, else template_id
+                                      (0 without either, or when that one is gone) */
+        char base[VMSNAP_BASE_NAME_LEN + 1]; /* the pinned base image its disk stands on, "" */
+        uint64_t base_allocated;   /* that image's allocated bytes (every snapshot on it shares
+                                      them; not in allocated) */
+};
+
+/* Measures ready snapshot snap's usage now (a stat of each file, and of its parent's or
+ * template's). Returns 0 or -errno (d); a parent that is gone counts as none. */
+int vmsnap_store_usage(struct vmsnap_store *s, const struct vmsnap_snapshot *snap,
+                       struct vmsnap_snapshot_usage *ret, struct vmsnap_diag *d);
 
 /* ---- export / import ---------------------------------------------------------------------- */
 

@@ -444,12 +444,26 @@ static int query_kind(const struct api_call *call, bool *any, enum vmsnap_snapsh
         return -EINVAL;
 }
 
+/* Measures snap's usage (null when its directory cannot be read: a pending or deleting row,
+ * or one deleted meanwhile) into j. */
+static int add_usage(struct api_server *srv, const struct vmsnap_snapshot *snap, json_t *j)
+{
+        struct vmsnap_snapshot_usage u;
+        int r = snap->state == VMSNAP_SNAPSHOT_READY
+                        ? vmsnap_store_usage(store_take(srv), snap, &u, NULL)
+                        : -ENOENT;
+        if (snap->state == VMSNAP_SNAPSHOT_READY)
+                store_release(srv);
+        return api_snapshot_add_usage(j, r == 0 ? &u : NULL);
+}
+
 static void h_snapshot_list(struct api_server *srv, const struct api_call *call,
                             struct api_reply *rep)
 {
-        bool all, any;
+        bool all, any, usage;
         enum vmsnap_snapshot_kind kind;
-        if (query_bool(call, "all", &all, rep) < 0 || query_kind(call, &any, &kind, rep) < 0)
+        if (query_bool(call, "all", &all, rep) < 0 || query_kind(call, &any, &kind, rep) < 0 ||
+            query_bool(call, "usage", &usage, rep) < 0)
                 return;
         struct vmsnap_diag d = {0};
         _cleanup_free_ struct vmsnap_snapshot *list = NULL;
@@ -461,12 +475,19 @@ static void h_snapshot_list(struct api_server *srv, const struct api_call *call,
                 return;
         }
         json_t *a = json_array();
-        for (size_t i = 0; a && i < n; i++)
-                if ((any || list[i].kind == kind) &&
-                    json_array_append_new(a, api_snapshot_json(&list[i])) < 0) {
+        for (size_t i = 0; a && i < n; i++) {
+                if (!any && list[i].kind != kind)
+                        continue;
+                json_t *j = api_snapshot_json(&list[i]);
+                if (j && usage && add_usage(srv, &list[i], j) < 0) {
+                        json_decref(j);
+                        j = NULL;
+                }
+                if (json_array_append_new(a, j) < 0) {
                         json_decref(a);
                         a = NULL;
                 }
+        }
         api_reply_json(rep, 200, a ? json_pack("{s:o}", "snapshots", a) : NULL);
 }
 
@@ -486,12 +507,15 @@ static int snapshot_details(struct api_server *srv, const char *ref, json_t **re
                 r = vmsnap_store_files(s, snap->id, &files, &n_files, d);
         if (r == 0)
                 r = vmsnap_store_dependents(s, snap->id, &deps, &n_deps, d);
+        struct vmsnap_snapshot_usage u;
+        bool have_u = r == 0 && vmsnap_store_usage(s, snap, &u, NULL) == 0;
         store_release(srv);
         json_t *j = r == 0 ? api_snapshot_json(snap) : NULL;
         free(snap);
         if (r < 0)
                 return r;
-        if (!j || api_snapshot_add_details(j, files, n_files, deps, n_deps) < 0) {
+        if (!j || api_snapshot_add_details(j, files, n_files, deps, n_deps) < 0 ||
+            api_snapshot_add_usage(j, have_u ? &u : NULL) < 0) {
                 json_decref(j);
                 return -ENOMEM;
         }

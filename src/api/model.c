@@ -103,6 +103,18 @@ json_t *api_exec_json(const struct vmsnap_exec_result *res)
         return o;
 }
 
+int api_snapshot_add_usage(json_t *obj, const struct vmsnap_snapshot_usage *u)
+{
+        json_t *j = json_null();
+        if (u)
+                j = json_pack("{s:I, s:I, s:I, s:o, s:I}", "allocated_bytes",
+                              (json_int_t)u->allocated, "shared_bytes", (json_int_t)u->shared,
+                              "parent_shared_bytes", (json_int_t)u->parent_shared, "base_image",
+                              api_json_string_or_null(u->base), "base_image_bytes",
+                              (json_int_t)u->base_allocated);
+        return api_json_set(obj, "usage", j) ? -ENOMEM : 0;
+}
+
 static json_t *files_json(const struct vmsnap_snapshot_file *files, size_t n)
 {
         json_t *a = json_array();

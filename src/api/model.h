@@ -12,6 +12,10 @@
 /* Each returns a new object, or NULL when out of memory. */
 json_t *api_sandbox_json(const struct vmsnap_sandbox *s);
 json_t *api_snapshot_json(const struct vmsnap_snapshot *s);
+
+/* Sets obj's "usage" to u as a Usage object (docs/api.md), or to null when u is NULL (it
+ * could not be measured). Returns 0 or -ENOMEM. */
+int api_snapshot_add_usage(json_t *obj, const struct vmsnap_snapshot_usage *u);
 json_t *api_exec_json(const struct vmsnap_exec_result *r);
 
 /* The files and dependents of a snapshot, for GET /v1/snapshots/{ref} (added to obj). */

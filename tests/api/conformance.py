@@ -328,6 +328,31 @@ def times(sb, what, started, last_paused):
                                                     "a time" if want else "null"))
 
 
+def usage(P, clone):
+    """A paused clone's snapshot shares the template's memory files (docs/store.md "Usage")."""
+    if not clone or not clone.get("snapshot_id"):
+        fail("the paused clone has no snapshot_id: %r" % clone)
+        return
+    snap = P("GET", "/v1/snapshots/" + clone["snapshot_id"], "/v1/snapshots/{ref}", 200) or {}
+    tpl = P("GET", "/v1/snapshots/tpl", "/v1/snapshots/{ref}", 200) or {}
+    u, tu = snap.get("usage") or {}, tpl.get("usage") or {}
+    if not (0 < u.get("parent_shared_bytes", 0) <= u.get("shared_bytes", 0)
+            <= u.get("allocated_bytes", 0)):
+        fail("the clone's pause snapshot: usage %r (want 0 < parent_shared <= shared <= "
+             "allocated)" % u)
+    if u.get("allocated_bytes", 0) < snap.get("size_bytes", 1) // 2:
+        fail("usage.allocated_bytes %r against size_bytes %r" % (u, snap.get("size_bytes")))
+    if tu.get("shared_bytes", 0) < u.get("parent_shared_bytes", 1):
+        fail("the template shares %r, less than its clone's snapshot takes from it %r"
+             % (tu, u))
+    listed = P("GET", "/v1/snapshots?usage=1", "/v1/snapshots", 200) or {}
+    if not all("usage" in s for s in listed.get("snapshots", [])):
+        fail("GET /v1/snapshots?usage=1: a snapshot without usage")
+    plain = P("GET", "/v1/snapshots", "/v1/snapshots", 200) or {}
+    if any("usage" in s for s in plain.get("snapshots", [])):
+        fail("GET /v1/snapshots: usage without ?usage=1")
+
+
 def lifecycle(t, work, mode):
     """Every route with its success status, and the conflicts a lifecycle meets."""
     P = t.via_prism
@@ -364,6 +389,7 @@ def lifecycle(t, work, mode):
     P("GET", "/v1/snapshots/tpl", "/v1/snapshots/{ref}", 200)
     P("POST", "/v1/snapshots/tpl/sandboxes", "/v1/snapshots/{ref}/sandboxes", 201,
       body={"name": "clone-1"})
+    usage(P, P("POST", "/v1/sandboxes/clone-1/pause", "/v1/sandboxes/{ref}/pause", 200))
     P("POST", "/v1/sandboxes", "/v1/sandboxes", 201, body={"template": "tpl", "name": "clone-2"})
     P("POST", "/v1/snapshots/tpl/sandboxes", "/v1/snapshots/{ref}/sandboxes", 409,
       "template_mismatch", body={"memory_mib": 128})

@@ -116,11 +116,20 @@ details = set(schemas["SnapshotDetails"]["properties"])
 check(details == set(schemas["Snapshot"]["properties"]) | {"files", "dependents"},
       "SnapshotDetails is not Snapshot + files + dependents")
 check(set(schemas["SnapshotDetails"]["required"]) == details, "SnapshotDetails: required list")
+# Fields a schema has only sometimes, set by another function of model.c.
+optional = {"Snapshot": {"usage"}}  # api_snapshot_add_usage, with ?usage=1
+usage_fn = re.search(r'int api_snapshot_add_usage\(.*?\n\}\n', model, re.S)
+usage_keys = set(re.findall(r'"(\w+_bytes|base_image)"', usage_fn.group(0))) if usage_fn else set()
+check(usage_keys == set(schemas["SnapshotUsage"]["properties"]),
+      f"SnapshotUsage: model.c {sorted(usage_keys)} vs openapi {sorted(schemas['SnapshotUsage']['properties'])}")
+for f in usage_keys:
+    check(re.search(r"\b%s\b" % f, md), f"api.md does not mention the usage field {f}")
 for func, schema in (("api_sandbox_json", "Sandbox"), ("api_snapshot_json", "Snapshot"),
                      ("api_exec_json", "ExecResult")):
     fields = keys_of(func)
     props = set(schemas[schema]["properties"])
-    check(fields == props, f"{schema}: model.c {sorted(fields)} vs openapi {sorted(props)}")
+    check(fields | optional.get(schema, set()) == props,
+          f"{schema}: model.c {sorted(fields)} vs openapi {sorted(props)}")
     check(set(schemas[schema].get("required", [])) == fields, f"{schema}: required list differs from model.c")
     for f in fields:
         check(re.search(r"\b%s\b" % f, md), f"api.md does not mention the {schema} field {f}")
