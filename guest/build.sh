@@ -3,6 +3,8 @@
 #
 #   OUTDIR/vmlinuz              kernel of the linux-image-*-cloud-amd64 package that
 #                               linux-image-cloud-amd64 depends on (downloaded, never installed)
+#   OUTDIR/vmlinux              the same kernel uncompressed (guest/tools/extract-vmlinux), an
+#                               ELF with a PVH entry note: VMSNAP_PVH=1 boots it (docs/guest.md)
 #   OUTDIR/initramfs.cpio.gz    busybox-static + guest/init + the virtio modules + the agent
 #   OUTDIR/rootfs.ext4          64 MiB ext4 made from guest/rootfs with mke2fs -d
 #   OUTDIR/vmsnap-agent         the static guest agent, guest/agent/*.c (also inside the initramfs)
@@ -14,7 +16,8 @@
 #
 # Idempotent: each output is rebuilt only when one of its inputs is newer, and the
 # kernel package is downloaded once per version into OUTDIR/cache. Needs apt-get,
-# dpkg, busybox-static, cpio, gzip, e2fsprogs (mke2fs) and gcc with a static libc.
+# dpkg, busybox-static, cpio, gzip, e2fsprogs (mke2fs), gcc with a static libc, and for
+# vmlinux python3 and the decompressors (xz-utils, lz4, zstd, bzip2).
 # Exit status: 0 built (or up to date), 2 a prerequisite is missing (a tool, or the
 # kernel package cannot be resolved/downloaded), 1 any other failure.
 # See docs/guest.md.
@@ -120,6 +123,15 @@ build_kernel() {
     cp "$src" "$OUTDIR/vmlinuz.tmp"
     mv "$OUTDIR/vmlinuz.tmp" "$OUTDIR/vmlinuz"
     log "kernel $KVER -> $OUTDIR/vmlinuz"
+  fi
+}
+
+# The uncompressed kernel for a PVH boot (docs/guest.md §3.7), extracted from vmlinuz.
+build_vmlinux() {
+  if stale "$OUTDIR/vmlinux" "$OUTDIR/vmlinuz"; then
+    "$GUEST_DIR/tools/extract-vmlinux" "$OUTDIR/vmlinuz" "$OUTDIR/vmlinux" >/dev/null ||
+      die "cannot extract vmlinux from $OUTDIR/vmlinuz (guest/tools/extract-vmlinux)"
+    log "uncompressed kernel -> $OUTDIR/vmlinux"
   fi
 }
 
@@ -240,6 +252,7 @@ write_manifest() {
     echo "KERNEL_VERSION=$KVER"
     echo "MODULES=\"${MODULE_ORDER//$'\n'/ }\""
     echo "KERNEL=$OUTDIR/vmlinuz"
+    echo "VMLINUX=$OUTDIR/vmlinux"
     echo "INITRD=$OUTDIR/initramfs.cpio.gz"
     echo "ROOTFS=$OUTDIR/rootfs.ext4"
   } > "$tmp"
@@ -247,10 +260,11 @@ write_manifest() {
 }
 
 main() {
-  need apt-cache apt-get dpkg busybox cpio gzip mke2fs gcc readelf awk
+  need apt-cache apt-get dpkg busybox cpio gzip mke2fs gcc readelf awk python3 xz lz4 zstd bzip2
   KERNEL_PACKAGE=$(resolve_kernel_package)
   fetch_kernel "$KERNEL_PACKAGE"
   build_kernel
+  build_vmlinux
   build_agent
   build_tsc_khz
   build_initramfs

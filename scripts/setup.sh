@@ -17,6 +17,8 @@ PACKAGES=(
   libcmocka-dev
   # guest image and the QEMU VMM
   qemu-system-x86 qemu-utils busybox-static cpio e2fsprogs zstd
+  # guest/tools/extract-vmlinux: the bzImage's payload may be any of these (PVH boot)
+  xz-utils lz4 bzip2
   # tools the tests and benches drive (grep tests/ bench/ guest/ for what they call; the
   # suite fails on a skip, so a tool missing here shows up as a red CI run, docs/testing.md)
   tar gzip curl sqlite3 python3 python3-yaml procps util-linux diffutils iproute2

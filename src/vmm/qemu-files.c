@@ -4,6 +4,8 @@
 
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/log.h"
+#include "vmm/pvh.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -99,6 +101,25 @@ int qemu_install_file(const char *src_path, bool follow, int dst_dirfd, const ch
                 return vmsnap_diag(d, r, "%s: cannot rename into place: %s", name, strerror(-r));
         }
         return 0;
+}
+
+const char *qemu_boot_kernel(const char *kernel, char *buf, size_t size)
+{
+        const char *want = getenv("VMSNAP_PVH");
+        if (!want || strcmp(want, "1") != 0)
+                return kernel;
+        const char *slash = strrchr(kernel, '/');
+        int n = slash ? (int)(slash - kernel) : 0;
+        if (snprintf(buf, size, "%.*s/vmlinux", n, kernel) >= (int)size)
+                return kernel;
+        struct vmsnap_diag d = {0};
+        uint32_t entry;
+        if (vmm_pvh_entry_file(buf, &entry, &d) < 0) {
+                vmsnap_log(LOG_LEVEL_WARN, "VMSNAP_PVH=1 but %s: booting %s", d.msg, kernel);
+                return kernel;
+        }
+        vmsnap_log(LOG_LEVEL_DEBUG, "PVH boot: %s (entry 0x%x)", buf, entry);
+        return buf;
 }
 
 /* Links the kernel and initramfs a VM starts from into its run directory: the VM then

@@ -99,6 +99,11 @@ int qemu_read_run_config(struct vmsnap_vm *vm, struct vmsnap_diag *d);
 int qemu_install_file(const char *src_path, bool follow, int dst_dirfd, const char *name,
                       struct vmsnap_diag *d);
 
+/* The kernel file a boot starts: with VMSNAP_PVH=1, the uncompressed `vmlinux` beside kernel
+ * (into buf) when it has a PVH entry note, so that QEMU enters it directly (docs/guest.md
+ * §3.7); otherwise, or when that file is missing or bad (a warning says why), kernel. */
+const char *qemu_boot_kernel(const char *kernel, char *buf, size_t size);
+
 /* Links the kernel and initramfs (NULL: none) into run_dir; `follow` as for
  * qemu_install_file. Returns 0 or -errno (with d). */
 int qemu_install_boot_files(const char *run_dir, const char *kernel, const char *initrd,

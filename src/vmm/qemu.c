@@ -186,14 +186,16 @@ static int qemu_boot(const struct vmsnap_vm_spec *spec, struct vmsnap_vm **ret,
                                                                                : NULL;
         if (missing)
                 r = vmsnap_diag(d, -errno, "qemu: %s: %s", missing, strerror(errno));
+        char pvh[PATH_MAX];
+        const char *kernel = qemu_boot_kernel(spec->kernel, pvh, sizeof(pvh));
         if (r == 0)
-                r = qemu_choose_accel(spec, spec->kernel, spec->initrd, version, &accel, d);
+                r = qemu_choose_accel(spec, kernel, spec->initrd, version, &accel, d);
         if (r == 0)
                 r = qemu_machine_init(spec, &accel, version, &vm->machine, d);
         if (r == 0)
                 r = qemu_prepare_memory_file(vm->memory_file, spec->memory, true, d);
         if (r == 0)
-                r = qemu_install_boot_files(vm->run_dir, spec->kernel, spec->initrd, true, d);
+                r = qemu_install_boot_files(vm->run_dir, kernel, spec->initrd, true, d);
         if (r == 0)
                 r = start(vm, spec, false, d);
         char status[32] = "";
