@@ -9,7 +9,7 @@ set(VMSNAP_BUDGET_cli 300)
 set(VMSNAP_BUDGET_e2e 600)
 set(VMSNAP_BUDGET_dist 1500)
 set(VMSNAP_BUDGET_long 3600)
-set(VMSNAP_BUDGET_cluster 160)
+set(VMSNAP_BUDGET_cluster 240)
 set(VMSNAP_BUDGET_DEFAULT 300)
 
 set(VMSNAP_TEST_BUDGETS
@@ -21,7 +21,8 @@ set(VMSNAP_TEST_BUDGETS
     dist/install-script 60
     e2e/dashboard 180
     e2e/sandbox-network 120
-    cli/cli-json 120)
+    cli/cli-json 120
+    cluster/daemon-hosts 240)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})

@@ -53,7 +53,9 @@ int vmsnap_cluster_host_heartbeat(struct vmsnap_cluster *c, const char *id, int6
                                   struct vmsnap_diag *d);
 
 /* Marks lost every alive host but except_id (may be NULL) whose last heartbeat is older than
- * timeout_ms by the server's clock. Returns how many it marked (>= 0) or a negative errno. */
+ * timeout_ms by the server's clock, and in the same statement their sandboxes that held
+ * memory (creating, running, pausing, resuming, stopping) lost; paused ones stay paused.
+ * Returns how many hosts it marked (>= 0) or a negative errno. */
 int vmsnap_cluster_hosts_mark_lost(struct vmsnap_cluster *c, uint32_t timeout_ms,
                                    const char *except_id, struct vmsnap_diag *d);
 

@@ -2,6 +2,7 @@
  * REST API on a Unix socket and on TCP, runs the periodic tick (crash watcher, idle
  * auto-pause), and on SIGTERM/SIGINT stops accepting, lets the requests in flight finish and
  * closes the host, leaving sandboxes running for the next start to re-attach. */
+#include "api/cluster.h"
 #include "api/demo.h"
 #include "api/notify.h"
 #include "api/routes.h"
@@ -55,13 +56,24 @@ static const char usage_text[] =
         "                        One --network daemon per host network namespace\n"
         "  --net-pool CIDR       the sandboxes' addresses (default: " VMSNAP_NET_DEFAULT_POOL ")\n"
         "  --netns-dir DIR       where the namespaces are pinned (default: " VMSNAP_NET_DEFAULT_DIR ")\n"
+        "  --cluster URL|@FILE   cluster mode (docs/cluster.md): register this host in the\n"
+        "                        Postgres control plane and heart-beat; URL is a libpq URL or\n"
+        "                        conninfo without a password, @FILE reads one from a 0600 file\n"
+        "  --host-id ID          this host's id in the cluster (default: a UUID kept in\n"
+        "                        <root>/cluster-host-id)\n"
+        "  --advertise HOST:PORT where other hosts reach this API (default: the --listen address)\n"
+        "  --capacity VCPUS,MEMORY_MIB,DISK_MIB  what this host offers the cluster (default:\n"
+        "                        online CPUs, physical memory, free space of the root)\n"
+        "  --heartbeat-interval MS  cluster heartbeat period (default: 2000)\n"
+        "  --lost-after MS       a host silent this long is marked lost (default: 10000)\n"
         "  --demo                after start, create a sandbox, run a command in it, pause and\n"
         "                        resume it, and show that its state survived\n"
         "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
         "  -h, --help            show this help\n\n"
         "SIGTERM or SIGINT: stop accepting, finish the requests in flight, exit 0; sandboxes\n"
         "keep running. A second signal exits at once.\n"
-        "Environment: VMSNAP_ROOT, VMSNAP_LOG=error|warn|info|debug.\n"
+        "Environment: VMSNAP_ROOT, VMSNAP_LOG=error|warn|info|debug; in cluster mode libpq's\n"
+        "PGPASSFILE, PGSSLMODE, ... apply.\n"
         "Exit codes: 0 clean shutdown, 1 failure, 2 usage error.\n";
 
 struct options {
@@ -72,6 +84,7 @@ struct options {
         struct vmsnap_jail_config jail; /* disabled by --insecure-no-jail */
         bool network;
         struct vmsnap_net_config net;
+        struct api_cluster_options cluster; /* .source NULL: single-host mode */
 };
 
 /* The periodic vmsnap_host_tick, in its own thread, woken early to stop. */
@@ -131,6 +144,12 @@ enum {
         OPT_NETWORK,
         OPT_NET_POOL,
         OPT_NETNS_DIR,
+        OPT_CLUSTER,
+        OPT_HOST_ID,
+        OPT_ADVERTISE,
+        OPT_CAPACITY,
+        OPT_HEARTBEAT,
+        OPT_LOST_AFTER,
 };
 
 static const struct option long_options[] = {
@@ -154,6 +173,12 @@ static const struct option long_options[] = {
         {"network", no_argument, NULL, OPT_NETWORK},
         {"net-pool", required_argument, NULL, OPT_NET_POOL},
         {"netns-dir", required_argument, NULL, OPT_NETNS_DIR},
+        {"cluster", required_argument, NULL, OPT_CLUSTER},
+        {"host-id", required_argument, NULL, OPT_HOST_ID},
+        {"advertise", required_argument, NULL, OPT_ADVERTISE},
+        {"capacity", required_argument, NULL, OPT_CAPACITY},
+        {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
+        {"lost-after", required_argument, NULL, OPT_LOST_AFTER},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -180,6 +205,39 @@ static int parse_jail_option(int c, const char *arg, struct vmsnap_jail_config *
         case OPT_CGROUP_VERSION:
                 return vmsnap_jail_parse_cgroup_version(arg, &j->cgroup_version, &d) < 0
                                ? usage_error("--cgroup-version: %s", d.msg)
+                               : 0;
+        }
+        return -1;
+}
+
+/* The cluster options (--cluster, --host-id, --advertise, --capacity, --heartbeat-interval,
+ * --lost-after). Returns 0, -1 when c is not one of them, or the usage exit code 2. */
+static int parse_cluster_option(int c, const char *arg, struct api_cluster_options *o)
+{
+        struct vmsnap_diag d = {0};
+        switch (c) {
+        case OPT_CLUSTER:
+                o->source = arg;
+                return 0;
+        case OPT_HOST_ID:
+                o->host_id = arg;
+                return 0;
+        case OPT_ADVERTISE:
+                o->advertise = arg;
+                return 0;
+        case OPT_CAPACITY:
+                return api_cluster_parse_capacity(arg, o, &d) < 0
+                               ? usage_error("--capacity: %s", d.msg)
+                               : 0;
+        case OPT_HEARTBEAT:
+                return parse_uint(arg, 600000, &o->heartbeat_ms) < 0 || o->heartbeat_ms < 10
+                               ? usage_error("--heartbeat-interval: '%s' is not a number of "
+                                             "milliseconds from 10 to 600000", arg)
+                               : 0;
+        case OPT_LOST_AFTER:
+                return parse_uint(arg, 3600000, &o->lost_after_ms) < 0 || o->lost_after_ms < 10
+                               ? usage_error("--lost-after: '%s' is not a number of "
+                                             "milliseconds from 10 to 3600000", arg)
                                : 0;
         }
         return -1;
@@ -274,6 +332,15 @@ static int parse_options(int argc, char **argv, struct options *o)
                         if (parse_jail_option(c, optarg, &o->jail) != 0)
                                 return 2;
                         break;
+                case OPT_CLUSTER:
+                case OPT_HOST_ID:
+                case OPT_ADVERTISE:
+                case OPT_CAPACITY:
+                case OPT_HEARTBEAT:
+                case OPT_LOST_AFTER:
+                        if (parse_cluster_option(c, optarg, &o->cluster) != 0)
+                                return 2;
+                        break;
                 default:
                         return usage_error("unknown or incomplete option '%s'", argv[optind - 1]);
                 }
@@ -282,6 +349,18 @@ static int parse_options(int argc, char **argv, struct options *o)
                 return usage_error("unexpected argument '%s'", argv[optind]);
         if (!o->root)
                 o->root = vmsnap_store_default_root();
+        if (!o->cluster.source && (o->cluster.host_id || o->cluster.advertise ||
+                                   o->cluster.vcpus || o->cluster.heartbeat_ms ||
+                                   o->cluster.lost_after_ms))
+                return usage_error("--host-id, --advertise, --capacity, --heartbeat-interval and "
+                                   "--lost-after need --cluster");
+        unsigned hb = o->cluster.heartbeat_ms ? o->cluster.heartbeat_ms
+                                               : API_CLUSTER_HEARTBEAT_MS_DEFAULT;
+        unsigned lost = o->cluster.lost_after_ms ? o->cluster.lost_after_ms
+                                                 : API_CLUSTER_LOST_AFTER_MS_DEFAULT;
+        if (o->cluster.source && lost < 2 * hb)
+                return usage_error("--lost-after (%u ms) must be at least two heartbeat intervals "
+                                   "(%u ms)", lost, 2 * hb);
         return 0;
 }
 
@@ -410,7 +489,8 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
 /* Starts the TCP listener with the token of <root>/token. On the first start the token is
  * made first, and stored and printed (once) only when the listener is up, so a start that
  * fails to bind leaves no token behind that nobody was shown. */
-static int start_tcp(struct api_server *srv, const char *listen, struct vmsnap_diag *d)
+static int start_tcp(struct api_server *srv, const char *listen, char *url, size_t url_size,
+                     struct vmsnap_diag *d)
 {
         _cleanup_close_ int dirfd = vmsnap_fs_open_dir(srv->root);
         if (dirfd < 0)
@@ -421,8 +501,7 @@ static int start_tcp(struct api_server *srv, const char *listen, struct vmsnap_d
                 r = api_token_generate(srv->token, d);
         if (r < 0)
                 return vmsnap_diag_prefix(d, "%s", srv->root);
-        char url[300];
-        if ((r = api_listen_tcp(srv, listen, url, sizeof(url), d)) < 0)
+        if ((r = api_listen_tcp(srv, listen, url, url_size, d)) < 0)
                 return r;
         if (made && (r = api_token_store(dirfd, srv->token, d)) < 0)
                 return vmsnap_diag_prefix(d, "%s", srv->root);
@@ -436,9 +515,12 @@ static int start_tcp(struct api_server *srv, const char *listen, struct vmsnap_d
         return 0;
 }
 
+/* Starts the Unix socket and (unless --no-tcp) TCP listeners; the TCP URL bound goes into
+ * tcp_url ("" without TCP). */
 static int start_listeners(struct api_server *srv, const struct options *o, char *socket_path,
-                           size_t size, struct vmsnap_diag *d)
+                           size_t size, char tcp_url[300], struct vmsnap_diag *d)
 {
+        tcp_url[0] = '\0';
         int n = o->socket ? snprintf(socket_path, size, "%s", o->socket)
                           : snprintf(socket_path, size, "%s/" SOCKET_NAME, srv->root);
         if (n < 0 || (size_t)n >= size)
@@ -450,7 +532,7 @@ static int start_listeners(struct api_server *srv, const struct options *o, char
         if (r < 0)
                 return r;
         log_info("serving on unix:%s (no token)", socket_path);
-        return o->no_tcp ? 0 : start_tcp(srv, o->listen, d);
+        return o->no_tcp ? 0 : start_tcp(srv, o->listen, tcp_url, 300, d);
 }
 
 /* Waits for the requests in flight after quiesce; a second signal gives up at once. */
@@ -490,17 +572,22 @@ static void close_host(struct api_server *srv)
 static int run(struct api_server *srv, const struct options *o, const sigset_t *signals)
 {
         struct vmsnap_diag d = {0};
-        char socket_path[PATH_MAX];
+        char socket_path[PATH_MAX], tcp_url[300];
         struct ticker ticker;
+        struct api_cluster *cluster = NULL;
         pthread_t demo;
         bool demo_started = false;
         int r = open_host(srv, o, &d);
         if (r == 0)
-                r = start_listeners(srv, o, socket_path, sizeof(socket_path), &d);
+                r = start_listeners(srv, o, socket_path, sizeof(socket_path), tcp_url, &d);
+        if (r == 0 && o->cluster.source)
+                r = api_cluster_start(&o->cluster, srv->root, tcp_url[0] ? tcp_url : NULL,
+                                      &cluster, &d);
         if (r == 0 && (r = ticker_start(&ticker, srv, o->tick_interval)) < 0)
                 vmsnap_diag(&d, r, "cannot start the tick thread: %s", strerror(-r));
         if (r < 0) {
                 log_error("%s", d.msg[0] ? d.msg : strerror(-r));
+                api_cluster_stop(cluster);
                 api_server_stop(srv);
                 close_host(srv);
                 return 1;
@@ -515,6 +602,7 @@ static int run(struct api_server *srv, const struct options *o, const sigset_t *
         drain(srv, signals);
         api_server_stop(srv);
         ticker_stop(&ticker);
+        api_cluster_stop(cluster);
         if (demo_started)
                 pthread_join(demo, NULL);
         close_host(srv);

@@ -79,14 +79,21 @@ int vmsnap_cluster_hosts_mark_lost(struct vmsnap_cluster *c, uint32_t timeout_ms
                 return vmsnap_diag(d, -EINVAL, "mark lost: no connection");
         snprintf(ms, sizeof(ms), "%" PRIu32, timeout_ms);
         const char *params[] = { ms, except_id ? except_id : "" };
+        /* One statement, so one transaction: the hosts and the sandboxes whose memory died
+         * with them change together or not at all. Paused ones stay paused (docs/cluster.md §3). */
         int r = cluster_query(c, "mark lost hosts",
-                              "UPDATE hosts SET state = 'lost' WHERE state = 'alive'"
-                              " AND id <> $2"
-                              " AND heartbeat_at < now() - $1::integer * interval '1 millisecond'",
+                              "WITH lost AS (UPDATE hosts SET state = 'lost' WHERE state = 'alive'"
+                              "  AND id <> $2"
+                              "  AND heartbeat_at < now() - $1::integer * interval '1 millisecond'"
+                              "  RETURNING id),"
+                              " gone AS (UPDATE sandboxes SET state = 'lost', updated_at = now()"
+                              "  WHERE host_id IN (SELECT id FROM lost) AND state IN ('creating',"
+                              "  'running', 'pausing', 'resuming', 'stopping') RETURNING id)"
+                              " SELECT (SELECT count(*) FROM lost), (SELECT count(*) FROM gone)",
                               2, params, &res, d);
         if (r < 0)
                 return r;
-        int n = atoi(PQcmdTuples(res));
+        int n = (int)cluster_i64(res, 0, 0);
         PQclear(res);
         return n;
 }

@@ -1,4 +1,4 @@
-/* src/cluster/ against a real PostgreSQL (tests/cluster/pg-run.sh starts it): migrations,
+/* src/cluster/ against a real PostgreSQL (tests/lib/pg-run.sh starts it): migrations,
  * one interrupted by a server restart (nothing half-applied); hosts, heartbeats and lost
  * hosts; two real connections racing for one sandbox's lease (exactly one wins, every
  * round); fencing of a host declared lost; racing placements never overfill a host; a
@@ -396,6 +396,12 @@ static void test_fencing(void **state)
         int64_t ea = register_host(c, "a", 8, 8192);
         int64_t eb = register_host(c, "b", 8, 8192);
         create_on(c, "s1", "a");
+        create_on(c, "s2", "a"); /* paused before a is lost: stays paused */
+        create_on(c, "s3", "a"); /* running when a is lost: lost with it */
+        assert_int_equal(vmsnap_cluster_lease_acquire(c, "s2", "a", ea, "pause", &ta, &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_finish(c, "s2", "a", ta, "paused", &d), 0);
+        assert_int_equal(vmsnap_cluster_lease_acquire(c, "s3", "a", ea, "create", &ta, &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_finish(c, "s3", "a", ta, "running", &d), 0);
         assert_int_equal(vmsnap_cluster_lease_acquire(c, "s1", "a", ea, "pause", &ta, &d), 0);
         assert_int_equal(vmsnap_cluster_sandbox_set_state(c, "s1", "a", ta, "pausing", &d), 0);
         assert_int_equal(vmsnap_cluster_lease_acquire(c, "s1", "b", eb, "resume", &tb, &d), -EBUSY);
@@ -406,6 +412,12 @@ static void test_fencing(void **state)
         usleep(2000);
         assert_int_equal(vmsnap_cluster_host_heartbeat(c, "b", eb, &d), 0);
         assert_int_equal(vmsnap_cluster_hosts_mark_lost(c, 0, "b", &d), 1);
+        assert_int_equal(vmsnap_cluster_sandbox_get(c, "s1", &s, &d), 0);
+        assert_string_equal(s.state, "lost"); /* was pausing: its memory died with a */
+        assert_int_equal(vmsnap_cluster_sandbox_get(c, "s2", &s, &d), 0);
+        assert_string_equal(s.state, "paused");
+        assert_int_equal(vmsnap_cluster_sandbox_get(c, "s3", &s, &d), 0);
+        assert_string_equal(s.state, "lost");
         /* a's lease died with it: even before anyone takes over, its writes are refused. */
         assert_int_equal(vmsnap_cluster_sandbox_set_state(c, "s1", "a", ta, "paused", &d), -ESTALE);
         assert_int_equal(vmsnap_cluster_lease_acquire(c, "s1", "a", ea, "pause", &ta2, &d), -ESTALE);

@@ -1,0 +1,48 @@
+/* vmsnapd in cluster mode (docs/cluster.md §3, "vmsnapd --cluster"): where the cluster
+ * database is (never a password on the command line), this host's identity, endpoint and
+ * capacity, its registration, and the heartbeat thread that also marks silent hosts lost. */
+#ifndef VMSNAP_API_CLUSTER_H
+#define VMSNAP_API_CLUSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vmsnap/error.h>
+
+#define API_CLUSTER_HEARTBEAT_MS_DEFAULT 2000
+#define API_CLUSTER_LOST_AFTER_MS_DEFAULT 10000
+
+/* The cluster options of vmsnapd. source NULL: single-host mode. */
+struct api_cluster_options {
+        const char *source;    /* --cluster: a libpq URL/conninfo without password, or @FILE */
+        const char *host_id;   /* --host-id; NULL: <root>/cluster-host-id, made once */
+        const char *advertise; /* --advertise HOST:PORT; NULL: the TCP address bound */
+        uint32_t vcpus;        /* --capacity; 0: measured */
+        uint64_t memory_mib, disk_mib;
+        unsigned heartbeat_ms, lost_after_ms; /* 0: the defaults */
+};
+
+/* A running cluster member (opaque). */
+struct api_cluster;
+
+/* Parses --capacity "VCPUS,MEMORY_MIB,DISK_MIB" into o. -EINVAL naming the bad part. */
+int api_cluster_parse_capacity(const char *s, struct api_cluster_options *o, struct vmsnap_diag *d);
+
+/* Reads the connection string o->source names: "@FILE" reads FILE (a regular file of this
+ * user, not readable by group or others: it may hold a password); anything else is taken as
+ * given and refused when it carries a password (argv is visible to every local user).
+ * Writes it NUL-terminated into out. */
+int api_cluster_conninfo(const char *source, char *out, size_t size, struct vmsnap_diag *d);
+
+/* Joins the cluster: connects (migrating the schema), registers this host with its capacity
+ * and endpoint (tcp_url: "http://HOST:PORT" the daemon bound, NULL without TCP), and starts
+ * the heartbeat thread. root is the store root (for the host id file and disk capacity). */
+int api_cluster_start(const struct api_cluster_options *o, const char *root, const char *tcp_url,
+                      struct api_cluster **ret, struct vmsnap_diag *d);
+
+/* Stops the heartbeat thread and disconnects; NULL is fine. The host stays registered: it is
+ * marked lost after the timeout unless it starts again (a new epoch) before. */
+void api_cluster_stop(struct api_cluster *c);
+
+#endif
