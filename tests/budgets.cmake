@@ -14,12 +14,14 @@ set(VMSNAP_BUDGET_DEFAULT 300)
 
 set(VMSNAP_TEST_BUDGETS
     unit/test-mem-property 300
+    unit/test-store-crash 300
+    unit/test-store-archive 300
     cli/snapshot-crash 600
     cli/remote-ceph 600
     e2e/sandbox-merge 360
     e2e/accel-visible 150
     dist/install-script 60
-    e2e/dashboard 180
+    e2e/dashboard 360
     e2e/sandbox-network 120
     cli/cli-json 120
     cluster/daemon-hosts 240)
