@@ -29,10 +29,35 @@ static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         return r;
 }
 
+/* The new generation from only the blocks the VMM touched since its restore (touched.c):
+ * returns 1 when done so, 0 when the caller must diff the whole file by content (the host
+ * or the VM does not allow the shortcut), or -errno when the diff itself failed. */
+static int capture_touched(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
+                           const struct vmsnap_vm_saved *saved, const char *parent,
+                           const char *dir, const struct vmsnap_mem_opts *o,
+                           struct vmsnap_diag *d)
+{
+        if (!l->touch.valid || !l->vm || saved->memory_file_temporary ||
+            saved->source != VMSNAP_MEM_SOURCE_CONTENT || !touch_mark_holds(&l->touch))
+                return 0;
+        char out[PATH_LEN];
+        snprintf(out, sizeof(out), "%.3000s/%s/changed", h->mem_root, sb->id);
+        unlink(out); /* left by a daemon that died in a pause */
+        struct touch_stats s;
+        struct vmsnap_diag why = {0};
+        if (touch_extract(l->driver->pid(l->vm), saved->memory_file, parent, out, &s, &why) < 0)
+                return 0;
+        struct vmsnap_mem_opts sparse = *o;
+        sparse.source = VMSNAP_MEM_SOURCE_SPARSE; /* holes: the parent's blocks */
+        int r = vmsnap_mem_diff(out, dir, parent, &sparse, NULL, d);
+        unlink(out);
+        return r < 0 ? r : 1;
+}
+
 /* Memory: a new generation over the parent (or generation 0), in the pending directory. */
 /* A pause leaves the merge at the cap to the background (compact.c) and merges itself only
  * at sync_merge_cap; a template is merged at the cap right away. */
-static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
                           enum vmsnap_snapshot_kind kind, const struct vmsnap_vm_saved *saved,
                           const char *dir, struct vmsnap_diag *d)
 {
@@ -43,9 +68,12 @@ static int capture_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb
         struct vmsnap_mem_opts o = {.source = saved->source,
                                     .merge_cap = kind == VMSNAP_SNAPSHOT_PAUSE ? sync_merge_cap(h)
                                                                                : h->merge_cap};
-        if (parent[0])
-                return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
-        return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
+        if (!parent[0])
+                return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
+        r = capture_touched(h, l, sb, saved, parent, dir, &o, d);
+        if (r != 0)
+                return r < 0 ? r : 0;
+        return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
 }
 
 /* rootfs.meta (which pinned base image the disk stands on) travels with the disk. */
@@ -138,7 +166,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                 vmsnap_store_txn_set_vmm_version(txn, saved.version);
         trace_mark(t, VMSNAP_PAUSE_VMM_SAVE);
         if (r == 0)
-                r = capture_memory(h, sb, kind, &saved, dir, d);
+                r = capture_memory(h, l, sb, kind, &saved, dir, d);
         if (saved.memory_file_temporary)
                 unlink(saved.memory_file);
         trace_mark(t, VMSNAP_PAUSE_MEM_DIFF);
@@ -251,6 +279,8 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
                 from.memory_path = pager_socket;
         } else if (r == 0) {
                 r = prepare_memory(h, sb, snapdir, d);
+                /* before the VMM exists: whatever it maps from here on is what it touched */
+                touch_mark_take(buf.memory, &l->touch);
         }
         if (r == 0)
                 r = l->driver->restore(&spec, &from, &l->vm, d);

@@ -6,6 +6,8 @@
 #include <vmsnap/sandbox.h>
 #include <vmsnap/vmm.h>
 
+#include "sandbox/touched.h"
+
 #include <jansson.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -24,6 +26,7 @@ struct live {
         pid_t pager_pid;         /* the sandbox's page server (lazy restore), 0 when none */
         bool pager_jailed;       /* it runs in its own jail (writes only into the run dir) */
         char accel[8], accel_reason[256]; /* of the last VMM started or attached (live_lock) */
+        struct touch_mark touch; /* taken when vm was restored onto a fresh memory file */
         struct live *next;
 };
 

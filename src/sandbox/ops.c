@@ -131,4 +131,5 @@ void vm_kill(struct live *l)
         if (l->vm)
                 l->driver->destroy(l->vm);
         l->vm = NULL;
+        l->touch.valid = false;
 }

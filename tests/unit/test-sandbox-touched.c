@@ -1,0 +1,227 @@
+/* touched.c against the real kernel: a child process maps a memory file MAP_SHARED the way
+ * QEMU maps guest RAM, reads some pages and writes others (new data, zeros, the same bytes
+ * again, data where there were zeros); touch_extract must hand over exactly the blocks whose
+ * content changed, and a diff of them over the parent must read back as the file does.
+ * A process that maps none or only part of the file is refused (-ENOENT): the caller then
+ * diffs the whole file by content. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdbool.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <vmsnap/mem.h>
+
+#include "sandbox/touched.h"
+#include "testlib.h"
+
+#define BS     4096u
+#define BLOCKS 64u
+#define SIZE   ((size_t)BLOCKS * BS)
+
+struct fixture {
+        char *root, *memp, *parent, *out;
+        uint8_t *mem; /* what the memory file holds when the parent was made */
+};
+
+static int setup(void **state)
+{
+        struct fixture *f = calloc(1, sizeof(*f));
+        f->root = test_mkdtemp("touched");
+        f->memp = test_path(f->root, "memory");
+        f->parent = test_path(f->root, "parent");
+        f->out = test_path(f->root, "changed");
+        f->mem = calloc(1, SIZE);
+        uint64_t seed = 42;
+        for (unsigned b = 0; b < BLOCKS; b += 2) /* odd blocks stay zero */
+                test_fill_random(&seed, f->mem + (size_t)b * BS, BS);
+        test_write_file(f->memp, f->mem, SIZE);
+        mkdir(f->parent, 0700);
+        struct vmsnap_diag d = {0};
+        struct vmsnap_mem_opts o = {0};
+        assert_int_equal(vmsnap_mem_process(f->memp, f->parent, &o, NULL, &d), 0);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state)
+{
+        struct fixture *f = *state;
+        test_rmtree(f->root);
+        free(f->root), free(f->memp), free(f->parent), free(f->out), free(f->mem), free(f);
+        return 0;
+}
+
+/* The child's accesses go through the mapping byte by byte: ASan would take the fresh
+ * mapping for heap it freed earlier at the same address (its shadow is not reset by mmap). */
+__attribute__((no_sanitize("address"))) static void access_pages(volatile uint8_t *m, bool all)
+{
+        uint8_t sink = m[1 * BS] ^ m[2 * BS + 7] ^ m[40 * BS];
+        (void)sink;
+        if (!all)
+                return;
+        for (unsigned i = 0; i < BS; i++) {
+                m[4 * BS + i] = 0xa5;             /* new data */
+                m[6 * BS + i] = 0;                /* zeros over data */
+                m[8 * BS + i] = m[8 * BS + i];    /* the same bytes again */
+        }
+        for (unsigned i = 100; i < 110; i++)
+                m[11 * BS + i] = 0x5a;            /* data where there were zeros */
+}
+
+/* A child that maps `len` bytes of path shared, reads blocks 1, 2 and 40, writes new data
+ * into 4, zeros into 6, block 8's own bytes again and data into 11 (was zero); then it
+ * tells the parent through `ready` and waits to be killed. */
+static pid_t start_child(const char *path, size_t len, int ready)
+{
+        pid_t pid = fork();
+        if (pid != 0)
+                return pid;
+        int fd = open(path, O_RDWR);
+        uint8_t *m = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+                _exit(1);
+        access_pages(m, len == SIZE);
+        char c = 1;
+        if (write(ready, &c, 1) != 1)
+                _exit(1);
+        for (;;)
+                pause();
+}
+
+static void stop_child(pid_t pid)
+{
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+}
+
+static pid_t child_ready(const char *path, size_t len)
+{
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t pid = start_child(path, len, p[1]);
+        assert_true(pid > 0);
+        close(p[1]); /* a child that dies before it is ready ends the read */
+        char c;
+        ssize_t n = read(p[0], &c, 1);
+        close(p[0]);
+        if (n != 1)
+                stop_child(pid);
+        assert_int_equal(n, 1);
+        return pid;
+}
+
+/* The data regions of a sparse file, as a bitmap of blocks. */
+static uint64_t data_blocks(const char *path)
+{
+        int fd = open(path, O_RDONLY);
+        assert_true(fd >= 0);
+        uint64_t bits = 0;
+        for (off_t off = 0; (off = lseek(fd, off, SEEK_DATA)) >= 0;) {
+                off_t end = lseek(fd, off, SEEK_HOLE);
+                for (off_t b = off; b < end; b += BS)
+                        bits |= 1ull << (b / BS);
+                off = end;
+        }
+        close(fd);
+        return bits;
+}
+
+static void changed_blocks_only(void **state)
+{
+        struct fixture *f = *state;
+        pid_t pid = child_ready(f->memp, SIZE);
+        struct touch_stats s;
+        struct vmsnap_diag d = {0};
+        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
+        stop_child(pid);
+        assert_int_equal(r, 0);
+        /* read-fault-around may map more neighbours; never fewer than the 8 it used */
+        assert_true(s.touched >= 8);
+        assert_int_equal(s.changed, 3);
+        assert_int_equal(data_blocks(f->out), (1ull << 4) | (1ull << 6) | (1ull << 11));
+
+        /* the diff of those blocks over the parent reads back as the file now is */
+        char *next = test_path(f->root, "next");
+        mkdir(next, 0700);
+        struct vmsnap_mem_opts o = {.source = VMSNAP_MEM_SOURCE_SPARSE};
+        assert_int_equal(vmsnap_mem_diff(f->out, next, f->parent, &o, NULL, &d), 0);
+        char *back = test_path(f->root, "back");
+        assert_int_equal(vmsnap_mem_materialize(next, back, NULL, &d), 0);
+        size_t n1, n2;
+        uint8_t *want = test_read_file(f->memp, &n1), *got = test_read_file(back, &n2);
+        assert_int_equal(n1, SIZE);
+        assert_int_equal(n2, SIZE);
+        assert_memory_equal(want, got, SIZE);
+        assert_memory_not_equal(want + 4 * BS, f->mem + 4 * BS, BS); /* the child's writes */
+        free(want), free(got), free(back), free(next);
+}
+
+static void refuses_a_process_without_the_file(void **state)
+{
+        struct fixture *f = *state;
+        struct touch_stats s;
+        struct vmsnap_diag d = {0};
+        assert_int_equal(touch_extract(getpid(), f->memp, f->parent, f->out, &s, &d), -ENOENT);
+        assert_int_equal(access(f->out, F_OK), -1); /* nothing left behind */
+
+        pid_t pid = child_ready(f->memp, SIZE / 2); /* maps only half: cannot tell the rest */
+        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
+        stop_child(pid);
+        assert_int_equal(r, -ENOENT);
+        assert_non_null(strstr(d.msg, "only part"));
+}
+
+static void refuses_an_existing_output(void **state)
+{
+        struct fixture *f = *state;
+        test_write_file(f->out, "x", 1); /* never overwritten: a symlink could be planted */
+        pid_t pid = child_ready(f->memp, SIZE);
+        struct touch_stats s;
+        struct vmsnap_diag d = {0};
+        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
+        stop_child(pid);
+        assert_int_equal(r, -EEXIST);
+}
+
+static void mark_follows_the_host(void **state)
+{
+        struct fixture *f = *state;
+        struct touch_mark m;
+        touch_mark_take(f->memp, &m);
+        FILE *sw = fopen("/proc/swaps", "re");
+        char line[512];
+        int lines = 0;
+        while (sw && fgets(line, sizeof(line), sw))
+                lines++;
+        if (sw)
+                fclose(sw);
+        if (lines > 1) /* a host with swap never takes the shortcut */
+                assert_false(m.valid);
+        assert_int_equal(touch_mark_holds(&m), m.valid);
+        m.swap_outs++; /* as if a page was swapped out since */
+        assert_false(touch_mark_holds(&m));
+}
+
+int main(void)
+{
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(changed_blocks_only, setup, teardown),
+                cmocka_unit_test_setup_teardown(refuses_a_process_without_the_file, setup,
+                                                teardown),
+                cmocka_unit_test_setup_teardown(refuses_an_existing_output, setup, teardown),
+                cmocka_unit_test_setup_teardown(mark_follows_the_host, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
