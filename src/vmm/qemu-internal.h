@@ -26,6 +26,7 @@
 #define QEMU_NAME         "qemu"
 #define QEMU_HINT         "apt-get install qemu-system-x86 (QEMU 7.2 or later)"
 #define QEMU_FDNAME       "vmsnap-migration" /* getfd name of the migration stream's fd */
+#define QEMU_RAM_BLOCK    "mem"              /* RAM block of -object memory-backend-file,id=mem */
 #define QEMU_POLL_MS      5
 #define QEMU_EXIT_WAIT_MS 2000 /* how long a failing QEMU gets to exit, for its status */
 
@@ -37,7 +38,9 @@ struct vmsnap_vm {
         struct qemu_machine machine;
         char run_dir[PATH_MAX];
         char memory_file[PATH_MAX];
-        bool memory_shared; /* share=on: the memory file holds guest RAM (save is possible) */
+        bool memory_shared; /* share=on: the memory file holds guest RAM */
+        char scratch_memory[PATH_MAX]; /* share=off: where a save puts the RAM it splits
+                                          out of the stream (the spec's memory_file) */
         char qmp_sock[SUN_LEN_MAX];
         char agent_sock[SUN_LEN_MAX];
 };
@@ -72,6 +75,15 @@ static inline int path_join(char *out, size_t size, const char *dir, const char 
         int n = snprintf(out, size, "%s/%s", dir, name);
         return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
 }
+
+/* ---- qemu-stream.c ---- */
+
+/* Reads a migration stream from in_fd until its end (at most timeout_ms), writing every page
+ * record of RAM block `block` (mem_size bytes) to its offset in mem_fd (sized to mem_size,
+ * zero pages left as holes) and every other byte to snap_fd unchanged. Returns 0, or
+ * -EPROTO (a stream it does not understand) or -errno, with d saying where. */
+int qemu_stream_split(int in_fd, int snap_fd, int mem_fd, uint64_t mem_size, const char *block,
+                      int timeout_ms, struct vmsnap_diag *d);
 
 /* ---- qemu.c ---- */
 

@@ -101,6 +101,47 @@ static int write_snapfile(struct vmsnap_vm *vm, int dirfd, struct vmsnap_diag *d
         return r;
 }
 
+/* A VM with private RAM (share=off): the stream goes through a pipe and is split into
+ * dirfd/snapfile (devices) and a fresh memory file (guest RAM), see qemu-stream.c. */
+static int write_split(struct vmsnap_vm *vm, int dirfd, const char *memfile,
+                       struct vmsnap_diag *d)
+{
+        struct vmsnap_staged s;
+        int r = vmsnap_staged_open(&s, dirfd, QEMU_SNAPFILE, d);
+        if (r < 0)
+                return r;
+        unlink(memfile); /* a leftover of a save that died */
+        _cleanup_close_ int mem = open(memfile, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                                O_CLOEXEC, 0600);
+        int p[2] = {-1, -1};
+        if (mem < 0)
+                r = vmsnap_diag(d, -errno, "%s: %s", memfile, strerror(errno));
+        if (r == 0 && pipe2(p, O_CLOEXEC) < 0)
+                r = vmsnap_diag(d, -errno, "pipe: %s", strerror(errno));
+        if (r == 0)
+                r = qemu_set_ignore_shared(vm, d);
+        if (r == 0)
+                r = qemu_pass_fd(vm, p[1], d);
+        if (p[1] >= 0)
+                close(p[1]); /* QEMU has its own: its close ends the stream */
+        if (r == 0)
+                r = qemu_qmp(vm, "migrate", json_pack("{s:s}", "uri", "fd:" QEMU_FDNAME), -1,
+                             VMM_QMP_TIMEOUT_MS, NULL, d);
+        if (r == 0)
+                r = qemu_stream_split(p[0], s.fd, mem, vm->machine.memory, QEMU_RAM_BLOCK,
+                                      timeout_for(vm->machine.memory), d);
+        if (p[0] >= 0)
+                close(p[0]); /* a split that failed: QEMU's writes fail, its migration too */
+        if (r == 0)
+                r = wait_migration(vm, d);
+        if (r == 0)
+                r = vmsnap_staged_commit(&s, d);
+        vmsnap_staged_abort(&s);
+        if (r < 0)
+                unlink(memfile);
+        return r;
+}
+
 /* Links the VM's kernel and initramfs into the snapshot and writes its vmm.json. */
 static int write_machine(struct vmsnap_vm *vm, int dirfd, const char *state_dir,
                          struct vmsnap_diag *d)
@@ -130,15 +171,13 @@ int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm_save
                 d = &local;
         if (!vm || !state_dir || !ret)
                 return vmsnap_diag(d, -EINVAL, "qemu: save needs a VM and a state directory");
-        /* x-ignore-shared skips only shared RAM: a share=off VM would stream its whole RAM
-         * into snapfile while its memory file (what the memory layer reads) stays the old
-         * snapshot's. Such a snapshot would not hold the guest's memory. */
-        if (!vm->memory_shared)
+        /* x-ignore-shared skips only shared RAM: a share=off VM streams all of it, so the
+         * stream is split and its RAM lands in the scratch memory file (qemu-stream.c). */
+        if (!vm->memory_shared && !vm->scratch_memory[0])
                 return vmsnap_diag(d, -EOPNOTSUPP,
-                                   "qemu (pid %d): this VM maps %s privately "
-                                   "(restored share=off); its RAM is not in that file and "
-                                   "cannot be saved cheaply: restore with a shared memory "
-                                   "file of its own to snapshot it again",
+                                   "qemu (pid %d): this VM maps %s privately (restored "
+                                   "share=off) and has no memory file of its own to save its "
+                                   "RAM into",
                                    (int)vm->proc.pid, vm->memory_file);
         _cleanup_close_ int dirfd = vmsnap_fs_open_dir(state_dir);
         if (dirfd < 0)
@@ -153,8 +192,10 @@ int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm_save
                                 "qemu (pid %d): the VM was saved and has not run since; "
                                 "resume it before saving it again",
                                 (int)vm->proc.pid);
-        if (r == 0)
+        if (r == 0 && vm->memory_shared)
                 r = write_snapfile(vm, dirfd, d);
+        else if (r == 0)
+                r = write_split(vm, dirfd, vm->scratch_memory, d);
         if (r == 0)
                 r = write_machine(vm, dirfd, state_dir, d);
         if (r == 0 && (r = vmsnap_fs_fsync_dir(dirfd)) < 0)
@@ -162,9 +203,10 @@ int qemu_save(struct vmsnap_vm *vm, const char *state_dir, struct vmsnap_vm_save
         if (r < 0)
                 return r;
         memset(ret, 0, sizeof(*ret));
-        snprintf(ret->memory_file, sizeof(ret->memory_file), "%s", vm->memory_file);
+        snprintf(ret->memory_file, sizeof(ret->memory_file), "%s",
+                 vm->memory_shared ? vm->memory_file : vm->scratch_memory);
         ret->source = VMSNAP_MEM_SOURCE_CONTENT;
-        ret->memory_file_temporary = false;
+        ret->memory_file_temporary = !vm->memory_shared;
         snprintf(ret->version, sizeof(ret->version), "%s/%s", vm->machine.qemu_version,
                  vmm_accel_name(vm->machine.accel));
         return 0;

@@ -275,6 +275,8 @@ static int restore_memory(struct vmsnap_vm *vm, const struct vmsnap_vm_spec *spe
                              (int)sizeof(vm->memory_file))
                 return vmsnap_diag(d, -EINVAL, "qemu: restore needs a memory file path");
         vm->memory_shared = from->memory_mode == VMSNAP_VM_MEMORY_FILE_SHARED;
+        if (!vm->memory_shared && spec->memory_file && strcmp(spec->memory_file, path) != 0)
+                snprintf(vm->scratch_memory, sizeof(vm->scratch_memory), "%s", spec->memory_file);
         return qemu_prepare_memory_file(vm->memory_file, vm->machine.memory, false, d);
 }
 
@@ -345,7 +347,10 @@ static int qemu_attach(const struct vmsnap_vm_spec *spec, pid_t pid, struct vmsn
         snprintf(old_needle, sizeof(old_needle), "path=%s,", esc ? esc : vm->qmp_sock);
         r = spec->id ? qemu_read_run_config(vm, d)
                      : vmsnap_diag(d, -EINVAL, "qemu: attach needs the sandbox id");
-        if (r == 0 && spec->memory_file && strcmp(spec->memory_file, vm->memory_file) != 0)
+        if (r == 0 && !vm->memory_shared && spec->memory_file &&
+            strcmp(spec->memory_file, vm->memory_file) != 0) /* share=off: never written */
+                snprintf(vm->scratch_memory, sizeof(vm->scratch_memory), "%s", spec->memory_file);
+        else if (r == 0 && spec->memory_file && strcmp(spec->memory_file, vm->memory_file) != 0)
                 r = vmsnap_diag(d, -EPERM, "%s/%s: names memory file %s, the sandbox's is %s",
                                 vm->run_dir, QEMU_CONFIG, vm->memory_file, spec->memory_file);
         if (r == 0)

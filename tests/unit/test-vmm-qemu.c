@@ -475,29 +475,60 @@ static void test_template_save_resume(void **state)
         unlink(mem);
 }
 
-/* share=off restores run, but their memory file does not hold their RAM: save refuses. */
-static void test_private_restore_refuses_save(void **state)
+/* A share=off restore (a clone: the template's clean pages stay shared) never writes its
+ * memory file; its save splits the RAM out of the migration stream into the VM's own memory
+ * file (qemu-stream.c), so the snapfile holds device state only, and a share=on restore
+ * from the two goes on where the clone was. */
+static void test_private_restore_save(void **state)
 {
         (void)state;
         struct vm *p = &F.c;
         struct vmsnap_diag d = {0};
         struct vmsnap_vm_saved saved;
-        char disk[8192], dir[DIR_LEN];
-        struct stat before, after;
+        char disk[8192], dir[DIR_LEN], clone_disk[4096], path[8192];
+        struct stat before, after, sf;
         snprintf(disk, sizeof(disk), "%s/disk.qcow2", F.snap_a);
         assert_int_equal(stat(F.a.memory, &before), 0);
         vm_init(p, "private");
         if (vm_restore(p, F.snap_a, F.a.memory, VMSNAP_VM_MEMORY_FILE_PRIVATE, disk, &d) < 0)
                 fail_msg("share=off restore: %s", d.msg);
         assert_files_intact(p);
-        make_dir(dir, "refused");
-        assert_int_equal(drv->save(p->vm, dir, &saved, &d), -EOPNOTSUPP);
-        assert_non_null(strstr(d.msg, "share=off"));
-        assert_false(exists(dir, "snapfile"));
+        char *out = guest_exec(p, "echo clone-ram > /tmp/clone.txt && cat /tmp/clone.txt");
+        assert_string_equal(out, "clone-ram\n");
+        free(out);
+        long counted = wait_counter_above(p, guest_counter(p));
+        make_dir(dir, "private-save");
+        assert_int_equal(drv->pause(p->vm, &d), 0);
+        int64_t t0 = now_ms();
+        if (drv->save(p->vm, dir, &saved, &d) < 0)
+                fail_msg("save of a share=off VM: %s", d.msg);
+        printf("# save of a share=off VM (stream split into the memory file): %lld ms\n",
+               (long long)(now_ms() - t0));
+        assert_string_equal(saved.memory_file, p->memory);
+        assert_true(saved.memory_file_temporary);
+        snprintf(path, sizeof(path), "%s/snapfile", dir);
+        assert_int_equal(stat(path, &sf), 0);
+        printf("# its snapfile: %lld bytes\n", (long long)sf.st_size);
+        assert_true(sf.st_size < (4 << 20)); /* no guest RAM in it */
+        snprintf(clone_disk, sizeof(clone_disk), "%s", p->rootfs);
         vm_destroy(p);
         assert_int_equal(stat(F.a.memory, &after), 0);
         assert_true(before.st_mtim.tv_sec == after.st_mtim.tv_sec &&
                     before.st_mtim.tv_nsec == after.st_mtim.tv_nsec); /* never written */
+
+        char ram[4096];
+        snprintf(ram, sizeof(ram), "%s", saved.memory_file);
+        vm_init(p, "private-back");
+        if (vm_restore(p, dir, ram, VMSNAP_VM_MEMORY_FILE_SHARED, clone_disk, &d) < 0)
+                fail_msg("share=on restore of the clone's save: %s", d.msg);
+        assert_files_intact(p);
+        out = guest_exec(p, "cat /tmp/clone.txt");
+        assert_string_equal(out, "clone-ram\n");
+        free(out);
+        assert_true(guest_counter(p) >= counted);
+        vm_destroy(p);
+        unlink(p->memory);
+        unlink(ram);
 
         struct vmsnap_vm_restore lazy = {.state_dir = F.snap_a,
                                          .memory_mode = VMSNAP_VM_MEMORY_UFFD,
@@ -791,7 +822,7 @@ int main(void)
                 cmocka_unit_test(test_boot_exec),
                 cmocka_unit_test(test_save_restore),
                 cmocka_unit_test(test_template_save_resume),
-                cmocka_unit_test(test_private_restore_refuses_save),
+                cmocka_unit_test(test_private_restore_save),
                 cmocka_unit_test(test_detach_attach),
                 cmocka_unit_test(test_destroy_reaps),
                 cmocka_unit_test(test_start_failure),
