@@ -24,7 +24,8 @@ set(VMSNAP_TEST_BUDGETS
     e2e/dashboard 360
     e2e/sandbox-network 120
     cli/cli-json 120
-    cluster/daemon-hosts 240)
+    cluster/daemon-hosts 240
+    e2e/clone-share 300)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})

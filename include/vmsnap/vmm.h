@@ -70,6 +70,8 @@ struct vmsnap_vmm_driver {
         const char *name; /* "qemu", "firecracker", "cloud-hypervisor" */
         const char *disk_format; /* the sandbox disk it takes: "qcow2" overlay or "raw" copy */
         bool lazy_uffd;          /* restore can take VMSNAP_VM_MEMORY_UFFD (the page server) */
+        bool private_save;       /* a VM restored VMSNAP_VM_MEMORY_FILE_PRIVATE can be saved
+                                    (its RAM into the spec's memory_file, temporary) */
 
         /* Finds the VMM binary and reads its version into ret_version. Returns 0, -ENOENT
          * when it is not installed (d says what to install), or -errno. */

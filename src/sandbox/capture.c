@@ -225,6 +225,29 @@ static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         return r < 0 ? r : copy_meta(snapdir, buf.run_dir, d);
 }
 
+/* A clone of a template on an unjailed host maps the template's memory, materialized once
+ * per host, private (copy-on-write): clean pages are shared with its siblings. A jailed VMM
+ * would need to open that file for writing (QEMU 7.2), so jailed clones get their own copy
+ * until the jailer can hand it a read-only one (docs/sandbox.md "Clones that share memory"). */
+static bool clone_shares(const struct vmsnap_host *h, const struct live *l)
+{
+        return !h->jailed && l->driver->private_save;
+}
+
+/* The template's memory linked into the clone's memory directory as `out`; the clone's
+ * own memory file name stays free for its first pause to write its RAM into. */
+static int prepare_clone_memory(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                                const struct vmsnap_snapshot *t, const char *snapdir,
+                                char out[PATH_LEN], struct vmsnap_diag *d)
+{
+        char dir[PATH_LEN];
+        snprintf(dir, sizeof(dir), "%.3000s/%s", h->mem_root, sb->id);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return vmsnap_diag(d, -errno, "%s: cannot create: %s", dir, strerror(errno));
+        snprintf(out, PATH_LEN, "%.3000s/%s/template", h->mem_root, sb->id);
+        return template_memory_link(h, t->id, t->memory, snapdir, out, d);
+}
+
 /* Refuses state written by a VMM version that cannot load it (e.g. Firecracker's). */
 static int check_version(struct live *l, const struct vmsnap_snapshot *snap,
                          struct vmsnap_diag *d)
@@ -244,7 +267,6 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
                  const struct vmsnap_snapshot *snap, bool shared_template, struct journal *j,
                  struct vmsnap_diag *d)
 {
-        (void)shared_template; /* see docs/vmm.md: QEMU clones get their own memory file */
         char snapdir[PATH_LEN];
         pthread_mutex_lock(&h->db_lock);
         int r = vmsnap_store_snapshot_dir(h->store, snap->id, snapdir, PATH_LEN);
@@ -271,12 +293,16 @@ int restore_into(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *s
         struct vmsnap_vm_restore from = {.state_dir = snapdir,
                                          .memory_mode = VMSNAP_VM_MEMORY_FILE_SHARED,
                                          .memory_path = buf.memory};
-        char pager_socket[PATH_LEN];
+        char pager_socket[PATH_LEN], tmpl_memory[PATH_LEN];
         if (r == 0 && l->driver->lazy_uffd) {
                 /* Lazy: pages come from the snapshot on first touch, nothing is copied. */
                 r = pager_start(h, l, sb, snapdir, pager_socket, d);
                 from.memory_mode = VMSNAP_VM_MEMORY_UFFD;
                 from.memory_path = pager_socket;
+        } else if (r == 0 && shared_template && clone_shares(h, l)) {
+                r = prepare_clone_memory(h, sb, snap, snapdir, tmpl_memory, d);
+                from.memory_mode = VMSNAP_VM_MEMORY_FILE_PRIVATE;
+                from.memory_path = tmpl_memory;
         } else if (r == 0) {
                 r = prepare_memory(h, sb, snapdir, d);
                 /* before the VMM exists: whatever it maps from here on is what it touched */

@@ -144,6 +144,17 @@ void path_memory(const struct vmsnap_host *h, const char *id, char out[PATH_LEN]
 void path_template_memory(const struct vmsnap_host *h, const char *snapshot_id,
                           char out[PATH_LEN]);
 
+/* ---- template-memory.c ---- */
+
+/* Makes dst (in a clone's own memory directory) a hard link of the template's memory
+ * materialized once per host (made from snapdir when missing or of another size than
+ * `size`). Returns 0 or -errno (with d). */
+int template_memory_link(struct vmsnap_host *h, const char *template_id, uint64_t size,
+                         const char *snapdir, const char *dst, struct vmsnap_diag *d);
+
+/* Removes the materialized template memories that no clone links any more. */
+void template_memory_sweep(struct vmsnap_host *h);
+
 /* A spec for the driver from a sandbox row, with paths in `buf` (owned by the caller). */
 struct spec_buf {
         char run_dir[PATH_LEN], kernel[PATH_LEN], initrd[PATH_LEN], rootfs[PATH_LEN],

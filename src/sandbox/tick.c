@@ -76,5 +76,6 @@ int vmsnap_host_tick(struct vmsnap_host *h)
                         changed++;
         }
         free(v);
+        template_memory_sweep(h);
         return changed;
 }

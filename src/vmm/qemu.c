@@ -488,6 +488,7 @@ static void qemu_host_accel(const char *binary, const char *run_parent, char *na
 const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
         .disk_format = "qcow2",
     .name = QEMU_NAME,
+        .private_save = true,
         .probe = qemu_probe,
         .compatible = qemu_compatible,
         .boot = qemu_boot,
