@@ -25,7 +25,8 @@ set(VMSNAP_TEST_BUDGETS
     e2e/sandbox-network 120
     cli/cli-json 120
     cluster/daemon-hosts 240
-    e2e/clone-share 300)
+    e2e/clone-share 300
+    unit/test-vmm-qemu 480)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})
