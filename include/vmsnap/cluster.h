@@ -121,6 +121,13 @@ int vmsnap_cluster_sandbox_create(struct vmsnap_cluster *c, const char *id,
                                   const char *template_id, const struct vmsnap_cluster_request *r,
                                   char ret_host_id[VMSNAP_CLUSTER_ID_MAX], struct vmsnap_diag *d);
 
+/* Records a sandbox that already exists on host_id (created there, or made before the host
+ * joined the cluster) in state, owned by host_id, no lease. -EEXIST when the cluster has a
+ * row for id already (left unchanged), -ESTALE when host_id is not alive in epoch. */
+int vmsnap_cluster_sandbox_adopt(struct vmsnap_cluster *c, const char *id, const char *host_id,
+                                 int64_t epoch, const char *state, const char *template_id,
+                                 uint32_t vcpus, uint64_t memory_mib, struct vmsnap_diag *d);
+
 /* Reads sandbox id into *ret; -ENOENT. */
 int vmsnap_cluster_sandbox_get(struct vmsnap_cluster *c, const char *id,
                                struct vmsnap_cluster_sandbox *ret, struct vmsnap_diag *d);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <vmsnap/cluster.h>
+#include <vmsnap/sandbox.h>
 
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -24,6 +25,7 @@
 
 #define HOST_ID_FILE   "cluster-host-id"
 #define CONNINFO_MAX   4096
+#define POOL_SIZE      4 /* connections of the request threads (each reconnects by itself) */
 
 struct api_cluster {
         struct vmsnap_cluster *db; /* the heartbeat thread's once started */
@@ -35,6 +37,10 @@ struct api_cluster {
         pthread_cond_t cond;
         bool stop, started;
         pthread_t thread;
+        /* The request threads' connections: taken and given back under lock. */
+        struct vmsnap_cluster *pool[POOL_SIZE];
+        bool pool_busy[POOL_SIZE];
+        pthread_cond_t pool_cond;
 };
 
 /* ---- options ------------------------------------------------------------------------------ */
@@ -244,7 +250,7 @@ static void beat(struct api_cluster *c, bool *reachable)
                 if (r == 0) {
                         log_info("cluster: host %s registered again, epoch %" PRId64, c->info.id,
                                  epoch);
-                        c->epoch = epoch;
+                        __atomic_store_n(&c->epoch, epoch, __ATOMIC_RELEASE);
                 }
         }
         if (r == 0 && !*reachable)
@@ -321,11 +327,15 @@ int api_cluster_start(const struct api_cluster_options *o, const char *root, con
                 r = fill_info(o, root, tcp_url, &c->info, d);
         if (r == 0)
                 r = vmsnap_cluster_open(conninfo, &c->db, d);
+        for (int i = 0; r == 0 && i < POOL_SIZE; i++)
+                r = vmsnap_cluster_open(conninfo, &c->pool[i], d);
         explicit_bzero(conninfo, CONNINFO_MAX);
         if (r == 0)
                 r = vmsnap_cluster_host_register(c->db, &c->info, &c->epoch, d);
         if (r < 0) {
                 vmsnap_cluster_close(c->db);
+                for (int i = 0; i < POOL_SIZE; i++)
+                        vmsnap_cluster_close(c->pool[i]);
                 free(c);
                 return r;
         }
@@ -336,6 +346,7 @@ int api_cluster_start(const struct api_cluster_options *o, const char *root, con
         pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
         pthread_cond_init(&c->cond, &ca);
         pthread_condattr_destroy(&ca);
+        pthread_cond_init(&c->pool_cond, NULL);
         r = -pthread_create(&c->thread, NULL, heartbeat_main, c);
         c->started = r == 0;
         if (r < 0) {
@@ -363,7 +374,132 @@ void api_cluster_stop(struct api_cluster *c)
         if (c->started)
                 pthread_join(c->thread, NULL);
         pthread_cond_destroy(&c->cond);
+        pthread_cond_destroy(&c->pool_cond);
         pthread_mutex_destroy(&c->lock);
         vmsnap_cluster_close(c->db);
+        for (int i = 0; i < POOL_SIZE; i++)
+                vmsnap_cluster_close(c->pool[i]);
         free(c);
+}
+
+/* ---- operations on local sandboxes (docs/cluster.md §5, §6) ------------------------------ */
+
+/* The cluster's word for a local state (same order as enum vmsnap_sandbox_state). */
+static const char *cluster_state(enum vmsnap_sandbox_state s)
+{
+        static const char *const names[] = { "creating", "running", "pausing", "paused",
+                                             "resuming", "stopping", "stopped", "error" };
+        return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "error";
+}
+
+/* Takes a connection of the pool, waiting while all are in use. */
+static int pool_take(struct api_cluster *c)
+{
+        pthread_mutex_lock(&c->lock);
+        for (;;) {
+                for (int i = 0; i < POOL_SIZE; i++)
+                        if (!c->pool_busy[i]) {
+                                c->pool_busy[i] = true;
+                                pthread_mutex_unlock(&c->lock);
+                                return i;
+                        }
+                pthread_cond_wait(&c->pool_cond, &c->lock);
+        }
+}
+
+static void pool_give(struct api_cluster *c, int i)
+{
+        pthread_mutex_lock(&c->lock);
+        c->pool_busy[i] = false;
+        pthread_cond_signal(&c->pool_cond);
+        pthread_mutex_unlock(&c->lock);
+}
+
+/* The host's current epoch (the heartbeat thread may have re-registered). */
+static int64_t epoch_now(struct api_cluster *c)
+{
+        return __atomic_load_n(&c->epoch, __ATOMIC_ACQUIRE);
+}
+
+/* A database failure as the API reports it: the cluster is unavailable (503), the operation
+ * was not started. Lease and state answers (-EBUSY, -ESTALE, -ENOENT) pass through. */
+static int db_error(int r, struct vmsnap_diag *d)
+{
+        if (r == -ECONNRESET || r == -ECONNREFUSED || r == -EIO)
+                return vmsnap_diag(d, -EAGAIN, "cluster unavailable: %s", d->msg);
+        if (r == -ESTALE)
+                return vmsnap_diag(d, -EAGAIN, "cluster: %s (this host is re-registering; retry)",
+                                   d->msg);
+        return r;
+}
+
+int api_cluster_publish(struct api_cluster *c, const struct vmsnap_sandbox *sb,
+                        struct vmsnap_diag *d)
+{
+        if (!c)
+                return 0;
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_adopt(c->pool[i], sb->id, c->info.id, epoch_now(c),
+                                             cluster_state(sb->state), sb->template_id, sb->vcpus,
+                                             sb->memory >> 20 ? sb->memory >> 20 : 1, d);
+        pool_give(c, i);
+        return r == -EEXIST ? 0 : db_error(r, d);
+}
+
+int api_cluster_op_begin(struct api_cluster *c, const struct vmsnap_sandbox *sb, const char *op,
+                         const char *transitional, struct api_cluster_op *ret,
+                         struct vmsnap_diag *d)
+{
+        *ret = (struct api_cluster_op){ .c = c };
+        if (!c)
+                return 0;
+        int i = pool_take(c);
+        struct vmsnap_cluster *db = c->pool[i];
+        int64_t epoch = epoch_now(c);
+        int r = vmsnap_cluster_lease_acquire(db, sb->id, c->info.id, epoch, op, &ret->token, d);
+        if (r == -ENOENT) { /* made before this host joined the cluster: adopt it first */
+                r = vmsnap_cluster_sandbox_adopt(db, sb->id, c->info.id, epoch,
+                                                 cluster_state(sb->state), sb->template_id,
+                                                 sb->vcpus, sb->memory >> 20 ? sb->memory >> 20 : 1,
+                                                 d);
+                if (r == 0 || r == -EEXIST)
+                        r = vmsnap_cluster_lease_acquire(db, sb->id, c->info.id, epoch, op,
+                                                         &ret->token, d);
+        }
+        struct vmsnap_cluster_sandbox row;
+        if (r == 0 && (r = vmsnap_cluster_sandbox_get(db, sb->id, &row, d)) == 0 &&
+            strcmp(row.host_id, c->info.id) != 0)
+                r = vmsnap_diag(d, -EBUSY, "sandbox %s belongs to host %s in the cluster, not "
+                                "to this one (%s)", sb->id, row.host_id, c->info.id);
+        if (r == 0)
+                r = vmsnap_cluster_sandbox_set_state(db, sb->id, c->info.id, ret->token,
+                                                     transitional, d);
+        if (r < 0 && ret->token) /* the lease was taken: give it back */
+                vmsnap_cluster_lease_release(db, sb->id, c->info.id, ret->token, NULL);
+        pool_give(c, i);
+        if (r < 0) {
+                ret->token = 0;
+                return r == -EBUSY ? r : db_error(r, d);
+        }
+        snprintf(ret->id, sizeof(ret->id), "%s", sb->id);
+        return 0;
+}
+
+void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, bool destroyed)
+{
+        if (!op->c || !op->token)
+                return;
+        struct vmsnap_diag d = {0};
+        struct vmsnap_sandbox sb;
+        const char *state = "stopped";
+        if (!destroyed) /* the state the local operation reached, success or not */
+                state = vmsnap_sandbox_get(host, op->id, &sb, NULL) == 0 ? cluster_state(sb.state)
+                                                                        : "error";
+        int i = pool_take(op->c);
+        int r = vmsnap_cluster_sandbox_finish(op->c->pool[i], op->id, op->c->info.id, op->token,
+                                              state, &d);
+        pool_give(op->c, i);
+        if (r < 0)
+                log_warn("cluster: sandbox %s: publishing '%s' failed: %s", op->id, state, d.msg);
+        op->token = 0;
 }

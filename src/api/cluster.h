@@ -45,4 +45,32 @@ int api_cluster_start(const struct api_cluster_options *o, const char *root, con
  * marked lost after the timeout unless it starts again (a new epoch) before. */
 void api_cluster_stop(struct api_cluster *c);
 
+/* Cluster bookkeeping of one operation on a local sandbox: its lease and fencing token. */
+struct api_cluster_op {
+        struct api_cluster *c; /* NULL: single-host mode, nothing to do */
+        char id[64];
+        int64_t token; /* 0: no lease held */
+};
+
+struct vmsnap_sandbox;
+struct vmsnap_host;
+
+/* Records a sandbox this host just made (create/spawn) in the cluster, owned by this host.
+ * c NULL: nothing. -EAGAIN (503) when the database cannot be reached. */
+int api_cluster_publish(struct api_cluster *c, const struct vmsnap_sandbox *sb,
+                        struct vmsnap_diag *d);
+
+/* Before operation op ("pause", "resume", "destroy") on local sandbox sb: takes its cluster
+ * lease (adopting a sandbox the cluster does not know yet) and publishes the transitional
+ * state. -EBUSY (409) when another operation, on any host, holds it; -EAGAIN (503) when the
+ * database cannot be reached (nothing was started). c NULL: nothing (single-host mode). */
+int api_cluster_op_begin(struct api_cluster *c, const struct vmsnap_sandbox *sb, const char *op,
+                         const char *transitional, struct api_cluster_op *ret,
+                         struct vmsnap_diag *d);
+
+/* After the operation, whatever its outcome: publishes the state the local sandbox is in
+ * now ("stopped" when destroyed) and releases the lease under its token. A failure to
+ * publish is logged; the row then keeps the transitional state under this host's lease. */
+void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, bool destroyed);
+
 #endif

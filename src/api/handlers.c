@@ -5,6 +5,7 @@
  * vmsnap_host_store_lock (held only for short reads and deletes; imports use their own
  * connection). */
 #include "api/body.h"
+#include "api/cluster.h"
 #include "api/exec-routes.h"
 #include "api/files.h"
 #include "api/json.h"
@@ -14,6 +15,7 @@
 #include "api/server.h"
 #include "api/vmm-memory.h"
 #include "util/cleanup.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -187,6 +189,28 @@ static void h_metrics(struct api_server *srv, const struct api_call *call, struc
         rep->content_type = "text/plain; version=0.0.4; charset=utf-8";
 }
 
+/* ---- cluster mode (api/cluster.h) --------------------------------------------------------- */
+
+/* The cluster member, NULL in single-host mode; -EAGAIN (503) while a --cluster daemon has
+ * not joined yet (its listeners open before it registers). */
+static int cluster_of(struct api_server *srv, struct api_cluster **ret, struct vmsnap_diag *d)
+{
+        *ret = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
+        if (srv->cluster_mode && !*ret)
+                return vmsnap_diag(d, -EAGAIN, "this host is still joining the cluster; retry");
+        return 0;
+}
+
+/* After a create or spawn: the new sandbox enters the cluster's table. A failure is logged,
+ * not returned: the sandbox exists here, and its next operation adopts it. */
+static void publish_new(struct api_server *srv, const struct vmsnap_sandbox *sb)
+{
+        struct vmsnap_diag d = {0};
+        struct api_cluster *c = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
+        if (api_cluster_publish(c, sb, &d) < 0)
+                log_warn("cluster: sandbox %s made here but not yet recorded: %s", sb->id, d.msg);
+}
+
 /* ---- sandboxes ---------------------------------------------------------------------------- */
 
 static void h_sandbox_create(struct api_server *srv, const struct api_call *call,
@@ -202,6 +226,11 @@ static void h_sandbox_create(struct api_server *srv, const struct api_call *call
         struct vmsnap_sandbox_spec spec = spec_of(&b);
         struct vmsnap_sandbox sb;
         struct timespec t0;
+        struct api_cluster *cluster;
+        if ((r = cluster_of(srv, &cluster, &d)) < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
         clock_gettime(CLOCK_MONOTONIC, &t0);
         if (b.template_ref[0]) {
                 r = vmsnap_sandbox_spawn(srv->host, b.template_ref, &spec, &sb, &d);
@@ -217,6 +246,7 @@ static void h_sandbox_create(struct api_server *srv, const struct api_call *call
                         api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
                 return;
         }
+        publish_new(srv, &sb);
         reply_sandbox_net(srv, rep, 201, &sb);
 }
 
@@ -267,10 +297,17 @@ static void h_sandbox_destroy(struct api_server *srv, const struct api_call *cal
         if (query_bool(call, "keep_name", &keep_name, rep) < 0)
                 return;
         struct vmsnap_sandbox sb;
-        int r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d); /* the id: the ref may be
-                                                                    * the name it frees */
+        struct api_cluster *cluster;
+        struct api_cluster_op op = {0};
+        int r = cluster_of(srv, &cluster, &d);
+        if (r == 0) /* the id: the ref may be the name it frees */
+                r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
         if (r == 0)
+                r = api_cluster_op_begin(cluster, &sb, "destroy", "stopping", &op, &d);
+        if (r == 0) {
                 r = vmsnap_sandbox_destroy(srv->host, sb.id, &d);
+                api_cluster_op_end(&op, srv->host, r == 0);
+        }
         if (r == 0 && !keep_name)
                 r = vmsnap_sandbox_release_name(srv->host, sb.id, &d);
         if (r < 0) {
@@ -292,9 +329,22 @@ static void pause_or_resume(struct api_server *srv, const struct api_call *call,
         }
         struct vmsnap_sandbox sb;
         struct timespec t0;
+        struct api_cluster *cluster;
+        struct api_cluster_op cop = {0};
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        r = op == API_OP_PAUSE ? vmsnap_sandbox_pause(srv->host, call->ref, &sb, &d)
-                               : vmsnap_sandbox_resume(srv->host, call->ref, &sb, &d);
+        r = cluster_of(srv, &cluster, &d);
+        if (r == 0 && cluster) { /* the cluster's lease first (docs/cluster.md §6) */
+                r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+                if (r == 0)
+                        r = api_cluster_op_begin(cluster, &sb, op == API_OP_PAUSE ? "pause" : "resume",
+                                                 op == API_OP_PAUSE ? "pausing" : "resuming", &cop, &d);
+        }
+        if (r == 0) {
+                const char *ref = cluster ? sb.id : call->ref;
+                r = op == API_OP_PAUSE ? vmsnap_sandbox_pause(srv->host, ref, &sb, &d)
+                                       : vmsnap_sandbox_resume(srv->host, ref, &sb, &d);
+                api_cluster_op_end(&cop, srv->host, false);
+        }
         record_op(srv, op, &t0, r);
         if (r < 0) {
                 api_reply_errno(rep, r, &d);
@@ -574,6 +624,11 @@ static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call
         struct vmsnap_sandbox_spec spec = spec_of(&b);
         struct vmsnap_sandbox sb;
         struct timespec t0;
+        struct api_cluster *cluster;
+        if ((r = cluster_of(srv, &cluster, &d)) < 0) {
+                api_reply_errno(rep, r, &d);
+                return;
+        }
         clock_gettime(CLOCK_MONOTONIC, &t0);
         r = vmsnap_sandbox_spawn(srv->host, call->ref, &spec, &sb, &d);
         record_op(srv, API_OP_SPAWN, &t0, r);
@@ -581,6 +636,7 @@ static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call
                 api_reply_errno(rep, r, &d);
                 return;
         }
+        publish_new(srv, &sb);
         reply_sandbox(rep, 201, &sb);
 }
 

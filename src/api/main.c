@@ -583,6 +583,8 @@ static int run(struct api_server *srv, const struct options *o, const sigset_t *
         if (r == 0 && o->cluster.source)
                 r = api_cluster_start(&o->cluster, srv->root, tcp_url[0] ? tcp_url : NULL,
                                       &cluster, &d);
+        if (r == 0 && cluster)
+                __atomic_store_n(&srv->cluster, cluster, __ATOMIC_RELEASE);
         if (r == 0 && (r = ticker_start(&ticker, srv, o->tick_interval)) < 0)
                 vmsnap_diag(&d, r, "cannot start the tick thread: %s", strerror(-r));
         if (r < 0) {
@@ -641,6 +643,7 @@ int main(int argc, char **argv)
         }
         clock_gettime(CLOCK_MONOTONIC, &srv->started);
         srv->gate_limits = o.gate;
+        srv->cluster_mode = o.cluster.source != NULL;
         api_metrics_init(&srv->metrics);
         r = run(srv, &o, &signals);
         free(srv);

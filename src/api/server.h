@@ -20,6 +20,7 @@
 #define API_TOKEN_HEX 64 /* 32 random bytes in hex */
 
 struct api_listener;
+struct api_cluster;
 
 /* The daemon's state shared by every connection thread. */
 struct api_server {
@@ -33,6 +34,8 @@ struct api_server {
         unsigned in_flight;    /* __atomic: requests between first byte and completion */
         struct api_gate *gate; /* __atomic: the TCP listener's, for /metrics; NULL without */
         struct api_listener *listeners[2]; /* written by the main thread only */
+        bool cluster_mode;              /* --cluster given: operations wait for cluster */
+        struct api_cluster *cluster;    /* __atomic: set once joined (api/cluster.h) */
         unsigned n_listeners;
 };
 

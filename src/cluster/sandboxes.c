@@ -262,3 +262,47 @@ int vmsnap_cluster_lease_release(struct vmsnap_cluster *c, const char *id, const
 {
         return fenced_update(c, id, host_id, token, NULL, true, d);
 }
+
+int vmsnap_cluster_sandbox_adopt(struct vmsnap_cluster *c, const char *id, const char *host_id,
+                                 int64_t epoch, const char *state, const char *template_id,
+                                 uint32_t vcpus, uint64_t memory_mib, struct vmsnap_diag *d)
+{
+        char e[32], v[16], m[32];
+        PGresult *res = NULL;
+
+        if (!c || !host_id || !state)
+                return vmsnap_diag(d, -EINVAL, "adopt sandbox: missing argument");
+        int err = cluster_check_id("sandbox", id, d);
+        if (err < 0)
+                return err;
+        if (!known_state(state) || vcpus == 0 || vcpus > INT32_MAX || memory_mib == 0 ||
+            memory_mib > INT64_MAX)
+                return vmsnap_diag(d, -EINVAL, "sandbox %s: bad state or size to adopt", id);
+        snprintf(e, sizeof(e), "%" PRId64, epoch);
+        snprintf(v, sizeof(v), "%" PRIu32, vcpus);
+        snprintf(m, sizeof(m), "%" PRIu64, memory_mib);
+        const char *params[] = { id, host_id, e, state, template_id && *template_id ? template_id : NULL,
+                                 v, m };
+        err = cluster_query(c, "adopt sandbox",
+                            "INSERT INTO sandboxes (id, host_id, state, template_id, vcpus,"
+                            " memory_mib, disk_mib)"
+                            " SELECT $1, $2, $4, $5, $6::integer, $7::bigint, 0 FROM hosts me"
+                            " WHERE me.id = $2 AND me.epoch = $3::bigint AND me.state = 'alive'"
+                            " ON CONFLICT (id) DO NOTHING",
+                            7, params, &res, d);
+        if (err < 0)
+                return err;
+        bool inserted = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+        if (inserted)
+                return 0;
+        struct vmsnap_cluster_sandbox s;
+        err = vmsnap_cluster_sandbox_get(c, id, &s, d);
+        if (err == -ENOENT)
+                return vmsnap_diag(d, -ESTALE, "host %s (epoch %" PRId64 ") is not alive in that "
+                                   "epoch: it cannot adopt sandbox %s", host_id, epoch, id);
+        if (err < 0)
+                return err;
+        return vmsnap_diag(d, -EEXIST, "sandbox %s is already in the cluster (host %s, %s)", id,
+                           s.host_id, s.state);
+}
