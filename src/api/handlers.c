@@ -13,6 +13,7 @@
 #include "api/net-routes.h"
 #include "api/reply.h"
 #include "api/server.h"
+#include "api/transfer.h"
 #include "api/vmm-memory.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -468,6 +469,10 @@ static int snapshot_create(struct api_server *srv, const struct api_snapshot_cre
 static void h_snapshot_create(struct api_server *srv, const struct api_call *call,
                               struct api_reply *rep)
 {
+        if (call->upload) { /* an archive as the body (api/transfer.c) */
+                api_import_upload_finish(srv, call, rep);
+                return;
+        }
         struct vmsnap_diag d = {0};
         struct api_snapshot_create_body *b = malloc(sizeof(*b));
         struct vmsnap_snapshot *snap = malloc(sizeof(*snap));
@@ -659,6 +664,7 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
         [API_ROUTE_SNAPSHOT_GET] = h_snapshot_get,
         [API_ROUTE_SNAPSHOT_DELETE] = h_snapshot_delete,
         [API_ROUTE_SNAPSHOT_SPAWN] = h_snapshot_spawn,
+        [API_ROUTE_SNAPSHOT_EXPORT] = api_snapshot_export, /* api/transfer.c */
         [API_ROUTE_PROCESS_LIST] = api_process_list,  /* api/exec-routes.c */
         [API_ROUTE_PROCESS_KILL] = api_process_kill,
         [API_ROUTE_FILE_READ] = api_file_read,        /* api/files.c */

@@ -26,6 +26,7 @@ static const struct api_route_info routes[API_ROUTE_UI + 1] = {
         [API_ROUTE_SNAPSHOT_GET] = {"GET", "/v1/snapshots/{ref}", false},
         [API_ROUTE_SNAPSHOT_DELETE] = {"DELETE", "/v1/snapshots/{ref}", false},
         [API_ROUTE_SNAPSHOT_SPAWN] = {"POST", "/v1/snapshots/{ref}/sandboxes", false},
+        [API_ROUTE_SNAPSHOT_EXPORT] = {"GET", "/v1/snapshots/{ref}/export", false},
         [API_ROUTE_PROCESS_LIST] = {"GET", "/v1/sandboxes/{ref}/processes", false},
         [API_ROUTE_PROCESS_KILL] = {"POST", "/v1/sandboxes/{ref}/processes/kill", false},
         [API_ROUTE_FILE_READ] = {"GET", "/v1/sandboxes/{ref}/files", false},

@@ -25,6 +25,7 @@ enum api_route {
         API_ROUTE_SNAPSHOT_GET,
         API_ROUTE_SNAPSHOT_DELETE,
         API_ROUTE_SNAPSHOT_SPAWN,
+        API_ROUTE_SNAPSHOT_EXPORT, /* api/transfer.c */
         API_ROUTE_PROCESS_LIST, /* working inside a sandbox (api/exec-routes.c, files.c) */
         API_ROUTE_PROCESS_KILL,
         API_ROUTE_FILE_READ,

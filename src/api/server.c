@@ -352,7 +352,9 @@ static enum MHD_Result on_headers(struct api_listener *l, struct MHD_Connection 
         if (m < 0)
                 return refuse(c, req, API_PROBLEM_NO_ROUTE, NULL, "no route for %s %s", req->method,
                               req->path);
-        if (api_route_uploads(req->route))
+        if (api_request_uploads(req->route, MHD_lookup_connection_value(
+                                                    c, MHD_HEADER_KIND,
+                                                    MHD_HTTP_HEADER_CONTENT_TYPE)))
                 return open_upload(l, c, req);
         bool refused;
         enum MHD_Result r = check_body(c, req, &refused);

@@ -1,6 +1,7 @@
 /* Streamed bodies and upgraded connections on libmicrohttpd (stream.h). */
 #include "api/stream.h"
 #include "api/files.h"
+#include "api/transfer.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -91,6 +92,12 @@ bool api_route_uploads(enum api_route r)
         return r == API_ROUTE_FILE_WRITE || r == API_ROUTE_ARCHIVE_PUT;
 }
 
+bool api_request_uploads(enum api_route r, const char *content_type)
+{
+        return api_route_uploads(r) ||
+               (r == API_ROUTE_SNAPSHOT_CREATE && api_import_upload_type(content_type));
+}
+
 /* The content type an upload route takes. */
 static const char *upload_type(enum api_route r)
 {
@@ -111,6 +118,16 @@ struct api_upload *api_upload_open(struct api_server *srv, enum api_route r, con
                                    void *query_ctx, const char *content_type,
                                    struct api_reply *rep)
 {
+        if (r == API_ROUTE_SNAPSHOT_CREATE) {
+                struct api_upload *u = calloc(1, sizeof(*u));
+                if (u && api_import_upload_open(srv, query, query_ctx, u, rep) == 0)
+                        return u;
+                if (!u)
+                        api_reply_error(rep, api_error_problem(API_PROBLEM_INTERNAL),
+                                        "out of memory");
+                free(u);
+                return NULL;
+        }
         const char *want = upload_type(r);
         if (!type_is(content_type, want)) {
                 api_reply_error(rep, api_error_problem(API_PROBLEM_MEDIA_TYPE),

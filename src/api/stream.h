@@ -56,6 +56,10 @@ struct api_upload {
 /* True for the routes whose body is an upload (any size, not JSON): PUT files, PUT archive. */
 bool api_route_uploads(enum api_route r);
 
+/* True when this request's body is an upload: an upload route, or POST /v1/snapshots with an
+ * archive's content type (an import, api/transfer.h). */
+bool api_request_uploads(enum api_route r, const char *content_type);
+
 /* At a request's headers, starts its upload: checks the content type, then lets the route
  * open what the bytes go to. Returns the upload, or NULL with rep set to the refusal. */
 struct api_upload *api_upload_open(struct api_server *srv, enum api_route r, const char *ref,
