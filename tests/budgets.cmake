@@ -22,6 +22,7 @@ set(VMSNAP_TEST_BUDGETS
     e2e/accel-visible 150
     dist/install-script 60
     e2e/dashboard 360
+    cli/api-conformance 480
     e2e/sandbox-network 120
     cli/cli-json 120
     cluster/daemon-hosts 240

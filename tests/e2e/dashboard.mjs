@@ -3,19 +3,24 @@
 // chromium by playwright-core:
 //
 //   the login form refuses a wrong token (nothing stored) and takes the right one; create a
-//   sandbox (it shows up running); a duplicate name shows the API's 409 in the alert; pause,
-//   resume; snapshot → template through the dialog; spawn from it; the lineage page shows the
-//   clone under the template and the paused generation under the first sandbox; the metrics
-//   page counts the pause and resume; destroy through the confirm dialog (the lineage loses
-//   the clone); the token never appears in a URL, every API request carries it, no static
-//   request does, and the page logs no CSP violation or error.
+//   sandbox (it shows up running, with an uptime and no last pause); a duplicate name shows
+//   the API's 409 in the alert; pause (uptime gone, last pause shown), resume; snapshot →
+//   template through the dialog; spawn from it; the lineage page shows the clone under the
+//   template and the paused generation under the first sandbox, with the sizes the API
+//   measures; export of the template downloads a zstd stream (fetch + Blob: the token in the
+//   header), which the upload form imports back under a new name; the metrics page counts
+//   the pause and resume and shows the memory the two running VMMs save by sharing, as
+//   /metrics says; destroy through the confirm dialog (the lineage loses the clone); the
+//   dashboard's requests are counted under route="/ui/{file}"; the token never appears in a
+//   URL, every API request carries it, no static request does, and the page logs no CSP
+//   violation or error.
 //
-// Screenshots of each page (1280x800, and the sandboxes at phone width 390x844) go to
-// <build>/Testing/dashboard/. Exit 0 pass, 1 fail. No timing assertions (the waits are
-// generous bounds for TCG on a loaded machine).
+// Screenshots of each page at 1280x800 and at phone width 390x844 (where no page may scroll
+// sideways) go to <build>/Testing/dashboard/. Exit 0 pass, 1 fail. No timing assertions (the
+// waits are generous bounds for TCG on a loaded machine).
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 
@@ -48,7 +53,7 @@ async function startDaemon(work) {
         const r = await fetch(`http://127.0.0.1:${port}/healthz`);
         if (r.status === 200) {
           const token = readFileSync(join(work, "root", "token"), "utf8").trim();
-          return { proc, port, token, mem, log: () => out };
+          return { proc, port, token, mem, work, log: () => out };
         }
       } catch {}
       await new Promise((r) => setTimeout(r, 100));
@@ -65,6 +70,7 @@ async function api(d, method, path) {
 }
 
 const row = (page, name) => page.locator(`tr[data-sandbox="${name}"]`);
+const cell = async (page, name, label) => (await row(page, name).locator(`td[data-label="${label}"]`).textContent()).trim();
 async function waitState(page, name, state) {
   await row(page, name).locator(`.state.${state}`).waitFor({ timeout: OP_MS });
 }
@@ -139,7 +145,9 @@ async function run(d, browser) {
   await page.getByLabel("Name (optional)").first().fill("web-1");
   await page.getByRole("button", { name: "Create", exact: true }).click();
   await waitState(page, "web-1", "running");
-  log("created web-1 (running)");
+  check(/\d/.test(await cell(page, "web-1", "Uptime")), "no uptime for running web-1: " + await cell(page, "web-1", "Uptime"));
+  check(await cell(page, "web-1", "Last pause") === "—", "a last pause before any pause");
+  log("created web-1 (running, uptime " + await cell(page, "web-1", "Uptime") + ")");
 
   // An API error is shown as the daemon sent it.
   await page.getByLabel("Name (optional)").first().fill("web-1");
@@ -150,10 +158,14 @@ async function run(d, browser) {
 
   await page.getByRole("button", { name: "Pause web-1" }).click();
   await waitState(page, "web-1", "paused");
-  log("paused");
+  check(await cell(page, "web-1", "Uptime") === "—", "an uptime while paused: " + await cell(page, "web-1", "Uptime"));
+  await page.waitForFunction(() => /ago/.test(document.querySelector('tr[data-sandbox="web-1"] td[data-label="Last pause"]').textContent), null, { timeout: 10000 });
+  log("paused (last pause " + await cell(page, "web-1", "Last pause") + ")");
   await page.screenshot({ path: join(SHOTS, "sandboxes-paused.png"), fullPage: true });
   await page.getByRole("button", { name: "Resume web-1" }).click();
   await waitState(page, "web-1", "running");
+  await page.waitForFunction(() => /\d/.test(document.querySelector('tr[data-sandbox="web-1"] td[data-label="Uptime"]').textContent), null, { timeout: 10000 });
+  check(/ago/.test(await cell(page, "web-1", "Last pause")), "the last pause is gone after the resume");
   log("resumed");
 
   // Snapshot to a template through the dialog.
@@ -178,7 +190,35 @@ async function run(d, browser) {
   await tpl.locator('li[data-sandbox="clone-1"]').waitFor({ timeout: 30000 });
   await page.locator('li.image li[data-sandbox="web-1"] li.gen').first().waitFor({ timeout: 30000 });
   log("lineage: tpl-1 -> clone-1; web-1 has a generation");
+  // Sizes: what the picture says is what the API measures.
+  const tplApi = await api(d, "GET", "/v1/snapshots/tpl-1");
+  const size = tpl.locator(":scope > .meta .size");
+  await size.waitFor();
+  check(Number(await size.getAttribute("data-allocated")) === tplApi.usage.allocated_bytes && tplApi.usage.allocated_bytes > 0,
+        `tpl-1's size in the lineage ${await size.getAttribute("data-allocated")} vs the API's ${JSON.stringify(tplApi.usage)}`);
+  check(Number(await size.getAttribute("data-shared")) === tplApi.usage.shared_bytes, "tpl-1's shared bytes differ from the API's");
+  check((await size.textContent()).includes("on disk"), "no size text for tpl-1: " + await size.textContent());
+  log("lineage sizes: tpl-1 " + (await size.textContent()).trim());
   await page.screenshot({ path: join(SHOTS, "snapshots.png"), fullPage: true });
+
+  // Export the template: a download of the API's stream; then import it back by upload.
+  const [dl] = await Promise.all([page.waitForEvent("download", { timeout: OP_MS }),
+                                  page.getByRole("button", { name: "Export template tpl-1" }).click()]);
+  const file = join(d.work, "tpl-1.tar.zst");
+  await dl.saveAs(file);
+  const head = readFileSync(file).subarray(0, 4);
+  check(dl.suggestedFilename() === "tpl-1.tar.zst" && head.equals(Buffer.from([0x28, 0xb5, 0x2f, 0xfd])),
+        `the export download: ${dl.suggestedFilename()}, starts ${head.toString("hex")}`);
+  log(`exported tpl-1: ${statSync(file).size} bytes (zstd)`);
+  await page.locator("#u-file").setInputFiles(file);
+  await page.locator("#u-name").fill("tpl-up");
+  await page.getByRole("button", { name: "Upload and import" }).click();
+  await page.getByRole("status").filter({ hasText: "Imported tpl-up" }).waitFor({ timeout: OP_MS });
+  await page.locator('li[data-template="tpl-up"]').waitFor({ timeout: 30000 });
+  const up = await api(d, "GET", "/v1/snapshots/tpl-up");
+  check(up.kind === "template" && up.files.length === tplApi.files.length &&
+        up.files.every((f, i) => f.checksum === tplApi.files[i].checksum), "the uploaded import differs from tpl-1");
+  log("uploaded it back as tpl-up (same files and checksums)");
 
   // Metrics.
   await page.getByRole("link", { name: "Metrics" }).click();
@@ -191,6 +231,15 @@ async function run(d, browser) {
   await page.locator("figure.chart svg polyline").first().waitFor({ timeout: 15000 });
   check(await page.locator("figure.chart svg").count() === 2, "the two charts over time are not drawn");
   log("metrics: pause, resume and spawn counted");
+  // Memory saved by sharing: the page shows /metrics' figures for the two running VMMs.
+  await page.locator('#memory tr[data-metric="vmms"] td').waitFor();
+  const prom = await (await fetch(`${base}/metrics`, { headers: { Authorization: "Bearer " + d.token } })).text();
+  const metric = (re) => Number((prom.match(re) || [])[1]);
+  const saved = metric(/^vmsnap_memory_saved_bytes (\d+)$/m);
+  check(metric(/^vmsnap_vmm_processes (\d+)$/m) === 2 && saved > 0, "/metrics: memory of 2 VMMs expected:\n" + prom.split("\n").filter((l) => /vmm|saved/.test(l)).join("\n"));
+  check((await page.locator('#memory tr[data-metric="vmms"] td').textContent()) === "2", "the page does not show 2 VMMs");
+  check(!/^0 B$/.test(await page.locator('#memory tr[data-metric="saved"] td').textContent()), "the page shows nothing saved");
+  log("memory saved by sharing: " + await page.locator('#memory tr[data-metric="saved"] td').textContent() + ` (/metrics: ${saved} bytes over 2 VMMs)`);
   await page.screenshot({ path: join(SHOTS, "metrics.png"), fullPage: true });
 
   // Destroy through the confirm dialog; cancel first, which keeps it.
@@ -221,21 +270,34 @@ async function run(d, browser) {
 
   // Import: an export path that does not exist shows the daemon's error.
   await page.getByLabel("Path on the host").fill("/nonexistent/vmsnap-export.tar");
-  await page.getByRole("button", { name: "Import" }).click();
+  await page.getByRole("button", { name: "Import", exact: true }).click();
   await page.getByRole("alert").filter({ hasText: "Import failed" }).waitFor({ timeout: 30000 });
   log("import of a missing path: " + (await page.getByRole("alert").filter({ hasText: "Import failed" }).textContent()).slice(0, 100));
 
-  // Phone width.
+  // Phone width: every page, no sideways scrolling.
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
   const p2 = await phone.newPage();
   await p2.goto(base + "/");
+  await p2.getByLabel("API token").waitFor();
+  await p2.screenshot({ path: join(SHOTS, "login-phone.png"), fullPage: true });
   await p2.getByLabel("API token").fill(d.token);
   await p2.getByRole("button", { name: "Log in" }).click();
-  await p2.locator('tr[data-sandbox="web-1"]').waitFor();
-  const overflow = await p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  check(overflow <= 0, `the sandboxes page scrolls sideways at 390 px (${overflow} px)`);
-  await p2.screenshot({ path: join(SHOTS, "sandboxes-phone.png"), fullPage: true });
+  for (const [name, link, ready] of [["sandboxes", null, 'tr[data-sandbox="web-1"]'],
+                                     ["snapshots", "Snapshots", 'li[data-template="tpl-1"]'],
+                                     ["metrics", "Metrics", 'tr[data-op="pause"]']]) {
+    if (link) await p2.getByRole("link", { name: link }).click();
+    await p2.locator(ready).waitFor();
+    const overflow = await p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 0, `the ${name} page scrolls sideways at 390 px (${overflow} px)`);
+    await p2.screenshot({ path: join(SHOTS, name + "-phone.png"), fullPage: true });
+  }
+  log("phone width: login, sandboxes, snapshots, metrics without sideways scrolling");
   await phone.close();
+
+  // The dashboard's own requests have their metrics label.
+  const after = await (await fetch(`${base}/metrics`, { headers: { Authorization: "Bearer " + d.token } })).text();
+  check(/^vmsnapd_http_requests_total\{route="\/ui\/\{file\}",method="GET",code="200"\} [1-9]/m.test(after) &&
+        !/route="unmatched",method="GET",code="200"/.test(after), "the dashboard's requests are not under route=\"/ui/{file}\"");
 
   await axeCheck(browser, base, d.token);
 

@@ -48,3 +48,41 @@ export async function call(method, path, body, tok = token.get()) {
 }
 
 export const enc = encodeURIComponent;
+
+// The error of a non-2xx answer, from its JSON body when it has one.
+async function failure(r, tok) {
+  const type = r.headers.get("Content-Type") || "";
+  const data = type.startsWith("application/json") ? await r.json().catch(() => null) : null;
+  const err = data && data.error ? data.error : { code: "http_" + r.status, message: r.statusText || "HTTP " + r.status };
+  if (r.status === 401 && tok === token.get()) onUnauthorized(err.message);
+  return new ApiError(r.status, err.code, err.message);
+}
+
+// A binary GET (an export): resolves to a Blob once the whole body is in. The token goes in
+// the header as for every call; a stream the daemon cut off rejects.
+export async function download(path, tok = token.get()) {
+  let r;
+  try {
+    r = await fetch(path, { headers: { Authorization: "Bearer " + (tok || "") }, cache: "no-store", credentials: "omit", redirect: "error" });
+  } catch (e) {
+    throw new ApiError(0, "unreachable", "cannot reach vmsnapd: " + e.message);
+  }
+  if (!r.ok) throw await failure(r, tok);
+  try {
+    return await r.blob();
+  } catch (e) {
+    throw new ApiError(r.status, "incomplete", "the export stopped before its end (the daemon's log says why): " + e.message);
+  }
+}
+
+// A binary POST (an archive upload): the body is the File as it is, streamed by the browser.
+export async function upload(path, file, type, tok = token.get()) {
+  let r;
+  try {
+    r = await fetch(path, { method: "POST", body: file, headers: { Authorization: "Bearer " + (tok || ""), "Content-Type": type }, cache: "no-store", credentials: "omit", redirect: "error" });
+  } catch (e) {
+    throw new ApiError(0, "unreachable", "cannot reach vmsnapd: " + e.message);
+  }
+  if (!r.ok) throw await failure(r, tok);
+  return r.json();
+}

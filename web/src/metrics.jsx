@@ -1,7 +1,8 @@
 // The Metrics page: GET /metrics every 5 s from login on (startSampling; whichever page is
 // shown), parsed in the page (prom.js). Pause and resume counts over time, the mean latency
 // of each interval (Δsum/Δcount), the latency histograms, sandboxes by state and snapshot
-// bytes by kind. The last 60 samples live in memory only.
+// bytes by kind, the memory page sharing saves the running VMMs (Rss − Pss). The last 60
+// samples live in memory only.
 import { useState } from "preact/hooks";
 import { call } from "./api.js";
 import { usePoll } from "./hooks.js";
@@ -110,6 +111,28 @@ function Histogram({ samples, op }) {
   );
 }
 
+// Memory saved by clones and other page sharing: vmsnap_memory_saved_bytes (docs/api.md).
+function Memory({ samples }) {
+  const has = samples.some((s) => s.name === "vmsnap_memory_saved_bytes");
+  if (!has) return <p class="meta">The daemon did not report the VMMs' memory at this scrape.</p>;
+  const rss = value(samples, "vmsnap_vmm_memory_bytes", { kind: "rss" });
+  const pss = value(samples, "vmsnap_vmm_memory_bytes", { kind: "pss" });
+  const saved = value(samples, "vmsnap_memory_saved_bytes");
+  return (
+    <div class="charts">
+      <table class="summary" id="memory">
+        <caption>Memory of the running VMMs</caption>
+        <tbody>
+          <tr data-metric="saved"><th scope="row">saved by page sharing (Rss − Pss)</th><td class="num">{bytes(saved)}</td></tr>
+          <tr data-metric="rss"><th scope="row">resident, summed (Rss)</th><td class="num">{bytes(rss)}</td></tr>
+          <tr data-metric="pss"><th scope="row">really used (Pss)</th><td class="num">{bytes(pss)}</td></tr>
+          <tr data-metric="vmms"><th scope="row">VMM processes</th><td class="num">{value(samples, "vmsnap_vmm_processes")}</td></tr>
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
 export function Metrics() {
   const [load] = useState(pageLoader); // one loader per visit of the page
   const [samples, error, reload] = usePoll(load, PERIOD_MS);
@@ -150,6 +173,7 @@ export function Metrics() {
               { name: "resume", cls: "s2", points: meanOf("resume") }]} />
             {OPS.map((op) => <Histogram samples={samples} op={op} />)}
           </div>
+          <Memory samples={samples} />
           <div class="charts">
             <table class="summary">
               <caption>Sandboxes by state</caption>
