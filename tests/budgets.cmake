@@ -23,7 +23,8 @@ set(VMSNAP_TEST_BUDGETS
     dist/install-script 60
     e2e/dashboard 360
     cli/api-conformance 480
-    e2e/sandbox-network 120
+    e2e/sandbox-network 720
+    long/sandbox-network-cycles 1800
     cli/cli-json 120
     cluster/daemon-hosts 240
     e2e/clone-share 300

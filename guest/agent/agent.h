@@ -279,4 +279,8 @@ void conn_reset(struct conn *c);
 /* Closes every stream of c (their host is gone), leaving its buffers alone. */
 void conn_close_streams(struct conn *c);
 
+/* net_refresh.c: restore_hook's network part (flush eth0's neighbours, gratuitous ARP);
+ * adds neigh_flushed and arp_announced to the reply. */
+void net_refresh(struct reply *r);
+
 #endif

@@ -1,4 +1,5 @@
-/* restore_hook: the restored guest's wall clock and kernel RNG (docs/guest.md §2.1, §5). */
+/* restore_hook: the restored guest's wall clock and kernel RNG (docs/guest.md §2.1, §5); its
+ * neighbours (net_refresh.c). */
 #include "agent.h"
 
 #include <linux/random.h>
@@ -57,6 +58,7 @@ int op_restore_hook(const struct request *rq, struct reply *r)
 		if ((ret = reseed_rng(seed, n, r)) < 0)
 			return ret;
 	}
+	net_refresh(r);
 	put_field_bool(r, "clock_set", rq->has_time);
 	put_field_u64(r, "seed_bytes", n);
 	return 0;

@@ -642,7 +642,7 @@ static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call
                 return;
         }
         publish_new(srv, &sb);
-        reply_sandbox(rep, 201, &sb);
+        reply_sandbox_net(srv, rep, 201, &sb);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */

@@ -106,6 +106,8 @@ static const struct option all_options[] = {
         {"shell", no_argument, NULL, OPT_SHELL},
         {"keep-name", no_argument, NULL, OPT_KEEP},
         {"signal", required_argument, NULL, OPT_SIGNAL},
+        {"egress", required_argument, NULL, OPT_EGRESS},
+        {"network", required_argument, NULL, OPT_NETWORK},
         {"interactive", no_argument, NULL, OPT_INTERACTIVE},
         {"tty", no_argument, NULL, OPT_TTY},
         {"detach", no_argument, NULL, OPT_DETACH},
@@ -219,6 +221,21 @@ static int set_option(struct args *a, int c, const char *v)
                 break;
         case OPT_TEMPLATE:
                 a->template_ref = v;
+                break;
+        case OPT_EGRESS:
+                if (!*v)
+                        return usage_error(a, "--egress takes allow, deny or CIDR[,CIDR...]");
+                a->egress = v;
+                if (a->no_network)
+                        return usage_error(a, "--egress and --network none exclude each other");
+                break;
+        case OPT_NETWORK:
+                if (strcmp(v, "none") != 0)
+                        return usage_error(a, "--network takes only 'none' (a sandbox gets a "
+                                              "network by default when vmsnapd has --network)");
+                a->no_network = true;
+                if (a->egress)
+                        return usage_error(a, "--egress and --network none exclude each other");
                 break;
         default:
                 return set_flag(a, c, v);

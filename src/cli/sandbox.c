@@ -18,7 +18,8 @@ static const char main_usage[] =
         "Sandboxes (microVMs) through the vmsnapd daemon.\n\n"
         "verbs:\n"
         "  create [--name N] [--vcpus N] [--memory SIZE] [--vmm NAME] [--idle-timeout DUR]\n"
-        "         [--template REF]      boot a sandbox (or spawn one from a template)\n"
+        "         [--template REF] [--egress POLICY | --network none]\n"
+        "                               boot a sandbox (or spawn one from a template)\n"
         "  ls [--all]                   list sandboxes (--all: stopped ones too)\n"
         "  get REF (or inspect REF)     show one sandbox (its accelerator: kvm|tcg, and why)\n"
         "  pause REF                    snapshot a sandbox and free its host resources\n"
@@ -31,8 +32,9 @@ static const char main_usage[] =
         "  ps REF                       processes started in a sandbox (background ones too)\n"
         "  kill REF PID [--signal SIG]  signal such a process\n"
         "  snapshot REF --name NAME     make a template from a sandbox\n"
-        "  spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
+        "  spawn TEMPLATE [--name N] [--idle-timeout DUR] [--egress POLICY | --network none]\n"
         "                               start a sandbox from a template\n"
+        "  port REF GUEST_PORT          the host address:port that reaches a guest port\n"
         "  rm [--keep-name] REF...      destroy sandboxes (and free their names)\n\n"
         "A REF is an id, a name, or a unique id prefix of at least 3 characters.\n\n"
         "connection (every verb):\n"
@@ -44,6 +46,7 @@ static const char main_usage[] =
         "                  when readable)\n"
         "  --json          print JSON (the API's objects) instead of tables\n\n"
         "SIZE: MiB, or with a unit: 512M, 2G.  DUR: seconds, or 500ms, 90s, 15m, 1h.\n"
+        "POLICY (egress of a networked sandbox): allow, deny, or CIDR[,CIDR...].\n"
         "exit codes: 0 ok, 1 failure (message on stderr), 2 usage error; exec and shell exit\n"
         "with the command's exit code (128+N when signal N killed it, 124 when --timeout\n"
         "fired).\n"
@@ -110,6 +113,7 @@ static void print_sandbox(json_t *s)
         if (json_is_string(json_object_get(s, "accelerator")))
                 printf("%-13s %s (%s)\n", "accelerator", sget(s, "accelerator"),
                        sget(s, "accelerator_reason"));
+        print_network(s);
         if (json_is_string(json_object_get(s, "error")))
                 printf("%-13s %s\n", "error", sget(s, "error"));
 }
@@ -156,6 +160,7 @@ static json_t *sandbox_body(const struct args *a, bool with_template)
                 json_object_set_new(b, "idle_timeout", json_integer((json_int_t)a->idle_timeout));
         if (with_template && a->template_ref)
                 json_object_set_new(b, "template", json_string(a->template_ref));
+        net_body(a, b);
         return b;
 }
 
@@ -316,9 +321,10 @@ static int run_rm(struct client *c, const struct args *a)
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
-static const int create_opts[] = {OPT_NAME, OPT_VCPUS,    OPT_MEMORY, OPT_VMM,
-                                  OPT_IDLE, OPT_TEMPLATE, 0};
-static const int spawn_opts[] = {OPT_NAME, OPT_VCPUS, OPT_MEMORY, OPT_VMM, OPT_IDLE, 0};
+static const int create_opts[] = {OPT_NAME,     OPT_VCPUS,  OPT_MEMORY,  OPT_VMM, OPT_IDLE,
+                                  OPT_TEMPLATE, OPT_EGRESS, OPT_NETWORK, 0};
+static const int spawn_opts[] = {OPT_NAME, OPT_VCPUS,  OPT_MEMORY,  OPT_VMM,
+                                 OPT_IDLE, OPT_EGRESS, OPT_NETWORK, 0};
 static const int ls_opts[] = {OPT_ALL, 0};
 static const int exec_opts[] = {OPT_TIMEOUT, OPT_INTERACTIVE, OPT_TTY, OPT_DETACH,
                                 OPT_SHELL,   OPT_ENV,         OPT_CWD, 0};
@@ -336,10 +342,18 @@ static const struct verb {
 } verbs[] = {
         {"create", run_create, create_opts,
          "usage: vmsnap sandbox create [--name N] [--vcpus N] [--memory SIZE] [--vmm NAME]\n"
-         "                             [--idle-timeout DUR] [--template REF]\n\n"
+         "                             [--idle-timeout DUR] [--template REF]\n"
+         "                             [--egress POLICY | --network none]\n\n"
          "Boots a sandbox from the host's guest image, or with --template starts one from a\n"
          "template's frozen state (its vCPUs and memory are the template's; asking for others\n"
-         "is refused). --idle-timeout pauses it after that long without activity (0: never).\n"},
+         "is refused). --idle-timeout pauses it after that long without activity (0: never).\n"
+        "\nNetwork (when vmsnapd runs with --network; docs/network.md):\n"
+        "  --egress allow        the guest reaches anything outside (the default)\n"
+        "  --egress deny         the guest reaches nothing outside\n"
+        "  --egress CIDR[,CIDR...]  only these ranges, e.g. 10.0.0.0/8,192.0.2.0/24\n"
+        "  --network none        no network at all\n"
+        "The host reaches the guest at its own address (see `vmsnap sandbox port`).\n"
+        "Another sandbox, the host itself and 169.254.0.0/16 are never reachable.\n"},
         {"ls", run_ls, ls_opts,
          "usage: vmsnap sandbox ls [--all] [--json]\n\nLists sandboxes; --all includes stopped "
          "ones.\n"},
@@ -399,8 +413,23 @@ static const struct verb {
          "usage: vmsnap sandbox snapshot REF --name NAME\n\n"
          "Makes a named template from a running or paused sandbox (which stays as it is).\n"},
         {"spawn", run_spawn, spawn_opts,
-         "usage: vmsnap sandbox spawn TEMPLATE [--name N] [--idle-timeout DUR]\n\n"
-         "Starts a sandbox from a template (same as create --template).\n"},
+         "usage: vmsnap sandbox spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
+         "                            [--egress POLICY | --network none]\n\n"
+         "Starts a sandbox from a template (same as create --template). It inherits the\n"
+         "network of the sandbox the template was made from (its egress policy, or none)\n"
+         "unless --egress or --network says otherwise.\n"
+        "\nNetwork (when vmsnapd runs with --network; docs/network.md):\n"
+        "  --egress allow        the guest reaches anything outside (the default)\n"
+        "  --egress deny         the guest reaches nothing outside\n"
+        "  --egress CIDR[,CIDR...]  only these ranges, e.g. 10.0.0.0/8,192.0.2.0/24\n"
+        "  --network none        no network at all\n"
+        "The host reaches the guest at its own address (see `vmsnap sandbox port`).\n"
+        "Another sandbox, the host itself and 169.254.0.0/16 are never reachable.\n"},
+        {"port", run_port, no_opts,
+         "usage: vmsnap sandbox port SANDBOX GUEST_PORT [--json]\n\n"
+         "Prints the host address:port that reaches GUEST_PORT (1..65535) of a networked\n"
+         "sandbox, e.g. 10.201.0.2:8080. It is the sandbox's own address, reachable from this\n"
+         "host only, stable across pause and resume; every clone has its own.\n"},
         {"rm", run_rm, rm_opts,
          "usage: vmsnap sandbox rm [--keep-name] REF...\n\n"
          "Destroys sandboxes in any state, with the pause snapshots only they own. A removed\n"

@@ -28,6 +28,8 @@ struct args {
         uint64_t timeout_ms;
         bool interactive, tty, detach, shell, keep;
         const char *cwd, *signal_name;
+        const char *egress;  /* --egress allow|deny|CIDR[,CIDR...] */
+        bool no_network;     /* --network none */
         const char *env[256]; /* -e NAME=value, in order */
         int nenv;
         int nargs;
@@ -70,6 +72,8 @@ enum {
         OPT_SHELL,
         OPT_KEEP,
         OPT_SIGNAL,
+        OPT_EGRESS,
+        OPT_NETWORK,
         OPT_INTERACTIVE = 'i', /* short options are their own letters */
         OPT_TTY = 't',
         OPT_DETACH = 'd',
@@ -120,6 +124,14 @@ int ref_path(struct client *c, const char *prefix, const char *ref, const char *
 int client_upgrade(struct client *c, const char *path, json_t *body, const char *proto,
                    int *ret_fd, char **ret_extra, size_t *ret_extra_len);
 
+/* ---- sandbox-net.c ---- */
+
+/* Adds "network" to a create/spawn body from --network none / --egress (nothing without
+ * them: the daemon's default, or the template's policy for a spawn). */
+void net_body(const struct args *a, json_t *body);
+/* The "network" line(s) of `get` for people. */
+void print_network(json_t *sandbox);
+
 /* ---- the verbs in their own files ---- */
 
 int run_exec(struct client *c, const struct args *a);  /* sandbox-exec.c */
@@ -127,6 +139,7 @@ int run_shell(struct client *c, const struct args *a);
 int run_cp(struct client *c, const struct args *a);    /* sandbox-cp.c */
 int run_ps(struct client *c, const struct args *a);
 int run_kill(struct client *c, const struct args *a);
+int run_port(struct client *c, const struct args *a);  /* sandbox-net.c */
 
 /* ---- sandbox.c ---- */
 

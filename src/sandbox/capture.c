@@ -182,6 +182,8 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         pthread_mutex_lock(&h->db_lock);
         if (r == 0 && from[0]) /* the chain's files and the kernel are links of its files */
                 vmsnap_store_txn_reuse_checksums(txn, from, NULL);
+        if (r == 0 && kind == VMSNAP_SNAPSHOT_TEMPLATE) /* before the template exists */
+                r = net_template_record(h, sb->id, vmsnap_store_txn_id(txn), d);
         if (r == 0)
                 r = vmsnap_store_txn_commit(txn, ret, d);
         else

@@ -201,11 +201,23 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
                 r = check_template_fit(&t, spec, d);
         if (r < 0)
                 return r;
+        /* The template's network unless the request names one (docs/network.md). */
+        struct vmsnap_net_egress inherited;
+        bool none = false, has = h->net_on && !(spec && (spec->no_network || spec->egress));
+        if (has) {
+                r = net_template_policy(h, t.id, &none, &inherited, d);
+                if (r == -ENOENT)
+                        has = false;
+                else if (r < 0)
+                        return r;
+        }
         struct vmsnap_sandbox_spec s = {.name = spec ? spec->name : NULL, .vmm = t.vmm,
                                         .vcpus = t.vcpus, .memory = t.memory,
                                         .idle_timeout = spec ? spec->idle_timeout : 0,
-                                        .no_network = spec && spec->no_network,
-                                        .egress = spec ? spec->egress : NULL};
+                                        .no_network = (spec && spec->no_network) || none,
+                                        .egress = has && !none ? &inherited
+                                                  : spec       ? spec->egress
+                                                               : NULL};
         struct vmsnap_sandbox sb;
         struct journal j;
         struct live *l = NULL;

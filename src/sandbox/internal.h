@@ -180,6 +180,17 @@ int net_alloc(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 int net_prepare(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, struct spec_buf *buf,
                 struct vmsnap_vm_spec *spec, struct vmsnap_diag *d);
 
+/* Before a template's store commit, db lock held: records the network of the sandbox it is
+ * made from (its egress policy, or none) under the pending snapshot id, for spawns to
+ * inherit. No-op on a host without --network. */
+int net_template_record(struct vmsnap_host *h, const char *sandbox_id, const char *snapshot_id,
+                        struct vmsnap_diag *d);
+
+/* The network a template's spawns inherit: *ret_none, or the policy in *ret. -ENOENT when
+ * the template has no record (made without --network, or before templates recorded one). */
+int net_template_policy(struct vmsnap_host *h, const char *snapshot_id, bool *ret_none,
+                        struct vmsnap_net_egress *ret, struct vmsnap_diag *d);
+
 /* After the VMM is dead (destroy, failed create): removes id's network and its row. */
 void net_release(struct vmsnap_host *h, const char *id);
 

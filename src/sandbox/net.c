@@ -18,6 +18,14 @@ static const char net_schema[] =
         "  sandbox TEXT NOT NULL,\n"
         "  prefix INTEGER NOT NULL,\n"
         "  egress TEXT NOT NULL\n"
+        ");\n"
+        /* The network of the sandbox a template was made from: its egress text, or "none".
+         * Written before the template's store commit (keyed by the pending snapshot id), so
+         * a template never exists without it; a row whose template is gone is dropped at
+         * host open. */
+        "CREATE TABLE IF NOT EXISTS template_net (\n"
+        "  snapshot TEXT PRIMARY KEY,\n"
+        "  egress TEXT NOT NULL\n"
         ");\n";
 
 static void finalize(sqlite3_stmt **st)
@@ -214,12 +222,66 @@ void net_release(struct vmsnap_host *h, const char *id)
         pthread_mutex_unlock(&h->db_lock);
 }
 
+int net_template_record(struct vmsnap_host *h, const char *sandbox_id, const char *snapshot_id,
+                        struct vmsnap_diag *d)
+{
+        if (!h->net_on)
+                return 0; /* no row: a spawn gets the host's default */
+        struct vmsnap_sandbox_net n;
+        char eg[EGRESS_TEXT_LEN] = "none";
+        int r = net_row_get(h, sandbox_id, &n, d);
+        if (r == 0)
+                egress_format(&n.egress, eg, sizeof(eg));
+        else if (r != -ENOENT)
+                return r;
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(h->db,
+                               "INSERT OR REPLACE INTO template_net (snapshot, egress) "
+                               "VALUES (?, ?)",
+                               -1, &st, NULL) != SQLITE_OK)
+                return vmsnap_diag(d, -EIO, "vmsnap.db: %s", sqlite3_errmsg(h->db));
+        sqlite3_bind_text(st, 1, snapshot_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, eg, -1, SQLITE_STATIC);
+        if (sqlite3_step(st) != SQLITE_DONE)
+                return vmsnap_diag(d, -EIO, "vmsnap.db: template_net insert: %s",
+                                   sqlite3_errmsg(h->db));
+        return 0;
+}
+
+int net_template_policy(struct vmsnap_host *h, const char *snapshot_id, bool *ret_none,
+                        struct vmsnap_net_egress *ret, struct vmsnap_diag *d)
+{
+        _cleanup_stmt_ sqlite3_stmt *st = NULL;
+        pthread_mutex_lock(&h->db_lock);
+        int r = sqlite3_prepare_v2(h->db, "SELECT egress FROM template_net WHERE snapshot=?", -1,
+                                   &st, NULL) == SQLITE_OK
+                        ? 0
+                        : vmsnap_diag(d, -EIO, "vmsnap.db: %s", sqlite3_errmsg(h->db));
+        if (r == 0) {
+                sqlite3_bind_text(st, 1, snapshot_id, -1, SQLITE_STATIC);
+                r = sqlite3_step(st) == SQLITE_ROW ? 0 : -ENOENT;
+        }
+        const char *eg = r == 0 ? (const char *)sqlite3_column_text(st, 0) : NULL;
+        *ret_none = false;
+        if (r == 0 && eg && strcmp(eg, "none") == 0)
+                *ret_none = true;
+        else if (r == 0 && (!eg || vmsnap_net_egress_parse(eg, ret, NULL) < 0))
+                r = vmsnap_diag(d, -EBADMSG, "vmsnap.db: template_net row of %s is damaged",
+                                snapshot_id);
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
 int net_recover(struct vmsnap_host *h, struct vmsnap_diag *d)
 {
         if (!h->net_on)
                 return 0;
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         pthread_mutex_lock(&h->db_lock);
+        /* Templates deleted since (or never committed): their policy rows go. */
+        sqlite3_exec(h->db,
+                     "DELETE FROM template_net WHERE snapshot NOT IN (SELECT id FROM snapshots)",
+                     NULL, NULL, NULL);
         int r = sqlite3_prepare_v2(h->db,
                                    "SELECT n.id, s.state FROM sandbox_net n LEFT JOIN sandboxes "
                                    "s ON s.id = n.id",

@@ -205,6 +205,7 @@ static void recover_entry(struct vmsnap_host *h, const struct journal *j, bool n
         } else if (strcmp(j->op, "create") == 0) {
                 kill_leftover(l, killed);
                 release_files(h, sb.id);
+                net_release(h, sb.id); /* it never ran: its address goes back to the pool */
                 sb.state = VMSNAP_SANDBOX_ERROR;
                 snprintf(sb.error, sizeof(sb.error), "the daemon stopped while creating it");
                 recovery_say(h, sb.id, "create rolled back (stopped at step %s): %serror",

@@ -80,6 +80,8 @@ static int template_of_paused(struct vmsnap_host *h, struct vmsnap_sandbox *sb,
                 return r;
         r = link_snapshot_files(dir, vmsnap_store_txn_dirfd(t), d);
         pthread_mutex_lock(&h->db_lock);
+        if (r == 0) /* before the template exists */
+                r = net_template_record(h, sb->id, vmsnap_store_txn_id(t), d);
         if (r == 0)
                 r = vmsnap_store_txn_commit(t, ret, d);
         vmsnap_store_txn_free(t); /* aborts when not committed */

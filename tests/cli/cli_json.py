@@ -39,6 +39,8 @@ EXEMPT = {
     "sandbox ps": "needs the guest agent's protocol 2 (the ch-peer speaks 1): "
                   "e2e/sandbox-exec parses `ps --json`",
     "sandbox kill": "needs agent protocol 2: e2e/sandbox-exec parses `kill --json`",
+    "sandbox port": "needs a --network daemon (root, namespaces, a jailed QEMU): "
+                    "e2e/sandbox-network parses `port --json`",
     "sandbox cp": "needs agent protocol 2: e2e/sandbox-exec parses `cp --json` (a path with a quote)",
     "snapshot push": "needs S3 object storage: cli/remote-ceph parses `push --json` against Ceph",
     "snapshot pull": "needs S3 object storage: cli/remote-ceph parses `pull --json` against Ceph",

@@ -3,4 +3,4 @@
 # tests/e2e/sandbox_network.py (see its docstring).
 set -euo pipefail
 command -v python3 >/dev/null || { echo "SKIP: python3 is not installed"; exit 77; }
-exec python3 "$(dirname "$0")/sandbox_network.py"
+exec python3 "$(dirname "$0")/sandbox_network.py" "$@"
