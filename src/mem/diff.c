@@ -92,6 +92,12 @@ static int on_data(void *ctx, uint64_t offset, const uint8_t *buf, size_t len,
         return 0;
 }
 
+static int on_done(void *ctx, struct vmsnap_diag *d)
+{
+        struct diff_ctx *c = ctx;
+        return gen_flush(&c->g, d);
+}
+
 /* The target directory must be the parent's own, or hold no snapshot yet. */
 static int check_target(int dirfd, const struct vmsnap_mem_snapshot *parent, const char *dir,
                         struct vmsnap_diag *d)
@@ -118,7 +124,7 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
         if (r >= 0)
                 r = gen_begin(&c->g, dirfd, snapdir, ph->block_size, size, ph, res, d);
         c->g.drop_seed_name = ph->version < 2 && vmsnap_fs_same_file(dirfd, c->parent->dirfd);
-        struct scan_visitor v = {.hole = on_hole, .data = on_data, .ctx = c};
+        struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = c};
         if (r >= 0)
                 r = scan_memfile(in, memfile, size, ph->block_size,
                                  c->source == VMSNAP_MEM_SOURCE_SPARSE, &v, d);

@@ -44,7 +44,7 @@ int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
                  const struct vmsnap_hash *hash, struct vmsnap_diag *d)
 {
         uint64_t storage = g->w.size;
-        int r = writer_append(&g->w, block, g->h.block_size, hash, d);
+        int r = writer_append_ref(&g->w, block, g->h.block_size, hash, d);
         if (r < 0)
                 return r;
         if (extents_emit(&g->ext, offset, g->h.block_size, g->new_build, storage) < 0)
@@ -52,6 +52,11 @@ int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
         g->res->data_blocks++;
         g->res->bytes_written += g->h.block_size;
         return 0;
+}
+
+int gen_flush(struct gen_builder *g, struct vmsnap_diag *d)
+{
+        return writer_submit(&g->w, d);
 }
 
 int gen_add_zero(struct gen_builder *g, uint64_t offset, uint64_t len, struct vmsnap_diag *d)

@@ -8,6 +8,8 @@
 #include "util/aio.h"
 #include "util/fs.h"
 
+#include <sys/uio.h>
+
 #define HEADER_V2_MAGIC   "VMSNAPMH"
 #define HEADER_V2_FIXED   96u
 #define HEADER_V2_BUILD   48u
@@ -121,18 +123,25 @@ struct vmsnap_mem_snapshot {
 int snapshot_compute_hashes(struct vmsnap_mem_snapshot *s, struct vmsnap_diag *d);
 
 /* ---- writing a build (writer.c) ---- */
+
+/* The writer thread writes one job while the caller fills the next: a job is a list of
+ * buffers (gathered with pwritev), each either a copy in the writer's own buffer or a
+ * reference to the caller's memory (no copy). */
+#define WRITER_IOV 1024 /* buffers per job (IOV_MAX) */
 struct build_writer {
         struct vmsnap_staged file;
         struct vmsnap_uuid id;
         uint64_t block_size;
-        uint8_t *bufs[2]; /* one being filled, one being written by `aio` */
-        uint8_t *buf;     /* bufs[cur] */
-        int cur;
-        size_t buf_len;
+        uint8_t *bufs[2];     /* copies: bufs[cur] belongs to the job being filled */
+        size_t buf_len;       /* bytes used in bufs[cur] */
+        struct iovec *iovs[2];/* the job being filled is iovs[cur][0..n_iov) */
+        int n_iov, cur;
+        size_t job_len;
+        uint64_t jobs;        /* jobs handed to the writer thread so far */
         struct vmsnap_aio aio;
-        bool direct;      /* O_DIRECT: durable writes skip the page cache */
-        uint64_t size;   /* bytes in the diff file so far (flushed + buffered) */
-        uint64_t flushed;
+        bool direct;          /* O_DIRECT: durable writes skip the page cache */
+        uint64_t size;        /* bytes in the diff file so far (written + queued) */
+        uint64_t flushed;     /* bytes handed to the writer thread or copied */
         struct vmsnap_hash *hashes;
         uint64_t n_hashes, cap_hashes;
 };
@@ -141,9 +150,20 @@ struct build_writer {
 int writer_open(struct build_writer *w, int dirfd, const struct vmsnap_uuid *id,
                 uint64_t block_size, struct vmsnap_diag *d);
 
-/* Appends whole blocks; hashes may be NULL (computed here). Returns 0 or -errno. */
+/* Appends a copy of whole blocks; hashes may be NULL (computed here). Returns 0 or -errno. */
 int writer_append(struct build_writer *w, const uint8_t *blocks, size_t len,
                   const struct vmsnap_hash *hashes, struct vmsnap_diag *d);
+
+/* Appends whole blocks by reference, without copying: the memory must stay unchanged until
+ * the job holding it is written, i.e. until w->jobs has grown by 2 since this call, or
+ * writer_sync/writer_finish returned. Blocks must be 4096-aligned in memory (O_DIRECT).
+ * hashes may be NULL (computed here). Returns 0 or -errno. */
+int writer_append_ref(struct build_writer *w, const uint8_t *blocks, size_t len,
+                      const struct vmsnap_hash *hashes, struct vmsnap_diag *d);
+
+/* Hands the job being filled to the writer thread (returns once the previous job is
+ * written); afterwards, memory referenced before the previous writer_submit is free. */
+int writer_submit(struct build_writer *w, struct vmsnap_diag *d);
 
 /* Appends len bytes copied in-kernel from fd@off, with their known block hashes. */
 int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
@@ -201,11 +221,16 @@ const uint8_t *stream_get(struct build_stream *st, uint64_t off, size_t len, int
 /* ---- scanning a memory file (scan.c) ---- */
 
 /* Visitors for scan_memfile: `hole` gets block-aligned ranges that are holes in the file
- * (they read as zeros); `data` gets block-aligned chunks of at most IO_CHUNK bytes. */
+ * (they read as zeros); `data` gets block-aligned chunks of at most IO_CHUNK bytes, in one of
+ * two buffers used in turn. `done` (may be NULL) is called when a buffer is full and at the
+ * end: data may keep pointing into the buffer until the `done` after next, so a visitor
+ * that hands blocks to the writer by reference submits the writer's job there
+ * (writer_submit returns once the previous job is written). */
 struct scan_visitor {
         int (*hole)(void *ctx, uint64_t offset, uint64_t len, struct vmsnap_diag *d);
         int (*data)(void *ctx, uint64_t offset, const uint8_t *buf, size_t len,
                     struct vmsnap_diag *d);
+        int (*done)(void *ctx, struct vmsnap_diag *d);
         void *ctx;
 };
 
@@ -239,9 +264,14 @@ int gen_begin(struct gen_builder *g, int dirfd, const char *dir, uint64_t block_
               uint64_t size, const struct vmsnap_mem_header *parent,
               struct vmsnap_mem_result *res, struct vmsnap_diag *d);
 
-/* Stores one block of new data at offset (hash may be NULL: computed). */
+/* Stores one block of new data at offset (hash may be NULL: computed). The block is written
+ * by reference: it must stay unchanged until gen_flush has been called twice more. */
 int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
                  const struct vmsnap_hash *hash, struct vmsnap_diag *d);
+
+/* Hands the blocks added so far to the writer thread; returns once the blocks added before
+ * the previous gen_flush are written (a scan_visitor `done`). */
+int gen_flush(struct gen_builder *g, struct vmsnap_diag *d);
 
 /* Maps [offset, offset+len) to zeros. */
 int gen_add_zero(struct gen_builder *g, uint64_t offset, uint64_t len, struct vmsnap_diag *d);

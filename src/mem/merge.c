@@ -1,42 +1,104 @@
 /* merge: the whole chain becomes one diff file and a generation-0 header. Extents are
- * walked in address order; each build's file is read front to back through a large window
- * (small extents) or copied in-kernel (long runs), and block hashes move with their blocks,
- * so merge never re-hashes data. */
+ * walked in address order, which reads each build's file front to back. Each build's file is
+ * mapped read-only and its live blocks are handed to the writer by reference: the writer
+ * thread writes them with gathered O_DIRECT writes straight from the page cache, so merge
+ * copies no data in user space and reads nothing it does not write. Block hashes move with
+ * their blocks, so merge never re-hashes data. */
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/ids.h"
 
 #include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+
+/* One build's diff file, mapped. `mark`/`prev_mark`: how far the writer had been given its
+ * blocks at the last two job submissions; below prev_mark the bytes are written, and their
+ * pages are dropped from our mapping (the page cache keeps them) so that the peak RSS stays
+ * at a few jobs, not the size of the chain. */
+struct src_map {
+        const uint8_t *base;
+        uint64_t size, pos, mark, prev_mark, released;
+};
+
+/* The merge's own state: the mapped sources and the writer job count last seen. */
+struct merge_ctx {
+        struct gen_builder *g;
+        struct vmsnap_mem_snapshot *s;
+        struct src_map *maps;
+        uint64_t jobs_seen;
+};
+
+#define RELEASE_MIN ((uint64_t)4 << 20) /* madvise no more often than this per build */
+
+static int map_sources(struct merge_ctx *m, struct vmsnap_diag *d)
+{
+        const struct vmsnap_mem_header *h = m->s->h;
+        m->maps = calloc(h->n_builds, sizeof(*m->maps));
+        if (!m->maps)
+                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", m->s->dir);
+        for (uint32_t i = 0; i < h->n_builds; i++) {
+                uint64_t size = h->builds[i].file_size;
+                if (size == 0)
+                        continue; /* no extent can point into it */
+                void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, m->s->fds[i], 0);
+                if (p == MAP_FAILED)
+                        return vmsnap_diag(d, -errno, "%s/%s: cannot map: %s", m->s->dir,
+                                           m->s->names[i], strerror(errno));
+                madvise(p, (size_t)size, MADV_SEQUENTIAL);
+                m->maps[i] = (struct src_map){.base = p, .size = size};
+        }
+        return 0;
+}
+
+static void unmap_sources(struct merge_ctx *m)
+{
+        for (uint32_t i = 0; m->maps && i < m->s->h->n_builds; i++)
+                if (m->maps[i].base)
+                        munmap((void *)m->maps[i].base, (size_t)m->maps[i].size);
+        free(m->maps);
+        m->maps = NULL;
+}
+
+/* After each job submission: drops the mapped pages the finished jobs used. */
+static void release_written(struct merge_ctx *m)
+{
+        if (m->g->w.jobs == m->jobs_seen)
+                return;
+        m->jobs_seen = m->g->w.jobs;
+        for (uint32_t i = 0; i < m->s->h->n_builds; i++) {
+                struct src_map *sm = &m->maps[i];
+                uint64_t upto = sm->prev_mark / 4096 * 4096;
+                if (sm->base && upto >= sm->released + RELEASE_MIN) {
+                        madvise((void *)(sm->base + sm->released), (size_t)(upto - sm->released),
+                                MADV_DONTNEED);
+                        sm->released = upto;
+                }
+                sm->prev_mark = sm->mark;
+                sm->mark = sm->pos;
+        }
+}
 
 /* Appends one data extent of the old header to the new build. */
-static int move_extent(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
-                       struct build_stream *streams, const struct vmsnap_mem_extent *e,
+static int move_extent(struct merge_ctx *m, const struct vmsnap_mem_extent *e,
                        struct vmsnap_diag *d)
 {
-        uint64_t bs = s->h->block_size;
-        const struct vmsnap_hash *hashes = s->hashes[e->build] + e->storage_offset / bs;
+        struct gen_builder *g = m->g;
+        uint64_t bs = m->s->h->block_size;
+        struct src_map *sm = &m->maps[e->build];
+        if (!sm->base || e->storage_offset + e->length > sm->size) /* checked at open */
+                return vmsnap_diag(d, -EBADMSG, "%s/%s: extent beyond the end of the file",
+                                   m->s->dir, m->s->names[e->build]);
+        const struct vmsnap_hash *hashes = m->s->hashes[e->build] + e->storage_offset / bs;
         uint64_t storage = g->w.size;
-        int r = 0;
-        if (e->length >= COPY_RANGE_MIN || e->length > streams[e->build].cap) {
-                r = writer_copy(&g->w, s->fds[e->build], e->storage_offset, e->length, hashes,
-                                d);
-        } else {
-                struct build_stream *st = &streams[e->build];
-                int err = 0;
-                const uint8_t *p = stream_get(st, e->storage_offset, (size_t)e->length, &err);
-                if (!p)
-                        return vmsnap_diag(d, err, "%s/%s: cannot read %llu bytes at %llu: %s",
-                                           s->dir, s->names[e->build],
-                                           (unsigned long long)e->length,
-                                           (unsigned long long)e->storage_offset,
-                                           strerror(-err));
-                r = writer_append(&g->w, p, (size_t)e->length, hashes, d);
-        }
+        int r = writer_append_ref(&g->w, sm->base + e->storage_offset, (size_t)e->length,
+                                  hashes, d);
         if (r < 0)
                 return r;
+        sm->pos = e->storage_offset + e->length;
+        release_written(m);
         if (extents_emit(&g->ext, e->offset, e->length, g->new_build, storage) < 0)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", s->dir);
+                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", m->s->dir);
         g->res->data_blocks += e->length / bs;
         g->res->bytes_written += e->length;
         return 0;
@@ -45,28 +107,23 @@ static int move_extent(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
 static int move_all(struct gen_builder *g, struct vmsnap_mem_snapshot *s,
                     struct vmsnap_diag *d)
 {
-        uint32_t nb = s->h->n_builds;
-        struct build_stream *streams = calloc(nb, sizeof(*streams));
-        if (!streams)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", s->dir);
-        int r = 0;
-        size_t win = stream_window_size(nb, s->h->block_size);
-        for (uint32_t i = 0; i < nb && r == 0; i++)
-                if (stream_init(&streams[i], s->fds[i], win) < 0)
-                        r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", s->dir);
+        struct merge_ctx m = {.g = g, .s = s};
+        int r = map_sources(&m, d);
         for (uint64_t i = 0; i < s->h->n_extents && r == 0; i++) {
                 const struct vmsnap_mem_extent *e = &s->h->extents[i];
                 if (e->build == VMSNAP_MEM_ZERO) {
                         g->res->zero_blocks += e->length / s->h->block_size;
                         r = gen_add_zero(g, e->offset, e->length, d);
                 } else {
-                        r = move_extent(g, s, streams, e, d);
+                        r = move_extent(&m, e, d);
                 }
         }
-        for (uint32_t i = 0; i < nb; i++)
-                stream_free(&streams[i]);
-        free(streams);
-        return r;
+        /* The writer still refers to the mappings: everything is written before unmapping. */
+        int w = writer_submit(&g->w, d);
+        if (w >= 0 && (w = vmsnap_aio_drain(&g->w.aio)) < 0)
+                w = vmsnap_diag(d, w, "%s: write failed: %s", g->w.file.name, strerror(-w));
+        unmap_sources(&m);
+        return r < 0 ? r : w;
 }
 
 static int run_merge(struct vmsnap_mem_snapshot *s, struct vmsnap_mem_result *res,

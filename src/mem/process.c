@@ -35,6 +35,11 @@ static int on_data(void *ctx, uint64_t offset, const uint8_t *buf, size_t len,
         return 0;
 }
 
+static int on_done(void *ctx, struct vmsnap_diag *d)
+{
+        return gen_flush(ctx, d);
+}
+
 /* Opens the input memory file and checks its size against the block size. */
 int open_memfile(const char *path, uint64_t block_size, uint64_t *ret_size,
                  struct vmsnap_diag *d)
@@ -89,7 +94,7 @@ int vmsnap_mem_process(const char *memfile, const char *snapdir,
         struct vmsnap_mem_result res;
         struct gen_builder g;
         r = gen_begin(&g, dirfd, snapdir, bs, size, NULL, &res, d);
-        struct scan_visitor v = {.hole = on_hole, .data = on_data, .ctx = &g};
+        struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = &g};
         if (r >= 0)
                 r = scan_memfile(in, memfile, size, bs, false, &v, d);
         if (r >= 0)

@@ -35,17 +35,43 @@ static int next_data(int fd, uint64_t off, uint64_t size, uint64_t bs, uint64_t 
         return 0;
 }
 
-static int read_region(int fd, const char *path, uint64_t start, uint64_t end, uint8_t *buf,
-                       const struct scan_visitor *v, struct vmsnap_diag *d)
+/* Two read buffers used in turn: the visitor may hand blocks of one to the writer by
+ * reference, and `done` (called when a buffer is full, and at the end) must return only
+ * once the blocks of the *other* buffer are written; so a buffer is reused only after its
+ * blocks are on their way to the disk. Short data regions are packed into one buffer. */
+struct scan_bufs {
+        uint8_t *b[2];
+        int cur;
+        size_t used; /* bytes of b[cur] holding data handed to the visitor */
+};
+
+static int next_buffer(struct scan_bufs *sb, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        int r = v->done ? v->done(v->ctx, d) : 0;
+        sb->cur ^= 1;
+        sb->used = 0;
+        return r;
+}
+
+static int read_region(int fd, const char *path, uint64_t start, uint64_t end,
+                       struct scan_bufs *sb, const struct scan_visitor *v,
+                       struct vmsnap_diag *d)
 {
         while (start < end) {
-                size_t n = (size_t)MIN((uint64_t)IO_CHUNK, end - start);
+                if (sb->used == IO_CHUNK) {
+                        int r = next_buffer(sb, v, d);
+                        if (r < 0)
+                                return r;
+                }
+                uint8_t *buf = sb->b[sb->cur] + sb->used;
+                size_t n = (size_t)MIN((uint64_t)(IO_CHUNK - sb->used), end - start);
                 ssize_t got = vmsnap_fs_pread_full(fd, buf, n, start);
                 if (got < 0)
                         return vmsnap_diag(d, (int)got, "%s: read failed at %llu: %s", path,
                                            (unsigned long long)start, strerror((int)-got));
                 if ((size_t)got != n)
                         return vmsnap_diag(d, -EIO, "%s: file shrank while being read", path);
+                sb->used += n;
                 int r = v->data(v->ctx, start, buf, n, d);
                 if (r < 0)
                         return r;
@@ -54,13 +80,10 @@ static int read_region(int fd, const char *path, uint64_t start, uint64_t end, u
         return 0;
 }
 
-int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
+static int scan_regions(int fd, const char *path, uint64_t size, uint64_t block_size,
+                        bool exact_holes, struct scan_bufs *sb, const struct scan_visitor *v,
+                        struct vmsnap_diag *d)
 {
-        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, IO_CHUNK);
-        if (!buf)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
-        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
         uint64_t off = 0;
         while (off < size) {
                 uint64_t start = off, end = off;
@@ -74,9 +97,27 @@ int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
                         end = MIN(size, start + IO_CHUNK);
                 if (start > off && (r = v->hole(v->ctx, off, start - off, d)) < 0)
                         return r;
-                if ((r = read_region(fd, path, start, end, buf, v, d)) < 0)
+                if ((r = read_region(fd, path, start, end, sb, v, d)) < 0)
                         return r;
                 off = end;
         }
-        return 0;
+        /* Twice: the second returns once the last buffer's blocks are written, so the
+         * buffers can be freed. */
+        int r = v->done ? v->done(v->ctx, d) : 0;
+        return r < 0 || !v->done ? r : v->done(v->ctx, d);
+}
+
+int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
+                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        struct scan_bufs sb = {.b = {aligned_alloc(4096, IO_CHUNK), aligned_alloc(4096, IO_CHUNK)}};
+        int r = 0;
+        if (!sb.b[0] || !sb.b[1])
+                r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        if (r >= 0)
+                r = scan_regions(fd, path, size, block_size, exact_holes, &sb, v, d);
+        free(sb.b[0]);
+        free(sb.b[1]);
+        return r;
 }

@@ -1,5 +1,6 @@
-/* Writing one build: a staged diff file filled with large writes that a background thread
- * performs while the caller produces the next buffer (O_DIRECT where the filesystem allows:
+/* Writing one build: a staged diff file filled with large gathered writes (pwritev of the
+ * caller's own memory where it stays put, else of copies) that a background thread
+ * performs while the caller produces the next job (O_DIRECT where the filesystem allows:
  * the file must reach the disk anyway, and skipping the page cache halves the cost here),
  * or with in-kernel copies for long runs; block hashes are collected on the way. */
 #include "mem/internal.h"
@@ -18,10 +19,9 @@ int writer_open(struct build_writer *w, int dirfd, const struct vmsnap_uuid *id,
         w->file.fd = -1;
         w->id = *id;
         w->block_size = block_size;
-        w->bufs[0] = aligned_alloc(4096, IO_CHUNK);
-        w->bufs[1] = aligned_alloc(4096, IO_CHUNK);
-        w->buf = w->bufs[0];
-        if (!w->bufs[0] || !w->bufs[1])
+        w->iovs[0] = calloc(WRITER_IOV, sizeof(struct iovec));
+        w->iovs[1] = calloc(WRITER_IOV, sizeof(struct iovec));
+        if (!w->iovs[0] || !w->iovs[1])
                 return vmsnap_diag(d, -ENOMEM, "diff file: out of memory");
         char name[64];
         vmsnap_mem_diff_name(id, name);
@@ -48,23 +48,9 @@ static int grow_hashes(struct build_writer *w, uint64_t extra)
         return 0;
 }
 
-/* Hands the filled buffer to the writer thread and switches to the other one. */
-static int flush(struct build_writer *w, struct vmsnap_diag *d)
-{
-        if (w->buf_len == 0)
-                return 0;
-        int r = vmsnap_aio_submit(&w->aio, w->buf, w->buf_len, w->flushed);
-        if (r < 0)
-                return vmsnap_diag(d, r, "%s: write failed: %s", w->file.name, strerror(-r));
-        w->flushed += w->buf_len;
-        w->buf_len = 0;
-        w->cur ^= 1;
-        w->buf = w->bufs[w->cur];
-        return 0;
-}
-
-int writer_append(struct build_writer *w, const uint8_t *blocks, size_t len,
-                  const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
+/* Records the hashes of len bytes of blocks (given, or computed from the bytes). */
+static int add_hashes(struct build_writer *w, const uint8_t *blocks, size_t len,
+                      const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
 {
         uint64_t nblocks = len / w->block_size;
         if (grow_hashes(w, nblocks) < 0)
@@ -74,29 +60,88 @@ int writer_append(struct build_writer *w, const uint8_t *blocks, size_t len,
         else
                 hashes_of_blocks(blocks, len, w->block_size, w->hashes + w->n_hashes);
         w->n_hashes += nblocks;
-        while (len > 0) {
+        return 0;
+}
+
+int writer_submit(struct build_writer *w, struct vmsnap_diag *d)
+{
+        if (w->n_iov == 0) { /* nothing new: still, the previous job must be written */
+                int r = vmsnap_aio_drain(&w->aio);
+                return r < 0 ? vmsnap_diag(d, r, "%s: write failed: %s", w->file.name,
+                                           strerror(-r)) : 0;
+        }
+        int r = vmsnap_aio_submitv(&w->aio, w->iovs[w->cur], w->n_iov, w->flushed);
+        if (r < 0)
+                return vmsnap_diag(d, r, "%s: write failed: %s", w->file.name, strerror(-r));
+        w->flushed += w->job_len;
+        w->job_len = 0;
+        w->n_iov = 0;
+        w->buf_len = 0;
+        w->cur ^= 1;
+        w->jobs++;
+        return 0;
+}
+
+/* Adds len bytes at p to the job being filled (joined to the previous buffer when they
+ * follow it in memory); submits the job when it is full. */
+static int add_iov(struct build_writer *w, const uint8_t *p, size_t len, struct vmsnap_diag *d)
+{
+        struct iovec *v = w->iovs[w->cur];
+        if (w->n_iov > 0 && (const uint8_t *)v[w->n_iov - 1].iov_base +
+                                            v[w->n_iov - 1].iov_len == p)
+                v[w->n_iov - 1].iov_len += len;
+        else
+                v[w->n_iov++] = (struct iovec){.iov_base = (void *)p, .iov_len = len};
+        w->job_len += len;
+        w->size += len;
+        if (w->n_iov == WRITER_IOV || w->job_len >= IO_CHUNK)
+                return writer_submit(w, d);
+        return 0;
+}
+
+int writer_append(struct build_writer *w, const uint8_t *blocks, size_t len,
+                  const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
+{
+        if (!w->bufs[0]) { /* only copying callers pay for the buffers */
+                w->bufs[0] = aligned_alloc(4096, IO_CHUNK);
+                w->bufs[1] = aligned_alloc(4096, IO_CHUNK);
+                if (!w->bufs[0] || !w->bufs[1])
+                        return vmsnap_diag(d, -ENOMEM, "%s: out of memory", w->file.name);
+        }
+        int r = add_hashes(w, blocks, len, hashes, d);
+        while (r >= 0 && len > 0) {
+                /* A full buffer always ends its job (job_len >= buf_len): never stuck. */
                 size_t n = MIN(IO_CHUNK - w->buf_len, len);
-                memcpy(w->buf + w->buf_len, blocks, n);
+                uint8_t *dst = w->bufs[w->cur] + w->buf_len;
+                memcpy(dst, blocks, n);
                 w->buf_len += n;
-                w->size += n;
                 blocks += n;
                 len -= n;
-                if (w->buf_len == IO_CHUNK) {
-                        int r = flush(w, d);
-                        if (r < 0)
-                                return r;
-                }
+                r = add_iov(w, dst, n, d);
         }
-        return 0;
+        return r;
+}
+
+int writer_append_ref(struct build_writer *w, const uint8_t *blocks, size_t len,
+                      const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
+{
+        int r = add_hashes(w, blocks, len, hashes, d);
+        while (r >= 0 && len > 0) {
+                size_t n = MIN(IO_CHUNK, len); /* long runs: several jobs, still overlapped */
+                r = add_iov(w, blocks, n, d);
+                blocks += n;
+                len -= n;
+        }
+        return r;
 }
 
 int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
                 const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
 {
-        int r = flush(w, d);
-        if (r >= 0)
-                r = vmsnap_aio_drain(&w->aio);
+        int r = writer_submit(w, d);
         if (r < 0)
+                return r;
+        if ((r = vmsnap_aio_drain(&w->aio)) < 0)
                 return vmsnap_diag(d, r, "%s: write failed: %s", w->file.name, strerror(-r));
         uint64_t nblocks = len / w->block_size;
         if (grow_hashes(w, nblocks) < 0)
@@ -119,7 +164,7 @@ int writer_finish(struct build_writer *w, const char *op, struct vmsnap_mem_buil
                   struct vmsnap_diag *d)
 {
         char point[64];
-        int r = flush(w, d);
+        int r = writer_submit(w, d);
         if (r >= 0 && (r = vmsnap_aio_drain(&w->aio)) < 0)
                 r = vmsnap_diag(d, r, "%s: write failed: %s", w->file.name, strerror(-r));
         if (r < 0)
@@ -147,7 +192,10 @@ void writer_close(struct build_writer *w)
         vmsnap_staged_abort(&w->file);
         free(w->bufs[0]);
         free(w->bufs[1]);
-        w->bufs[0] = w->bufs[1] = w->buf = NULL;
+        free(w->iovs[0]);
+        free(w->iovs[1]);
+        w->bufs[0] = w->bufs[1] = NULL;
+        w->iovs[0] = w->iovs[1] = NULL;
         free(w->hashes);
         w->hashes = NULL;
 }

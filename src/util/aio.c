@@ -11,19 +11,19 @@ static void *writer_main(void *arg)
         struct vmsnap_aio *a = arg;
         pthread_mutex_lock(&a->lock);
         for (;;) {
-                while (!a->buf && !a->stop)
+                while (!a->iov && !a->stop)
                         pthread_cond_wait(&a->cond, &a->lock);
-                if (!a->buf)
+                if (!a->iov)
                         break;
-                const void *buf = a->buf;
-                size_t len = a->len;
+                struct iovec *iov = a->iov;
+                int n = a->n_iov;
                 uint64_t off = a->off;
                 pthread_mutex_unlock(&a->lock);
-                int r = vmsnap_fs_pwrite_full(a->fd, buf, len, off);
+                int r = vmsnap_fs_pwritev_full(a->fd, iov, n, off);
                 pthread_mutex_lock(&a->lock);
                 if (r < 0 && a->err == 0)
                         a->err = r;
-                a->buf = NULL;
+                a->iov = NULL;
                 pthread_cond_broadcast(&a->cond);
         }
         pthread_mutex_unlock(&a->lock);
@@ -46,23 +46,34 @@ int vmsnap_aio_start(struct vmsnap_aio *a, int fd)
 /* Waits for the job in flight; called with the lock held. */
 static int wait_idle(struct vmsnap_aio *a)
 {
-        while (a->buf)
+        while (a->iov)
                 pthread_cond_wait(&a->cond, &a->lock);
         return a->err;
 }
 
-int vmsnap_aio_submit(struct vmsnap_aio *a, const void *buf, size_t len, uint64_t off)
+int vmsnap_aio_submitv(struct vmsnap_aio *a, struct iovec *iov, int n, uint64_t off)
 {
         pthread_mutex_lock(&a->lock);
         int r = wait_idle(a);
-        if (r == 0) {
-                a->buf = buf;
-                a->len = len;
+        if (r == 0 && n > 0) {
+                a->iov = iov;
+                a->n_iov = n;
                 a->off = off;
                 pthread_cond_broadcast(&a->cond);
         }
         pthread_mutex_unlock(&a->lock);
         return r;
+}
+
+int vmsnap_aio_submit(struct vmsnap_aio *a, const void *buf, size_t len, uint64_t off)
+{
+        pthread_mutex_lock(&a->lock);
+        int r = wait_idle(a); /* a->one may still be in flight */
+        pthread_mutex_unlock(&a->lock);
+        if (r < 0)
+                return r;
+        a->one = (struct iovec){.iov_base = (void *)buf, .iov_len = len};
+        return vmsnap_aio_submitv(a, &a->one, 1, off);
 }
 
 int vmsnap_aio_drain(struct vmsnap_aio *a)

@@ -8,14 +8,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 struct vmsnap_aio {
         int fd;
         pthread_t thread;
         pthread_mutex_t lock;
         pthread_cond_t cond;
-        const void *buf; /* the job in flight, NULL when idle */
-        size_t len;
+        struct iovec *iov; /* the job in flight, NULL when idle */
+        int n_iov;
+        struct iovec one;  /* the single buffer of a vmsnap_aio_submit job */
         uint64_t off;
         int err;   /* first write error, sticky */
         bool stop, started;
@@ -27,6 +29,10 @@ int vmsnap_aio_start(struct vmsnap_aio *a, int fd);
 /* Waits for the previous write, then queues buf[0..len) at off. The caller must not touch
  * buf until the next submit or drain returns. Returns 0 or the first write error. */
 int vmsnap_aio_submit(struct vmsnap_aio *a, const void *buf, size_t len, uint64_t off);
+
+/* Like vmsnap_aio_submit for the gathered buffers iov[0..n): the caller must not touch iov
+ * or the memory it points to until the next submit or drain returns. */
+int vmsnap_aio_submitv(struct vmsnap_aio *a, struct iovec *iov, int n, uint64_t off);
 
 /* Waits until no write is in flight; returns 0 or the first write error. */
 int vmsnap_aio_drain(struct vmsnap_aio *a);

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <limits.h>
 #include <unistd.h>
 
 #define SPARSE_PAGE ((uint64_t)4096)
@@ -51,6 +53,31 @@ int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
                 if (n == 0)
                         return -EIO;
                 done += (size_t)n;
+        }
+        return 0;
+}
+
+int vmsnap_fs_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off)
+{
+        while (n > 0) {
+                ssize_t w = pwritev(fd, iov, MIN(n, IOV_MAX), (off_t)off);
+                if (w < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (w == 0)
+                        return -EIO;
+                off += (uint64_t)w;
+                while (n > 0 && (size_t)w >= iov->iov_len) { /* drop what was written */
+                        w -= (ssize_t)iov->iov_len;
+                        iov++;
+                        n--;
+                }
+                if (n > 0) {
+                        iov->iov_base = (uint8_t *)iov->iov_base + w;
+                        iov->iov_len -= (size_t)w;
+                }
         }
         return 0;
 }

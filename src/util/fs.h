@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 #include <vmsnap/error.h>
@@ -15,6 +16,10 @@ ssize_t vmsnap_fs_pread_full(int fd, void *buf, size_t len, uint64_t off);
 
 /* Writes all len bytes at off; returns 0 or -errno. */
 int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
+
+/* pwritev until every byte of iov[0..n) is written at off (iov is advanced in place on a
+ * short write); returns 0 or -errno. */
+int vmsnap_fs_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off);
 
 /* Writes all len bytes at the current position; returns 0 or -errno. */
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
