@@ -25,7 +25,6 @@ set(VMSNAP_TEST_BUDGETS
     cli/api-conformance 480
     e2e/sandbox-network 720
     long/sandbox-network-cycles 1800
-    cli/cli-json 120
     cluster/daemon-hosts 240
     e2e/clone-share 300
     unit/test-vmm-qemu 480)

@@ -6,11 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A JSON string of s (NUL-terminated) in which every byte that is not part of well-formed
- * UTF-8 is replaced by U+FFFD, so command output and file names always serialize.
- * Returns NULL only when out of memory. */
-json_t *api_json_string_lossy(const char *s);
-
 /* s as a JSON string, or null when s is "". */
 json_t *api_json_string_or_null(const char *s);
 

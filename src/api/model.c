@@ -3,6 +3,7 @@
 #include "api/model.h"
 #include "api/exec-routes.h"
 #include "api/json.h"
+#include "util/json.h"
 
 #include <vmsnap/mem.h>
 
@@ -121,9 +122,9 @@ static json_t *files_json(const struct vmsnap_snapshot_file *files, size_t n)
         for (size_t i = 0; a && i < n; i++) {
                 char hex[33];
                 vmsnap_hash_format(&files[i].checksum, hex);
-                json_t *f =
-                        json_pack("{s:o, s:I, s:s}", "name", api_json_string_lossy(files[i].name),
-                                  "size", (json_int_t)files[i].size, "checksum", hex);
+                json_t *f = json_pack("{s:o, s:I, s:s}", "name",
+                                      vmsnap_json_string_lossy(files[i].name), "size",
+                                      (json_int_t)files[i].size, "checksum", hex);
                 if (!f || json_array_append_new(a, f) < 0) {
                         json_decref(a);
                         return NULL;
@@ -136,10 +137,10 @@ static json_t *dependents_json(const struct vmsnap_dependent *deps, size_t n)
 {
         json_t *a = json_array();
         for (size_t i = 0; a && i < n; i++) {
-                json_t *x =
-                        json_pack("{s:o, s:o, s:o}", "kind", api_json_string_lossy(deps[i].kind),
-                                  "id", api_json_string_lossy(deps[i].id), "label",
-                                  api_json_string_or_null(deps[i].label));
+                json_t *x = json_pack("{s:o, s:o, s:o}", "kind",
+                                      vmsnap_json_string_lossy(deps[i].kind), "id",
+                                      vmsnap_json_string_lossy(deps[i].id), "label",
+                                      api_json_string_or_null(deps[i].label));
                 if (!x || json_array_append_new(a, x) < 0) {
                         json_decref(a);
                         return NULL;

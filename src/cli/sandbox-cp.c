@@ -5,6 +5,7 @@
 #include "cli/sandbox.h"
 #include "cli/tarx.h"
 #include "util/cleanup.h"
+#include "util/json.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -181,9 +182,10 @@ static void say_copied(const struct args *a, const char *from, const char *to,
         struct timespec t1;
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double s = (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-        if (a->json) { /* jansson: paths may hold quotes and bytes that need escaping */
-                json_t *o = json_pack("{s:s%, s:s%, s:I, s:I, s:I, s:I, s:I, s:f}", "from", from,
-                                      strlen(from), "to", to, strlen(to), "files",
+        if (a->json) { /* jansson escapes; bytes that are not UTF-8 become U+FFFD */
+                json_t *o = json_pack("{s:o, s:o, s:I, s:I, s:I, s:I, s:I, s:f}", "from",
+                                      vmsnap_json_string_lossy(from), "to",
+                                      vmsnap_json_string_lossy(to), "files",
                                       (json_int_t)st->files, "dirs", (json_int_t)st->dirs,
                                       "symlinks", (json_int_t)st->symlinks, "skipped",
                                       (json_int_t)st->skipped, "bytes", (json_int_t)st->bytes,
@@ -424,9 +426,11 @@ int run_kill(struct client *c, const struct args *a)
         json_decref(body);
         json_decref(res);
         if (r == CLI_OK && a->json) {
-                json_t *o = json_pack("{s:s%, s:I, s:s}", "sandbox", a->args[0],
-                                      strlen(a->args[0]), "pid", (json_int_t)pid, "signal",
-                                      a->signal_name ? a->signal_name : "TERM");
+                json_t *o = json_pack("{s:o, s:I, s:o}", "sandbox",
+                                      vmsnap_json_string_lossy(a->args[0]), "pid",
+                                      (json_int_t)pid, "signal",
+                                      vmsnap_json_string_lossy(a->signal_name ? a->signal_name
+                                                                              : "TERM"));
                 print_json(o);
                 json_decref(o);
         }

@@ -3,6 +3,7 @@
 #include "cli/progress.h"
 #include "cli/snapshot.h"
 #include "util/fs.h"
+#include "util/json.h"
 #include "util/text.h"
 
 #include <errno.h>
@@ -55,8 +56,8 @@ static int export_file(struct vmsnap_store *s, const char *id, const char *path,
 /* --json of an export: what was written where; for an archive also its size. */
 static void print_exported(const struct vmsnap_snapshot *r, const char *path, bool dir)
 {
-        json_t *o = json_pack("{s:s, s:s?, s:s}", "id", r->id, "name", r->name,
-                              dir ? "dir" : "output", path);
+        json_t *o = json_pack("{s:s, s:s?, s:o}", "id", r->id, "name", r->name,
+                              dir ? "dir" : "output", vmsnap_json_string_lossy(path));
         struct stat st;
         if (o && !dir && stat(path, &st) == 0)
                 json_object_set_new(o, "bytes", json_integer((json_int_t)st.st_size));

@@ -176,9 +176,16 @@ def start_peer_daemon(work, peer, guest, vmm_delay=0):
     return d
 
 
-def need_guest_image(test, src, guest):
-    """Skips test unless guest holds the guest image's kernel and disk (built here by
-    guest/build.sh when missing)."""
+def need_peer_setup(test, cli, peer, src, guest):
+    """Skips test unless the CLI, vmsnapd and the ch-peer are built and the guest image's
+    kernel and disk are in guest (built there by guest/build.sh when missing): what a test
+    of sandboxes on the peer (start_peer_daemon) needs."""
+    for what, ok in (("the vmsnap CLI is not built ($VMSNAP_CLI)", cli and os.access(cli, os.X_OK)),
+                     ("vmsnapd is not built", os.access(VMSNAPD, os.X_OK)),
+                     ("the ch-peer is not built ($VMSNAP_PEER_ch_peer)",
+                      peer and os.access(peer, os.X_OK))):
+        if not ok:
+            skip(test, what)
     if all(os.path.exists(os.path.join(guest, f)) for f in ("vmlinuz", "rootfs.ext4")):
         return
     rc = subprocess.call([os.path.join(src, "guest", "build.sh"), guest],

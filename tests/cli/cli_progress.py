@@ -2,12 +2,14 @@
 """cli/cli-progress: a CLI step that runs longer than a second shows its progress and then
 the time it took on stderr when stderr is a terminal (a pty here), and nothing of it when
 stderr is a file. Steps made long by construction, not by luck (no timing assertion):
-- `snapshot export` into a pipe this test does not read for 1.5 s (the export blocks);
-- `sandbox create` whose VMM (tests/peer/ch-peer behind a wrapper) waits 1.5 s to start.
+- `snapshot export` into a pipe this test leaves full for 1.5 s (the export blocks);
+- `sandbox create` whose VMM (tests/peer/ch-peer behind a wrapper) waits 2.5 s to start
+  (libcurl calls the progress hook at least once a second while it waits).
 push and pull use the same progress code (src/cli/progress.c) but need S3 object storage.
 
 Exit 0 pass, 1 fail, 77 skip (no CLI, daemon, peer or guest image).
 """
+import fcntl
 import os
 import pty
 import select
@@ -15,12 +17,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "api"))
-from vmsnapd import (VMSNAPD, kill_peers, need_guest_image, skip,  # noqa: E402
-                     start_peer_daemon)
+from vmsnapd import kill_peers, need_peer_setup, start_peer_daemon  # noqa: E402
 
 TEST = "cli-progress"
 SRC = os.environ.get("VMSNAP_SRC", os.path.dirname(os.path.dirname(HERE)))
@@ -28,6 +30,7 @@ CLI = os.environ.get("VMSNAP_CLI", "")
 PEER = os.environ.get("VMSNAP_PEER_ch_peer", "")
 GUEST = os.environ.get("VMSNAP_GUEST_DIR", os.path.join(SRC, "build", "guest"))
 HOLD_S = 1.5
+VMM_DELAY_S = 2.5
 
 failures = []
 
@@ -37,9 +40,16 @@ def fail(msg):
     print("FAIL: " + msg, flush=True)
 
 
+def pipe_full(fd):
+    """True when the pipe holds 64 KiB unread: its writer is blocked."""
+    n = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    return int.from_bytes(n, sys.byteorder) >= 65536
+
+
 def run_on_pty(argv, hold_stdout=False):
-    """Runs argv with stderr on a new pty; with hold_stdout its stdout is a pipe read only
-    after HOLD_S. Returns (exit code, what the pty got, stdout bytes)."""
+    """Runs argv with stderr on a new pty. With hold_stdout its stdout is a pipe that is
+    read only once it has been full (the writer blocked) for HOLD_S: the step then runs
+    longer than a second whatever the load. Returns (exit code, what the pty got, stdout)."""
     master, slave = pty.openpty()
     rd, wr = os.pipe() if hold_stdout else (None, subprocess.DEVNULL)
     p = subprocess.Popen(argv, stdout=wr, stderr=slave, stdin=subprocess.DEVNULL)
@@ -47,13 +57,14 @@ def run_on_pty(argv, hold_stdout=False):
     if hold_stdout:
         os.close(wr)
     got, out = b"", b""
-    start = time.monotonic()
+    full_at = None
     fds = [master] + ([rd] if hold_stdout else [])
     while fds:
-        ready, _, _ = select.select(fds, [], [], 0.1)
+        held = rd in fds and (full_at is None or time.monotonic() - full_at < HOLD_S)
+        if held and full_at is None and pipe_full(rd):
+            full_at = time.monotonic()
+        ready, _, _ = select.select([f for f in fds if not (held and f == rd)], [], [], 0.05)
         for fd in ready:
-            if fd == rd and time.monotonic() - start < HOLD_S:
-                continue
             try:
                 chunk = os.read(fd, 65536)
             except OSError:  # EIO: the pty's other side closed
@@ -65,8 +76,8 @@ def run_on_pty(argv, hold_stdout=False):
                 got += chunk
             else:
                 out += chunk
-        if rd in fds and time.monotonic() - start < HOLD_S:
-            time.sleep(0.05)
+        if held and p.poll() is not None and full_at is None:
+            full_at = 0.0  # it ended without filling the pipe: read what it wrote
     return p.wait(), got.decode(errors="replace"), out
 
 
@@ -99,12 +110,12 @@ def export_case(work):
 
 
 def create_case(work):
-    d = start_peer_daemon(work, PEER, GUEST, vmm_delay=HOLD_S)
+    d = start_peer_daemon(work, PEER, GUEST, vmm_delay=VMM_DELAY_S)
     try:
         s = ["--socket", d.sock]
         rc, err, _ = run_on_pty([CLI, "sandbox", "create"] + s + ["--name", "p1", "--memory",
                                                                   "64"])
-        check_progress("sandbox create (the VMM starts in 1.5 s)", rc, err, "booting p1")
+        check_progress("sandbox create (the VMM starts 2.5 s late)", rc, err, "booting p1")
         if "booting p1… " not in err:
             fail("no progress line while it ran: %r" % err[-300:])
         p = subprocess.run([CLI, "sandbox", "create"] + s + ["--name", "p2", "--memory", "64"],
@@ -118,13 +129,7 @@ def create_case(work):
 
 
 def main():
-    for what, ok in (("the vmsnap CLI is not built ($VMSNAP_CLI)", CLI and os.access(CLI, os.X_OK)),
-                     ("vmsnapd is not built", os.access(VMSNAPD, os.X_OK)),
-                     ("the ch-peer is not built ($VMSNAP_PEER_ch_peer)",
-                      PEER and os.access(PEER, os.X_OK))):
-        if not ok:
-            skip(TEST, what)
-    need_guest_image(TEST, SRC, GUEST)
+    need_peer_setup(TEST, CLI, PEER, SRC, GUEST)
     work = tempfile.mkdtemp(prefix="vs-cp-")  # short: socket paths are <= 107 bytes
     try:
         export_case(work)

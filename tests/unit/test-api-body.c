@@ -384,7 +384,7 @@ static void test_errors(void **state)
 
 static void check_lossy(const char *in, const char *want)
 {
-        json_t *j = api_json_string_lossy(in);
+        json_t *j = vmsnap_json_string_lossy(in);
         assert_non_null(j);
         assert_string_equal(json_string_value(j), want);
         json_decref(j);
