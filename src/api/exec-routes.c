@@ -67,55 +67,6 @@ int api_guest_errno(int err)
         return -EPROTO;
 }
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629), 0 when it is not one. NUL is one
- * (a single byte), as JSON allows it escaped. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-        unsigned char lo = 0x80, hi = 0xBF;
-        size_t len;
-        if (p[0] < 0x80)
-                return 1;
-        if (p[0] >= 0xC2 && p[0] <= 0xDF) {
-                len = 2;
-        } else if (p[0] >= 0xE0 && p[0] <= 0xEF) {
-                len = 3;
-                lo = p[0] == 0xE0 ? 0xA0 : 0x80;
-                hi = p[0] == 0xED ? 0x9F : 0xBF;
-        } else if (p[0] >= 0xF0 && p[0] <= 0xF4) {
-                len = 4;
-                lo = p[0] == 0xF0 ? 0x90 : 0x80;
-                hi = p[0] == 0xF4 ? 0x8F : 0xBF;
-        } else {
-                return 0;
-        }
-        if (n < len || p[1] < lo || p[1] > hi)
-                return 0;
-        for (size_t i = 2; i < len; i++)
-                if ((p[i] & 0xC0) != 0x80)
-                        return 0;
-        return len;
-}
-
-json_t *api_json_bytes_lossy(const char *s, size_t n)
-{
-        const unsigned char *p = (const unsigned char *)s;
-        _cleanup_free_ char *out = malloc(3 * n + 1); /* each bad byte becomes 3 */
-        size_t o = 0;
-        if (!out)
-                return NULL;
-        for (size_t i = 0; i < n;) {
-                size_t l = utf8_len(p + i, n - i);
-                if (l) {
-                        memcpy(out + o, s + i, l);
-                        o += l, i += l;
-                } else {
-                        memcpy(out + o, "\xef\xbf\xbd", 3);
-                        o += 3, i++;
-                }
-        }
-        return json_stringn(out, o); /* NUL bytes go out as \u0000 */
-}
-
 void api_reply_guest_error(struct api_reply *rep, int err, const struct vmsnap_diag *d)
 {
         api_reply_errno(rep, api_guest_errno(err), d);

@@ -21,10 +21,6 @@ void api_exec_handle(struct api_server *srv, const struct api_call *call, struct
 void api_process_list(struct api_server *srv, const struct api_call *call, struct api_reply *rep);
 void api_process_kill(struct api_server *srv, const struct api_call *call, struct api_reply *rep);
 
-/* n bytes as a JSON string: NUL and the other control characters escaped, bytes that are not
- * UTF-8 replaced by U+FFFD. NULL only when out of memory. */
-json_t *api_json_bytes_lossy(const char *s, size_t n);
-
 /* A negative errno from the guest (or the agent channel) as the errno whose status fits it
  * (errors.c): ENOENT and ESRCH → ENOENT (404), path problems → EINVAL (400), a connection that
  * ended → ENOTCONN (409), an agent too old → EOPNOTSUPP (501), other guest errors → EPROTO

@@ -92,10 +92,10 @@ json_t *api_exec_json(const struct vmsnap_exec_result *res)
         r |= api_json_set(o, "exit_code", json_integer(res->exit_code));
         r |= api_json_set(o, "signal", res->signal ? json_integer(res->signal) : json_null());
         r |= api_json_set(o, "timed_out", json_boolean(res->timed_out));
-        r |= api_json_set(o, "stdout", api_json_bytes_lossy(res->out ? res->out : "",
-                                                             res->out ? res->out_len : 0));
-        r |= api_json_set(o, "stderr", api_json_bytes_lossy(res->err ? res->err : "",
-                                                             res->err ? res->err_len : 0));
+        r |= api_json_set(o, "stdout", vmsnap_json_bytes_lossy(res->out ? res->out : "",
+                                                               res->out ? res->out_len : 0));
+        r |= api_json_set(o, "stderr", vmsnap_json_bytes_lossy(res->err ? res->err : "",
+                                                               res->err ? res->err_len : 0));
         r |= api_json_set(o, "truncated", json_boolean(res->truncated));
         if (r) {
                 json_decref(o);

@@ -36,8 +36,13 @@ static size_t utf8_sequence(const unsigned char *s, size_t n)
 
 json_t *vmsnap_json_string_lossy(const char *s)
 {
+        return vmsnap_json_bytes_lossy(s, strlen(s));
+}
+
+json_t *vmsnap_json_bytes_lossy(const char *s, size_t n)
+{
         const unsigned char *p = (const unsigned char *)s;
-        size_t n = strlen(s), bad = 0;
+        size_t bad = 0;
         for (size_t i = 0; i < n;) {
                 size_t l = utf8_sequence(p + i, n - i);
                 bad += l == 0;
@@ -60,7 +65,7 @@ json_t *vmsnap_json_string_lossy(const char *s)
                         o += 3, i++;
                 }
         }
-        json_t *j = json_stringn(out, o);
+        json_t *j = json_stringn(out, o); /* NUL bytes go out as \u0000 */
         free(out);
         return j;
 }
