@@ -10,7 +10,8 @@ process start, kernel boot, /init, the agent. Each sandbox is removed before the
 kernel a sandbox booted is checked by the size of the file linked into its run directory.
 
 usage: VMSNAP_BUILD=build/release python3 bench/boot.py [--rounds N] [--memory MIB]
-Prints the medians and the ratio PVH / bzImage (below 1: PVH boots faster).
+Prints the medians, their ratio PVH / bzImage (below 1: PVH boots faster) and the ratio of
+each round's pair (the two boots ran back to back, so they saw about the same load).
 """
 import argparse
 import os
@@ -78,7 +79,9 @@ def main():
           % (args.memory, args.rounds))
     for name, m in (("bzImage", b), ("PVH", p)):
         print("  %-8s %6.2f s  (%.2f-%.2f)" % (name, m, min(times[name]), max(times[name])))
-    print("  ratio PVH / bzImage: %.2f" % (p / b))
+    pairs = [x / y for x, y in zip(times["PVH"], times["bzImage"])]
+    print("  ratio PVH / bzImage: %.2f (medians); per round: %s" % (
+        p / b, " ".join("%.2f" % r for r in pairs)))
 
 
 if __name__ == "__main__":
