@@ -264,6 +264,12 @@ def test_jail_restart(d, sid):
     after = d.ok("GET", "/v1/sandboxes/%s" % sid)
     check(after["state"] == "running" and after["pid"] == before["pid"],
           "after a daemon SIGKILL: %s" % after)
+    # The times the row keeps survive the restart (docs/api.md: started, last_paused).
+    check(before.get("started") and after.get("started") == before["started"] and
+          after.get("last_paused") == before.get("last_paused"),
+          "started/last_paused across the restart: %s -> %s" %
+          ({k: before.get(k) for k in ("started", "last_paused")},
+           {k: after.get(k) for k in ("started", "last_paused")}))
     check(sh(d, sid, "echo attached") == "attached", "exec after re-attach")
     check_jailed(d, after)
     log("daemon SIGKILL + restart: re-attached to the jailed VMM %d" % after["pid"])
