@@ -116,6 +116,7 @@ enum vmsnap_pause_phase {
         VMSNAP_PAUSE_VCPU_STOP,     /* the VMM stops the vCPUs */
         VMSNAP_PAUSE_VMM_SAVE,      /* the VMM writes device state and guest RAM */
         VMSNAP_PAUSE_MEM_DIFF,      /* the new memory generation (docs/format.md) */
+        VMSNAP_PAUSE_MEM_TOUCHED,   /* finding the blocks the VMM touched and changed */
         VMSNAP_PAUSE_DISK,          /* the disk overlay (and working set) into the snapshot */
         VMSNAP_PAUSE_STORE_COMMIT,  /* the store seals the files: fsync, checksums, envelope */
         VMSNAP_PAUSE_DB,            /* journal and row writes, the store's pending row */

@@ -35,7 +35,7 @@ static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 static int capture_touched(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
                            const struct vmsnap_vm_saved *saved, const char *parent,
                            const char *dir, const struct vmsnap_mem_opts *o,
-                           struct vmsnap_diag *d)
+                           struct pause_trace *t, struct vmsnap_diag *d)
 {
         if (!l->touch.valid || !l->vm || saved->memory_file_temporary ||
             saved->source != VMSNAP_MEM_SOURCE_CONTENT || !touch_mark_holds(&l->touch))
@@ -45,11 +45,13 @@ static int capture_touched(struct vmsnap_host *h, struct live *l, const struct v
         unlink(out); /* left by a daemon that died in a pause */
         struct touch_stats s;
         struct vmsnap_diag why = {0};
-        if (touch_extract(l->driver->pid(l->vm), saved->memory_file, parent, out, &s, &why) < 0)
+        int r = touch_extract(l->driver->pid(l->vm), saved->memory_file, parent, out, &s, &why);
+        trace_mark(t, VMSNAP_PAUSE_MEM_TOUCHED);
+        if (r < 0)
                 return 0;
         struct vmsnap_mem_opts sparse = *o;
         sparse.source = VMSNAP_MEM_SOURCE_SPARSE; /* holes: the parent's blocks */
-        int r = vmsnap_mem_diff(out, dir, parent, &sparse, NULL, d);
+        r = vmsnap_mem_diff(out, dir, parent, &sparse, NULL, d);
         unlink(out);
         return r < 0 ? r : 1;
 }
@@ -59,7 +61,7 @@ static int capture_touched(struct vmsnap_host *h, struct live *l, const struct v
  * at sync_merge_cap; a template is merged at the cap right away. */
 static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
                           enum vmsnap_snapshot_kind kind, const struct vmsnap_vm_saved *saved,
-                          const char *dir, struct vmsnap_diag *d)
+                          const char *dir, struct pause_trace *t, struct vmsnap_diag *d)
 {
         char parent[PATH_LEN];
         int r = parent_dir(h, sb, parent);
@@ -70,7 +72,7 @@ static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vm
                                                                                : h->merge_cap};
         if (!parent[0])
                 return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
-        r = capture_touched(h, l, sb, saved, parent, dir, &o, d);
+        r = capture_touched(h, l, sb, saved, parent, dir, &o, t, d);
         if (r != 0)
                 return r < 0 ? r : 0;
         return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
@@ -166,7 +168,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                 vmsnap_store_txn_set_vmm_version(txn, saved.version);
         trace_mark(t, VMSNAP_PAUSE_VMM_SAVE);
         if (r == 0)
-                r = capture_memory(h, l, sb, kind, &saved, dir, d);
+                r = capture_memory(h, l, sb, kind, &saved, dir, t, d);
         if (saved.memory_file_temporary)
                 unlink(saved.memory_file);
         trace_mark(t, VMSNAP_PAUSE_MEM_DIFF);

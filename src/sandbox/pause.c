@@ -64,12 +64,15 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;
         sb->error[0] = '\0';
-        r = db_journal_step(h, &j, "released", NULL, sb, d);
-        trace_mark(&t, VMSNAP_PAUSE_DB);
+        /* No journal step between: a crash from here on finds step "committed", whose
+         * recovery is what is left to do (kill, release, drop the superseded snapshot). */
         vmsnap_crashpoint("pause.released");
         drop_snapshot(h, previous);
         trace_mark(&t, VMSNAP_PAUSE_DROP_PREVIOUS);
-        db_journal_done(h, &j, NULL, NULL);
+        if (r == 0) /* the row says paused and the journal entry closes in one commit */
+                r = db_journal_done(h, &j, sb, d);
+        else
+                db_journal_done(h, &j, sb, NULL);
         trace_mark(&t, VMSNAP_PAUSE_DB);
         if (r == 0)
                 trace_commit(h, &t);

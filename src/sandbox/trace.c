@@ -7,7 +7,7 @@
 #include <time.h>
 
 static const char *const phase_names[VMSNAP_PAUSE_PHASES] = {
-        "agent_sync", "vcpu_stop", "vmm_save", "mem_diff", "disk",
+        "agent_sync", "vcpu_stop", "vmm_save", "mem_diff", "mem_touched", "disk",
         "store_commit", "db", "vmm_release", "drop_previous",
 };
 

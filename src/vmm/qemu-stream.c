@@ -193,7 +193,7 @@ static int take_block_list(struct split *s, uint64_t total)
         uint64_t sum = 0;
         for (int n = 0; sum < total; n++) {
                 char name[256];
-                uint64_t len, addr;
+                uint64_t len = 0, addr = 0;
                 int r = n < MAX_BLOCKS ? take_name(s, name, true) : protocol(s, "too many blocks");
                 if (r == 0)
                         r = take_be(s, 8, &len, true);
