@@ -6,8 +6,8 @@ network adds <= 20 ms to a spawn).
 One vmsnapd with --network, inside a private network and mount namespace of this bench
 (re-executed under `unshare --net --mount`, as e2e/sandbox-network does): two templates of
 the same guest, one made from a sandbox with a network (allow), one from a sandbox made with
-"network": "none". Round by round, taking turns so that a change of load hits both alike:
-spawn from each (POST /v1/snapshots/{t}/sandboxes: the networked one also allocates its
+"network": "none". Round by round, taking turns (the order alternating) so that a change
+of load hits both alike: spawn from each (POST /v1/snapshots/{t}/sandboxes: the networked one also allocates its
 address, builds namespace, veth, TAP and both nftables tables, and restores a virtio-net
 device), then destroy each (the networked one also tears that down).
 
@@ -43,8 +43,8 @@ def bench(d, rounds):
         sb = d.ok("POST", "/v1/sandboxes", body)
         d.ok("POST", "/v1/sandboxes/%s/snapshot" % sb["id"], {"name": "bench-" + k})
         d.ok("DELETE", "/v1/sandboxes/%s" % sb["id"])
-    for _ in range(rounds):
-        for k in ("net", "none"):
+    for i in range(rounds):
+        for k in (("net", "none") if i % 2 == 0 else ("none", "net")):  # no order effect
             t = time.monotonic()
             c = d.ok("POST", "/v1/snapshots/bench-%s/sandboxes" % k, {})
             times[k]["spawn"].append(time.monotonic() - t)
