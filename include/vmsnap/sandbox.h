@@ -181,6 +181,16 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
                          const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
                          struct vmsnap_diag *d);
 
+/* Makes a paused sandbox of a pause snapshot that nothing here holds (one pulled or imported
+ * from another host), so that vmsnap_sandbox_resume continues that guest here: the row
+ * takes the snapshot's vmm, vcpus and memory (a spec asking for others: -EMLINK) and spec's
+ * name, idle_timeout and network. The sandbox then owns the snapshot (destroy drops it).
+ * -EINVAL for a template (spawn from it), -EBUSY while a sandbox or a newer generation here
+ * holds it. Nothing is left on failure. */
+int vmsnap_sandbox_adopt(struct vmsnap_host *h, const char *snapshot_ref,
+                         const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d);
+
 /* Looks a sandbox up by id, name or unique id prefix (>= 3 chars). */
 int vmsnap_sandbox_get(struct vmsnap_host *h, const char *ref, struct vmsnap_sandbox *ret,
                        struct vmsnap_diag *d);

@@ -319,3 +319,63 @@ int api_parse_empty_body(const char *text, size_t len, struct vmsnap_diag *d)
                 return r;
         return check_keys(obj, allowed, d);
 }
+
+int api_parse_remote_push_body(const char *text, size_t len, struct api_remote_push_body *ret,
+                               struct vmsnap_diag *d)
+{
+        static const char *const allowed[] = {"snapshot", NULL};
+        json_auto_t *obj = NULL;
+        struct api_remote_push_body b = {0};
+        int r = load_object(text, len, &obj, d);
+        if (r == 0)
+                r = check_keys(obj, allowed, d);
+        if (r == 0)
+                r = get_string(obj, "snapshot", true, b.snapshot, sizeof(b.snapshot), d);
+        if (r >= 0)
+                r = check_ref("snapshot", b.snapshot, d);
+        if (r < 0)
+                return r;
+        *ret = b;
+        return 0;
+}
+
+int api_parse_remote_pull_body(const char *text, size_t len, struct api_remote_pull_body *ret,
+                               struct vmsnap_diag *d)
+{
+        static const char *const allowed[] = {"name", NULL};
+        json_auto_t *obj = NULL;
+        struct api_remote_pull_body b = {0};
+        int r = load_object(text, len, &obj, d);
+        if (r == 0)
+                r = check_keys(obj, allowed, d);
+        if (r == 0)
+                r = get_string(obj, "name", false, b.name, sizeof(b.name), d);
+        if (r >= 0)
+                r = check_name("name", b.name, d);
+        if (r < 0)
+                return r;
+        *ret = b;
+        return 0;
+}
+
+int api_parse_remote_gc_body(const char *text, size_t len, struct api_remote_gc_body *ret,
+                             struct vmsnap_diag *d)
+{
+        static const char *const allowed[] = {"grace_seconds", "dry_run", NULL};
+        json_auto_t *obj = NULL;
+        struct api_remote_gc_body b = {.grace_seconds = API_REMOTE_GC_GRACE_DEFAULT};
+        int r = load_object(text, len, &obj, d);
+        if (r == 0)
+                r = check_keys(obj, allowed, d);
+        if (r == 0)
+                r = get_uint(obj, "grace_seconds", 0, API_REMOTE_GC_GRACE_MAX, &b.grace_seconds,
+                             d);
+        json_t *v = r >= 0 ? json_object_get(obj, "dry_run") : NULL;
+        if (v && !json_is_null(v) && !json_is_boolean(v))
+                r = vmsnap_diag(d, -EINVAL, "field 'dry_run' must be true or false");
+        if (r < 0)
+                return r;
+        b.dry_run = json_is_true(v);
+        *ret = b;
+        return 0;
+}

@@ -65,6 +65,33 @@ int api_parse_snapshot_body(const char *text, size_t len, struct api_snapshot_bo
 int api_parse_snapshot_create_body(const char *text, size_t len,
                                    struct api_snapshot_create_body *ret, struct vmsnap_diag *d);
 
+/* POST /v1/remote/snapshots: the local snapshot to push (required). */
+struct api_remote_push_body {
+        char snapshot[API_REF_MAX + 1];
+};
+
+/* POST /v1/remote/snapshots/{ref}/pull: the local name ("" = the remote one). */
+struct api_remote_pull_body {
+        char name[VMSNAP_NAME_MAX + 1];
+};
+
+#define API_REMOTE_GC_GRACE_DEFAULT 3600u
+#define API_REMOTE_GC_GRACE_MAX     (366u * 86400)
+
+/* POST /v1/remote/gc. */
+struct api_remote_gc_body {
+        uint64_t grace_seconds; /* default API_REMOTE_GC_GRACE_DEFAULT */
+        bool dry_run;
+};
+
+/* Parsers of the remote routes' bodies (docs/remote.md "REST"); same contract as above. */
+int api_parse_remote_push_body(const char *text, size_t len, struct api_remote_push_body *ret,
+                               struct vmsnap_diag *d);
+int api_parse_remote_pull_body(const char *text, size_t len, struct api_remote_pull_body *ret,
+                               struct vmsnap_diag *d);
+int api_parse_remote_gc_body(const char *text, size_t len, struct api_remote_gc_body *ret,
+                             struct vmsnap_diag *d);
+
 /* Bodies of routes that take none (pause, resume): empty or {}. Returns 0, -EBADMSG or
  * -EINVAL. */
 int api_parse_empty_body(const char *text, size_t len, struct vmsnap_diag *d);

@@ -44,6 +44,13 @@ static const struct {
 } subject_table[] = {
         {API_SUBJECT_NEW, -ENOENT, {503, "host_not_ready"}},      /* no guest image, no VMM */
         {API_SUBJECT_IMPORT, -EBADMSG, {400, "invalid_archive"}}, /* refused by import's checks */
+        /* The remote store answered an error, nonsense, a corrupt or missing chunk, or not
+         * at all (after its retries): the gateway's fault, with the remote's message. */
+        {API_SUBJECT_REMOTE, -EIO, {502, "remote_error"}},
+        {API_SUBJECT_REMOTE, -EACCES, {502, "remote_error"}},
+        {API_SUBJECT_REMOTE, -EBADMSG, {502, "remote_error"}},
+        {API_SUBJECT_REMOTE, -EFBIG, {502, "remote_error"}},
+        {API_SUBJECT_REMOTE, -ETIMEDOUT, {502, "remote_error"}},
 };
 
 static const struct api_error problems[] = {
@@ -58,6 +65,7 @@ static const struct api_error problems[] = {
         [API_PROBLEM_MEDIA_TYPE] = {415, "unsupported_media_type"},
         [API_PROBLEM_SHUTTING_DOWN] = {503, "shutting_down"},
         [API_PROBLEM_INTERNAL] = {500, "internal"},
+        [API_PROBLEM_NO_REMOTE] = {409, "no_remote"},
 };
 
 struct api_error api_error_from_errno(int err, enum api_subject subject)

@@ -22,6 +22,7 @@ enum api_problem {
         API_PROBLEM_MEDIA_TYPE,     /* 415: a body that is not application/json */
         API_PROBLEM_SHUTTING_DOWN,  /* 503: the daemon is stopping */
         API_PROBLEM_INTERNAL,       /* 500: the daemon itself failed (out of memory, ...) */
+        API_PROBLEM_NO_REMOTE,      /* 409: a remote route, and no remote store configured */
 };
 
 /* What a request is about, where an errno means different things for different requests. */
@@ -29,6 +30,7 @@ enum api_subject {
         API_SUBJECT_REF,    /* something named by a ref: -ENOENT is a 404 */
         API_SUBJECT_NEW,    /* a new sandbox: -ENOENT is a file the host lacks (503) */
         API_SUBJECT_IMPORT, /* an archive the client pointed at: -EBADMSG is its fault (400) */
+        API_SUBJECT_REMOTE, /* the remote store: its failures and bad data are a 502 */
 };
 
 /* Status and code for a negative errno returned by libvmsnap (unknown values: 500). */

@@ -11,6 +11,7 @@
 #include "api/json.h"
 #include "api/model.h"
 #include "api/net-routes.h"
+#include "api/remote-routes.h"
 #include "api/reply.h"
 #include "api/server.h"
 #include "api/transfer.h"
@@ -109,6 +110,48 @@ static void store_release(struct api_server *srv)
 static void record_op(struct api_server *srv, enum api_op op, const struct timespec *t0, int r)
 {
         api_metrics_op(&srv->metrics, op, api_elapsed(t0), r >= 0);
+}
+
+/* A pause snapshot from another host: a paused sandbox of it (vmsnap_sandbox_adopt), then
+ * resumed. A failed resume leaves that sandbox paused, named in the message. */
+static int adopt_and_resume(struct api_server *srv, const char *id,
+                            const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *sb,
+                            struct vmsnap_diag *d)
+{
+        int r = vmsnap_sandbox_adopt(srv->host, id, spec, sb, d);
+        if (r < 0)
+                return r;
+        char sid[VMSNAP_ID_LEN + 1];
+        memcpy(sid, sb->id, sizeof(sid));
+        r = vmsnap_sandbox_resume(srv->host, sid, sb, d);
+        return r < 0 ? vmsnap_diag_prefix(d, "sandbox %s (paused on snapshot %s) did not resume",
+                                          sid, id)
+                     : 0;
+}
+
+/* Spawns from ref — a template, or a pause snapshot from another host whose guest then
+ * continues here — pulling it from the remote store first when it is not here
+ * (docs/remote.md "Spawn from a remote snapshot"); records the spawn and sets the error
+ * reply on failure. */
+static int spawn_from(struct api_server *srv, const char *ref,
+                      const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *sb,
+                      struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        char id[VMSNAP_ID_LEN + 1];
+        enum vmsnap_snapshot_kind kind = VMSNAP_SNAPSHOT_TEMPLATE;
+        bool remote = false;
+        struct timespec t0;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        int r = api_remote_ensure_local(srv, ref, id, &kind, &remote, &d);
+        if (r == 0 && kind == VMSNAP_SNAPSHOT_PAUSE)
+                r = adopt_and_resume(srv, id, spec, sb, &d);
+        else if (r == 0)
+                r = vmsnap_sandbox_spawn(srv->host, id, spec, sb, &d);
+        record_op(srv, API_OP_SPAWN, &t0, r);
+        if (r < 0)
+                api_reply_errno_as(rep, remote ? API_SUBJECT_REMOTE : API_SUBJECT_REF, r, &d);
+        return r;
 }
 
 /* ---- health and metrics ------------------------------------------------------------------- */
@@ -232,19 +275,18 @@ static void h_sandbox_create(struct api_server *srv, const struct api_call *call
                 api_reply_errno(rep, r, &d);
                 return;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t0);
         if (b.template_ref[0]) {
-                r = vmsnap_sandbox_spawn(srv->host, b.template_ref, &spec, &sb, &d);
-                record_op(srv, API_OP_SPAWN, &t0, r);
-        } else {
-                r = vmsnap_sandbox_create(srv->host, &spec, &sb, &d);
-                record_op(srv, API_OP_CREATE, &t0, r);
+                if (spawn_from(srv, b.template_ref, &spec, &sb, rep) == 0) {
+                        publish_new(srv, &sb);
+                        reply_sandbox_net(srv, rep, 201, &sb);
+                }
+                return;
         }
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        r = vmsnap_sandbox_create(srv->host, &spec, &sb, &d);
+        record_op(srv, API_OP_CREATE, &t0, r);
         if (r < 0) {
-                if (b.template_ref[0])
-                        api_reply_errno(rep, r, &d);
-                else
-                        api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
+                api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
                 return;
         }
         publish_new(srv, &sb);
@@ -628,21 +670,15 @@ static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call
         }
         struct vmsnap_sandbox_spec spec = spec_of(&b);
         struct vmsnap_sandbox sb;
-        struct timespec t0;
         struct api_cluster *cluster;
         if ((r = cluster_of(srv, &cluster, &d)) < 0) {
                 api_reply_errno(rep, r, &d);
                 return;
         }
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        r = vmsnap_sandbox_spawn(srv->host, call->ref, &spec, &sb, &d);
-        record_op(srv, API_OP_SPAWN, &t0, r);
-        if (r < 0) {
-                api_reply_errno(rep, r, &d);
-                return;
+        if (spawn_from(srv, call->ref, &spec, &sb, rep) == 0) {
+                publish_new(srv, &sb);
+                reply_sandbox_net(srv, rep, 201, &sb);
         }
-        publish_new(srv, &sb);
-        reply_sandbox_net(srv, rep, 201, &sb);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */
@@ -674,6 +710,11 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
         [API_ROUTE_FILE_LIST] = api_file_list,
         [API_ROUTE_ARCHIVE_GET] = api_archive_get,
         [API_ROUTE_ARCHIVE_PUT] = api_archive_put,
+        [API_ROUTE_REMOTE_LIST] = api_remote_list, /* api/remote-routes.c */
+        [API_ROUTE_REMOTE_PUSH] = api_remote_push,
+        [API_ROUTE_REMOTE_DELETE] = api_remote_delete,
+        [API_ROUTE_REMOTE_PULL] = api_remote_pull,
+        [API_ROUTE_REMOTE_GC] = api_remote_gc,
 };
 
 void api_handle(struct api_server *srv, const struct api_call *call, struct api_reply *rep)

@@ -5,6 +5,7 @@
 #include "api/cluster.h"
 #include "api/demo.h"
 #include "api/notify.h"
+#include "api/remote-routes.h"
 #include "api/routes.h"
 #include "api/server.h"
 #include "api/token.h"
@@ -66,6 +67,10 @@ static const char usage_text[] =
         "                        online CPUs, physical memory, free space of the root)\n"
         "  --heartbeat-interval MS  cluster heartbeat period (default: 2000)\n"
         "  --lost-after MS       a host silent this long is marked lost (default: 10000)\n"
+        "  --remote NAME         the remote store (docs/remote.md) of push/pull/ls/rm/gc and of\n"
+        "                        spawns of a snapshot that is not here: <root>/remotes/NAME.conf\n"
+        "                        (0600). Default: the VMSNAP_S3_* environment, else\n"
+        "                        <root>/remotes/default.conf when it exists, else none\n"
         "  --demo                after start, create a sandbox, run a command in it, pause and\n"
         "                        resume it, and show that its state survived\n"
         "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
@@ -77,7 +82,7 @@ static const char usage_text[] =
         "Exit codes: 0 clean shutdown, 1 failure, 2 usage error.\n";
 
 struct options {
-        const char *root, *socket, *listen, *vmm, *guest_dir, *mem_root;
+        const char *root, *socket, *listen, *vmm, *guest_dir, *mem_root, *remote;
         unsigned merge_cap, tick_interval;
         struct api_gate_limits gate;
         bool no_tcp, demo, print_routes;
@@ -150,6 +155,7 @@ enum {
         OPT_CAPACITY,
         OPT_HEARTBEAT,
         OPT_LOST_AFTER,
+        OPT_REMOTE,
 };
 
 static const struct option long_options[] = {
@@ -179,6 +185,7 @@ static const struct option long_options[] = {
         {"capacity", required_argument, NULL, OPT_CAPACITY},
         {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
         {"lost-after", required_argument, NULL, OPT_LOST_AFTER},
+        {"remote", required_argument, NULL, OPT_REMOTE},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -275,6 +282,9 @@ static int parse_options(int argc, char **argv, struct options *o)
                         break;
                 case OPT_MEM_ROOT:
                         o->mem_root = optarg;
+                        break;
+                case OPT_REMOTE:
+                        o->remote = optarg;
                         break;
                 case OPT_DEMO:
                         o->demo = true;
@@ -483,6 +493,10 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
         vmsnap_host_accel(srv->host, accel, why);
         log_info("accelerator: %s (%s)", accel, why);
         log_info("guest memory in %s", vmsnap_host_mem_root(srv->host));
+        if ((r = api_remote_setup(srv, o->remote, d)) < 0)
+                return r;
+        if (srv->have_remote) /* endpoint and bucket only: never the keys */
+                log_info("remote store: %s/%s", srv->remote.endpoint, srv->remote.bucket);
         return 0;
 }
 
@@ -564,6 +578,7 @@ static int wait_signal(const sigset_t *signals)
 
 static void close_host(struct api_server *srv)
 {
+        api_remote_teardown(srv);
         vmsnap_host_close(srv->host);
         api_metrics_destroy(&srv->metrics);
 }
@@ -644,6 +659,7 @@ int main(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &srv->started);
         srv->gate_limits = o.gate;
         srv->cluster_mode = o.cluster.source != NULL;
+        pthread_mutex_init(&srv->pull_lock, NULL);
         api_metrics_init(&srv->metrics);
         r = run(srv, &o, &signals);
         free(srv);

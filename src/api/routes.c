@@ -36,6 +36,11 @@ static const struct api_route_info routes[API_ROUTE_UI + 1] = {
         [API_ROUTE_FILE_LIST] = {"GET", "/v1/sandboxes/{ref}/files/list", false},
         [API_ROUTE_ARCHIVE_GET] = {"GET", "/v1/sandboxes/{ref}/archive", false},
         [API_ROUTE_ARCHIVE_PUT] = {"PUT", "/v1/sandboxes/{ref}/archive", false},
+        [API_ROUTE_REMOTE_LIST] = {"GET", "/v1/remote/snapshots", false},
+        [API_ROUTE_REMOTE_PUSH] = {"POST", "/v1/remote/snapshots", false},
+        [API_ROUTE_REMOTE_DELETE] = {"DELETE", "/v1/remote/snapshots/{ref}", false},
+        [API_ROUTE_REMOTE_PULL] = {"POST", "/v1/remote/snapshots/{ref}/pull", false},
+        [API_ROUTE_REMOTE_GC] = {"POST", "/v1/remote/gc", false},
         [API_ROUTE_NONE] = {"-", "unmatched", false},
         [API_ROUTE_UI] = {"GET", "/ui/{file}", true},
 };

@@ -35,6 +35,11 @@ enum api_route {
         API_ROUTE_FILE_LIST,
         API_ROUTE_ARCHIVE_GET,
         API_ROUTE_ARCHIVE_PUT,
+        API_ROUTE_REMOTE_LIST, /* the remote store (api/remote-routes.c) */
+        API_ROUTE_REMOTE_PUSH,
+        API_ROUTE_REMOTE_DELETE,
+        API_ROUTE_REMOTE_PULL,
+        API_ROUTE_REMOTE_GC,
         API_ROUTE_COUNT,
         API_ROUTE_NONE = API_ROUTE_COUNT, /* no route matched (metrics label "unmatched") */
         API_ROUTE_UI, /* the dashboard's static files (metrics label "/ui/{file}"; never

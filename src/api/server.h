@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/remote.h>
 #include <vmsnap/sandbox.h>
 #include <vmsnap/store.h>
 
@@ -30,6 +31,9 @@ struct api_server {
         struct api_metrics metrics;
         struct api_gate_limits gate_limits; /* of the TCP listener; set before api_listen_tcp */
         struct timespec started;            /* CLOCK_MONOTONIC */
+        bool have_remote;                   /* remote set at start (api/remote-routes.h) */
+        struct vmsnap_remote_config remote; /* holds a secret: never logged, wiped at exit */
+        pthread_mutex_t pull_lock;          /* one pull of a missing snapshot at a time */
         bool shutting_down;                 /* __atomic */
         unsigned in_flight;    /* __atomic: requests between first byte and completion */
         struct api_gate *gate; /* __atomic: the TCP listener's, for /metrics; NULL without */

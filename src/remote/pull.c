@@ -65,9 +65,12 @@ static int place_chunk(struct pull *p, const struct want *w, const struct s3_req
         vmsnap_remote_hex(f->chunks[w->chunk].sha256, hex);
         if (q->err || q->status != 200) {
                 int x = s3_req_diag(p->r->s3, q, d);
-                return vmsnap_diag_prefix(d, "chunk %s of %s (offset %llu)%s", hex, f->path,
-                                          (unsigned long long)off,
-                                          x == -ENOENT ? ": missing from the bucket" : "");
+                vmsnap_diag_prefix(d, "chunk %s of %s (offset %llu)%s", hex, f->path,
+                                   (unsigned long long)off,
+                                   x == -ENOENT ? ": missing from the bucket" : "");
+                if (x == -ENOENT && (x = -EBADMSG) && d) /* broken, not absent: no 404 */
+                        d->err = x;
+                return x;
         }
         uint8_t h[32];
         if (q->resp_len == len)

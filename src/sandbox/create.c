@@ -1,4 +1,5 @@
-/* Creating sandboxes: boot from the guest image, or spawn from a template's frozen state. */
+/* Creating sandboxes: boot from the guest image, spawn from a template's frozen state, or
+ * adopt a pause snapshot from another host (docs/remote.md "Resume on another host"). */
 #include "sandbox/internal.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -232,4 +233,74 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
         if (r == 0)
                 r = restore_into(h, l, &sb, &t, true, &j, d);
         return finish_create(h, l, &sb, &j, r, ret, d);
+}
+
+/* An adopted sandbox takes the snapshot's machine: a spec asking for another is a conflict. */
+static int check_adopt_fit(const struct vmsnap_snapshot *s, const struct vmsnap_sandbox_spec *spec,
+                           struct vmsnap_diag *d)
+{
+        if (s->kind != VMSNAP_SNAPSHOT_PAUSE)
+                return vmsnap_diag(d, -EINVAL, "snapshot %s is a template, not a pause snapshot: "
+                                   "spawn from it", s->id);
+        if (spec && ((spec->vcpus && spec->vcpus != s->vcpus) ||
+                     (spec->memory && spec->memory != s->memory) ||
+                     (spec->vmm && strcmp(spec->vmm, s->vmm) != 0)))
+                return vmsnap_diag(d, -EMLINK, "pause snapshot %s has %u vCPUs, %llu MiB and "
+                                   "%s; its sandbox continues with exactly those", s->id,
+                                   s->vcpus, (unsigned long long)(s->memory >> 20), s->vmm);
+        return 0;
+}
+
+/* Under db_lock: refuses a snapshot something here holds (a sandbox paused on it, a newer
+ * generation over it), then writes the paused row. One check-and-insert, so two adopts of
+ * one snapshot cannot both win. */
+static int adopt_row(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
+{
+        _cleanup_free_ struct vmsnap_dependent *deps = NULL;
+        size_t n = 0;
+        pthread_mutex_lock(&h->db_lock);
+        int r = vmsnap_store_dependents(h->store, sb->snapshot_id, &deps, &n, d);
+        if (r == 0 && n > 0)
+                r = vmsnap_diag(d, -EBUSY, "pause snapshot %s is held here (%s %s): resume "
+                                "that sandbox instead", sb->snapshot_id, deps[0].kind,
+                                deps[0].id);
+        if (r == 0)
+                r = row_put(h, sb, d);
+        pthread_mutex_unlock(&h->db_lock);
+        return r;
+}
+
+int vmsnap_sandbox_adopt(struct vmsnap_host *h, const char *snapshot_ref,
+                         const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
+                         struct vmsnap_diag *d)
+{
+        struct vmsnap_snapshot s;
+        char dir[PATH_LEN];
+        int r = h && snapshot_ref ? check_spec(spec, d)
+                                  : vmsnap_diag(d, -EINVAL, "sandbox adopt: missing argument");
+        if (r == 0)
+                r = snapshot_lookup(h, snapshot_ref, &s, dir, d);
+        if (r == 0)
+                r = check_adopt_fit(&s, spec, d);
+        if (r < 0)
+                return r;
+        struct vmsnap_sandbox sb = {.state = VMSNAP_SANDBOX_PAUSED, .vcpus = s.vcpus,
+                                    .memory = s.memory, .generation = s.generation};
+        struct vmsnap_uuid id;
+        vmsnap_uuid_new(&id);
+        vmsnap_uuid_format(&id, sb.id);
+        snprintf(sb.name, sizeof(sb.name), "%s", spec && spec->name ? spec->name : "");
+        snprintf(sb.vmm, sizeof(sb.vmm), "%s", s.vmm);
+        snprintf(sb.snapshot_id, sizeof(sb.snapshot_id), "%s", s.id);
+        sb.idle_timeout = spec ? spec->idle_timeout : 0;
+        sb.created = sb.last_active = (int64_t)time(NULL);
+        if ((r = adopt_row(h, &sb, d)) < 0)
+                return r;
+        if ((r = net_alloc(h, &sb, spec, d)) < 0) {
+                db_delete(h, sb.id);
+                return r;
+        }
+        if (ret)
+                *ret = sb;
+        return 0;
 }

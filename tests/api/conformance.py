@@ -63,6 +63,12 @@ NEEDS_PROTOCOL_2 = {(m, "/v1/sandboxes/{ref}/" + p) for m, p in (
 # daemon runs unjailed (its VMM is a wrapper script), so e2e/sandbox-network drives these.
 NEEDS_NETWORK = {("POST", "/v1/sandboxes/{ref}/ports")}
 
+# Success needs a real S3 store: cli/remote-ceph drives these against a Ceph RGW (with their
+# answers' fields); here they are refused (no remote, a remote answering 403, bad refs).
+NEEDS_REMOTE = {("GET", "/v1/remote/snapshots"), ("HEAD", "/v1/remote/snapshots"),
+                ("POST", "/v1/remote/snapshots"), ("DELETE", "/v1/remote/snapshots/{ref}"),
+                ("POST", "/v1/remote/snapshots/{ref}/pull"), ("POST", "/v1/remote/gc")}
+
 NOT_PROVOKED = {
     "pool_exhausted": "needs a --network daemon (jailed); e2e/sandbox-network provokes it",
     "ambiguous_ref": "two ids sharing a 3-character prefix take ~80 random UUIDs, too slow "
@@ -528,6 +534,66 @@ def refusals(t):
       headers={"Content-Type": "text/plain"}, request_valid=False)
 
 
+class DenyingS3(threading.Thread):
+    """An "S3 endpoint" that answers every request 403 AccessDenied, as a store does to
+    wrong credentials (a final answer: no retries)."""
+
+    def __init__(self):
+        import http.server
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def deny(self):
+                body = b"<Error><Code>AccessDenied</Code></Error>"
+                self.send_response(403)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = deny
+
+            def log_message(self, *a):
+                pass
+        super().__init__(daemon=True)
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+
+    def run(self):
+        self.server.serve_forever()
+
+
+def remote_refusals(t):
+    """The remote routes without a remote, with a remote that refuses, and with bad refs."""
+    P = t.via_prism
+    s3 = DenyingS3()
+    s3.start()
+    os.makedirs(os.path.join(t.d.root, "remotes"), mode=0o700, exist_ok=True)
+    conf = os.path.join(t.d.root, "remotes", "deny.conf")
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, ("endpoint = http://127.0.0.1:%d\nbucket = vmsnap\naccess_key = a\n"
+                  "secret_key = b\n" % s3.server.server_address[1]).encode())
+    os.close(fd)
+    try:
+        P("GET", "/v1/remote/snapshots", "/v1/remote/snapshots", 409, "no_remote")
+        P("GET", "/v1/remote/snapshots?remote=nope", "/v1/remote/snapshots", 404, "not_found")
+        P("GET", "/v1/remote/snapshots?remote=deny", "/v1/remote/snapshots", 502,
+          "remote_error")
+        P("POST", "/v1/remote/snapshots?remote=deny", "/v1/remote/snapshots", 404,
+          "not_found", body={"snapshot": "no-such"})
+        P("POST", "/v1/remote/snapshots?remote=deny", "/v1/remote/snapshots", 502,
+          "remote_error", body={"snapshot": "tpl"})
+        P("POST", "/v1/remote/snapshots", "/v1/remote/snapshots", 400, "invalid_field",
+          body={"snap": "tpl"}, request_valid=False)
+        P("DELETE", "/v1/remote/snapshots/x?remote=deny", "/v1/remote/snapshots/{ref}", 502,
+          "remote_error")
+        P("POST", "/v1/remote/snapshots/x/pull?remote=deny", "/v1/remote/snapshots/{ref}/pull",
+          502, "remote_error", body={})
+        P("POST", "/v1/remote/snapshots/x/pull", "/v1/remote/snapshots/{ref}/pull", 400,
+          "invalid_field", body={"name": "bad name"}, request_valid=False)
+        P("POST", "/v1/remote/gc?remote=deny", "/v1/remote/gc", 502, "remote_error", body={})
+        P("POST", "/v1/remote/gc", "/v1/remote/gc", 400, "invalid_field",
+          body={"grace_seconds": -1}, request_valid=False)
+    finally:
+        s3.server.shutdown()
+
+
 def direct_checks(t):
     """What prism cannot judge: HEAD, 405 with Allow, unknown paths, bad path bytes."""
     D = t.direct
@@ -553,7 +619,11 @@ def direct_checks(t):
                "/v1/sandboxes/{ref}/files": "/v1/sandboxes/x/files",
                "/v1/sandboxes/{ref}/files/stat": "/v1/sandboxes/x/files/stat",
                "/v1/sandboxes/{ref}/files/list": "/v1/sandboxes/x/files/list",
-               "/v1/sandboxes/{ref}/archive": "/v1/sandboxes/x/archive"}
+               "/v1/sandboxes/{ref}/archive": "/v1/sandboxes/x/archive",
+               "/v1/remote/snapshots": "/v1/remote/snapshots",
+               "/v1/remote/snapshots/{ref}": "/v1/remote/snapshots/x",
+               "/v1/remote/snapshots/{ref}/pull": "/v1/remote/snapshots/x/pull",
+               "/v1/remote/gc": "/v1/remote/gc"}
     for template in t.spec.doc["paths"]:
         path = samples[template]
         documented = t.spec.methods(template)
@@ -706,10 +776,14 @@ def full_disk(t, work, exp_big):
 
 
 def coverage(t):
-    for op in sorted(set(t.spec.operations()) - t.ops - NEEDS_PROTOCOL_2 - NEEDS_NETWORK):
+    for op in sorted(set(t.spec.operations()) - t.ops - NEEDS_PROTOCOL_2 - NEEDS_NETWORK -
+                     NEEDS_REMOTE):
         fail("operation %s %s was never answered with success" % op)
     for op in sorted(NEEDS_PROTOCOL_2 & set(t.spec.operations())):
         print("%s: not exercised here: %s %s (needs agent protocol 2: e2e/sandbox-exec)"
+              % ((TEST,) + op))
+    for op in sorted(NEEDS_REMOTE - t.ops):
+        print("%s: success not exercised here: %s %s (needs an S3 store: cli/remote-ceph)"
               % ((TEST,) + op))
     missing = t.spec.all_codes() - t.codes - set(NOT_PROVOKED)
     for code in sorted(missing):
@@ -738,6 +812,8 @@ def main():
     except ImportError:
         skip(TEST, "python3 has no yaml module (python3-yaml) to read the spec")
     spec = Spec(SPEC_PATH)
+    for var in [v for v in os.environ if v.startswith("VMSNAP_S3_")]:
+        del os.environ[var]  # the daemon must start without a remote (409 no_remote)
     work = tempfile.mkdtemp(prefix="vs-cf-")  # short: socket paths are <= 107 bytes
     bindir, mode = make_vmm_wrapper(work)
     path = bindir + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -758,6 +834,7 @@ def main():
         lifecycle(t, work, mode)
         imports(t, work, make_export(work, 64 << 10))
         refusals(t)
+        remote_refusals(t)
         direct_checks(t)
         agent_garbage(t)
         shutting_down(t)

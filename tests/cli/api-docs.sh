@@ -149,7 +149,10 @@ for fields, schema in ((allowed("with_template"), "SandboxCreate"),
                        (allowed("without_template"), "SandboxSpawn"),
                        (in_func("api_parse_exec_body"), "ExecRequest"),
                        (in_func("api_parse_snapshot_body"), "SnapshotRequest"),
-                       (in_func("api_parse_snapshot_create_body"), "SnapshotCreate")):
+                       (in_func("api_parse_snapshot_create_body"), "SnapshotCreate"),
+                       (in_func("api_parse_remote_push_body"), "RemotePush"),
+                       (in_func("api_parse_remote_pull_body"), "RemotePull"),
+                       (in_func("api_parse_remote_gc_body"), "RemoteGc")):
     props = set(schemas[schema]["properties"])
     check(fields == props, f"{schema}: body.c {sorted(fields)} vs openapi {sorted(props)}")
     check(schemas[schema].get("additionalProperties") is False, f"{schema}: unknown fields are refused; say additionalProperties: false")
@@ -176,5 +179,5 @@ if failures:
     print(f"api-docs: {len(failures)} check(s) failed")
     sys.exit(1)
 print(f"api-docs: {len(code_routes)} routes (and HEAD), {len(code_errors)} error codes by "
-      "status, fields of 3 resources and 5 request bodies agree")
+      "status, fields of 3 resources and 8 request bodies agree")
 PY

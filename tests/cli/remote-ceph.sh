@@ -4,7 +4,9 @@
 # every file equal, ls/rm/gc --remote, a corrupt chunk and a missing chunk refused naming
 # the chunk with nothing imported, a hostile manifest that neither hides the others from
 # ls nor lets gc delete, push and pull SIGKILLed mid-transfer leaving nothing visible and
-# resumed afterwards, private config files, and the secret key never printed.
+# resumed afterwards, private config files, the REST routes of vmsnapd (push, ls, pull, rm,
+# gc; 502 naming a corrupt chunk, also for a spawn that pulls; 404/400/409 refusals), and
+# the secret key never printed or logged.
 set -u
 
 if [ -z "${VMSNAP_CLI:-}" ] || [ ! -x "${VMSNAP_CLI:-}" ]; then
@@ -208,6 +210,88 @@ env -u VMSNAP_S3_ENDPOINT "$VMSNAP_CLI" "${A[@]}" ls --remote=lab >"$T/out" 2>"$
 printf 'endpoint = %s\nbucket = %s\naccess_key = %s\nsecret_key = wrong\n' "$VMSNAP_S3_ENDPOINT" \
         "$VMSNAP_S3_BUCKET" "$VMSNAP_S3_ACCESS_KEY" >"$T/a/remotes/lab.conf"
 expect 1 "${A[@]}" push base --remote=lab && err_has "HTTP 403"
+
+# ---- the REST routes of vmsnapd (docs/api.md "The remote store") ----------------------------
+VMSNAPD=${VMSNAP_BUILD:-}/vmsnapd
+R=(snapshot --root "$T/r")
+expect 0 "${R[@]}" add mem1 --name rbase --kind template --snapfile state --json
+rbase=$(json 'd["id"]')
+mkdir -p "$T/r/remotes" && cp "$T/a/remotes/lab.conf" "$T/r/remotes/lab.conf"
+"$VMSNAPD" --root "$T/r" --no-tcp --insecure-no-jail --tick-interval 0 --mem-root "$T/rmem" \
+        >"$T/vmsnapd.log" 2>&1 &
+dpid=$!
+for _ in $(seq 200); do [ -S "$T/r/vmsnapd.sock" ] && break; sleep 0.1; done
+# api METHOD PATH [BODY]: status in $status, body in $T/out
+api() {
+        status=$(curl -sS --unix-socket "$T/r/vmsnapd.sock" -o "$T/out" -w '%{http_code}' \
+                -X "$1" -H 'Content-Type: application/json' ${3:+--data "$3"} "http://localhost$2")
+        cat "$T/out" >>"$T/all-output"
+}
+want() { # STATUS [CODE] WHAT
+        local code=${3:+$2} what=${3:-$2}
+        [ "$status" = "$1" ] || { fail "$what: HTTP $status, want $1: $(head -c 300 "$T/out")"; return 1; }
+        [ -z "$code" ] || [ "$(json 'd["error"]["code"]')" = "$code" ] ||
+                { fail "$what: code $(json 'd["error"]["code"]'), want $code"; return 1; }
+}
+api POST /v1/remote/snapshots '{"snapshot":"rbase"}'
+want 200 "push rbase" && [ "$(json 'sorted(d)')" = "['bytes', 'chunks', 'chunks_sent', 'id', 'retries', 'zero_chunks']" ] ||
+        fail "push answer: $(cat "$T/out")"
+api GET /v1/remote/snapshots
+want 200 "list" && [ "$(json '[x["name"] for x in d["snapshots"] if x["id"] == "'"$rbase"'"]')" = "['rbase']" ] ||
+        fail "list lacks rbase: $(cat "$T/out")"
+api POST /v1/remote/snapshots/rbase/pull '{}'
+want 409 already_exists "pull of what is here"
+api DELETE /v1/snapshots/rbase
+want 204 "local delete"
+# a corrupt chunk: 502 naming it, nothing imported; restored, the pull succeeds
+manifest=$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$rbase.json")
+chunk=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1])
+print([c for f in m["files"] if f["path"].startswith("memfile.") and f["size"] > 1<<20 for c in f["chunks"] if c][0])' "$manifest")
+s3 -o "$T/chunk.orig" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk"
+python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[7]^=1; open(sys.argv[2],"wb").write(b)' \
+        "$T/chunk.orig" "$T/chunk.bad"
+s3 -X PUT --data-binary @"$T/chunk.bad" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
+api POST /v1/remote/snapshots/rbase/pull '{}'
+want 502 remote_error "pull of a corrupt chunk" && grep -q "chunks/$chunk: corrupt chunk" "$T/out" ||
+        fail "the 502 does not name the chunk: $(cat "$T/out")"
+api POST /v1/snapshots/rbase/sandboxes '{}' # spawn of a template that is not here pulls it
+want 502 remote_error "spawn pulling a corrupt chunk" && grep -q "chunks/$chunk" "$T/out" ||
+        fail "the spawn's 502 does not name the chunk: $(cat "$T/out")"
+s3 -X DELETE "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
+api POST /v1/remote/snapshots/rbase/pull '{}'
+want 502 remote_error "pull of a missing chunk" && grep -q "chunk $chunk.*missing from the bucket" "$T/out" ||
+        fail "the 502 does not name the missing chunk: $(cat "$T/out")"
+api GET /v1/snapshots/rbase
+want 404 not_found "a refused pull left a snapshot"
+s3 -X PUT --data-binary @"$T/chunk.orig" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
+api POST /v1/remote/snapshots/rbase/pull '{"name":"rbase-2"}'
+want 201 "pull" && [ "$(json 'd["id"]')" = "$rbase" ] && [ "$(json 'd["name"]')" = rbase-2 ] ||
+        fail "pull answer: $(cat "$T/out")"
+# refusals: bad refs and bodies, unknown and refused remotes
+api POST /v1/remote/snapshots '{"snapshot":"no-such"}'
+want 404 not_found "push of an unknown snapshot"
+api POST /v1/remote/snapshots '{"snap":"rbase"}'
+want 400 invalid_field "push with an unknown field"
+api DELETE /v1/remote/snapshots/no-such
+want 404 not_found "rm of an unknown remote snapshot"
+api POST /v1/remote/snapshots/no-such/pull ''
+want 404 not_found "pull of an unknown remote snapshot"
+api POST /v1/snapshots/no-such/sandboxes '{}'
+want 404 not_found "spawn of a template neither here nor remote"
+api GET '/v1/remote/snapshots?remote=nope'
+want 404 not_found "an unknown ?remote="
+api GET '/v1/remote/snapshots?remote=b.d'
+want 400 invalid_query "a bad ?remote= name"
+api GET '/v1/remote/snapshots?remote=lab' # lab.conf has a wrong secret now
+want 502 remote_error "wrong credentials" && grep -q "HTTP 403" "$T/out" || fail "403 not said: $(cat "$T/out")"
+api POST /v1/remote/gc '{"dry_run":true,"grace_seconds":0}'
+want 200 "gc" && [ "$(json 'd["dry_run"]')" = True ] || fail "gc answer: $(cat "$T/out")"
+api DELETE /v1/remote/snapshots/rbase
+want 204 "remote rm"
+kill -TERM "$dpid" && wait "$dpid"
+grep -q "remote store: $VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET" "$T/vmsnapd.log" ||
+        fail "vmsnapd did not log its remote: $(tail -5 "$T/vmsnapd.log")"
+cat "$T/vmsnapd.log" >>"$T/all-output"
 if grep -q -- "$VMSNAP_S3_SECRET_KEY" "$T/all-output"; then
         fail "the secret key was printed"
 fi

@@ -96,6 +96,32 @@ static void fuzz_snapshot(const char *text, size_t size)
                 check_refusal(r, &d);
 }
 
+/* The remote routes' bodies (docs/remote.md "REST"). */
+static void fuzz_remote(const char *text, size_t size)
+{
+        struct vmsnap_diag d = {0};
+        struct api_remote_push_body p;
+        int r = api_parse_remote_push_body(text, size, &p, &d);
+        if (r < 0)
+                check_refusal(r, &d);
+        else
+                check(p.snapshot[0] && strlen(p.snapshot) <= API_REF_MAX && !strchr(p.snapshot, '/'));
+        memset(&d, 0, sizeof(d));
+        struct api_remote_pull_body q;
+        r = api_parse_remote_pull_body(text, size, &q, &d);
+        if (r < 0)
+                check_refusal(r, &d);
+        else
+                check_valid_name(q.name);
+        memset(&d, 0, sizeof(d));
+        struct api_remote_gc_body g;
+        r = api_parse_remote_gc_body(text, size, &g, &d);
+        if (r < 0)
+                check_refusal(r, &d);
+        else
+                check(g.grace_seconds <= API_REMOTE_GC_GRACE_MAX);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
         if (size > API_BODY_MAX)
@@ -110,6 +136,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_sandbox(text, size, false);
         fuzz_exec(text, size);
         fuzz_snapshot(text, size);
+        fuzz_remote(text, size);
         free(text);
         return 0;
 }
