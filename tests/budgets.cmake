@@ -17,8 +17,8 @@ set(VMSNAP_TEST_BUDGETS
     unit/test-store-crash 300
     unit/test-store-archive 300
     cli/snapshot-crash 600
-    cli/remote-ceph 900
-    e2e/remote-spawn 700
+    cli/remote-ceph 1200
+    e2e/remote-spawn 1200
     e2e/sandbox-merge 360
     e2e/accel-visible 150
     dist/install-script 60
