@@ -135,28 +135,32 @@ class Bare:
             self.proc.wait()
 
 
-def vmm_memory(pid, seen):
+def vmm_memory(d, pid, seen):
     """Host memory of one VMM: its anonymous RSS (a clone's private copies of pages it wrote
-    included) plus the allocated bytes of each guest-RAM file it maps that no VMM counted
-    before (`seen`: (dev, inode) pairs), so a template file shared by clones counts once."""
+    included) plus the allocated bytes of each guest-RAM file it maps (a file on the daemon's
+    memory root, whatever its name inside a jail) that no VMM counted before (`seen`:
+    (dev, inode) pairs), so a template file shared by clones counts once."""
     anon = 0
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("RssAnon:"):
                 anon = int(line.split()[1]) * 1024
+    mem_dev = os.stat(d.mem).st_dev
     files = 0
     with open("/proc/%d/maps" % pid) as f:
         for line in f:
             parts = line.split(None, 5)
-            if len(parts) < 6 or "/memory" not in parts[5]:
+            if len(parts) < 6 or int(parts[4]) == 0:
                 continue
-            major, minor = (int(x, 16) for x in parts[3].split(":"))
-            key = (os.makedev(major, minor), int(parts[4]))
-            if key in seen:
+            try:
+                st = os.stat("/proc/%d/map_files/%s" % (pid, parts[0]))
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if st.st_dev != mem_dev or key in seen:
                 continue
             seen.add(key)
-            path = "/proc/%d/map_files/%s" % (pid, parts[0])
-            files += os.stat(path).st_blocks * 512
+            files += st.st_blocks * 512
     return anon + files
 
 
@@ -265,7 +269,7 @@ def bench_density(d, n):
         for sb in sbs:
             touch_memory(d, sb["id"], mib)
         seen = set()
-        total = sum(vmm_memory(sb["pid"], seen) for sb in sbs)
+        total = sum(vmm_memory(d, sb["pid"], seen) for sb in sbs)
         for sb in sbs:
             d.ok("DELETE", "/v1/sandboxes/%s" % sb["id"])
         return total
@@ -274,7 +278,7 @@ def bench_density(d, n):
     fresh_mem = group(lambda: d.ok("POST", "/v1/sandboxes", {}))
     print("memory of %d guests, each writing %d MiB: clones of one template %.1f MiB, "
           "independent boots %.1f MiB, ratio %.2f (target <= 0.3)" %
-          (n, mib, clone_mem / 2**20, fresh_mem / 2**20, clone_mem / fresh_mem))
+          (n, mib, clone_mem / 2**20, fresh_mem / 2**20, clone_mem / fresh_mem), flush=True)
 
 
 def sub(work, name):
@@ -356,11 +360,11 @@ def main():
             # unjailed: the bare QEMU reuses its command line (see the top of this file)
             with_daemon(work, "b", ["--insecure-no-jail"],
                         lambda d: bench_latency(d, a.pause_rounds, d.work))
-        if a.only in (None, "density"):  # jailed (the default: clones get private copies)
-            print("density, jailed vmsnapd:")  # and unjailed (clones map the template's file)
-            with_daemon(work, "d", [], lambda d: bench_density(d, a.clones))
-            print("density, vmsnapd --insecure-no-jail:")
+        if a.only in (None, "density"):  # unjailed: clones map the template's file
+            print("density, vmsnapd --insecure-no-jail:", flush=True)
             with_daemon(work, "u", ["--insecure-no-jail"], lambda d: bench_density(d, a.clones))
+            print("density, jailed vmsnapd (clones get private copies):", flush=True)
+            with_daemon(work, "d", [], lambda d: bench_density(d, a.clones))
     finally:
         REAPER.kill_all()  # any process of ours that survived, by pidfd
         shutil.rmtree(work, ignore_errors=True)
