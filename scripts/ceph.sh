@@ -12,6 +12,8 @@
 #   scripts/ceph.sh stop DIR    stops the daemons it started (by their pid files) and
 #                               removes DIR
 #
+# VMSNAP_CEPH_ALSO_LISTEN=ADDR makes radosgw listen on ADDR (same port) too, for clients in
+# another network namespace (bench/remote.py --shape).
 # Exit codes: 0 success, 1 failure (the logs under DIR/log say why), 77 a program missing.
 set -euo pipefail
 
@@ -81,7 +83,7 @@ mon_data = $DIR/mon
 [osd.0]
 osd_data = $DIR/osd0
 [client.rgw]
-rgw_frontends = beast endpoint=127.0.0.1:$rgwport
+rgw_frontends = beast endpoint=127.0.0.1:$rgwport${VMSNAP_CEPH_ALSO_LISTEN:+ endpoint=$VMSNAP_CEPH_ALSO_LISTEN:$rgwport}
 rgw_data = $DIR/rgw
 rgw_thread_pool_size = 64
 EOF
