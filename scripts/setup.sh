@@ -22,6 +22,8 @@ PACKAGES=(
   # tools the tests and benches drive (grep tests/ bench/ guest/ for what they call; the
   # suite fails on a skip, so a tool missing here shows up as a red CI run, docs/testing.md)
   tar gzip curl sqlite3 python3 python3-yaml procps util-linux diffutils iproute2
+  # cli/mem-reflink: merge on a loop-mounted XFS with reflinks (mkfs.xfs, xfs_io)
+  xfsprogs
   # e2e/sandbox-network counts the nftables ruleset with nft
   nftables
   # the release (scripts/dist.sh) and its test in a clean Debian chroot (tests/dist/)

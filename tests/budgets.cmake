@@ -28,7 +28,8 @@ set(VMSNAP_TEST_BUDGETS
     long/sandbox-network-cycles 1800
     cluster/daemon-hosts 240
     e2e/clone-share 300
-    unit/test-vmm-qemu 480)
+    unit/test-vmm-qemu 480
+    cli/mem-reflink 60)
 
 get_property(vmsnap_all_tests DIRECTORY PROPERTY TESTS)
 foreach(test ${vmsnap_all_tests})

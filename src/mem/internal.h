@@ -20,6 +20,7 @@
 #define SEED_BASE_NAME    "memfile"
 #define IO_CHUNK          ((size_t)8 << 20) /* bytes per read/write in the data paths */
 #define COPY_RANGE_MIN    ((uint64_t)1 << 20) /* runs at least this long move in-kernel */
+#define REFLINK_MIN       ((uint64_t)1 << 20) /* merge shares runs at least this long */
 
 /* ---- little-endian fields ---- */
 static inline uint64_t get_le64(const uint8_t *p)
@@ -165,8 +166,11 @@ int writer_append_ref(struct build_writer *w, const uint8_t *blocks, size_t len,
  * written); afterwards, memory referenced before the previous writer_submit is free. */
 int writer_submit(struct build_writer *w, struct vmsnap_diag *d);
 
-/* Appends len bytes copied in-kernel from fd@off, with their known block hashes. */
-int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
+/* Appends len bytes of fd@off by sharing their storage (FICLONERANGE: metadata only), with
+ * their known block hashes. Returns 0, -EOPNOTSUPP (no diag) when the file system cannot
+ * share them (no reflinks, another file system, misaligned): nothing was appended, or
+ * -errno with d. */
+int writer_clone(struct build_writer *w, int fd, uint64_t off, uint64_t len,
                 const struct vmsnap_hash *hashes, struct vmsnap_diag *d);
 
 /* Flushes, fsyncs and renames memfile.<id> into place, then writes its hash table; fills the

@@ -2,11 +2,13 @@
  * walked in address order, which reads each build's file front to back. Each build's file is
  * mapped read-only and its live blocks are handed to the writer by reference: the writer
  * thread writes them with gathered O_DIRECT writes straight from the page cache, so merge
- * copies no data in user space and reads nothing it does not write. Block hashes move with
- * their blocks, so merge never re-hashes data. */
+ * copies no data in user space and reads nothing it does not write. Where the file system
+ * shares extents (XFS, btrfs), runs of REFLINK_MIN or more are cloned instead (metadata
+ * only). Block hashes move with their blocks, so merge never re-hashes data. */
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/ids.h"
+#include "util/sys.h"
 
 #include <errno.h>
 #include <string.h>
@@ -27,6 +29,8 @@ struct merge_ctx {
         struct vmsnap_mem_snapshot *s;
         struct src_map *maps;
         uint64_t jobs_seen;
+        bool no_reflink; /* the directory's file system cannot share extents */
+        bool cloned;     /* a run was shared (crash point merge.reflink passed) */
 };
 
 #define RELEASE_MIN ((uint64_t)4 << 20) /* madvise no more often than this per build */
@@ -91,8 +95,19 @@ static int move_extent(struct merge_ctx *m, const struct vmsnap_mem_extent *e,
                                    m->s->dir, m->s->names[e->build]);
         const struct vmsnap_hash *hashes = m->s->hashes[e->build] + e->storage_offset / bs;
         uint64_t storage = g->w.size;
-        int r = writer_append_ref(&g->w, sm->base + e->storage_offset, (size_t)e->length,
-                                  hashes, d);
+        int r = -EOPNOTSUPP;
+        if (!m->no_reflink && e->length >= REFLINK_MIN) { /* long run: share, do not copy */
+                r = writer_clone(&g->w, m->s->fds[e->build], e->storage_offset, e->length,
+                                 hashes, d);
+                m->no_reflink = r == -EOPNOTSUPP;
+                if (r >= 0 && !m->cloned) {
+                        m->cloned = true;
+                        vmsnap_crashpoint("merge.reflink");
+                }
+        }
+        if (r == -EOPNOTSUPP)
+                r = writer_append_ref(&g->w, sm->base + e->storage_offset, (size_t)e->length,
+                                      hashes, d);
         if (r < 0)
                 return r;
         sm->pos = e->storage_offset + e->length;

@@ -2,13 +2,15 @@
  * caller's own memory where it stays put, else of copies) that a background thread
  * performs while the caller produces the next job (O_DIRECT where the filesystem allows:
  * the file must reach the disk anyway, and skipping the page cache halves the cost here),
- * or with in-kernel copies for long runs; block hashes are collected on the way. */
+ * or by sharing a long run's extents with the source (reflink); block hashes are collected on the way. */
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/sys.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -135,10 +137,10 @@ int writer_append_ref(struct build_writer *w, const uint8_t *blocks, size_t len,
         return r;
 }
 
-int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
-                const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
+int writer_clone(struct build_writer *w, int fd, uint64_t off, uint64_t len,
+                 const struct vmsnap_hash *hashes, struct vmsnap_diag *d)
 {
-        int r = writer_submit(w, d);
+        int r = writer_submit(w, d); /* the clone lands after everything queued */
         if (r < 0)
                 return r;
         if ((r = vmsnap_aio_drain(&w->aio)) < 0)
@@ -146,13 +148,15 @@ int writer_copy(struct build_writer *w, int fd, uint64_t off, uint64_t len,
         uint64_t nblocks = len / w->block_size;
         if (grow_hashes(w, nblocks) < 0)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", w->file.name);
-        if (w->direct) /* in-kernel copies go through the page cache */
-                vmsnap_fs_set_direct(w->file.fd, false);
-        r = vmsnap_fs_copy_range(fd, off, w->file.fd, w->flushed, len);
-        if (w->direct)
-                vmsnap_fs_set_direct(w->file.fd, true);
-        if (r < 0)
-                return vmsnap_diag(d, r, "%s: copy failed: %s", w->file.name, strerror(-r));
+        struct file_clone_range fcr = {.src_fd = fd, .src_offset = off, .src_length = len,
+                                       .dest_offset = w->flushed};
+        if (ioctl(w->file.fd, FICLONERANGE, &fcr) < 0) {
+                if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EXDEV ||
+                    errno == EINVAL || errno == ENOSYS)
+                        return -EOPNOTSUPP; /* no reflinks here: the caller writes */
+                return vmsnap_diag(d, -errno, "%s: clone failed: %s", w->file.name,
+                                   strerror(errno));
+        }
         memcpy(w->hashes + w->n_hashes, hashes, nblocks * sizeof(*hashes));
         w->n_hashes += nblocks;
         w->flushed += len;
