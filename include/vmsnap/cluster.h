@@ -63,6 +63,11 @@ int vmsnap_cluster_hosts_mark_lost(struct vmsnap_cluster *c, uint32_t timeout_ms
 int vmsnap_cluster_host_state(struct vmsnap_cluster *c, const char *id, bool *ret_alive,
                               int64_t *ret_epoch, struct vmsnap_diag *d);
 
+/* Reads host id's advertised endpoint ("HOST:PORT") and whether it is alive; -ENOENT. */
+int vmsnap_cluster_host_endpoint(struct vmsnap_cluster *c, const char *id,
+                                 char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX], bool *ret_alive,
+                                 struct vmsnap_diag *d);
+
 /* A placement candidate: capacity, what its sandboxes hold, template locality. */
 struct vmsnap_cluster_host {
         char id[VMSNAP_CLUSTER_ID_MAX];

@@ -103,6 +103,27 @@ static int read_conninfo_file(const char *path, char *out, size_t size, struct v
         return 0;
 }
 
+int api_cluster_token_load(const char *path, char out[65], struct vmsnap_diag *d)
+{
+        char buf[CONNINFO_MAX];
+        struct vmsnap_diag d2 = {0};
+        int r = read_conninfo_file(path, buf, sizeof(buf), &d2);
+        if (r < 0)
+                return vmsnap_diag(d, r, "--cluster-token: %s", d2.msg + strlen("--cluster @"));
+        size_t n = strlen(buf);
+        bool hex = n == 64;
+        for (size_t i = 0; hex && i < n; i++)
+                hex = strchr("0123456789abcdef", buf[i]) != NULL;
+        if (!hex) {
+                explicit_bzero(buf, sizeof(buf));
+                return vmsnap_diag(d, -EINVAL, "--cluster-token %s: not 64 lowercase hex digits "
+                                   "(make one with `openssl rand -hex 32`)", path);
+        }
+        memcpy(out, buf, 65);
+        explicit_bzero(buf, sizeof(buf));
+        return 0;
+}
+
 /* Checks that libpq understands s and that it names no password. */
 static int check_conninfo(const char *s, bool from_argv, struct vmsnap_diag *d)
 {
@@ -425,11 +446,13 @@ static int64_t epoch_now(struct api_cluster *c)
  * was not started. Lease and state answers (-EBUSY, -ESTALE, -ENOENT) pass through. */
 static int db_error(int r, struct vmsnap_diag *d)
 {
+        char why[sizeof(d->msg)];
+        snprintf(why, sizeof(why), "%s", d->msg);
         if (r == -ECONNRESET || r == -ECONNREFUSED || r == -EIO)
-                return vmsnap_diag(d, -EAGAIN, "cluster unavailable: %s", d->msg);
+                return vmsnap_diag(d, -EAGAIN, "cluster unavailable: %s", why);
         if (r == -ESTALE)
                 return vmsnap_diag(d, -EAGAIN, "cluster: %s (this host is re-registering; retry)",
-                                   d->msg);
+                                   why);
         return r;
 }
 
@@ -502,4 +525,26 @@ void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, boo
         if (r < 0)
                 log_warn("cluster: sandbox %s: publishing '%s' failed: %s", op->id, state, d.msg);
         op->token = 0;
+}
+
+int api_cluster_owner(struct api_cluster *c, const char *ref, char owner[64],
+                      char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX], bool *ret_alive,
+                      struct vmsnap_diag *d)
+{
+        struct vmsnap_cluster_sandbox row;
+        if (!c || strlen(ref) >= VMSNAP_CLUSTER_ID_MAX)
+                return 0;
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_get(c->pool[i], ref, &row, d);
+        if (r == 0 && strcmp(row.host_id, c->info.id) != 0)
+                r = vmsnap_cluster_host_endpoint(c->pool[i], row.host_id, endpoint, ret_alive, d);
+        else if (r == 0)
+                r = -ENOENT; /* ours: the local answer stands */
+        pool_give(c, i);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return db_error(r, d);
+        snprintf(owner, 64, "%s", row.host_id);
+        return 1;
 }

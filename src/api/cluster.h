@@ -35,6 +35,10 @@ int api_cluster_parse_capacity(const char *s, struct api_cluster_options *o, str
  * Writes it NUL-terminated into out. */
 int api_cluster_conninfo(const char *source, char *out, size_t size, struct vmsnap_diag *d);
 
+/* Reads the cluster's shared API token from path (a 0600 file of this user: 64 lowercase
+ * hex digits, a trailing newline allowed) into out. */
+int api_cluster_token_load(const char *path, char out[65], struct vmsnap_diag *d);
+
 /* Joins the cluster: connects (migrating the schema), registers this host with its capacity
  * and endpoint (tcp_url: "http://HOST:PORT" the daemon bound, NULL without TCP), and starts
  * the heartbeat thread. root is the store root (for the host id file and disk capacity). */
@@ -72,5 +76,11 @@ int api_cluster_op_begin(struct api_cluster *c, const struct vmsnap_sandbox *sb,
  * now ("stopped" when destroyed) and releases the lease under its token. A failure to
  * publish is logged; the row then keeps the transitional state under this host's lease. */
 void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, bool destroyed);
+
+/* Which other host owns sandbox ref (an id) in the cluster: returns 1 with its id, its
+ * endpoint and whether it is alive; 0 when the cluster does not know ref or it is this
+ * host's (c NULL too); -EAGAIN (503) when the database cannot be reached. */
+int api_cluster_owner(struct api_cluster *c, const char *ref, char owner[64],
+                      char endpoint[256], bool *ret_alive, struct vmsnap_diag *d);
 
 #endif

@@ -6,6 +6,7 @@
  * connection). */
 #include "api/body.h"
 #include "api/cluster.h"
+#include "api/forward.h"
 #include "api/exec-routes.h"
 #include "api/files.h"
 #include "api/json.h"
@@ -325,6 +326,8 @@ static void h_sandbox_get(struct api_server *srv, const struct api_call *call,
         struct vmsnap_diag d = {0};
         struct vmsnap_sandbox sb;
         int r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+        if (r == -ENOENT && api_forward(srv, call, "GET", NULL, rep))
+                return; /* another host's (cluster mode) */
         if (r < 0) {
                 api_reply_errno(rep, r, &d);
                 return;
@@ -345,6 +348,9 @@ static void h_sandbox_destroy(struct api_server *srv, const struct api_call *cal
         int r = cluster_of(srv, &cluster, &d);
         if (r == 0) /* the id: the ref may be the name it frees */
                 r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+        if (r == -ENOENT &&
+            api_forward(srv, call, "DELETE", keep_name ? "keep_name=true" : NULL, rep))
+                return; /* another host's (cluster mode) */
         if (r == 0)
                 r = api_cluster_op_begin(cluster, &sb, "destroy", "stopping", &op, &d);
         if (r == 0) {
@@ -378,6 +384,8 @@ static void pause_or_resume(struct api_server *srv, const struct api_call *call,
         r = cluster_of(srv, &cluster, &d);
         if (r == 0 && cluster) { /* the cluster's lease first (docs/cluster.md §6) */
                 r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+                if (r == -ENOENT && api_forward(srv, call, "POST", NULL, rep))
+                        return; /* another host's */
                 if (r == 0)
                         r = api_cluster_op_begin(cluster, &sb, op == API_OP_PAUSE ? "pause" : "resume",
                                                  op == API_OP_PAUSE ? "pausing" : "resuming", &cop, &d);

@@ -65,6 +65,9 @@ static const char usage_text[] =
         "  --advertise HOST:PORT where other hosts reach this API (default: the --listen address)\n"
         "  --capacity VCPUS,MEMORY_MIB,DISK_MIB  what this host offers the cluster (default:\n"
         "                        online CPUs, physical memory, free space of the root)\n"
+        "  --cluster-token FILE  the cluster's shared API token (a 0600 file, 64 hex digits):\n"
+        "                        the TCP API takes it instead of <root>/token, and requests\n"
+        "                        about another host's sandbox are forwarded there with it\n"
         "  --heartbeat-interval MS  cluster heartbeat period (default: 2000)\n"
         "  --lost-after MS       a host silent this long is marked lost (default: 10000)\n"
         "  --remote NAME         the remote store (docs/remote.md) of push/pull/ls/rm/gc and of\n"
@@ -90,6 +93,7 @@ struct options {
         bool network;
         struct vmsnap_net_config net;
         struct api_cluster_options cluster; /* .source NULL: single-host mode */
+        const char *cluster_token;          /* --cluster-token FILE */
 };
 
 /* The periodic vmsnap_host_tick, in its own thread, woken early to stop. */
@@ -156,6 +160,7 @@ enum {
         OPT_HEARTBEAT,
         OPT_LOST_AFTER,
         OPT_REMOTE,
+        OPT_CLUSTER_TOKEN,
 };
 
 static const struct option long_options[] = {
@@ -186,6 +191,7 @@ static const struct option long_options[] = {
         {"heartbeat-interval", required_argument, NULL, OPT_HEARTBEAT},
         {"lost-after", required_argument, NULL, OPT_LOST_AFTER},
         {"remote", required_argument, NULL, OPT_REMOTE},
+        {"cluster-token", required_argument, NULL, OPT_CLUSTER_TOKEN},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -342,6 +348,9 @@ static int parse_options(int argc, char **argv, struct options *o)
                         if (parse_jail_option(c, optarg, &o->jail) != 0)
                                 return 2;
                         break;
+                case OPT_CLUSTER_TOKEN:
+                        o->cluster_token = optarg;
+                        break;
                 case OPT_CLUSTER:
                 case OPT_HOST_ID:
                 case OPT_ADVERTISE:
@@ -361,9 +370,9 @@ static int parse_options(int argc, char **argv, struct options *o)
                 o->root = vmsnap_store_default_root();
         if (!o->cluster.source && (o->cluster.host_id || o->cluster.advertise ||
                                    o->cluster.vcpus || o->cluster.heartbeat_ms ||
-                                   o->cluster.lost_after_ms))
-                return usage_error("--host-id, --advertise, --capacity, --heartbeat-interval and "
-                                   "--lost-after need --cluster");
+                                   o->cluster.lost_after_ms || o->cluster_token))
+                return usage_error("--host-id, --advertise, --capacity, --heartbeat-interval, "
+                                   "--lost-after and --cluster-token need --cluster");
         unsigned hb = o->cluster.heartbeat_ms ? o->cluster.heartbeat_ms
                                                : API_CLUSTER_HEARTBEAT_MS_DEFAULT;
         unsigned lost = o->cluster.lost_after_ms ? o->cluster.lost_after_ms
@@ -503,9 +512,20 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
 /* Starts the TCP listener with the token of <root>/token. On the first start the token is
  * made first, and stored and printed (once) only when the listener is up, so a start that
  * fails to bind leaves no token behind that nobody was shown. */
-static int start_tcp(struct api_server *srv, const char *listen, char *url, size_t url_size,
-                     struct vmsnap_diag *d)
+static int start_tcp(struct api_server *srv, const char *listen, const char *cluster_token,
+                     char *url, size_t url_size, struct vmsnap_diag *d)
 {
+        if (cluster_token) { /* one token for every host of the cluster */
+                int r = api_cluster_token_load(cluster_token, srv->token, d);
+                if (r == 0)
+                        r = api_listen_tcp(srv, listen, url, url_size, d);
+                if (r == 0) {
+                        srv->forward = true;
+                        log_info("serving on %s (the cluster's bearer token of %s)", url,
+                                 cluster_token);
+                }
+                return r;
+        }
         _cleanup_close_ int dirfd = vmsnap_fs_open_dir(srv->root);
         if (dirfd < 0)
                 return vmsnap_diag(d, dirfd, "%s: %s", srv->root, strerror(-dirfd));
@@ -546,7 +566,7 @@ static int start_listeners(struct api_server *srv, const struct options *o, char
         if (r < 0)
                 return r;
         log_info("serving on unix:%s (no token)", socket_path);
-        return o->no_tcp ? 0 : start_tcp(srv, o->listen, tcp_url, 300, d);
+        return o->no_tcp ? 0 : start_tcp(srv, o->listen, o->cluster_token, tcp_url, 300, d);
 }
 
 /* Waits for the requests in flight after quiesce; a second signal gives up at once. */

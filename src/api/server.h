@@ -39,6 +39,7 @@ struct api_server {
         struct api_gate *gate; /* __atomic: the TCP listener's, for /metrics; NULL without */
         struct api_listener *listeners[2]; /* written by the main thread only */
         bool cluster_mode;              /* --cluster given: operations wait for cluster */
+        bool forward;                   /* --cluster-token: token is the cluster's; forward */
         struct api_cluster *cluster;    /* __atomic: set once joined (api/cluster.h) */
         unsigned n_listeners;
 };

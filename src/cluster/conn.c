@@ -1,6 +1,7 @@
 /* The cluster database connection: open, reconnect, queries with errno mapping. */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,12 @@ static int ensure_connected(struct vmsnap_cluster *c, struct vmsnap_diag *d)
 {
         char buf[512];
 
-        if (!c->broken && PQstatus(c->conn) == CONNECTION_OK)
+        /* An idle connection whose server went away still says CONNECTION_OK until libpq
+         * reads its goodbye. Between statements the server sends nothing unasked (no
+         * LISTEN here), so input waiting on an idle connection is that goodbye (a FATAL
+         * 57P0x, or EOF): reset it here instead of failing the statement about to be sent. */
+        struct pollfd p = { .fd = PQsocket(c->conn), .events = POLLIN };
+        if (!c->broken && PQstatus(c->conn) == CONNECTION_OK && p.fd >= 0 && poll(&p, 1, 0) == 0)
                 return 0;
         PQreset(c->conn);
         if (PQstatus(c->conn) == CONNECTION_OK) {

@@ -197,3 +197,27 @@ int vmsnap_cluster_template_cached(struct vmsnap_cluster *c, const char *host_id
                              " ON CONFLICT DO NOTHING",
                              2, params, NULL, d);
 }
+
+int vmsnap_cluster_host_endpoint(struct vmsnap_cluster *c, const char *id,
+                                 char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX], bool *ret_alive,
+                                 struct vmsnap_diag *d)
+{
+        PGresult *res = NULL;
+
+        if (!c || !id || !endpoint || !ret_alive)
+                return vmsnap_diag(d, -EINVAL, "host endpoint: missing argument");
+        const char *params[] = { id };
+        int r = cluster_query(c, "read host endpoint",
+                              "SELECT endpoint, state = 'alive' FROM hosts WHERE id = $1", 1,
+                              params, &res, d);
+        if (r < 0)
+                return r;
+        if (PQntuples(res) != 1) {
+                PQclear(res);
+                return vmsnap_diag(d, -ENOENT, "host %s: not registered", id);
+        }
+        cluster_text(res, 0, 0, endpoint, VMSNAP_CLUSTER_ENDPOINT_MAX);
+        *ret_alive = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        PQclear(res);
+        return 0;
+}

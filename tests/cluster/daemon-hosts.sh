@@ -54,19 +54,21 @@ free_port() {
         python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# start HOST CAPACITY [extra args]: starts vmsnapd for HOST and waits for its /healthz.
+# start HOST CAPACITY [extra args]: starts vmsnapd for HOST and waits until it registered.
 start() {
         local h=$1 cap=$2
         shift 2
         PORT[$h]=$(free_port)
+        local joined
+        joined=$(cat "$T/$h.log" 2>/dev/null | grep -c "registered (epoch")
         "$VMSNAPD" --root "$T/$h/root" --socket "$T/$h.sock" --listen "127.0.0.1:${PORT[$h]}" \
                 --mem-root "$T/$h/mem" --guest-dir "$T/guest" --tick-interval 0 \
                 --cluster "@$T/cluster.conf" --capacity "$cap" \
                 --heartbeat-interval 200 --lost-after 1500 "$@" \
                 >"$T/$h.out" 2>>"$T/$h.log" &
         DPID[$h]=$!
-        for _ in $(seq 300); do
-                curl -s -o /dev/null --unix-socket "$T/$h.sock" http://localhost/healthz && return 0
+        for _ in $(seq 600); do # /healthz answers before the host joined: wait for its log
+                [ "$(grep -c "registered (epoch" "$T/$h.log")" -gt "$joined" ] && return 0
                 kill -0 "${DPID[$h]}" 2>/dev/null || break
                 sleep 0.1
         done

@@ -544,6 +544,21 @@ static void test_server_down(void **state)
         assert_int_equal(vmsnap_cluster_host_heartbeat(c, "a", e, &d), 0);
 }
 
+/* A connection left idle while the server restarts: its next call reconnects and works,
+ * instead of failing once on the dead socket. */
+static void test_idle_across_restart(void **state)
+{
+        (void)state;
+        struct vmsnap_diag d = { 0 };
+        fresh_db("idle");
+        struct vmsnap_cluster *c = open_ok();
+        int64_t e = register_host(c, "a", 4, 4096);
+        restart_server();
+        int err = vmsnap_cluster_host_heartbeat(c, "a", e, &d);
+        if (err != 0)
+                fail_msg("heartbeat after an idle restart: %d %s", err, d.msg);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -555,6 +570,7 @@ int main(void)
                 cmocka_unit_test_teardown(test_create_race, close_all),
                 cmocka_unit_test_teardown(test_restart_mid_create, close_all),
                 cmocka_unit_test_teardown(test_server_down, close_all),
+                cmocka_unit_test_teardown(test_idle_across_restart, close_all),
         };
         if (getenv("VMSNAP_TEST_FILTER")) /* one case while debugging, e.g. test_fencing */
                 cmocka_set_test_filter(getenv("VMSNAP_TEST_FILTER"));

@@ -1,20 +1,27 @@
 #!/usr/bin/env python3
-"""Operations of a cluster host serialized through the Postgres control plane, with a real
-QEMU guest (issue 14, docs/cluster.md §5, §6): a throwaway PostgreSQL (scripts/postgres.sh),
-vmsnapd --cluster (host-a) and a second live host registered in the database (host-b).
+"""Operations of cluster hosts serialized through the Postgres control plane, with a real
+QEMU guest (issue 14, docs/cluster.md §5, §6, "Forwarding"): a throwaway PostgreSQL
+(scripts/postgres.sh), two vmsnapd --cluster hosts with one shared --cluster-token (host-a
+runs the guest, host-b forwards to it) and a third live host registered in the database
+(host-c, a lease holder).
 
-  create -> the cluster row: host-a, running, no lease;
-  host-b holds the sandbox's lease -> pause on host-a is 409 and nothing happens (the guest
-  still runs); lease free -> pause 200 (row paused, lease released), resume 200 (running);
-  a pause and a destroy at the same moment -> never both applied against each other: one
-  409 or one after the other, and the row agrees with the host; Postgres down -> 503 and
-  nothing started; Postgres back -> destroy 204, row stopped.
+  create on host-a -> the cluster row: host-a, running, no lease; GET through host-b is
+  forwarded; an unknown id through host-b -> 404;
+  host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
+  nothing happens (the guest still runs); lease free -> pause and resume through host-b
+  (row paused, then running, lease released; memory intact);
+  a resume through host-a and a destroy through host-b at the same moment -> never both
+  applied against each other: one 409 (or one after the other), the row agrees with host-a;
+  Postgres down -> 503 and nothing started; Postgres back -> destroy through host-b 204,
+  row stopped.
 
 Exit 0 pass, 1 fail, 77 skip. No timing assertions.
 """
 import glob
 import os
+import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,76 +61,129 @@ def row(pg, sid):
                   "FROM sandboxes WHERE id = '%s'" % sid)
 
 
-def run(d, pg):
-    d.start()
+class ClusterDaemon(lc.Daemon):
+    """A vmsnapd --cluster host: TCP on a free port with the cluster's token, its own root."""
+
+    def __init__(self, work, name, conf, token_file):
+        os.makedirs(os.path.join(work, name))
+        super().__init__(os.path.join(work, name), lc.GUEST)
+        self.mem = os.path.join("/dev/shm", "%s-%s-mem" % (os.path.basename(work), name))
+        self.name = name
+        self.args = ["--cluster", "@" + conf, "--cluster-token", token_file, "--host-id", name,
+                     "--heartbeat-interval", "500", "--lost-after", "3600000"]
+
+    def start(self, env_extra=None):
+        for _ in range(3):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()
+            logf = open(os.path.join(self.work, "vmsnapd.log"), "a")
+            self.proc = subprocess.Popen(
+                [lc.VMSNAPD, "--root", self.root, "--socket", self.sock,
+                 "--listen", "127.0.0.1:%d" % port, "--guest-dir", self.guest,
+                 "--mem-root", self.mem, "--tick-interval", "1"] + self.args,
+                stdout=logf, stderr=subprocess.STDOUT)
+            deadline = time.time() + 60
+            while time.time() < deadline and self.proc.poll() is None:
+                try:
+                    if self.call("GET", "/healthz", timeout=2)[0] == 200:
+                        return
+                except OSError:
+                    pass
+                time.sleep(0.1)
+            self.stop()
+        raise lc.Fail("vmsnapd %s did not come up (see %s/vmsnapd.log)" % (self.name, self.work))
+
+
+def joined(pg, name):
     for _ in range(300):  # /healthz answers before the daemon has joined the cluster
-        if pg.sql("SELECT to_regclass('hosts') IS NOT NULL AND EXISTS (SELECT 1 FROM "
-                  "pg_tables WHERE tablename = 'hosts')") == "t" and \
-           pg.sql("SELECT count(*) FROM hosts WHERE id = 'host-a' AND state = 'alive'") == "1":
-            break
+        if pg.sql("SELECT EXISTS (SELECT 1 FROM pg_tables WHERE tablename = 'hosts')") == "t" \
+           and pg.sql("SELECT count(*) FROM hosts WHERE id = '%s' AND state = 'alive'" % name) == "1":
+            return
         time.sleep(0.1)
-    pg.sql("INSERT INTO hosts (id, endpoint, vcpus, memory_mib, disk_mib, state, epoch, "
-           "heartbeat_at) VALUES ('host-b', '127.0.0.1:1', 4, 4096, 0, 'alive', 1, now())")
-    sb = d.ok("POST", "/v1/sandboxes", {})
-    sid = sb["id"]
-    lc.check(row(pg, sid) == "running host-a -", "after create: %s" % row(pg, sid))
-    lc.sh(d, sid, "echo 41 > /tmp/n")
+    raise lc.Fail("host %s did not join the cluster" % name)
 
-    # host-b holds the lease: host-a's pause is refused, nothing happens.
-    pg.sql("UPDATE sandboxes SET lease_host = 'host-b', lease_epoch = 1, lease_op = 'resume', "
-           "lease_token = nextval('lease_tokens') WHERE id = '%s'" % sid)
-    status, body = d.call("POST", "/v1/sandboxes/%s/pause" % sid)
-    lc.check(status == 409 and "busy" in body["error"]["message"],
-             "pause under host-b's lease: %s %s" % (status, body))
-    lc.check(d.ok("GET", "/v1/sandboxes/%s" % sid)["state"] == "running", "guest touched")
-    lc.check(lc.sh(d, sid, "cat /tmp/n") == "41", "guest state changed under a refused pause")
-    pg.sql("UPDATE sandboxes SET lease_host = NULL, lease_epoch = NULL, lease_op = NULL "
-           "WHERE id = '%s'" % sid)
 
-    d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
-    lc.check(row(pg, sid) == "paused host-a -", "after pause: %s" % row(pg, sid))
-    d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
-    lc.check(row(pg, sid) == "running host-a -", "after resume: %s" % row(pg, sid))
-    lc.check(lc.sh(d, sid, "cat /tmp/n") == "41", "memory lost across pause/resume")
+def race(calls):
+    """Runs (daemon, method, path) calls at the same moment; their statuses."""
+    out = [None] * len(calls)
+    gate = threading.Barrier(len(calls))
 
-    # A pause and a destroy at the same moment.
-    results = {}
+    def one(i, d, method, path):
+        gate.wait()
+        out[i] = d.call(method, path)[0]
 
-    def call(name, method, path):
-        results[name] = d.call(method, path)[0]
-
-    ts = [threading.Thread(target=call, args=("pause", "POST", "/v1/sandboxes/%s/pause" % sid)),
-          threading.Thread(target=call, args=("destroy", "DELETE", "/v1/sandboxes/%s" % sid))]
+    ts = [threading.Thread(target=one, args=(i,) + c) for i, c in enumerate(calls)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
-    log("pause and destroy raced:", results)
-    lc.check(results["pause"] in (200, 404, 409) and results["destroy"] in (204, 409),
-             "race statuses %s" % results)
-    lc.check(not (results["pause"] == 409 and results["destroy"] == 409), "both refused")
-    status, local = d.call("GET", "/v1/sandboxes/%s" % sid)
+    return out
+
+
+def run(a, b, pg):
+    a.start()
+    joined(pg, "host-a")
+    b.start()
+    joined(pg, "host-b")
+    pg.sql("INSERT INTO hosts (id, endpoint, vcpus, memory_mib, disk_mib, state, epoch, "
+           "heartbeat_at) VALUES ('host-c', '127.0.0.1:1', 4, 4096, 0, 'alive', 1, now())")
+    sb = a.ok("POST", "/v1/sandboxes", {})
+    sid = sb["id"]
+    lc.check(row(pg, sid) == "running host-a -", "after create: %s" % row(pg, sid))
+    lc.sh(a, sid, "echo 41 > /tmp/n")
+
+    # Through host-b: forwarded to the owner, host-a.
+    lc.check(b.ok("GET", "/v1/sandboxes/%s" % sid)["id"] == sid, "GET through host-b")
+    lc.check(b.call("GET", "/v1/sandboxes/%s" % ("0" * 8 + sid[8:]))[0] == 404,
+             "an unknown sandbox through host-b")
+
+    # host-c holds the lease: pause through host-a and through host-b is refused, untouched.
+    pg.sql("UPDATE sandboxes SET lease_host = 'host-c', lease_epoch = 1, lease_op = 'resume', "
+           "lease_token = nextval('lease_tokens') WHERE id = '%s'" % sid)
+    for d in (a, b):
+        status, body = d.call("POST", "/v1/sandboxes/%s/pause" % sid)
+        lc.check(status == 409 and "busy" in body["error"]["message"],
+                 "pause through %s under host-c's lease: %s %s" % (d.name, status, body))
+    lc.check(a.ok("GET", "/v1/sandboxes/%s" % sid)["state"] == "running", "guest touched")
+    lc.check(lc.sh(a, sid, "cat /tmp/n") == "41", "guest state changed under a refused pause")
+    pg.sql("UPDATE sandboxes SET lease_host = NULL, lease_epoch = NULL, lease_op = NULL "
+           "WHERE id = '%s'" % sid)
+
+    b.ok("POST", "/v1/sandboxes/%s/pause" % sid)
+    lc.check(row(pg, sid) == "paused host-a -", "after pause through b: %s" % row(pg, sid))
+    b.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+    lc.check(row(pg, sid) == "running host-a -", "after resume through b: %s" % row(pg, sid))
+    lc.check(lc.sh(a, sid, "cat /tmp/n") == "41", "memory lost across pause/resume")
+
+    # A resume through host-a and a destroy through host-b at the same moment.
+    a.ok("POST", "/v1/sandboxes/%s/pause" % sid)
+    resume, destroy = race([(a, "POST", "/v1/sandboxes/%s/resume" % sid),
+                            (b, "DELETE", "/v1/sandboxes/%s" % sid)])
+    log("resume (host-a) and destroy (host-b) raced: %s, %s" % (resume, destroy))
+    lc.check(resume in (200, 404, 409) and destroy in (204, 409), "race statuses")
+    lc.check(not (resume == 409 and destroy == 409), "both refused")
+    status, local = a.call("GET", "/v1/sandboxes/%s" % sid)
     r = row(pg, sid)
-    if results["destroy"] == 204:
+    if destroy == 204:
         gone = status == 404 or (status == 200 and local["state"] == "stopped")
         lc.check(gone and r == "stopped host-a -", "destroyed: %s %s / %s" % (status, local, r))
-        sb = d.ok("POST", "/v1/sandboxes", {})  # a sandbox for the rest
-        sid = sb["id"]
+        sid = a.ok("POST", "/v1/sandboxes", {})["id"]  # a sandbox for the rest
     else:
-        lc.check(status == 200 and r == "%s host-a -" % local["state"],
-                 "pause won: host says %s, cluster %s" % (local, r))
-        d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+        lc.check(status == 200 and local["state"] == "running" and r == "running host-a -",
+                 "resume won: host says %s, cluster %s" % (local, r))
 
     # The cluster database down: 503, nothing started; back: works again.
     pg.ctl("stop", "immediate")
-    status, body = d.call("POST", "/v1/sandboxes/%s/pause" % sid)
+    status, body = a.call("POST", "/v1/sandboxes/%s/pause" % sid)
     lc.check(status == 503 and body["error"]["code"] == "unavailable",
              "pause without the database: %s %s" % (status, body))
-    lc.check(d.ok("GET", "/v1/sandboxes/%s" % sid)["state"] == "running",
+    lc.check(a.ok("GET", "/v1/sandboxes/%s" % sid)["state"] == "running",
              "a refused pause touched the sandbox")
     pg.ctl("start")
-    d.ok("DELETE", "/v1/sandboxes/%s" % sid)
-    lc.check(row(pg, sid) == "stopped host-a -", "after destroy: %s" % row(pg, sid))
+    b.ok("DELETE", "/v1/sandboxes/%s" % sid)
+    lc.check(row(pg, sid) == "stopped host-a -", "after destroy through b: %s" % row(pg, sid))
 
 
 def main():
@@ -146,33 +206,38 @@ def main():
     pg = PG(os.path.join(work, "pg"))
     pg.ctl("start")
     conf = os.path.join(work, "cluster.conf")
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, ("host=%s user=vmsnap dbname=vmsnap\n" % pg.dir).encode())
-    os.close(fd)
-    d = lc.Daemon(work, lc.GUEST, extra_args=[
-        "--cluster", "@" + conf, "--host-id", "host-a", "--advertise", "127.0.0.1:1",
-        "--heartbeat-interval", "500", "--lost-after", "3600000"])
+    token = os.path.join(work, "cluster.token")
+    for path, text in ((conf, "host=%s user=vmsnap dbname=vmsnap\n" % pg.dir),
+                       (token, secrets.token_hex(32) + "\n")):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.write(fd, text.encode())
+        os.close(fd)
+    a = ClusterDaemon(work, "host-a", conf, token)
+    b = ClusterDaemon(work, "host-b", conf, token)
     ok = False
     try:
-        run(d, pg)
+        run(a, b, pg)
         ok = True
         log("passed")
     except (lc.Fail, OSError) as e:
         print("FAIL:", e, flush=True)
-        subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
+        for d in (a, b):
+            subprocess.call(["tail", "-n", "30", os.path.join(d.work, "vmsnapd.log")])
     finally:
-        try:
-            if d.proc and d.proc.poll() is None:
-                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-        except Exception:
-            pass
-        d.stop()
-        lc.kill_leftovers(d)
+        for d in (a, b):
+            try:
+                if d.proc and d.proc.poll() is None:
+                    for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
+                        d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
+            except Exception:
+                pass
+            d.stop()
+            lc.kill_leftovers(d)
         subprocess.call(["bash", PGSH, "stop", pg.dir, "immediate"], stdout=subprocess.DEVNULL)
-        if os.environ.get("VMSNAP_KEEP") != "1":
+    if os.environ.get("VMSNAP_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+            for d in (a, b):
+                shutil.rmtree(d.mem, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -1,0 +1,156 @@
+/* Forwarding a request about another host's sandbox to that host (libcurl). */
+#include "api/forward.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/cluster.h"
+#include "api/errors.h"
+#include "api/routes.h"
+#include "util/log.h"
+
+#define ANSWER_MAX (16u << 20) /* an answer larger than this is not a sandbox's JSON */
+
+struct answer {
+        char *buf;
+        size_t len;
+        bool too_big;
+};
+
+static size_t on_data(char *p, size_t size, size_t n, void *ctx)
+{
+        struct answer *a = ctx;
+        size_t add = size * n;
+        if (a->len + add > ANSWER_MAX) {
+                a->too_big = true;
+                return 0;
+        }
+        char *b = realloc(a->buf, a->len + add + 1);
+        if (!b)
+                return 0;
+        memcpy(b + a->len, p, add);
+        a->buf = b;
+        a->len += add;
+        b[a->len] = '\0';
+        return add;
+}
+
+/* The path of call's route with its {ref}, and the query if any. */
+static void path_of(const struct api_call *call, const char *query, char *out, size_t size)
+{
+        const char *pattern = api_route_info(call->route)->pattern;
+        const char *at = strstr(pattern, "{ref}");
+        if (!at)
+                snprintf(out, size, "%s", pattern);
+        else
+                snprintf(out, size, "%.*s%s%s", (int)(at - pattern), pattern, call->ref, at + 5);
+        if (query && *query) {
+                size_t n = strlen(out);
+                snprintf(out + n, size - n, "?%s", query);
+        }
+}
+
+/* Sends the request; returns the HTTP status, or 0 with why in err. */
+static long send_to(const char *url, const char *method, const struct api_call *call,
+                    const char *token, const char *from, struct answer *a, char *err)
+{
+        CURL *h = curl_easy_init();
+        if (!h) {
+                snprintf(err, CURL_ERROR_SIZE, "libcurl: out of memory");
+                return 0;
+        }
+        char auth[128], fwd[128];
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+        snprintf(fwd, sizeof(fwd), API_FORWARDED_HEADER ": %s", from);
+        struct curl_slist *hdr = curl_slist_append(NULL, auth);
+        hdr = curl_slist_append(hdr, fwd);
+        if (call->body_len)
+                hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        err[0] = '\0';
+        curl_easy_setopt(h, CURLOPT_URL, url);
+        curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http");
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+        if (strcmp(method, "GET") != 0) {
+                curl_easy_setopt(h, CURLOPT_POSTFIELDS, call->body_len ? call->body : "");
+                curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)call->body_len);
+        }
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, a);
+        curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+        curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 10L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT, 900L); /* a pause or resume may take minutes */
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        long status = 0;
+        CURLcode rc = curl_easy_perform(h);
+        if (rc == CURLE_OK)
+                curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+        else if (!err[0])
+                snprintf(err, CURL_ERROR_SIZE, "%s", curl_easy_strerror(rc));
+        curl_slist_free_all(hdr);
+        curl_easy_cleanup(h);
+        return status;
+}
+
+/* Fills rep with the owner's answer as it came (JSON, or no body). */
+static void relay(struct api_reply *rep, long status, const struct answer *a, const char *owner)
+{
+        json_t *j = a->len ? json_loadb(a->buf, a->len, 0, NULL) : NULL;
+        if (a->len && !j) {
+                api_reply_error(rep, (struct api_error){502, "upstream_error"},
+                                "host %s answered %ld with a body that is not JSON", owner, status);
+                return;
+        }
+        json_t *e = j ? json_object_get(json_object_get(j, "error"), "message") : NULL;
+        if (e)
+                snprintf(rep->message, sizeof(rep->message), "(from host %s) %s", owner,
+                         json_string_value(e));
+        rep->code = status >= 400 ? "forwarded" : NULL;
+        api_reply_json(rep, (unsigned)status, j);
+}
+
+bool api_forward(struct api_server *srv, const struct api_call *call, const char *method,
+                 const char *query, struct api_reply *rep)
+{
+        struct vmsnap_diag d = {0};
+        struct api_cluster *c = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
+        if (!c || !call->ref[0] ||
+            (call->header && call->header(call->query_ctx, API_FORWARDED_HEADER)))
+                return false; /* single host, or already forwarded once: the local answer */
+        char owner[64], endpoint[256], url[700], path[400], err[CURL_ERROR_SIZE];
+        bool alive = false;
+        int r = api_cluster_owner(c, call->ref, owner, endpoint, &alive, &d);
+        if (r <= 0) {
+                if (r < 0)
+                        api_reply_errno(rep, r, &d);
+                return r < 0;
+        }
+        if (!alive) {
+                api_reply_error(rep, api_error_from_errno(-EBUSY, API_SUBJECT_REF),
+                                "sandbox %s belongs to host %s, which is lost", call->ref, owner);
+                return true;
+        }
+        if (!srv->forward) {
+                api_reply_error(rep, api_error_from_errno(-EBUSY, API_SUBJECT_REF),
+                                "sandbox %s belongs to host %s (%s); this host forwards only "
+                                "with --cluster-token", call->ref, owner, endpoint);
+                return true;
+        }
+        path_of(call, query, path, sizeof(path));
+        snprintf(url, sizeof(url), "http://%s%s", endpoint, path);
+        struct answer a = {0};
+        long status = send_to(url, method, call, srv->token, owner, &a, err);
+        if (status == 0)
+                api_reply_error(rep, (struct api_error){a.too_big ? 502 : 503,
+                                                        a.too_big ? "upstream_error" : "unavailable"},
+                                "sandbox %s: its host %s at %s: %s", call->ref, owner, endpoint,
+                                a.too_big ? "answer too large" : err);
+        else
+                relay(rep, status, &a, owner);
+        free(a.buf);
+        log_debug("forwarded %s %s to host %s: %ld", method, path, owner, status);
+        return true;
+}

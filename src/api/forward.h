@@ -1,0 +1,24 @@
+/* Cluster mode: a request about a sandbox another host owns is sent on to that host's TCP
+ * API with the cluster's shared token, and its answer is returned as it came
+ * (docs/cluster.md "Forwarding"). */
+#ifndef VMSNAP_API_FORWARD_H
+#define VMSNAP_API_FORWARD_H
+
+#include <stdbool.h>
+
+#include "api/reply.h"
+#include "api/server.h"
+
+/* Header a forwarded request carries (the id of the host it is sent to): its receiver never
+ * forwards again, so a disagreement about the owner can never loop. */
+#define API_FORWARDED_HEADER "X-Vmsnap-Forwarded"
+
+/* For a call about sandbox call->ref that this host does not have: when another host owns it
+ * in the cluster, forwards method + the call's path (and query) + body to it and fills rep
+ * with its answer; returns true when rep is filled (the answer, or 409 when the owner is
+ * lost or forwarding is off, or 503/502 when it cannot be reached), false when the local
+ * answer stands (single-host mode, a forwarded call, a sandbox the cluster does not know). */
+bool api_forward(struct api_server *srv, const struct api_call *call, const char *method,
+                 const char *query, struct api_reply *rep);
+
+#endif
