@@ -155,7 +155,8 @@ def run(a, b, pg):
     lc.check(row(pg, sid) == "paused host-a -", "after pause through b: %s" % row(pg, sid))
     b.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     lc.check(row(pg, sid) == "running host-a -", "after resume through b: %s" % row(pg, sid))
-    lc.check(lc.sh(a, sid, "cat /tmp/n") == "41", "memory lost across pause/resume")
+    got = lc.sh(a, sid, "cat /tmp/n")
+    lc.check(got == "41", "memory lost across pause/resume: /tmp/n is %r" % got)
 
     # A resume through host-a and a destroy through host-b at the same moment.
     a.ok("POST", "/v1/sandboxes/%s/pause" % sid)
