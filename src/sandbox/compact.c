@@ -198,7 +198,17 @@ static void merge_one(struct vmsnap_host *h, const char *id)
                              : swapped ? VMSNAP_MERGE_DONE : VMSNAP_MERGE_RACED);
 }
 
-/* One pass over the paused sandboxes whose chain reached the cap. */
+/* Whether a listed sandbox may want a merge once its running operation ends: a resume
+ * seen half-way (resuming) becomes running, which wants_merge may accept. merge_one decides
+ * under the sandbox's lock, after that operation. */
+static bool may_want_merge(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb)
+{
+        if (sb->state == VMSNAP_SANDBOX_RESUMING)
+                return sb->snapshot_id[0] && sb->generation >= h->merge_cap;
+        return wants_merge(h, sb);
+}
+
+/* One pass over the sandboxes whose chain reached the cap. */
 static void merge_pass(struct vmsnap_host *h)
 {
         struct vmsnap_sandbox *v = NULL;
@@ -211,7 +221,7 @@ static void merge_pass(struct vmsnap_host *h)
                 pthread_mutex_unlock(&h->compact_lock);
                 if (stop)
                         break;
-                if (wants_merge(h, &v[i]))
+                if (may_want_merge(h, &v[i]))
                         merge_one(h, v[i].id);
         }
         free(v);
