@@ -26,7 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import Daemon, Fail, GUEST, SRC, VMSNAPD, check  # noqa: E402
+from sandbox_lifecycle import Daemon, Fail, VMSNAPD, build_guest, check  # noqa: E402
 
 CLI = os.environ.get("VMSNAP_CLI", os.path.join(os.environ.get("VMSNAP_BUILD", ""), "vmsnap"))
 
@@ -149,12 +149,7 @@ def main():
         skip("vmsnapd or vmsnap not built")
     if not shutil.which("qemu-system-x86_64"):
         skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
-    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0:
-        raise Fail("guest/build.sh failed (%d)" % rc)
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-accel-")
     d = Daemon(work)
     ok = False

@@ -15,14 +15,14 @@ Exit 0 pass, 1 fail, 77 skip (no vmsnapd, no qemu, no guest image). No timing as
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import (BUILD, GUEST, SRC, VMSNAPD, Daemon, Fail, check,  # noqa: E402
+from sandbox_lifecycle import (BUILD, VMSNAPD, Daemon, Fail, check,  # noqa: E402
                                kill_leftovers, sh, skip)
+from sandbox_lifecycle import build_guest  # noqa: E402
 
 
 def log(*a):
@@ -130,12 +130,7 @@ def main():
         skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
     if not shutil.which("qemu-system-x86_64"):
         skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
-    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
-        raise Fail("guest/build.sh failed (%d)" % rc)
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-share-")
     d = Daemon(work, extra_args=["--insecure-no-jail"])
     ok = False

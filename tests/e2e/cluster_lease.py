@@ -196,12 +196,7 @@ def main():
         lc.skip("qemu-system-x86_64 is not installed")
     if not glob.glob("/usr/lib/postgresql/*/bin/psql"):
         lc.skip("no PostgreSQL (apt-get install postgresql; scripts/setup.sh)")
-    rc = subprocess.call([os.path.join(lc.SRC, "guest", "build.sh"), lc.GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        lc.skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0:
-        raise lc.Fail("guest/build.sh failed (%d)" % rc)
+    lc.build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-e2e-cluster-")
     os.chmod(work, 0o755)  # the postgres user reaches its dir inside
     pg = PG(os.path.join(work, "pg"))
@@ -226,14 +221,7 @@ def main():
             subprocess.call(["tail", "-n", "30", os.path.join(d.work, "vmsnapd.log")])
     finally:
         for d in (a, b):
-            try:
-                if d.proc and d.proc.poll() is None:
-                    for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                        d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-            except Exception:
-                pass
-            d.stop()
-            lc.kill_leftovers(d)
+            lc.shut_down(d)
         subprocess.call(["bash", PGSH, "stop", pg.dir, "immediate"], stdout=subprocess.DEVNULL)
     if os.environ.get("VMSNAP_KEEP") != "1":
             shutil.rmtree(work, ignore_errors=True)

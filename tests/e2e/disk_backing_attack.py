@@ -77,12 +77,7 @@ def main():
         lc.skip("vmsnapd not built (VMSNAP_BUILD=%r)" % lc.BUILD)
     if not shutil.which("qemu-system-x86_64") or not shutil.which("qemu-img"):
         lc.skip("qemu-system-x86_64 or qemu-img is not installed")
-    rc = subprocess.call([os.path.join(lc.SRC, "guest", "build.sh"), lc.GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        lc.skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0:
-        raise lc.Fail("guest/build.sh failed (%d)" % rc)
+    lc.build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-e2e-attack-")
     d = lc.Daemon(work, lc.GUEST)
     with open(os.path.join(lc.GUEST, "rootfs.ext4"), "rb") as f:
@@ -105,9 +100,7 @@ def main():
         except Exception:
             pass
         d.stop()
-        if os.environ.get("VMSNAP_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        lc.remove_work(d, work)
     return 0 if ok else 1
 
 

@@ -57,12 +57,7 @@ def main():
         lc.skip("jails need root")
     if not shutil.which("qemu-system-x86_64"):
         lc.skip("qemu-system-x86_64 is not installed")
-    rc = subprocess.call([os.path.join(lc.SRC, "guest", "build.sh"), lc.GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        lc.skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0:
-        raise lc.Fail("guest/build.sh failed (%d)" % rc)
+    lc.build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-e2e-mode-")
     d = lc.Daemon(work, lc.GUEST, extra_args=["--insecure-no-jail"])
     ok = False
@@ -74,17 +69,8 @@ def main():
         print("FAIL:", e, flush=True)
         subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
     finally:
-        try:
-            if d.proc and d.proc.poll() is None:
-                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-        except Exception:
-            pass
-        d.stop()
-        lc.kill_leftovers(d)
-        if os.environ.get("VMSNAP_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        lc.shut_down(d)
+        lc.remove_work(d, work)
     return 0 if ok else 1
 
 

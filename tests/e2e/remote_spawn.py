@@ -17,7 +17,6 @@
 Exit 0 pass, 1 fail, 77 skip. No timing assertions. VMMs are stopped through the API; any
 left are killed by pid; Ceph is stopped by scripts/ceph.sh.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -28,8 +27,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import (BUILD, GUEST, SRC, VMSNAPD, Daemon, Fail, check, sh,  # noqa: E402
+from sandbox_lifecycle import (BUILD, SRC, VMSNAPD, Daemon, Fail, check, sh,  # noqa: E402
                                skip)
+from sandbox_lifecycle import build_guest  # noqa: E402
 
 PIDS = []     # VMMs of the sandboxes this test made: killed by pid if anything is left
 DAEMONS = []
@@ -198,12 +198,7 @@ def main():
     for tool in ("qemu-system-x86_64", "ceph-mon", "ceph-osd", "radosgw", "curl"):
         if not shutil.which(tool):
             skip("%s is not installed (scripts/setup.sh installs it)" % tool)
-    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
-        raise Fail("guest/build.sh failed (%d)" % rc)
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-remote-spawn-")
     ceph = os.path.join(work, "ceph")
     t0 = time.time()

@@ -45,6 +45,7 @@ from agent_frames import (EXIT, ERROR, STARTED, STDOUT, STDERR,  # noqa: E402
                           http_frames, parse_header, HEADER)
 from sandbox_lifecycle import (BUILD, GUEST, SRC, VMSNAPD, Daemon, Fail, UnixHTTP,  # noqa: E402
                                check, skip)
+from sandbox_lifecycle import remove_work  # noqa: E402
 
 CLI = os.environ.get("VMSNAP_CLI", os.path.join(BUILD, "vmsnap"))
 BIG = 100_000_000
@@ -437,9 +438,7 @@ def main():
             pass
         d.stop()
         kill_leftover_vmms(work)
-        if os.environ.get("VMSNAP_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        remove_work(d, work)
     return 0 if ok else 1
 
 

@@ -463,17 +463,43 @@ def kill_leftovers(d):
             pass
 
 
-def main():
-    if not BUILD or not os.access(VMSNAPD, os.X_OK):
-        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
-    if not shutil.which("qemu-system-x86_64"):
-        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+def build_guest():
+    """Builds the guest image (guest/build.sh) into GUEST: skips (77) where it cannot be
+    built here, fails when the build fails."""
     rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
                          stdout=subprocess.DEVNULL)
     if rc == 2:
         skip("the guest image cannot be built here (guest/build.sh exit 2)")
     if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
         raise Fail("guest/build.sh failed (%d)" % rc)
+
+
+def shut_down(d):
+    """Destroys every sandbox the daemon still has (if it still runs), stops it and kills
+    any VMM of ours that survived."""
+    try:
+        if d.proc and d.proc.poll() is None:
+            for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
+                d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
+    except Exception:
+        pass
+    d.stop()
+    kill_leftovers(d)
+
+
+def remove_work(d, work):
+    """Removes the test's work and memory directories unless VMSNAP_KEEP=1."""
+    if os.environ.get("VMSNAP_KEEP") != "1":
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(d.mem, ignore_errors=True)
+
+
+def main():
+    if not BUILD or not os.access(VMSNAPD, os.X_OK):
+        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
+    if not shutil.which("qemu-system-x86_64"):
+        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-e2e-")
     guest = os.path.join(work, "guest")  # our own copy: the test replaces its disk image
     os.makedirs(guest)
@@ -501,17 +527,8 @@ def main():
         print("FAIL:", e, flush=True)
         subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
     finally:
-        try:
-            if d.proc and d.proc.poll() is None:
-                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-        except Exception:
-            pass
-        d.stop()
-        kill_leftovers(d)
-        if os.environ.get("VMSNAP_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        shut_down(d)
+        remove_work(d, work)
     return 0 if ok else 1
 
 

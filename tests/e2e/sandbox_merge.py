@@ -24,8 +24,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import (BUILD, COUNTER, GUEST, MERGE_CAP, SRC, VMSNAPD, Daemon,  # noqa
-                               Fail, check, counter, kill_leftovers, sh, skip)
+from sandbox_lifecycle import (BUILD, COUNTER, MERGE_CAP, VMSNAPD, Daemon,  # noqa
+                               Fail, check, counter, sh, skip)
+from sandbox_lifecycle import build_guest, remove_work, shut_down  # noqa: E402
 
 
 def log(*a):
@@ -161,12 +162,7 @@ def main():
         skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
     if not shutil.which("qemu-system-x86_64"):
         skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
-    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
-        raise Fail("guest/build.sh failed (%d)" % rc)
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-merge-")
     d = Daemon(work)
     ok = False
@@ -188,17 +184,8 @@ def main():
         print("FAIL:", e, flush=True)
         subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
     finally:
-        try:
-            if d.proc and d.proc.poll() is None:
-                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-        except Exception:
-            pass
-        d.stop()
-        kill_leftovers(d)
-        if os.environ.get("VMSNAP_KEEP") != "1":
-            shutil.rmtree(work, ignore_errors=True)
-            shutil.rmtree(d.mem, ignore_errors=True)
+        shut_down(d)
+        remove_work(d, work)
     return 0 if ok else 1
 
 

@@ -337,12 +337,7 @@ def prerequisites():
             lc.skip("%s is not installed (scripts/setup.sh installs it)" % tool)
     if not os.path.exists("/dev/net/tun"):
         lc.skip("no /dev/net/tun")
-    rc = subprocess.call([os.path.join(lc.SRC, "guest", "build.sh"), lc.GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        lc.skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0:
-        raise lc.Fail("guest/build.sh failed (%d)" % rc)
+    lc.build_guest()
 
 
 def main():
@@ -370,14 +365,7 @@ def main():
         print("FAIL:", e, flush=True)
         subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
     finally:
-        try:
-            if d.proc and d.proc.poll() is None:
-                for s in (d.call("GET", "/v1/sandboxes")[1] or {}).get("sandboxes", []):
-                    d.call("DELETE", "/v1/sandboxes/%s" % s["id"])
-        except Exception:
-            pass
-        d.stop()
-        lc.kill_leftovers(d)
+        lc.shut_down(d)
         if world:
             world.kill()
             world.wait()

@@ -14,7 +14,6 @@ Exit 0 pass, 1 fail, 77 skip. No timing assertions. VMMs are stopped through the
 left are killed by pid.
 """
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -23,8 +22,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import (BACKUP_SB_KIB, BUILD, GUEST, SRC, VMSNAPD, Daemon,  # noqa: E402
+from sandbox_lifecycle import (BACKUP_SB_KIB, BUILD, GUEST, VMSNAPD, Daemon,  # noqa: E402
                                Fail, check, sh, skip)
+from sandbox_lifecycle import build_guest  # noqa: E402
 
 CLI = os.environ.get("VMSNAP_CLI", os.path.join(BUILD, "vmsnap"))
 
@@ -134,12 +134,7 @@ def main():
         skip("vmsnapd or vmsnap not built (VMSNAP_BUILD=%r)" % BUILD)
     if not shutil.which("qemu-system-x86_64"):
         skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
-    rc = subprocess.call([os.path.join(SRC, "guest", "build.sh"), GUEST],
-                         stdout=subprocess.DEVNULL)
-    if rc == 2:
-        skip("the guest image cannot be built here (guest/build.sh exit 2)")
-    if rc != 0 or not os.path.exists(os.path.join(GUEST, "vmlinuz")):
-        raise Fail("guest/build.sh failed (%d)" % rc)
+    build_guest()
     work = tempfile.mkdtemp(prefix="vmsnap-portable-")
     guest = os.path.join(work, "guest")
     os.makedirs(guest)
