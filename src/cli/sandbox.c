@@ -334,6 +334,16 @@ static const int rm_opts[] = {OPT_KEEP, 0};
 static const int snapshot_opts[] = {OPT_NAME, 0};
 static const int no_opts[] = {0};
 
+/* The network options of create and spawn, for their --help. */
+#define NETWORK_HELP                                                                       \
+        "\nNetwork (when vmsnapd runs with --network; docs/network.md):\n"                   \
+        "  --egress allow        the guest reaches anything outside (the default)\n"         \
+        "  --egress deny         the guest reaches nothing outside\n"                         \
+        "  --egress CIDR[,CIDR...]  only these ranges, e.g. 10.0.0.0/8,192.0.2.0/24\n"       \
+        "  --network none        no network at all\n"                                        \
+        "The host reaches the guest at its own address (see `vmsnap sandbox port`).\n"       \
+        "Another sandbox, the host itself and 169.254.0.0/16 are never reachable.\n"
+
 static const struct verb {
         const char *name;
         int (*run)(struct client *c, const struct args *a);
@@ -347,13 +357,7 @@ static const struct verb {
          "Boots a sandbox from the host's guest image, or with --template starts one from a\n"
          "template's frozen state (its vCPUs and memory are the template's; asking for others\n"
          "is refused). --idle-timeout pauses it after that long without activity (0: never).\n"
-        "\nNetwork (when vmsnapd runs with --network; docs/network.md):\n"
-        "  --egress allow        the guest reaches anything outside (the default)\n"
-        "  --egress deny         the guest reaches nothing outside\n"
-        "  --egress CIDR[,CIDR...]  only these ranges, e.g. 10.0.0.0/8,192.0.2.0/24\n"
-        "  --network none        no network at all\n"
-        "The host reaches the guest at its own address (see `vmsnap sandbox port`).\n"
-        "Another sandbox, the host itself and 169.254.0.0/16 are never reachable.\n"},
+         NETWORK_HELP},
         {"ls", run_ls, ls_opts,
          "usage: vmsnap sandbox ls [--all] [--json]\n\nLists sandboxes; --all includes stopped "
          "ones.\n"},
@@ -418,13 +422,7 @@ static const struct verb {
          "Starts a sandbox from a template (same as create --template). It inherits the\n"
          "network of the sandbox the template was made from (its egress policy, or none)\n"
          "unless --egress or --network says otherwise.\n"
-        "\nNetwork (when vmsnapd runs with --network; docs/network.md):\n"
-        "  --egress allow        the guest reaches anything outside (the default)\n"
-        "  --egress deny         the guest reaches nothing outside\n"
-        "  --egress CIDR[,CIDR...]  only these ranges, e.g. 10.0.0.0/8,192.0.2.0/24\n"
-        "  --network none        no network at all\n"
-        "The host reaches the guest at its own address (see `vmsnap sandbox port`).\n"
-        "Another sandbox, the host itself and 169.254.0.0/16 are never reachable.\n"},
+         NETWORK_HELP},
         {"port", run_port, no_opts,
          "usage: vmsnap sandbox port SANDBOX GUEST_PORT [--json]\n\n"
          "Prints the host address:port that reaches GUEST_PORT (1..65535) of a networked\n"
