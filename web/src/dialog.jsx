@@ -1,13 +1,26 @@
 // Widgets of every page: the error box, and a modal <dialog>: focus moves into it, Escape cancels, the answer goes to onClose.
 import { useEffect, useRef, useState } from "preact/hooks";
 
+// Focuses el, or the element now carrying its aria-label or id if el left the document.
+function focusAgain(el) {
+  if (!el || el === document.body) return;
+  let target = el.isConnected ? el : null;
+  const label = el.getAttribute("aria-label");
+  if (!target && label) target = document.querySelector(`[aria-label="${CSS.escape(label)}"]`);
+  if (!target && el.id) target = document.getElementById(el.id);
+  if (target) target.focus();
+}
+
 // Asks for confirmation (no input) or for a value (input given as its label).
 export function Ask({ title, text, input, confirm, danger, onClose }) {
   const ref = useRef(null);
   const [value, setValue] = useState("");
+  // Focus goes back to the element that opened the dialog: noted at the first render (the
+  // click's own turn, before any poll can re-render the page), and found again by its label
+  // if a re-render replaced it meanwhile.
+  const [opener] = useState(() => document.activeElement);
   useEffect(() => {
     const d = ref.current;
-    const opener = document.activeElement; // focus goes back there when the dialog closes
     d.showModal();
     const cancel = (e) => {
       e.preventDefault();
@@ -17,7 +30,7 @@ export function Ask({ title, text, input, confirm, danger, onClose }) {
     return () => {
       d.removeEventListener("cancel", cancel);
       if (d.open) d.close(); // while modal, the rest of the page is inert and takes no focus
-      if (opener && opener.isConnected) opener.focus();
+      focusAgain(opener);
     };
   }, []);
   function submit(e) {
