@@ -6,8 +6,9 @@
  * typically a few percent of RAM. Only those blocks are hashed against the parent.
  *
  * This holds as long as no mapped page left the VMM's page table without the VMM asking:
- * reclaim of shmem (needs swap) and khugepaged collapsing shmem into huge pages (needs
- * shmem THP) are the kernel's only such paths; page migration keeps the entry (pagemap
+ * for a file on tmpfs, reclaim of shmem (needs swap) and khugepaged collapsing shmem into
+ * huge pages (needs shmem THP) are the kernel's only such paths (a file on a disk file system
+ * is reclaimed once written back, so it never takes the shortcut); page migration keeps the entry (pagemap
  * reports it as swapped, counted as touched). touch_mark_take/holds refuse the shortcut
  * whenever either could have happened; the caller then diffs by content as before. A VMM
  * that unmaps its own pages can only make its own snapshot wrong, which it can anyway. */
@@ -21,10 +22,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -92,10 +95,19 @@ static bool shmem_thp_possible(const char *memfile)
         return huge;
 }
 
+/* True when memfile is on tmpfs: shmem pages leave a page table only through swap or huge
+ * page collapse (checked apart). A file on a disk file system is not: written back, its dirty
+ * pages can be reclaimed from the VMM's page table at any time, and their changes missed. */
+static bool on_tmpfs(const char *memfile)
+{
+        struct statfs fs;
+        return statfs(memfile, &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+}
+
 void touch_mark_take(const char *memfile, struct touch_mark *ret)
 {
         ret->swap_outs = swap_outs();
-        ret->valid = ret->swap_outs != UINT64_MAX && !swap_active() &&
+        ret->valid = ret->swap_outs != UINT64_MAX && on_tmpfs(memfile) && !swap_active() &&
                      !shmem_thp_possible(memfile);
 }
 

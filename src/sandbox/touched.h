@@ -23,9 +23,9 @@ struct touch_stats {
         uint64_t changed; /* of those, blocks whose content is not the parent's */
 };
 
-/* Fills *ret: valid when no swap device is active and shmem never gets huge pages here
- * (memfile's mount included), the two ways a page the VMM wrote could leave its page table
- * without the VMM asking. */
+/* Fills *ret: valid when memfile is on tmpfs, no swap device is active and shmem never gets
+ * huge pages here (memfile's mount included): otherwise a page the VMM wrote could leave its
+ * page table without the VMM asking. */
 void touch_mark_take(const char *memfile, struct touch_mark *ret);
 
 /* True when a mark taken at restore still holds now: valid then, no swap device now, and no

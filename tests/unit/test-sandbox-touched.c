@@ -17,7 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -195,6 +197,37 @@ static void refuses_an_existing_output(void **state)
         assert_int_equal(r, -EEXIST);
 }
 
+/* A memory file on tmpfs (as under the default --mem-root) may take the shortcut when the
+ * host has no swap and no shmem huge pages. */
+static void mark_allows_tmpfs(void **state)
+{
+        (void)state;
+        char path[] = "/dev/shm/vmsnap-touched-XXXXXX";
+        int fd = mkstemp(path);
+        assert_true(fd >= 0);
+        close(fd);
+        struct touch_mark m;
+        touch_mark_take(path, &m);
+        FILE *thp = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+        char buf[256] = "";
+        if (thp && !fgets(buf, sizeof(buf), thp))
+                buf[0] = '\0';
+        if (thp)
+                fclose(thp);
+        struct statfs fs;
+        bool tmpfs = statfs(path, &fs) == 0 && fs.f_type == TMPFS_MAGIC;
+        unlink(path);
+        FILE *sw = fopen("/proc/swaps", "re");
+        char line[512];
+        int lines = 0;
+        while (sw && fgets(line, sizeof(line), sw))
+                lines++;
+        if (sw)
+                fclose(sw);
+        if (tmpfs && lines <= 1 && (strstr(buf, "[never]") || strstr(buf, "[deny]")))
+                assert_true(m.valid);
+}
+
 static void mark_follows_the_host(void **state)
 {
         struct fixture *f = *state;
@@ -209,6 +242,10 @@ static void mark_follows_the_host(void **state)
                 fclose(sw);
         if (lines > 1) /* a host with swap never takes the shortcut */
                 assert_false(m.valid);
+        struct statfs fs;
+        assert_int_equal(statfs(f->memp, &fs), 0);
+        if (fs.f_type != TMPFS_MAGIC) /* a disk file system reclaims written-back pages */
+                assert_false(m.valid);
         assert_int_equal(touch_mark_holds(&m), m.valid);
         m.swap_outs++; /* as if a page was swapped out since */
         assert_false(touch_mark_holds(&m));
@@ -222,6 +259,7 @@ int main(void)
                                                 teardown),
                 cmocka_unit_test_setup_teardown(refuses_an_existing_output, setup, teardown),
                 cmocka_unit_test_setup_teardown(mark_follows_the_host, setup, teardown),
+                cmocka_unit_test(mark_allows_tmpfs),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
