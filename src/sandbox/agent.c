@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -111,27 +112,65 @@ int agent_connect_once(struct live *l, int timeout_ms, struct vmsnap_diag *d)
         return l->driver->agent_connect(l->vm, timeout_ms, &l->agent_fd, d);
 }
 
-/* One request/response exchange on the current connection. */
-static int exchange(struct live *l, const char *line, int64_t deadline, json_t **ret,
-                    struct vmsnap_diag *d)
+/* A request id never used before by this daemon: a random start, then counting (below 2^53,
+ * exact in any JSON reader). */
+static json_int_t next_request_id(void)
+{
+        static _Atomic uint64_t next;
+        uint64_t id = atomic_fetch_add(&next, 1);
+        if (id == 0) { /* the first call: start somewhere no earlier daemon likely was */
+                uint32_t seed = 0;
+                if (getrandom(&seed, sizeof(seed), 0) != (ssize_t)sizeof(seed))
+                        seed = (uint32_t)now_ms();
+                uint64_t zero = 1;
+                atomic_compare_exchange_strong(&next, &zero, ((uint64_t)seed << 8) + 2);
+                id = atomic_fetch_add(&next, 1);
+        }
+        return (json_int_t)(id & ((1ull << 53) - 1));
+}
+
+/* True when answer o belongs to the request with this id: it echoes it, or carries none (an
+ * agent or stand-in that echoes no ids). An answer with another id is a stale one: to a
+ * request whose caller gave up (a timeout, a connection dropped and reopened before the
+ * guest noticed), and taking it would answer this request with another's result. */
+static bool answers(json_t *o, json_int_t id)
+{
+        json_t *v = json_object_get(o, "id");
+        return !v || (json_is_integer(v) && json_integer_value(v) == id);
+}
+
+#define STALE_MAX 64 /* stale answers skipped before the connection is given up */
+
+/* One request/response exchange on the current connection; answers to earlier requests
+ * still in the connection are skipped. */
+static int exchange(struct live *l, const char *line, json_int_t id, int64_t deadline,
+                    json_t **ret, struct vmsnap_diag *d)
 {
         int r = vmsnap_fs_write_full(l->agent_fd, line, strlen(line));
         if (r == 0)
                 r = vmsnap_fs_write_full(l->agent_fd, "\n", 1);
-        _cleanup_free_ char *resp = NULL;
-        if (r == 0)
+        for (int stale = 0; r == 0 && stale <= STALE_MAX; stale++) {
+                _cleanup_free_ char *resp = NULL;
                 r = read_line(l->agent_fd, deadline, &resp);
-        if (r < 0)
-                return vmsnap_diag(d, r, "sandbox %s: guest agent: %s", l->id, strerror(-r));
-        json_error_t je;
-        json_t *o = json_loads(resp, 0, &je);
-        if (!json_is_object(o)) {
+                if (r < 0)
+                        break;
+                json_error_t je;
+                json_t *o = json_loads(resp, 0, &je);
+                if (!json_is_object(o)) {
+                        json_decref(o);
+                        return vmsnap_diag(d, -EPROTO, "sandbox %s: guest agent sent "
+                                           "malformed JSON", l->id);
+                }
+                if (answers(o, id)) {
+                        *ret = o;
+                        return 0;
+                }
                 json_decref(o);
-                return vmsnap_diag(d, -EPROTO, "sandbox %s: guest agent sent malformed JSON",
-                                   l->id);
         }
-        *ret = o;
-        return 0;
+        if (r == 0)
+                r = -EPROTO;
+        return vmsnap_diag(d, r, "sandbox %s: guest agent: %s", l->id,
+                           r == -EPROTO ? "only answers to other requests" : strerror(-r));
 }
 
 /* The negative errno of a failed answer: the guest's when it gave one, else EIO. */
@@ -144,6 +183,9 @@ static int answer_errno(json_t *o)
 int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d)
 {
         int64_t deadline = now_ms() + timeout_ms;
+        json_int_t id = next_request_id();
+        if (json_object_set_new(req, "id", json_integer(id)) < 0)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
         _cleanup_free_ char *line = json_dumps(req, JSON_COMPACT);
         if (!line)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
@@ -158,7 +200,7 @@ int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct
         for (int attempt = 0; attempt < 2 && r < 0 && now_ms() < deadline; attempt++) {
                 r = agent_connect_once(l, (int)(deadline - now_ms()), d);
                 if (r == 0)
-                        r = exchange(l, line, deadline, &o, d);
+                        r = exchange(l, line, id, deadline, &o, d);
                 if (r < 0 && l->agent_fd >= 0) { /* stale connection (e.g. after restore) */
                         close(l->agent_fd);
                         l->agent_fd = -1;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -322,7 +323,12 @@ static struct chan *chan_new(struct live *l, const char *label)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
         pthread_cond_init(&c->cond, &attr);
         pthread_condattr_destroy(&attr);
-        c->next_id = 1;
+        /* Stream ids start at random: frames of an earlier connection's streams that the
+         * guest still sends (it may not have seen that connection end) match none of ours. */
+        if (getrandom(&c->next_id, sizeof(c->next_id), 0) != (ssize_t)sizeof(c->next_id))
+                c->next_id = (uint32_t)now_ms();
+        if (c->next_id == 0)
+                c->next_id = 1;
         c->in = malloc(INBUF_SIZE);
         c->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         c->fd = fcntl(l->agent_fd, F_DUPFD_CLOEXEC, 3);

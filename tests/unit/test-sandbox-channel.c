@@ -244,6 +244,8 @@ enum misdeed {
         UNKNOWN_TYPE,     /* a frame of type 0x77 */
         HUGE_REPLY,       /* a REPLY of MORE pieces past 4 MiB */
         CLOSES,           /* closes the connection mid-stream */
+        STALE,            /* not a misdeed: answers and frames left from an earlier
+                           * connection come before the right ones */
 };
 
 struct peer {
@@ -289,17 +291,30 @@ static bool read_frame(int fd, struct frame_header *h, uint8_t *p)
 static void *peer_main(void *arg)
 {
         struct peer *pe = arg;
-        char line[64];
+        char line[256];
         size_t n = 0;
         while (n < sizeof(line) - 1 && read_full(pe->fd, line + n, 1) && line[n] != '\n')
                 n++;
+        line[n] = '\0';
+        if (pe->what == STALE) {
+                const char *at = strstr(line, "\"id\":");
+                long long id = at ? atoll(at + 5) : -1;
+                char answer[160];
+                /* the answer to an older hello, taken for this one it would say protocol 1 */
+                int len = snprintf(answer, sizeof(answer), "{\"ok\":true,\"id\":%lld}\n", id + 7);
+                send(pe->fd, answer, (size_t)len, MSG_NOSIGNAL);
+                len = snprintf(answer, sizeof(answer), "{\"ok\":true,\"protocol\":2,\"id\":%lld}\n",
+                               id);
+                send(pe->fd, answer, (size_t)len, MSG_NOSIGNAL);
+        }
         if (pe->what == OLD_AGENT) {
                 static const char old[] = "{\"ok\":false,\"error\":\"unknown op \\\"hello\\\"\"}\n";
                 send(pe->fd, old, sizeof(old) - 1, MSG_NOSIGNAL);
                 return NULL;
         }
         static const char hello[] = "{\"ok\":true,\"protocol\":2}\n";
-        send(pe->fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL);
+        if (pe->what != STALE)
+                send(pe->fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL);
         static uint8_t p[FRAME_MAX];
         struct frame_header h;
         if (!read_frame(pe->fd, &h, p))
@@ -317,8 +332,16 @@ static void *peer_main(void *arg)
                 for (int i = 0; i < 6; i++) /* 6 x 64 KiB > the 256 KiB window */
                         send_frame(pe->fd, FRAME_STDOUT, id, 0, p, FRAME_MAX - FRAME_COST);
         }
+        if (pe->what == STALE) /* the end of a stream of the connection before */
+                for (uint32_t other = 1; other <= 3; other++) {
+                        send_frame(pe->fd, FRAME_STDOUT, id - other, 0, "stale", 5);
+                        send_frame(pe->fd, FRAME_EXIT, id - other, 0, "{\"exit_code\":7}", 15);
+                }
         send_frame(pe->fd, FRAME_STARTED, id, 0, "{\"pid\":42}", 10);
-        if (pe->what == OVER_CREDIT) {
+        if (pe->what == STALE) {
+                send_frame(pe->fd, FRAME_STDOUT, id, 0, "fresh", 5);
+                send_frame(pe->fd, FRAME_EXIT, id, 0, "{\"exit_code\":0,\"signal\":null}", 30);
+        } else if (pe->what == OVER_CREDIT) {
                 /* done */
         } else if (pe->what == CREDIT_OVERFLOW) {
                 uint8_t credit[4];
@@ -354,7 +377,19 @@ static void misdeed(enum misdeed what, int err)
                 goto out;
         }
         assert_int_equal(r, 0);
-        if (what == HUGE_REPLY) {
+        if (what == STALE) {
+                const char *argv[] = {"cat", NULL};
+                struct chan_stream *s = start_exec(c, argv, false);
+                uint8_t *out = NULL;
+                size_t len = 0;
+                struct vmsnap_stream_event ev = drain(s, &out, &len);
+                assert_int_equal(ev.kind, VMSNAP_STREAM_EXIT);
+                assert_int_equal(ev.exit_code, 0);
+                assert_int_equal(len, 5);
+                assert_memory_equal(out, "fresh", 5);
+                free(out);
+                chan_stream_free(s);
+        } else if (what == HUGE_REPLY) {
                 json_t *answer = NULL;
                 assert_int_equal(chan_call(c, l.id, "{\"op\":\"list\"}", 30000, &answer, &d), err);
                 assert_non_null(strstr(d.msg, "4 MiB"));
@@ -410,6 +445,15 @@ static void test_huge_reply(void **state)
         misdeed(HUGE_REPLY, -EPROTO);
 }
 
+/* After a restore, or a call given up on, the guest may still send what belonged to the
+ * connection before: an answer to an older request (its id is not ours) and frames of older
+ * streams (ids are random per channel). Neither may be taken for this request's. */
+static void test_stale_answers_skipped(void **state)
+{
+        (void)state;
+        misdeed(STALE, 0);
+}
+
 static void test_connection_closes(void **state)
 {
         (void)state;
@@ -427,6 +471,7 @@ int main(void)
                 cmocka_unit_test(test_unknown_type),
                 cmocka_unit_test(test_huge_reply),
                 cmocka_unit_test(test_connection_closes),
+                cmocka_unit_test(test_stale_answers_skipped),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
