@@ -26,7 +26,9 @@
  *     resume is true.
  *   - The vsock device proxies "CONNECT <port>\n" on its socket; port 1024 answers
  *     "OK <n>\n" and then every request line with {"ok":true} (exec: exit 0, no output),
- *     a stand-in for the guest agent.
+ *     a stand-in for the guest agent. With CH_PEER_AGENT=PATH the port is instead relayed
+ *     byte for byte to the Unix socket PATH, where a real guest agent built for the host
+ *     serves (`vmsnap-agent --listen-unix`, protocol 2; api-conformance confines it).
  *
  * Test-only endpoints: PUT /peer/write {"offset","length","seed"|"fill"}, PUT /peer/dump
  * {"path"}. Environment: CH_PEER_VERSION (default 52.0) sets the release it plays;
@@ -36,6 +38,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -420,6 +423,45 @@ static bool read_line(int fd, char *line, size_t size)
         return false;
 }
 
+/* Copies what one end sends to the other; false once either end is done. */
+static bool pump(int from, int to)
+{
+        char buf[65536];
+        ssize_t n = read(from, buf, sizeof(buf));
+        if (n <= 0)
+                return false;
+        for (ssize_t off = 0; off < n;) {
+                ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+                if (w <= 0)
+                        return false;
+                off += w;
+        }
+        return true;
+}
+
+/* The real agent behind the port: connects to its Unix socket, answers the CONNECT once it
+ * is reachable and relays both ways until either end closes (the vsock device's job). */
+static void relay_to(int c, const char *path, const char *ok_line)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        int a = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (a < 0 || connect(a, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+            send(c, ok_line, strlen(ok_line), MSG_NOSIGNAL) < 0) {
+                if (a >= 0)
+                        close(a);
+                return;
+        }
+        struct pollfd p[2] = {{.fd = c, .events = POLLIN}, {.fd = a, .events = POLLIN}};
+        while (poll(p, 2, -1) >= 0) {
+                if (p[0].revents && !pump(c, a))
+                        break;
+                if (p[1].revents && !pump(a, c))
+                        break;
+        }
+        close(a);
+}
+
 static void vsock_serve(int c)
 {
         char line[4096];
@@ -428,6 +470,11 @@ static void vsock_serve(int c)
             port != AGENT_PORT)
                 return;
         const char ok_line[] = "OK 1073741824\n";
+        const char *agent = getenv("CH_PEER_AGENT");
+        if (agent && *agent) {
+                relay_to(c, agent, ok_line);
+                return;
+        }
         if (send(c, ok_line, sizeof(ok_line) - 1, MSG_NOSIGNAL) < 0)
                 return;
         /* The stand-in agent answers in the agent's protocol (docs/guest.md) so that the
@@ -442,15 +489,28 @@ static void vsock_serve(int c)
         }
 }
 
+static void *vsock_conn(void *arg)
+{
+        int c = (int)(intptr_t)arg;
+        vsock_serve(c);
+        close(c);
+        return NULL;
+}
+
+/* One thread per connection: the host may hold one while it opens another. */
 static void *vsock_main(void *arg)
 {
         int lfd = (int)(intptr_t)arg;
         for (;;) {
                 int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+                pthread_t t;
                 if (c < 0)
                         continue;
-                vsock_serve(c);
-                close(c);
+                if (pthread_create(&t, NULL, vsock_conn, (void *)(intptr_t)c) != 0) {
+                        close(c);
+                        continue;
+                }
+                pthread_detach(t);
         }
         return NULL;
 }
