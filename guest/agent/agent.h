@@ -282,5 +282,8 @@ void conn_close_streams(struct conn *c);
 /* net_refresh.c: restore_hook's network part (flush eth0's neighbours, gratuitous ARP);
  * adds neigh_flushed and arp_announced to the reply. */
 void net_refresh(struct reply *r);
+/* main.c: true under `--listen-unix` (a test on the host, no VM): restore_hook then leaves
+ * the machine's clock, RNG and network alone, since they are the host's. */
+extern bool host_mode;
 
 #endif

@@ -198,6 +198,8 @@ static int vsock_selftest(void)
 	return strstr(buf, "\"ok\":true") ? 0 : 1;
 }
 
+bool host_mode;
+
 /* Makes sure fds 0-2 exist, so that pipes and the port never land on them. */
 static void ensure_std_fds(void)
 {
@@ -215,6 +217,7 @@ int main(int argc, char **argv)
 		override = argv[2];
 	} else if (argc == 3 && strcmp(argv[1], "--listen-unix") == 0) {
 		unix_path = argv[2];
+		host_mode = true;
 	} else if (argc == 2 && strcmp(argv[1], "--vsock-selftest") == 0) {
 		return vsock_selftest();
 	} else if (argc != 1) {
