@@ -439,15 +439,33 @@ static bool pump(int from, int to)
         return true;
 }
 
+/* Connects to the agent's Unix socket, waiting up to 10 s for it to listen (the agent
+ * starts with the VMM, as a guest's would); -1 if it never does. */
+static int agent_connect(const char *path)
+{
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        for (int i = 0; i < 500; i++) {
+                int a = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                if (a < 0)
+                        return -1;
+                if (connect(a, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+                        return a;
+                int err = errno;
+                close(a);
+                if (err != ENOENT && err != ECONNREFUSED)
+                        return -1;
+                usleep(20 * 1000);
+        }
+        return -1;
+}
+
 /* The real agent behind the port: connects to its Unix socket, answers the CONNECT once it
  * is reachable and relays both ways until either end closes (the vsock device's job). */
 static void relay_to(int c, const char *path, const char *ok_line)
 {
-        struct sockaddr_un sa = {.sun_family = AF_UNIX};
-        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        int a = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (a < 0 || connect(a, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-            send(c, ok_line, strlen(ok_line), MSG_NOSIGNAL) < 0) {
+        int a = agent_connect(path);
+        if (a < 0 || send(c, ok_line, strlen(ok_line), MSG_NOSIGNAL) < 0) {
                 if (a >= 0)
                         close(a);
                 return;
