@@ -76,7 +76,6 @@ NOT_PROVOKED = {
     "pool_exhausted": "needs a --network daemon (jailed); e2e/sandbox-network provokes it",
     "ambiguous_ref": "two ids sharing a 3-character prefix take ~80 random UUIDs, too slow "
                      "here; the store and sandbox resolvers' own tests cover it",
-    "not_supported": "EOPNOTSUPP comes only from QEMU paths this test does not drive",
     "insufficient_memory": "ENOMEM comes only from a failed allocation in the daemon",
     "unavailable": "EAGAIN comes only from a VMM API answering 429, which no peer does",
 }
@@ -284,6 +283,7 @@ case "$(cat '%(mode)s' 2>/dev/null)" in
 v53) export CH_PEER_VERSION=53.0 ;;
 nosocket) export CH_PEER_NO_SOCKET=1 ;;
 exit) case " $* " in *" --version "*) ;; *) echo "told to fail by the test" >&2; exit 3 ;; esac ;;
+v1agent) exec '%(peer)s' "$@" ;;  # the peer's stand-in agent, protocol 1
 esac
 case " $* " in *" --version "*) ;; *)
     # This VM's agent, killed when this process (the peer, after the exec) ends.
@@ -582,6 +582,27 @@ def guest_files(t):
     P("DELETE", b + "files?path=/tmp/d&recursive=1", T + "files", 204)
     P("GET", b + "files/stat?path=/tmp/d", T + "files/stat", 404, "not_found")
     P("GET", "/v1/sandboxes/nope/files?path=/x", T + "files", 404, "not_found")
+    P("GET", b + "files?path=/tmp/a.txt/x", T + "files", 400, "invalid_argument")  # ENOTDIR
+    P("GET", b + "files/stat?path=/tmp/a.txt/x", T + "files/stat", 400, "invalid_argument")
+    P("PUT", b + "files?path=/usr/x", T + "files", 400, "invalid_argument", body=b"x",
+      headers=oct_h)  # a read-only file system
+    P("PUT", b + "archive?path=/usr", T + "archive", 400, "invalid_argument",
+      body=tar_of("x", b"x"), headers=tar_h)
+    P("DELETE", b + "files?path=/", T + "files", 409, "invalid_state")  # EBUSY
+    # A failure once the body has started cuts it off (docs/openapi.yaml): the chunked body
+    # never ends, so no client mistakes a part for the whole. /proc/1/mem opens but cannot
+    # be read; /secret (root's, 0600) is not readable by the agent's uid, so tar fails.
+    secret = os.path.join(t.d.work, "..", "agent-root", "secret")
+    with open(secret, "w") as f:
+        f.write("x")
+    os.chmod(secret, 0o600)
+    for q in ("files?path=/proc/1/mem", "archive?path=/secret"):
+        try:
+            a = send(t.d.port, "GET", b + q, headers=t.auth(True))
+            fail("GET %s: a complete %d answer of %d bytes, want a body cut off"
+                 % (q, a.status, len(a.body)))
+        except http.client.IncompleteRead:
+            pass
     P("POST", b + "pause", T + "pause", 200)
     P("GET", b + "files?path=/x", T + "files", 409, "invalid_state")
     P("PUT", b + "files?path=/tmp/x", T + "files", 409, "invalid_state", body=b"x",
@@ -735,7 +756,59 @@ def guest_exec(t):
       headers={"Content-Type": "text/plain"}, request_valid=False)
     P("POST", "/v1/sandboxes/nope/exec", T, 404, "not_found", body={"argv": ["true"]})
     guest_processes(t, "/v1/sandboxes/ex-1/")
+    stream_cut_by_pause(t, path)
     P("DELETE", "/v1/sandboxes/ex-1", "/v1/sandboxes/{ref}", 204)
+
+
+def stream_cut_by_pause(t, path):
+    """A stream does not hold the sandbox's lock: a pause goes ahead and the stream ends
+    with an ERROR frame (docs/api.md, Exec), a complete body."""
+    got = []
+    h = dict(t.auth(True), Accept=FRAMES, **JSON)
+    body = json.dumps({"cmd": "echo up; exec sleep 60"})
+    th = threading.Thread(target=lambda: got.append(send(t.d.port, "POST", path, body, h)))
+    th.start()
+    time.sleep(1.5)  # the command started (the order is checked below: STARTED, STDOUT)
+    t.via_prism("POST", path.replace("/exec", "/pause"), "/v1/sandboxes/{ref}/pause", 200)
+    th.join(60)
+    what = "POST %s (frames, paused under it)" % path
+    by = frames_of(t, what, got[0]) if got else fail("%s: no answer" % what)
+    if by is not None and (agent_frames.ERROR not in by
+                           or b"".join(by.get(agent_frames.STDOUT, [])) != b"up\n"):
+        fail("%s: frames %r, want STDOUT up, then ERROR" % (what, sorted(by)))
+    t.via_prism("POST", path.replace("/exec", "/resume"), "/v1/sandboxes/{ref}/resume", 200,
+                body={})
+
+
+def old_agent(t, mode):
+    """501 not_supported: a guest agent that predates protocol 2 (the peer's stand-in) runs
+    only `cmd` with a JSON answer. Straight to the daemon: prism answers a 501 from upstream
+    with a mock of its own (its way of proxying unimplemented routes)."""
+    P, D = t.via_prism, t.direct
+    set_mode(mode, "v1agent")
+    P("POST", "/v1/sandboxes", "/v1/sandboxes", 201, body={"name": "old-1", "memory_mib": 64})
+    set_mode(mode, None)
+    b, T = "/v1/sandboxes/old-1/", "/v1/sandboxes/{ref}/"
+    P("POST", b + "exec", T + "exec", 200, body={"cmd": "true"})
+    oct_h = {"Content-Type": "application/octet-stream"}
+    for method, path, template, body, h in (
+            ("POST", "exec", "exec", {"argv": ["true"]}, JSON),
+            ("POST", "exec", "exec", {"cmd": "true"}, dict(JSON, Accept=FRAMES)),
+            ("POST", "exec", "exec", {"cmd": "sleep 1", "background": True}, JSON),
+            ("GET", "processes", "processes", None, {}),
+            ("POST", "processes/kill", "processes/kill", {"pid": 1}, JSON),
+            ("GET", "files/stat?path=/", "files/stat", None, {}),
+            ("GET", "files/list?path=/", "files/list", None, {}),
+            ("GET", "files?path=/x", "files", None, {}),
+            ("PUT", "files?path=/x", "files", b"x", oct_h),
+            ("DELETE", "files?path=/x", "files", None, {}),
+            ("GET", "archive?path=/", "archive", None, {}),
+            ("PUT", "archive?path=/", "archive", tar_of("x", b"x"),
+             {"Content-Type": "application/x-tar"})):
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        D(method, b + path, T + template, 501, "not_supported", body=body, headers=h)
+    P("DELETE", b[:-1], "/v1/sandboxes/{ref}", 204)
 
 
 def guest_processes(t, b):
@@ -1189,6 +1262,7 @@ def main():
         lifecycle(t, work, mode)
         guest_files(t)
         guest_exec(t)
+        old_agent(t, mode)
         imports(t, work, make_export(work, 64 << 10))
         refusals(t)
         remote_refusals(t)
