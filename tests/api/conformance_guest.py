@@ -299,6 +299,38 @@ def exec_upgraded(t, path, body, stdin, want_out, resize=None):
         fail("%s: ended %r" % (what, end))
 
 
+def confinement(t, path):
+    """The attack on the host, as a guest would try it through exec: the agent and what it
+    runs are uid 65534 without capabilities, see only the agent root, only the processes of
+    their PID namespace and only loopback, cannot signal the daemon, and a file they write
+    lands inside the root."""
+    root = os.path.join(t.d.work, "..", "agent-root")
+    r = t.via_prism("POST", path, "/v1/sandboxes/{ref}/exec", 200, body={"cmd": (
+        "id -u; id -G; ls /; ls /proc | grep -c '^[0-9]'; grep -c : /proc/net/dev; "
+        "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status | tr -d ' \\t'; "
+        "echo x > /tmp/proof; touch /usr/x 2>/dev/null && echo wrote-usr; "
+        "kill -0 %d 2>/dev/null && echo reached-the-daemon; true") % t.d.proc.pid}) or {}
+    lines = (r.get("stdout") or "").split("\n")
+    numbers = [int(x) for x in lines[2:] if x.isdigit()]
+    listed = {x for x in lines[2:] if x and not x.isdigit() and ":" not in x}
+    if lines[:2] != ["65534", "65534"]:
+        fail("confinement: uid and groups %r, want 65534 and 65534" % lines[:2])
+    if not listed or not listed <= set(os.listdir(root)):
+        fail("confinement: / holds %r, not only the agent root's %r" % (
+            sorted(listed), sorted(os.listdir(root))))
+    if len(numbers) != 2 or numbers[0] > 8 or numbers[1] != 1:  # pids; interfaces: lo
+        fail("confinement: %r processes and %r interfaces visible: %r" % (
+            numbers[:1], numbers[1:], lines))
+    for field in ("CapEff:0000000000000000", "CapBnd:0000000000000000", "NoNewPrivs:1"):
+        if field not in lines:
+            fail("confinement: no %s: %r" % (field, lines))
+    for bad in ("wrote-usr", "reached-the-daemon"):
+        if bad in lines:
+            fail("confinement: %s: %r" % (bad, lines))
+    if not os.path.exists(os.path.join(root, "tmp", "proof")):
+        fail("confinement: /tmp/proof did not land in the agent root %s" % root)
+
+
 def guest_exec(t):
     """Exec against the real agent: argv byte-exact as JSON, as frames and upgraded."""
     P = t.via_prism
@@ -336,6 +368,7 @@ def guest_exec(t):
     P("POST", path, T, 415, "unsupported_media_type", body="x",
       headers={"Content-Type": "text/plain"}, request_valid=False)
     P("POST", "/v1/sandboxes/nope/exec", T, 404, "not_found", body={"argv": ["true"]})
+    confinement(t, path)
     guest_processes(t, "/v1/sandboxes/ex-1/")
     stream_cut_by_pause(t, path)
     P("DELETE", "/v1/sandboxes/ex-1", "/v1/sandboxes/{ref}", 204)
