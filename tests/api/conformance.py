@@ -44,7 +44,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "e2e", "lib"))
-from conformance_guest import guest_exec, guest_files, make_agent_root, old_agent  # noqa: E402
+from conformance_guest import (  # noqa: E402
+    guest_exec, guest_files, guest_refusals, make_agent_root, old_agent, status_coverage)
 from conformance_harness import (  # noqa: E402
     JSON, TEST, Answer, Harness, Spec, fail, failures, send, set_mode)
 from vmsnapd import VMSNAPD, Vmsnapd, free_port, kill_peers, skip, unix_request  # noqa: E402
@@ -592,6 +593,7 @@ def full_disk(t, work, exp_big):
 
 
 def coverage(t):
+    status_coverage(t)
     for op in sorted(set(t.spec.operations()) - t.ops - NEEDS_NETWORK - NEEDS_REMOTE):
         fail("operation %s %s was never answered with success" % op)
     for op in sorted(NEEDS_REMOTE - t.ops):
@@ -647,6 +649,7 @@ def main():
         guest_files(t)
         guest_exec(t)
         old_agent(t, mode)
+        guest_refusals(t)
         imports(t, work, make_export(work, 64 << 10))
         refusals(t)
         remote_refusals(t)

@@ -6,6 +6,7 @@ import http.client
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -467,3 +468,72 @@ def guest_processes(t, b):
     P("POST", b + "exec", T + "exec", 409, "invalid_state", body={"argv": ["true"]},
       headers={"Accept": FRAMES})
     P("POST", b + "resume", T + "resume", 200, body={})
+
+
+# Statuses of the protocol-2 operations no request here provokes, and why.
+NOT_PROVOKED_STATUS = {
+    500: "internal: a failure inside the daemon (out of memory, a broken store)",
+    503: "unavailable, insufficient_memory: EAGAIN/ENOMEM inside the daemon",
+}
+
+
+def status_coverage(t):
+    """Every status the spec documents for a protocol-2 operation was seen conforming."""
+    for method, template in sorted(t.spec.operations()):
+        if not re.search(r"/(exec|processes|files|archive)", template):
+            continue
+        op = t.spec.doc["paths"][template][method.lower()]
+        documented = {int(s) for s in op["responses"] if s != "default"}
+        seen = t.statuses.get((method, template), set())
+        for status in sorted(documented - seen - set(NOT_PROVOKED_STATUS)):
+            fail("%s %s: its documented %d was never seen" % (method, template, status))
+    for status, why in sorted(NOT_PROVOKED_STATUS.items()):
+        print("%s: not exercised on the protocol-2 routes: %d %s" % (TEST, status, why))
+
+
+# The protocol-2 operations: (method, route, a valid body, its content type).
+GUEST_OPS = (
+    ("POST", "exec", {"argv": ["true"]}, "application/json"),
+    ("GET", "processes", None, None), ("HEAD", "processes", None, None),
+    ("POST", "processes/kill", {"pid": 1}, "application/json"),
+    ("GET", "files?path=/x", None, None), ("HEAD", "files?path=/x", None, None),
+    ("PUT", "files?path=/x", b"x", "application/octet-stream"),
+    ("DELETE", "files?path=/x", None, None),
+    ("GET", "files/stat?path=/x", None, None), ("HEAD", "files/stat?path=/x", None, None),
+    ("GET", "files/list?path=/x", None, None), ("HEAD", "files/list?path=/x", None, None),
+    ("GET", "archive?path=/x", None, None), ("HEAD", "archive?path=/x", None, None),
+    ("PUT", "archive?path=/x", "tar", "application/x-tar"))
+
+
+def guest_refusals(t):
+    """The refusals every protocol-2 operation documents: 401 without the token, 404 for
+    an unknown sandbox, 409 for a paused one, 400 without ?path=, 413 and 415 for bodies.
+    HEAD goes straight to the daemon (prism cannot check what has no body)."""
+    t.via_prism("POST", "/v1/sandboxes", "/v1/sandboxes", 201,
+                body={"name": "rf-1", "memory_mib": 64})
+    t.via_prism("POST", "/v1/sandboxes/rf-1/pause", "/v1/sandboxes/{ref}/pause", 200)
+    for method, route, body, ctype in GUEST_OPS:
+        template = "/v1/sandboxes/{ref}/" + route.split("?")[0]
+        body = tar_of("x", b"x") if body == "tar" else body
+        h = {"Content-Type": ctype} if ctype else {}
+
+        def req(ref, want, code, token=True, query=True, b=body, hh=h):
+            path = "/v1/sandboxes/%s/%s" % (ref, route if query else route.split("?")[0])
+            raw = json.dumps(b) if isinstance(b, dict) else b
+            if method == "HEAD":
+                t.direct(method, path, template, want, code, token=token)
+            else:  # 401 and 413 are refused before the body is looked at
+                valid = None if want in (401, 413) else want not in (400, 415)
+                t.via_prism(method, path, template, want, code, body=raw, headers=hh,
+                            token=token, request_valid=valid)
+        req("rf-1", 401, None if method == "HEAD" else "unauthorized", token=False)
+        req("nope", 404, None if method == "HEAD" else "not_found")
+        req("rf-1", 409, None if method == "HEAD" else "invalid_state")
+        if "?path=" in route:
+            req("rf-1", 400, None if method == "HEAD" else "invalid_query", query=False)
+        if route == "processes/kill":
+            req("rf-1", 413, "body_too_large", b={"pid": 1, "x": "y" * 70000})
+            req("rf-1", 415, "unsupported_media_type", b="{}", hh={"Content-Type": "text/plain"})
+        if method == "PUT":
+            req("rf-1", 415, "unsupported_media_type", hh={"Content-Type": "text/plain"})
+    t.via_prism("DELETE", "/v1/sandboxes/rf-1", "/v1/sandboxes/{ref}", 204)

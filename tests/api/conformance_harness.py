@@ -98,6 +98,7 @@ class Harness:
         self.codes = set()   # error codes seen in conforming answers
         self.ops = set()     # (METHOD, template) seen with a 2xx
         self.last = None     # the last answer through prism
+        self.statuses = {}   # (METHOD, template): the statuses seen in conforming answers
 
     def auth(self, token):
         return {"Authorization": "Bearer " + self.d.token} if token else {}
@@ -105,6 +106,8 @@ class Harness:
     def record(self, method, template, a):
         if 200 <= a.status < 300 and method:
             self.ops.add((method, template))
+        if method:
+            self.statuses.setdefault((method, template), set()).add(a.status)
         if a.code():
             self.codes.add(a.code())
 
