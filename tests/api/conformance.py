@@ -45,7 +45,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "e2e", "lib"))
 from conformance_guest import (  # noqa: E402
-    guest_exec, guest_files, guest_refusals, make_agent_root, old_agent, status_coverage)
+    agent_log_check, guest_exec, guest_files, guest_refusals, make_agent_root, old_agent,
+    status_coverage)
 from conformance_harness import (  # noqa: E402
     JSON, TEST, Answer, Harness, Spec, fail, failures, send, set_mode)
 from vmsnapd import VMSNAPD, Vmsnapd, free_port, kill_peers, skip, unix_request  # noqa: E402
@@ -667,7 +668,8 @@ def main():
             prism.kill()
             prism.wait()
         d.kill()
-        kill_peers(PEER, work)
+        kill_peers(PEER, work)  # and their agents (pdeathsig)
+        agent_log_check(work, bool(failures))
         if failures:
             print("---- vmsnapd log (tail) ----\n" + "\n".join(d.log().splitlines()[-20:]))
         shutil.rmtree(work, ignore_errors=True)

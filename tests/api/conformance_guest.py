@@ -70,7 +70,8 @@ def make_agent_root(work, bindir):
              'for n in null zero urandom; do mount --bind "/dev/$n" "$r/dev/$n"; done; '
              'mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec '
              'devpts "$r/dev/pts"; '
-             'exec env -i PATH=/usr/bin:/bin HOME=/home %s "$r" /usr/bin/setpriv '
+             'exec env -i PATH=/usr/bin:/bin HOME=/home ASAN_OPTIONS="$ASAN_OPTIONS" '
+             'UBSAN_OPTIONS="$UBSAN_OPTIONS" %s "$r" /usr/bin/setpriv '
              '--reuid=%d --regid=%d --clear-groups --bounding-set=-all --inh-caps=-all '
              '--no-new-privs --pdeathsig KILL /vmsnap-agent --listen-unix "$2"'
              % (shutil.which("chroot"), AGENT_UID, AGENT_UID))
@@ -81,6 +82,20 @@ def make_agent_root(work, bindir):
                 % (shutil.which("unshare"), root, inner, root))
     os.chmod(run, 0o755)
     return root, run
+
+def agent_log_check(work, show):
+    """The agents' log (WORK/agent.log) holds no sanitizer report; its tail when show."""
+    try:
+        with open(os.path.join(work, "agent.log"), errors="replace") as f:
+            log = f.read()
+    except OSError:
+        return
+    if re.search(r"Sanitizer|runtime error:", log):
+        fail("a guest agent's sanitizer spoke (agent.log)")
+        show = True
+    if show:
+        print("---- agent.log (tail) ----\n" + "\n".join(log.splitlines()[-30:]))
+
 
 def tar_of(name, data):
     buf = io.BytesIO()
