@@ -95,12 +95,19 @@ void vmsnap_remote_close(struct vmsnap_remote *r);
  * batch. NULL: none (the default). */
 void vmsnap_remote_set_progress(struct vmsnap_remote *r, vmsnap_progress_fn fn, void *ctx);
 
+/* Sets the size limit of the chunk cache pulls go through (<store root>/chunk-cache,
+ * docs/remote.md "The local chunk cache"); 0: pulls use no cache. The default is
+ * VMSNAP_CHUNK_CACHE_SIZE from the environment, else 8 GiB. */
+void vmsnap_remote_set_cache_size(struct vmsnap_remote *r, uint64_t bytes);
+
 /* Counters of the last push or pull. */
 struct vmsnap_remote_stats {
         uint64_t chunks;         /* non-zero chunks of the snapshot */
         uint64_t zero_chunks;    /* all-zero chunks (never transferred) */
         uint64_t chunks_sent;    /* push: uploaded (the bucket lacked them) */
-        uint64_t chunks_fetched; /* pull: downloaded */
+        uint64_t chunks_fetched; /* pull: downloaded (GETs that brought a chunk) */
+        uint64_t chunks_cached;  /* pull: taken from the local chunk cache instead */
+        uint64_t cache_corrupt;  /* pull: cached files that failed their check (refetched) */
         uint64_t bytes;          /* bytes uploaded or downloaded in chunks */
         uint64_t retries;        /* requests retried */
 };

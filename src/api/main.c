@@ -13,6 +13,8 @@
 #include "util/fs.h"
 #include "util/log.h"
 
+#include <vmsnap/chunk-cache.h>
+
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -25,6 +27,7 @@
 #define DEFAULT_TICK_INTERVAL 5
 #define SOCKET_NAME           "vmsnapd.sock"
 
+/* Two strings: C11 compilers need support only 4095 characters in one literal. */
 static const char usage_text[] =
         "usage: vmsnapd [OPTIONS]\n\n"
         "The vmsnap host daemon: the sandbox REST API (docs/api.md) on a Unix socket (no token)\n"
@@ -69,11 +72,15 @@ static const char usage_text[] =
         "                        the TCP API takes it instead of <root>/token, and requests\n"
         "                        about another host's sandbox are forwarded there with it\n"
         "  --heartbeat-interval MS  cluster heartbeat period (default: 2000)\n"
-        "  --lost-after MS       a host silent this long is marked lost (default: 10000)\n"
+        "  --lost-after MS       a host silent this long is marked lost (default: 10000)\n";
+
+static const char usage_text2[] =
         "  --remote NAME         the remote store (docs/remote.md) of push/pull/ls/rm/gc and of\n"
         "                        spawns of a snapshot that is not here: <root>/remotes/NAME.conf\n"
         "                        (0600). Default: the VMSNAP_S3_* environment, else\n"
         "                        <root>/remotes/default.conf when it exists, else none\n"
+        "  --chunk-cache-size BYTES  limit of the chunk cache of pulls, <root>/chunk-cache\n"
+        "                        (K/M/G allowed; 0: none; default: VMSNAP_CHUNK_CACHE_SIZE, else 8G)\n"
         "  --demo                after start, create a sandbox, run a command in it, pause and\n"
         "                        resume it, and show that its state survived\n"
         "  --print-routes        print the API's routes (METHOD PATH) and exit\n"
@@ -86,6 +93,7 @@ static const char usage_text[] =
 
 struct options {
         const char *root, *socket, *listen, *vmm, *guest_dir, *mem_root, *remote;
+        const char *chunk_cache_size;
         unsigned merge_cap, tick_interval;
         struct api_gate_limits gate;
         bool no_tcp, demo, print_routes;
@@ -161,6 +169,7 @@ enum {
         OPT_LOST_AFTER,
         OPT_REMOTE,
         OPT_CLUSTER_TOKEN,
+        OPT_CHUNK_CACHE_SIZE,
 };
 
 static const struct option long_options[] = {
@@ -192,6 +201,7 @@ static const struct option long_options[] = {
         {"lost-after", required_argument, NULL, OPT_LOST_AFTER},
         {"remote", required_argument, NULL, OPT_REMOTE},
         {"cluster-token", required_argument, NULL, OPT_CLUSTER_TOKEN},
+        {"chunk-cache-size", required_argument, NULL, OPT_CHUNK_CACHE_SIZE},
         {"help", no_argument, NULL, 'h'},
         {0},
 };
@@ -292,6 +302,15 @@ static int parse_options(int argc, char **argv, struct options *o)
                 case OPT_REMOTE:
                         o->remote = optarg;
                         break;
+                case OPT_CHUNK_CACHE_SIZE: {
+                        uint64_t v;
+                        if (vmsnap_chunk_cache_parse_size(optarg, &v) < 0)
+                                return usage_error("--chunk-cache-size: '%s' is not a size in "
+                                                   "bytes (K, M or G allowed)",
+                                                   optarg);
+                        o->chunk_cache_size = optarg;
+                        break;
+                }
                 case OPT_DEMO:
                         o->demo = true;
                         break;
@@ -340,6 +359,7 @@ static int parse_options(int argc, char **argv, struct options *o)
                         break;
                 case 'h':
                         fputs(usage_text, stdout);
+                        fputs(usage_text2, stdout);
                         return 1;
                 case OPT_NO_JAIL:
                 case OPT_JAIL_UIDS:
@@ -504,6 +524,10 @@ static int open_host(struct api_server *srv, const struct options *o, struct vms
         log_info("guest memory in %s", vmsnap_host_mem_root(srv->host));
         if ((r = api_remote_setup(srv, o->remote, d)) < 0)
                 return r;
+        if (o->chunk_cache_size)
+                vmsnap_chunk_cache_parse_size(o->chunk_cache_size, &srv->chunk_cache_size);
+        else if (vmsnap_chunk_cache_size_from_env(&srv->chunk_cache_size) < 0)
+                return vmsnap_diag(d, -EINVAL, "VMSNAP_CHUNK_CACHE_SIZE: not a size in bytes");
         if (srv->have_remote) /* endpoint and bucket only: never the keys */
                 log_info("remote store: %s/%s", srv->remote.endpoint, srv->remote.bucket);
         return 0;

@@ -9,6 +9,7 @@
 #include "api/json.h"
 #include "api/model.h"
 #include "util/cleanup.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -224,8 +225,15 @@ static int pull(struct api_server *srv, struct vmsnap_remote *r, const char *ref
         if (x < 0)
                 return x;
         struct vmsnap_import_opts io = {.name = name && name[0] ? name : NULL};
-        x = vmsnap_remote_pull(r, s, ref, &io, ret, NULL, d);
+        struct vmsnap_remote_stats st = {0};
+        vmsnap_remote_set_cache_size(r, srv->chunk_cache_size);
+        x = vmsnap_remote_pull(r, s, ref, &io, ret, &st, d);
         vmsnap_store_close(s);
+        if (x == 0) /* the log counts the GETs (e2e/remote-spawn reads it) */
+                log_info("pulled %s: %llu chunks fetched, %llu from the chunk cache (%llu "
+                         "corrupt there), %llu zero", ret->id, (unsigned long long)st.chunks_fetched,
+                         (unsigned long long)st.chunks_cached, (unsigned long long)st.cache_corrupt,
+                         (unsigned long long)st.zero_chunks);
         return x;
 }
 

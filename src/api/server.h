@@ -33,6 +33,7 @@ struct api_server {
         struct timespec started;            /* CLOCK_MONOTONIC */
         bool have_remote;                   /* remote set at start (api/remote-routes.h) */
         struct vmsnap_remote_config remote; /* holds a secret: never logged, wiped at exit */
+        uint64_t chunk_cache_size;          /* limit of <root>/chunk-cache; 0 = none */
         pthread_mutex_t pull_lock;          /* one pull of a missing snapshot at a time */
         bool shutting_down;                 /* __atomic */
         unsigned in_flight;    /* __atomic: requests between first byte and completion */

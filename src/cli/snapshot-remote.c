@@ -26,7 +26,11 @@ const char snapshot_pull_usage[] =
     "before it is written, then imported as an archive is (every check of `import`).\n"
     "REF is a remote id, name or unique id prefix.\n" REMOTE_HELP
     "  --name NAME      the local name (default: the remote one)\n"
-    "  --json           the imported record\n";
+    "  --json           the imported record, with \"transfer\": {\"chunks\", \"zero_chunks\",\n"
+    "                   \"chunks_fetched\", \"chunks_cached\", \"cache_corrupt\", \"bytes\",\n"
+    "                   \"retries\"}\n"
+    "Chunks go through the host's chunk cache <root>/chunk-cache (limit:\n"
+    "VMSNAP_CHUNK_CACHE_SIZE bytes, K/M/G allowed, default 8G, 0 = none).\n";
 
 static int open_remote(struct vmsnap_store *s, const struct args *a, struct vmsnap_remote **ret)
 {
@@ -45,6 +49,16 @@ static json_t *stats_json(const char *id, const struct vmsnap_remote_stats *st)
                          (json_int_t)st->chunks, "zero_chunks", (json_int_t)st->zero_chunks,
                          "chunks_sent", (json_int_t)st->chunks_sent, "chunks_fetched",
                          (json_int_t)st->chunks_fetched, "bytes", (json_int_t)st->bytes,
+                         "retries", (json_int_t)st->retries);
+}
+
+static json_t *pull_stats_json(const struct vmsnap_remote_stats *st)
+{
+        return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "chunks", (json_int_t)st->chunks,
+                         "zero_chunks", (json_int_t)st->zero_chunks, "chunks_fetched",
+                         (json_int_t)st->chunks_fetched, "chunks_cached",
+                         (json_int_t)st->chunks_cached, "cache_corrupt",
+                         (json_int_t)st->cache_corrupt, "bytes", (json_int_t)st->bytes,
                          "retries", (json_int_t)st->retries);
 }
 
@@ -104,7 +118,16 @@ int snapshot_pull(struct vmsnap_store *s, struct args *a)
         vmsnap_remote_close(r);
         if (e < 0)
                 return snapshot_fail(a, &d);
+        if (a->json) {
+                json_t *j = snapshot_record_json(s, &row);
+                json_object_set_new(j, "transfer", pull_stats_json(&st));
+                snapshot_print_json(j);
+                return CLI_OK;
+        }
         snapshot_print_added(s, a, &row, "pulled");
+        printf("%llu chunks fetched, %llu from the chunk cache, %llu zero\n",
+               (unsigned long long)st.chunks_fetched, (unsigned long long)st.chunks_cached,
+               (unsigned long long)st.zero_chunks);
         return CLI_OK;
 }
 

@@ -10,6 +10,7 @@ struct vmsnap_remote {
         struct s3 *s3;
         vmsnap_progress_fn progress; /* push/pull: chunk bytes moved, of the total to move */
         void *progress_ctx;
+        uint64_t cache_size; /* pull: limit of <root>/chunk-cache; 0 = no cache */
 };
 
 /* Reports progress to r's callback, if any. */

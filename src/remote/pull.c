@@ -7,6 +7,8 @@
 #include "util/fs.h"
 #include "util/sys.h"
 
+#include <vmsnap/chunk-cache.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,6 +21,8 @@ struct pull {
         const struct vmsnap_remote_manifest *m;
         char dir[4200];
         int *fds; /* one per file */
+        struct vmsnap_chunk_cache *cache; /* NULL: no cache */
+        uint8_t *buf;                     /* a chunk read from the cache */
         struct vmsnap_remote_stats st;
 };
 
@@ -49,20 +53,49 @@ static int create_files(struct pull *p, struct vmsnap_diag *d)
         return 0;
 }
 
-/* One chunk to fetch: file index and chunk index. */
+/* One chunk to fetch: file index and chunk index; claimed: this pull holds its claim. */
 struct want {
         size_t file, chunk;
+        bool claimed;
 };
 
-/* Checks a fetched chunk (length, SHA-256) and writes it; names the chunk on mismatch. */
+static const uint8_t *want_sha(const struct pull *p, const struct want *w)
+{
+        return p->m->files[w->file].chunks[w->chunk].sha256;
+}
+
+static uint64_t want_off(const struct want *w)
+{
+        return (uint64_t)w->chunk * VMSNAP_REMOTE_CHUNK_SIZE;
+}
+
+static size_t want_len(const struct pull *p, const struct want *w)
+{
+        return (size_t)MIN((uint64_t)VMSNAP_REMOTE_CHUNK_SIZE,
+                           p->m->files[w->file].size - want_off(w));
+}
+
+/* Writes a verified chunk into its file. */
+static int write_chunk(struct pull *p, const struct want *w, const void *buf,
+                       struct vmsnap_diag *d)
+{
+        int x = vmsnap_fs_pwrite_sparse(p->fds[w->file], buf, want_len(p, w), want_off(w), NULL);
+        if (x < 0)
+                return vmsnap_diag(d, x, "%s/%s: %s", p->dir, p->m->files[w->file].path,
+                                   strerror(-x));
+        return 0;
+}
+
+/* Checks a fetched chunk (length, SHA-256), caches and writes it; names the chunk on
+ * mismatch. */
 static int place_chunk(struct pull *p, const struct want *w, const struct s3_req *q,
                        struct vmsnap_diag *d)
 {
         const struct vmsnap_remote_file *f = &p->m->files[w->file];
-        uint64_t off = (uint64_t)w->chunk * VMSNAP_REMOTE_CHUNK_SIZE;
-        size_t len = (size_t)MIN((uint64_t)VMSNAP_REMOTE_CHUNK_SIZE, f->size - off);
+        uint64_t off = want_off(w);
+        size_t len = want_len(p, w);
         char hex[65];
-        vmsnap_remote_hex(f->chunks[w->chunk].sha256, hex);
+        vmsnap_remote_hex(want_sha(p, w), hex);
         if (q->err || q->status != 200) {
                 int x = s3_req_diag(p->r->s3, q, d);
                 vmsnap_diag_prefix(d, "chunk %s of %s (offset %llu)%s", hex, f->path,
@@ -75,20 +108,22 @@ static int place_chunk(struct pull *p, const struct want *w, const struct s3_req
         uint8_t h[32];
         if (q->resp_len == len)
                 remote_sha256(q->resp, len, h);
-        if (q->resp_len != len || memcmp(h, f->chunks[w->chunk].sha256, 32) != 0)
+        if (q->resp_len != len || memcmp(h, want_sha(p, w), 32) != 0)
                 return vmsnap_diag(d, -EBADMSG, "%s/" CHUNK_PREFIX "%s: corrupt chunk of %s "
                                    "(offset %llu): %s; nothing was imported",
                                    s3_where(p->r->s3), hex, f->path, (unsigned long long)off,
                                    q->resp_len != len ? "wrong length" : "SHA-256 mismatch");
-        int x = vmsnap_fs_pwrite_sparse(p->fds[w->file], q->resp, len, off, NULL);
+        int x = p->cache ? vmsnap_chunk_cache_put(p->cache, want_sha(p, w), q->resp, len, d) : 0;
+        if (x == 0)
+                x = write_chunk(p, w, q->resp, d);
         if (x < 0)
-                return vmsnap_diag(d, x, "%s/%s: %s", p->dir, f->path, strerror(-x));
+                return x;
         p->st.chunks_fetched++;
         p->st.bytes += len;
         return 0;
 }
 
-/* Bytes of the non-zero chunks: what a pull fetches. */
+/* Bytes of the non-zero chunks: what a pull fetches without a cache. */
 static uint64_t fetch_total(const struct pull *p)
 {
         uint64_t total = 0;
@@ -102,26 +137,135 @@ static uint64_t fetch_total(const struct pull *p)
         return total;
 }
 
-/* Runs the k GETs of one batch and places their chunks; reports progress. */
+/* Runs the k GETs of one batch, places their chunks, releases their claims; reports
+ * progress. */
 static int fetch_batch(struct pull *p, struct s3_req *q, const struct want *w, size_t k,
                        uint64_t total, struct vmsnap_diag *d)
 {
         int x = s3_run(p->r->s3, q, k, VMSNAP_REMOTE_PARALLEL, &p->st.retries, d);
         for (size_t j = 0; x == 0 && j < k; j++)
                 x = place_chunk(p, &w[j], &q[j], d);
+        for (size_t j = 0; j < k; j++)
+                if (w[j].claimed)
+                        vmsnap_chunk_cache_release(p->cache, want_sha(p, &w[j]));
         s3_req_reset(q, k);
         if (x == 0)
                 remote_progress(p->r, p->st.bytes, total);
+        if (x == 0)
+                vmsnap_crashpoint("remote.pull.chunk");
         return x;
 }
 
-/* Fetches every non-zero chunk, VMSNAP_REMOTE_PARALLEL at a time, in batches. */
+/* Takes chunk w from the cache into its file. Returns 1 (done), 0 (not cached), -errno. */
+static int from_cache(struct pull *p, const struct want *w, struct vmsnap_diag *d)
+{
+        uint64_t corrupt = vmsnap_chunk_cache_stats(p->cache).corrupt;
+        int x = vmsnap_chunk_cache_get(p->cache, want_sha(p, w), p->buf, want_len(p, w), d);
+        p->st.cache_corrupt += vmsnap_chunk_cache_stats(p->cache).corrupt - corrupt;
+        if (x == 1 && (x = write_chunk(p, w, p->buf, d)) == 0) {
+                p->st.chunks_cached++;
+                x = 1;
+        }
+        return x;
+}
+
+/* A batch of GETs being gathered, and the chunks left for after it. */
+struct batch {
+        struct s3_req q[VMSNAP_REMOTE_PARALLEL * 2];
+        struct want w[VMSNAP_REMOTE_PARALLEL * 2];
+        size_t k;
+        struct want *later; /* claimed by another fetcher, or already in this batch */
+        size_t nlater, caplater;
+};
+
+static bool in_batch(const struct pull *p, const struct batch *b, const struct want *w)
+{
+        for (size_t j = 0; j < b->k; j++)
+                if (memcmp(want_sha(p, &b->w[j]), want_sha(p, w), 32) == 0)
+                        return true;
+        return false;
+}
+
+static int defer(struct batch *b, const struct want *w, struct vmsnap_diag *d)
+{
+        if (b->nlater == b->caplater) {
+                size_t cap = b->caplater ? b->caplater * 2 : 16;
+                struct want *v = realloc(b->later, cap * sizeof(*v));
+                if (!v)
+                        return vmsnap_diag(d, -ENOMEM, "out of memory");
+                b->later = v;
+                b->caplater = cap;
+        }
+        b->later[b->nlater++] = *w;
+        return 0;
+}
+
+/* Adds the GET of chunk w to the batch (which has room). */
+static void queue(const struct pull *p, struct batch *b, const struct want *w)
+{
+        char hex[65];
+        vmsnap_remote_hex(want_sha(p, w), hex);
+        b->q[b->k] = (struct s3_req){.method = "GET", .max_response = VMSNAP_REMOTE_CHUNK_SIZE};
+        snprintf(b->q[b->k].key, sizeof(b->q[b->k].key), CHUNK_PREFIX "%s", hex);
+        b->w[b->k++] = *w;
+}
+
+/* Adds chunk w to the batch: from the cache when it is there; deferred when another
+ * fetcher holds its claim or the batch fetches it already; else claimed and queued.
+ * Returns 0 or -errno. */
+static int gather(struct pull *p, struct batch *b, struct want w, struct vmsnap_diag *d)
+{
+        if (p->cache) {
+                int x = from_cache(p, &w, d);
+                if (x != 0)
+                        return x < 0 ? x : 0;
+                if (in_batch(p, b, &w))
+                        return defer(b, &w, d);
+                x = vmsnap_chunk_cache_claim(p->cache, want_sha(p, &w), false);
+                if (x < 0)
+                        return vmsnap_diag(d, x, "chunk cache claim: %s", strerror(-x));
+                if (x == 0)
+                        return defer(b, &w, d);
+                w.claimed = true;
+        }
+        queue(p, b, &w);
+        return 0;
+}
+
+/* The chunks deferred: waits for the other fetcher's claim, then the cache; fetches the
+ * chunk itself when the other fetch failed. */
+static int fetch_later(struct pull *p, struct batch *b, uint64_t total, struct vmsnap_diag *d)
+{
+        int x = 0;
+        for (size_t i = 0; x == 0 && i < b->nlater; i++) {
+                struct want *w = &b->later[i];
+                x = vmsnap_chunk_cache_claim(p->cache, want_sha(p, w), true);
+                if (x < 0) {
+                        x = vmsnap_diag(d, x, "chunk cache claim: %s", strerror(-x));
+                        break;
+                }
+                w->claimed = true;
+                x = from_cache(p, w, d);
+                if (x != 0) {
+                        vmsnap_chunk_cache_release(p->cache, want_sha(p, w));
+                        x = x < 0 ? x : 0;
+                        continue;
+                }
+                b->k = 0;
+                queue(p, b, w);
+                x = fetch_batch(p, b->q, b->w, b->k, total, d);
+                b->k = 0;
+        }
+        return x;
+}
+
+/* Fetches every non-zero chunk the cache lacks, VMSNAP_REMOTE_PARALLEL at a time, in
+ * batches. */
 static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
 {
-        enum { BATCH = VMSNAP_REMOTE_PARALLEL * 2 };
-        struct s3_req q[BATCH];
-        struct want w[BATCH];
-        size_t k = 0;
+        struct batch *b = calloc(1, sizeof(*b));
+        if (!b)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
         int x = 0;
         uint64_t total = fetch_total(p);
         remote_progress(p->r, 0, total);
@@ -133,22 +277,23 @@ static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
                                 continue;
                         }
                         p->st.chunks++;
-                        char hex[65];
-                        vmsnap_remote_hex(f->chunks[c].sha256, hex);
-                        q[k] = (struct s3_req){.method = "GET",
-                                               .max_response = VMSNAP_REMOTE_CHUNK_SIZE};
-                        snprintf(q[k].key, sizeof(q[k].key), CHUNK_PREFIX "%s", hex);
-                        w[k++] = (struct want){i, c};
-                        bool last = c + 1 == f->nchunks && i + 1 == p->m->nfiles;
-                        if (k < BATCH && !last)
+                        x = gather(p, b, (struct want){i, c, false}, d);
+                        if (x < 0 || b->k < ARRAY_SIZE(b->q))
                                 continue;
-                        x = fetch_batch(p, q, w, k, total, d);
-                        k = 0;
-                        vmsnap_crashpoint("remote.pull.chunk");
+                        x = fetch_batch(p, b->q, b->w, b->k, total, d);
+                        b->k = 0;
                 }
         }
-        if (x == 0 && k > 0) /* the tail when the last chunks were zero */
-                x = fetch_batch(p, q, w, k, total, d);
+        if (x == 0 && b->k > 0)
+                x = fetch_batch(p, b->q, b->w, b->k, total, d);
+        else
+                for (size_t j = 0; j < b->k; j++) /* a failure left claims */
+                        if (b->w[j].claimed)
+                                vmsnap_chunk_cache_release(p->cache, want_sha(p, &b->w[j]));
+        if (x == 0)
+                x = fetch_later(p, b, total, d);
+        free(b->later);
+        free(b);
         return x;
 }
 
@@ -175,6 +320,18 @@ static int find_manifest(struct vmsnap_remote *r, const char *ref, struct vmsnap
         return i < 0 ? i : 0;
 }
 
+/* Opens <root>/chunk-cache unless the remote's cache size is 0. */
+static int open_cache(struct pull *p, struct vmsnap_store *s, struct vmsnap_diag *d)
+{
+        if (p->r->cache_size == 0)
+                return 0;
+        char dir[4200];
+        snprintf(dir, sizeof(dir), "%s/chunk-cache", vmsnap_store_root(s));
+        if (!(p->buf = malloc(VMSNAP_REMOTE_CHUNK_SIZE)))
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        return vmsnap_chunk_cache_open(dir, p->r->cache_size, &p->cache, d);
+}
+
 int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const char *ref,
                        const struct vmsnap_import_opts *opts, struct vmsnap_snapshot *ret,
                        struct vmsnap_remote_stats *ret_stats, struct vmsnap_diag *d)
@@ -190,6 +347,8 @@ int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const ch
                 x = vmsnap_diag(d, -ENOMEM, "out of memory");
         for (size_t i = 0; p.fds && i < m.nfiles; i++)
                 p.fds[i] = -1;
+        if (x == 0)
+                x = open_cache(&p, s, d);
         if (x == 0) {
                 snprintf(p.dir, sizeof(p.dir), "%s/snapshot", stg.path);
                 x = create_files(&p, d);
@@ -204,6 +363,8 @@ int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const ch
                 if (p.fds[i] >= 0)
                         close(p.fds[i]);
         free(p.fds);
+        free(p.buf);
+        vmsnap_chunk_cache_close(p.cache);
         staging_done(&stg);
         vmsnap_remote_manifest_free(&m);
         if (x == 0 && ret_stats)

@@ -5,6 +5,8 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 
+#include <vmsnap/chunk-cache.h>
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +30,12 @@ int vmsnap_remote_open(const struct vmsnap_remote_config *c, struct vmsnap_remot
                 free(r);
                 return e;
         }
+        if (vmsnap_chunk_cache_size_from_env(&r->cache_size) < 0) {
+                s3_free(r->s3);
+                free(r);
+                return vmsnap_diag(d, -EINVAL, "VMSNAP_CHUNK_CACHE_SIZE: not a size in bytes "
+                                   "(a K, M or G suffix allowed; 0: no cache)");
+        }
         *ret = r;
         return 0;
 }
@@ -44,6 +52,11 @@ void vmsnap_remote_set_progress(struct vmsnap_remote *r, vmsnap_progress_fn fn, 
 {
         r->progress = fn;
         r->progress_ctx = ctx;
+}
+
+void vmsnap_remote_set_cache_size(struct vmsnap_remote *r, uint64_t bytes)
+{
+        r->cache_size = bytes;
 }
 
 void remote_progress(const struct vmsnap_remote *r, uint64_t done, uint64_t total)

@@ -4,7 +4,8 @@
 # every file equal, ls/rm/gc --remote, a corrupt chunk and a missing chunk refused naming
 # the chunk with nothing imported, a hostile manifest that neither hides the others from
 # ls nor lets gc delete, push and pull SIGKILLed mid-transfer leaving nothing visible and
-# resumed afterwards, private config files, the REST routes of vmsnapd (push, ls, pull, rm,
+# resumed afterwards, the chunk cache (shared chunks and a second pull fetch nothing, a
+# cache file changed on disk is refetched, private modes), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
 # gc; 502 naming a corrupt chunk, also for a spawn that pulls; 404/400/409 refusals), and
 # the secret key never printed or logged.
 set -u
@@ -129,8 +130,38 @@ for f in "$T/a/snapshots/$gen1"/*; do
         [ "$(basename "$f")" = snapshot.json ] && continue
         cmp -s "$f" "$T/b/snapshots/$gen1/$(basename "$f")" || fail "pulled $(basename "$f") differs"
 done
+fetched=$(json 'd["transfer"]["chunks_fetched"]')
+[ "$fetched" -ge 1 ] && [ "$(json 'd["transfer"]["chunks_cached"]')" = 0 ] ||
+        fail "first pull on B: $(json 'd["transfer"]')"
 expect 0 "${B[@]}" verify gen1
-expect 0 "${B[@]}" pull base --name base-b
+
+# ---- the chunk cache of B: shared chunks and a second pull fetch nothing; a cached file
+# changed on disk is never used ------------------------------------------------------------
+expect 0 "${B[@]}" pull base --name base-b --json
+[ "$(json 'd["transfer"]["chunks_cached"]')" -ge 1 ] || fail "base shares no cached chunk with gen1: $(json 'd["transfer"]')"
+[ "$(json 'd["transfer"]["chunks_fetched"]')" -lt "$(json 'd["transfer"]["chunks"]')" ] ||
+        fail "base: every chunk fetched again: $(json 'd["transfer"]')"
+[ "$(stat -c %a "$T/b/chunk-cache")" = 700 ] || fail "chunk-cache is not 0700"
+[ -z "$(find "$T/b/chunk-cache" -type f ! -perm 600)" ] || fail "a cache file is not 0600"
+expect 0 "${B[@]}" rm gen1
+expect 0 "${B[@]}" pull gen1 --json
+[ "$(json 'd["transfer"]["chunks_fetched"]')" = 0 ] || fail "second pull of gen1 fetched: $(json 'd["transfer"]')"
+[ "$(json 'd["transfer"]["chunks_cached"]')" = "$(json 'd["transfer"]["chunks"]')" ] ||
+        fail "second pull of gen1 not all from the cache: $(json 'd["transfer"]')"
+expect 0 "${B[@]}" rm gen1
+victim=$T/b/chunk-cache/$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$gen1.json" | python3 -c 'import json,sys; m=json.load(sys.stdin)
+print([c for f in m["files"] if f["path"].startswith("memfile.") and f["size"] > 1<<20 for c in f["chunks"] if c][0])')
+[ -f "$victim" ] || fail "the chunk of gen1 to corrupt is not in B's cache: $victim"
+python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.seek(4096); b=f.read(1); f.seek(4096); f.write(bytes([b[0]^0x80]))' "$victim"
+expect 0 "${B[@]}" pull gen1 --json
+[ "$(json 'd["transfer"]["cache_corrupt"]')" = 1 ] && [ "$(json 'd["transfer"]["chunks_fetched"]')" = 1 ] ||
+        fail "a corrupt cache file was not refetched: $(json 'd["transfer"]')"
+expect 0 "${B[@]}" verify gen1
+for f in "$T/a/snapshots/$gen1"/*; do
+        [ "$(basename "$f")" = snapshot.json ] && continue
+        cmp -s "$f" "$T/b/snapshots/$gen1/$(basename "$f")" || fail "re-pulled $(basename "$f") differs"
+done
+VMSNAP_CHUNK_CACHE_SIZE=bad expect 1 "${B[@]}" pull gen1 && err_has VMSNAP_CHUNK_CACHE_SIZE
 [ -z "$(ls -A "$T/b/remote/staging" 2>/dev/null)" ] || fail "pull left a staging directory"
 
 # ---- rm --remote refuses a parent; a corrupt and a missing chunk are refused, named ----
@@ -243,6 +274,9 @@ api POST /v1/remote/snapshots/rbase/pull '{}'
 want 409 already_exists "pull of what is here"
 api DELETE /v1/snapshots/rbase
 want 204 "local delete"
+# the 409 pull above fetched (and cached) every chunk: empty the cache, so that the pulls
+# below meet the bucket's bytes
+rm -rf "$T/r/chunk-cache"
 # a corrupt chunk: 502 naming it, nothing imported; restored, the pull succeeds
 manifest=$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$rbase.json")
 chunk=$(python3 -c 'import json,sys; m=json.loads(sys.argv[1])
@@ -267,6 +301,13 @@ s3 -X PUT --data-binary @"$T/chunk.orig" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/
 api POST /v1/remote/snapshots/rbase/pull '{"name":"rbase-2"}'
 want 201 "pull" && [ "$(json 'd["id"]')" = "$rbase" ] && [ "$(json 'd["name"]')" = rbase-2 ] ||
         fail "pull answer: $(cat "$T/out")"
+# the daemon's pulls go through its chunk cache too: pulled again, nothing is fetched
+api DELETE /v1/snapshots/rbase-2
+want 204 "local delete of rbase-2"
+api POST /v1/remote/snapshots/rbase/pull '{}'
+want 201 "pull from the cache"
+grep -q "pulled $rbase: 0 chunks fetched, [1-9][0-9]* from the chunk cache" "$T/vmsnapd.log" ||
+        fail "the daemon's second pull fetched chunks: $(grep "pulled $rbase" "$T/vmsnapd.log")"
 # refusals: bad refs and bodies, unknown and refused remotes
 api POST /v1/remote/snapshots '{"snapshot":"no-such"}'
 want 404 not_found "push of an unknown snapshot"
