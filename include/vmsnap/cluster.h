@@ -116,6 +116,7 @@ struct vmsnap_cluster_sandbox {
         uint64_t disk_mib;
         char lease_host[VMSNAP_CLUSTER_ID_MAX]; /* "" when free */
         int64_t lease_token;
+        char pause_snapshot[VMSNAP_CLUSTER_ID_MAX]; /* in the remote store; "" when none */
 };
 
 /* Places a new sandbox (state `creating`) for r: chooses a host, then in one transaction
@@ -136,6 +137,25 @@ int vmsnap_cluster_sandbox_adopt(struct vmsnap_cluster *c, const char *id, const
 /* Reads sandbox id into *ret; -ENOENT. */
 int vmsnap_cluster_sandbox_get(struct vmsnap_cluster *c, const char *id,
                                struct vmsnap_cluster_sandbox *ret, struct vmsnap_diag *d);
+
+/* Reads every sandbox of the cluster (stopped ones only when all) into a malloc'ed array
+ * *ret (free()) of *ret_n rows, oldest first. */
+int vmsnap_cluster_sandbox_list(struct vmsnap_cluster *c, bool all,
+                                struct vmsnap_cluster_sandbox **ret, size_t *ret_n,
+                                struct vmsnap_diag *d);
+
+/* Ends the creation of a placed sandbox (a row in `creating` on host_id, no lease): sets
+ * state (NULL: deletes the row, the create failed and holds nothing). -ESTALE when no such
+ * row is in `creating` on host_id any more. */
+int vmsnap_cluster_sandbox_created(struct vmsnap_cluster *c, const char *id, const char *host_id,
+                                   const char *state, struct vmsnap_diag *d);
+
+/* Records under the lease token the pause snapshot of sandbox id that is in the remote
+ * store (NULL or "": none; a resume elsewhere is then impossible). -ESTALE as
+ * vmsnap_cluster_sandbox_set_state. */
+int vmsnap_cluster_sandbox_set_snapshot(struct vmsnap_cluster *c, const char *id,
+                                        const char *host_id, int64_t token, const char *snapshot,
+                                        struct vmsnap_diag *d);
 
 /* Takes sandbox id's lease for operation op ("pause", "resume", …) as host_id in epoch.
  * Exactly one of racing callers wins. Returns 0 and *ret_token (the fencing token);

@@ -150,6 +150,8 @@ const char *vmsnap_pause_phase_name(unsigned phase);
 const char *vmsnap_merge_outcome_name(unsigned outcome);
 
 struct vmsnap_sandbox_spec {
+        const char *id;        /* NULL: a new UUID; else this UUID (a cluster placed the
+                                  sandbox under it, or it moves here from a lost host) */
         const char *name;      /* optional, unique among sandboxes */
         const char *vmm;       /* NULL: the host default */
         uint32_t vcpus;        /* 0: 1 (from a template: the template's; other values → -EINVAL…) */

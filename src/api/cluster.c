@@ -519,8 +519,13 @@ void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, boo
                 state = vmsnap_sandbox_get(host, op->id, &sb, NULL) == 0 ? cluster_state(sb.state)
                                                                         : "error";
         int i = pool_take(op->c);
-        int r = vmsnap_cluster_sandbox_finish(op->c->pool[i], op->id, op->c->info.id, op->token,
-                                              state, &d);
+        int r = 0;
+        if (op->pause) /* the snapshot another host may resume it from, or none */
+                r = vmsnap_cluster_sandbox_set_snapshot(op->c->pool[i], op->id, op->c->info.id,
+                                                        op->token, op->pushed, &d);
+        if (r == 0)
+                r = vmsnap_cluster_sandbox_finish(op->c->pool[i], op->id, op->c->info.id,
+                                                  op->token, state, &d);
         pool_give(op->c, i);
         if (r < 0)
                 log_warn("cluster: sandbox %s: publishing '%s' failed: %s", op->id, state, d.msg);
@@ -547,4 +552,175 @@ int api_cluster_owner(struct api_cluster *c, const char *ref, char owner[64],
                 return db_error(r, d);
         snprintf(owner, 64, "%s", row.host_id);
         return 1;
+}
+
+/* ---- placement, listing, takeover (docs/cluster.md §4, §6.5) ----------------------------- */
+
+const char *api_cluster_self(const struct api_cluster *c)
+{
+        return c->info.id;
+}
+
+int api_cluster_place(struct api_cluster *c, const char *template_id, uint32_t vcpus,
+                      uint64_t memory_mib, const char *pin, char id[64], char host[64],
+                      char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX], struct vmsnap_diag *d)
+{
+        struct vmsnap_uuid u;
+        vmsnap_uuid_new(&u);
+        vmsnap_uuid_format(&u, id);
+        struct vmsnap_cluster_request req = { .vcpus = vcpus ? vcpus : 1,
+                                              .memory_mib = memory_mib ? memory_mib : 256,
+                                              .pin_host = pin };
+        bool alive = false;
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_create(c->pool[i], id,
+                                              template_id && *template_id ? template_id : NULL,
+                                              &req, host, d);
+        if (r == 0)
+                r = vmsnap_cluster_host_endpoint(c->pool[i], host, endpoint, &alive, d);
+        pool_give(c, i);
+        if (r == -ENOSPC || (r == -ENOENT && pin))
+                return r;
+        return r < 0 ? db_error(r == -ENOENT ? -EIO : r, d) : 0;
+}
+
+int api_cluster_placed_here(struct api_cluster *c, const char *id, struct vmsnap_diag *d)
+{
+        struct vmsnap_cluster_sandbox row;
+        if (strlen(id) >= VMSNAP_CLUSTER_ID_MAX)
+                return 0;
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_get(c->pool[i], id, &row, d);
+        pool_give(c, i);
+        if (r == -ENOENT)
+                return 0;
+        if (r < 0)
+                return db_error(r, d);
+        return strcmp(row.host_id, c->info.id) == 0 && strcmp(row.state, "creating") == 0;
+}
+
+void api_cluster_created(struct api_cluster *c, const char *id, const struct vmsnap_sandbox *sb)
+{
+        struct vmsnap_diag d = {0};
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_created(c->pool[i], id, c->info.id,
+                                               sb ? cluster_state(sb->state) : NULL, &d);
+        pool_give(c, i);
+        if (r < 0)
+                log_warn("cluster: placed sandbox %s: %s", id, d.msg);
+}
+
+void api_cluster_template_here(struct api_cluster *c, const char *template_id)
+{
+        struct vmsnap_diag d = {0};
+        int i = pool_take(c);
+        int r = vmsnap_cluster_template_cached(c->pool[i], c->info.id, template_id, &d);
+        pool_give(c, i);
+        if (r < 0)
+                log_warn("cluster: recording template %s here: %s", template_id, d.msg);
+}
+
+int api_cluster_list(struct api_cluster *c, bool all, struct vmsnap_cluster_sandbox **ret,
+                     size_t *ret_n, struct vmsnap_diag *d)
+{
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_list(c->pool[i], all, ret, ret_n, d);
+        pool_give(c, i);
+        return r < 0 ? db_error(r, d) : 0;
+}
+
+/* Under the lease just taken: whether the row may move here (paused, pushed, owner lost). */
+static int takeover_check(struct vmsnap_cluster *db, const struct vmsnap_cluster_sandbox *row,
+                          struct vmsnap_diag *d)
+{
+        char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX];
+        bool alive = true;
+        int r = vmsnap_cluster_host_endpoint(db, row->host_id, endpoint, &alive, d);
+        if (r < 0)
+                return r;
+        if (alive)
+                return vmsnap_diag(d, -EBUSY, "sandbox %s belongs to host %s, which is alive: "
+                                   "ask it", row->id, row->host_id);
+        if (strcmp(row->state, "paused") != 0)
+                return vmsnap_diag(d, -EBUSY, "sandbox %s was %s on host %s, which is lost: only "
+                                   "a paused sandbox can resume elsewhere", row->id, row->state,
+                                   row->host_id);
+        if (!row->pause_snapshot[0])
+                return vmsnap_diag(d, -EBUSY, "sandbox %s is paused on host %s, which is lost, "
+                                   "and its pause snapshot is not in the remote store", row->id,
+                                   row->host_id);
+        return 0;
+}
+
+int api_cluster_takeover(struct api_cluster *c, const char *id, struct vmsnap_cluster_sandbox *ret,
+                         struct api_cluster_op *op, struct vmsnap_diag *d)
+{
+        *op = (struct api_cluster_op){ .c = c };
+        if (strlen(id) >= VMSNAP_CLUSTER_ID_MAX)
+                return vmsnap_diag(d, -ENOENT, "no such sandbox");
+        int i = pool_take(c);
+        struct vmsnap_cluster *db = c->pool[i];
+        int r = vmsnap_cluster_lease_acquire(db, id, c->info.id, epoch_now(c), "resume",
+                                             &op->token, d);
+        if (r == 0)
+                r = vmsnap_cluster_sandbox_get(db, id, ret, d);
+        if (r == 0)
+                r = takeover_check(db, ret, d);
+        if (r < 0 && op->token)
+                vmsnap_cluster_lease_release(db, id, c->info.id, op->token, NULL);
+        pool_give(c, i);
+        if (r < 0) {
+                op->token = 0;
+                return r == -EBUSY || r == -ENOENT ? r : db_error(r, d);
+        }
+        snprintf(op->id, sizeof(op->id), "%s", id);
+        return 0;
+}
+
+void api_cluster_op_abandon(struct api_cluster_op *op)
+{
+        if (!op->c || !op->token)
+                return;
+        struct vmsnap_diag d = {0};
+        int i = pool_take(op->c);
+        int r = vmsnap_cluster_lease_release(op->c->pool[i], op->id, op->c->info.id, op->token,
+                                             &d);
+        pool_give(op->c, i);
+        if (r < 0)
+                log_warn("cluster: sandbox %s: releasing its lease failed: %s", op->id, d.msg);
+        op->token = 0;
+}
+
+void api_cluster_unplace(struct api_cluster *c, const char *id, const char *host)
+{
+        struct vmsnap_diag d = {0};
+        int i = pool_take(c);
+        int r = vmsnap_cluster_sandbox_created(c->pool[i], id, host, NULL, &d);
+        pool_give(c, i);
+        if (r < 0)
+                log_warn("cluster: dropping the placement of sandbox %s on host %s: %s", id, host,
+                         d.msg);
+}
+
+int api_cluster_choose(struct api_cluster *c, const char *template_id, uint32_t vcpus,
+                       uint64_t memory_mib, char host[64],
+                       char endpoint[VMSNAP_CLUSTER_ENDPOINT_MAX], struct vmsnap_diag *d)
+{
+        _cleanup_free_ struct vmsnap_cluster_host *hosts = NULL;
+        size_t n = 0, index;
+        bool alive;
+        struct vmsnap_cluster_request req = { .vcpus = vcpus ? vcpus : 1,
+                                              .memory_mib = memory_mib ? memory_mib : 256 };
+        int i = pool_take(c);
+        int r = vmsnap_cluster_hosts_load(c->pool[i],
+                                          template_id && *template_id ? template_id : NULL,
+                                          &hosts, &n, d);
+        if (r == 0)
+                r = vmsnap_cluster_place(hosts, n, &req, &index, d);
+        if (r == 0)
+                r = vmsnap_cluster_host_endpoint(c->pool[i], hosts[index].id, endpoint, &alive, d);
+        pool_give(c, i);
+        if (r == 0)
+                snprintf(host, 64, "%s", hosts[index].id);
+        return r == -ENOSPC ? r : r < 0 ? db_error(r, d) : 0;
 }

@@ -54,6 +54,8 @@ struct api_cluster_op {
         struct api_cluster *c; /* NULL: single-host mode, nothing to do */
         char id[64];
         int64_t token; /* 0: no lease held */
+        bool pause;    /* a pause: op_end records `pushed` as the row's pause snapshot */
+        char pushed[64]; /* the pause snapshot now in the remote store; "" when none */
 };
 
 struct vmsnap_sandbox;
@@ -82,5 +84,56 @@ void api_cluster_op_end(struct api_cluster_op *op, struct vmsnap_host *host, boo
  * host's (c NULL too); -EAGAIN (503) when the database cannot be reached. */
 int api_cluster_owner(struct api_cluster *c, const char *ref, char owner[64],
                       char endpoint[256], bool *ret_alive, struct vmsnap_diag *d);
+
+/* This host's id in the cluster. */
+const char *api_cluster_self(const struct api_cluster *c);
+
+/* Where a new sandbox goes (docs/cluster.md §4): reserves a row `creating` under a new id
+ * (written into id) on the host placement chooses for vcpus/memory_mib and template_id
+ * (NULL or "": none; a host that caches it wins), or on pin (NULL: any). Writes the chosen
+ * host's id and endpoint. -ENOSPC (no host has room), -ENOENT (the pinned host is unknown
+ * or lost), -EAGAIN (503). */
+int api_cluster_place(struct api_cluster *c, const char *template_id, uint32_t vcpus,
+                      uint64_t memory_mib, const char *pin, char id[64], char host[64],
+                      char endpoint[256], struct vmsnap_diag *d);
+
+/* Whether id is a row placed on this host and still `creating` (a forwarded create may use
+ * that id). 1 yes, 0 no, -EAGAIN (503). */
+int api_cluster_placed_here(struct api_cluster *c, const char *id, struct vmsnap_diag *d);
+
+/* Ends a placed create: the row takes sb's state (sb NULL: the create failed and the row is
+ * dropped). A failure is logged. */
+void api_cluster_created(struct api_cluster *c, const char *id, const struct vmsnap_sandbox *sb);
+
+/* Which alive host placement would choose now for vcpus/memory_mib and template_id (a read:
+ * nothing is reserved). -ENOSPC when none has room, -EAGAIN (503). */
+int api_cluster_choose(struct api_cluster *c, const char *template_id, uint32_t vcpus,
+                       uint64_t memory_mib, char host[64], char endpoint[256],
+                       struct vmsnap_diag *d);
+
+/* Drops the reservation of a placed sandbox on host that never got made there (logged). */
+void api_cluster_unplace(struct api_cluster *c, const char *id, const char *host);
+
+/* Records that this host caches template_id (for placement's locality); logged on failure. */
+void api_cluster_template_here(struct api_cluster *c, const char *template_id);
+
+struct vmsnap_cluster_sandbox;
+
+/* Reads the cluster's sandboxes (stopped ones only when all) into *ret (free()), oldest
+ * first. -EAGAIN (503). */
+int api_cluster_list(struct api_cluster *c, bool all, struct vmsnap_cluster_sandbox **ret,
+                     size_t *ret_n, struct vmsnap_diag *d);
+
+/* Resume of sandbox id whose owner is lost (docs/cluster.md §6.5): takes its lease (lease_op
+ * `resume`) and checks that it is paused with a pause snapshot in the remote store; the row
+ * is left as it is until api_cluster_op_end publishes the outcome, which makes this host its
+ * owner (or api_cluster_op_abandon, which leaves it to the lost host). Writes the row into
+ * *ret. -EBUSY (409: busy, not paused, no pushed snapshot, or its owner is alive), -ENOENT,
+ * -EAGAIN (503). */
+int api_cluster_takeover(struct api_cluster *c, const char *id, struct vmsnap_cluster_sandbox *ret,
+                         struct api_cluster_op *op, struct vmsnap_diag *d);
+
+/* Releases op's lease without publishing anything (the operation did not start). */
+void api_cluster_op_abandon(struct api_cluster_op *op);
 
 #endif

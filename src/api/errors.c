@@ -66,6 +66,7 @@ static const struct api_error problems[] = {
         [API_PROBLEM_SHUTTING_DOWN] = {503, "shutting_down"},
         [API_PROBLEM_INTERNAL] = {500, "internal"},
         [API_PROBLEM_NO_REMOTE] = {409, "no_remote"},
+        [API_PROBLEM_NO_CAPACITY] = {507, "no_capacity"},
 };
 
 struct api_error api_error_from_errno(int err, enum api_subject subject)

@@ -23,6 +23,7 @@ enum api_problem {
         API_PROBLEM_SHUTTING_DOWN,  /* 503: the daemon is stopping */
         API_PROBLEM_INTERNAL,       /* 500: the daemon itself failed (out of memory, ...) */
         API_PROBLEM_NO_REMOTE,      /* 409: a remote route, and no remote store configured */
+        API_PROBLEM_NO_CAPACITY,    /* 507: no cluster host has room for a new sandbox */
 };
 
 /* What a request is about, where an errno means different things for different requests. */

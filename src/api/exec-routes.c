@@ -2,6 +2,7 @@
  * a stream of frames, an upgraded connection, a background process; and the processes
  * routes. Everything that can fail before the command starts is an ordinary JSON error. */
 #include "api/exec-routes.h"
+#include "api/forward.h"
 #include "api/body.h"
 #include "api/exec-body.h"
 #include "api/exec-frames.h"
@@ -222,6 +223,13 @@ void api_exec_handle(struct api_server *srv, const struct api_call *call, struct
                 return;
         }
         enum exec_answer how = answer_of(call);
+        struct vmsnap_sandbox sb;
+        if ((b.background || how == ANSWER_JSON) &&
+            vmsnap_sandbox_get(srv->host, call->ref, &sb, NULL) == -ENOENT &&
+            api_forward(srv, call, "POST", NULL, rep)) {
+                api_exec_body_clear(&b); /* another host's (cluster mode; JSON answers only) */
+                return;
+        }
         if (b.background)
                 answer_background(srv, call, &b, rep);
         else if (how == ANSWER_JSON)

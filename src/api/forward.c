@@ -120,7 +120,7 @@ bool api_forward(struct api_server *srv, const struct api_call *call, const char
         if (!c || !call->ref[0] ||
             (call->header && call->header(call->query_ctx, API_FORWARDED_HEADER)))
                 return false; /* single host, or already forwarded once: the local answer */
-        char owner[64], endpoint[256], url[700], path[400], err[CURL_ERROR_SIZE];
+        char owner[64], endpoint[256];
         bool alive = false;
         int r = api_cluster_owner(c, call->ref, owner, endpoint, &alive, &d);
         if (r <= 0) {
@@ -139,18 +139,27 @@ bool api_forward(struct api_server *srv, const struct api_call *call, const char
                                 "with --cluster-token", call->ref, owner, endpoint);
                 return true;
         }
+        api_forward_to(srv, call, method, query, owner, endpoint, rep);
+        return true;
+}
+
+long api_forward_to(struct api_server *srv, const struct api_call *call, const char *method,
+                    const char *query, const char *host, const char *endpoint,
+                    struct api_reply *rep)
+{
+        char url[700], path[400], err[CURL_ERROR_SIZE];
         path_of(call, query, path, sizeof(path));
         snprintf(url, sizeof(url), "http://%s%s", endpoint, path);
         struct answer a = {0};
-        long status = send_to(url, method, call, srv->token, owner, &a, err);
+        long status = send_to(url, method, call, srv->token, host, &a, err);
         if (status == 0)
                 api_reply_error(rep, (struct api_error){a.too_big ? 502 : 503,
                                                         a.too_big ? "upstream_error" : "unavailable"},
-                                "sandbox %s: its host %s at %s: %s", call->ref, owner, endpoint,
+                                "%s %s: host %s at %s: %s", method, path, host, endpoint,
                                 a.too_big ? "answer too large" : err);
         else
-                relay(rep, status, &a, owner);
+                relay(rep, status, &a, host);
         free(a.buf);
-        log_debug("forwarded %s %s to host %s: %ld", method, path, owner, status);
-        return true;
+        log_debug("forwarded %s %s to host %s: %ld", method, path, host, status);
+        return a.too_big ? 502 : status;
 }

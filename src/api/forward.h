@@ -21,4 +21,11 @@
 bool api_forward(struct api_server *srv, const struct api_call *call, const char *method,
                  const char *query, struct api_reply *rep);
 
+/* Sends call (method, its route's path with call->ref, query, body) to host at endpoint
+ * ("HOST:PORT") with the cluster's token and fills rep with its answer (503 when it cannot
+ * be reached). Returns the answer's status, 0 when there was none. */
+long api_forward_to(struct api_server *srv, const struct api_call *call, const char *method,
+                    const char *query, const char *host, const char *endpoint,
+                    struct api_reply *rep);
+
 #endif

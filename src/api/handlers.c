@@ -6,6 +6,7 @@
  * connection). */
 #include "api/body.h"
 #include "api/cluster.h"
+#include "api/cluster-routes.h"
 #include "api/forward.h"
 #include "api/exec-routes.h"
 #include "api/files.h"
@@ -246,13 +247,25 @@ static int cluster_of(struct api_server *srv, struct api_cluster **ret, struct v
         return 0;
 }
 
-/* After a create or spawn: the new sandbox enters the cluster's table. A failure is logged,
- * not returned: the sandbox exists here, and its next operation adopts it. */
-static void publish_new(struct api_server *srv, const struct vmsnap_sandbox *sb)
+/* After a create or spawn (r its result, sb the sandbox when r == 0): a placed sandbox's
+ * row takes its state (or is dropped when nothing was made); one made without placement
+ * enters the cluster's table. A failure is logged, not returned: the sandbox exists here,
+ * and its next operation adopts it. */
+static void publish_new(struct api_server *srv, const char *placed, int r,
+                        const struct vmsnap_sandbox *sb)
 {
         struct vmsnap_diag d = {0};
         struct api_cluster *c = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
-        if (api_cluster_publish(c, sb, &d) < 0)
+        struct vmsnap_sandbox local;
+        if (!c)
+                return;
+        if (r == 0 && sb->template_id[0]) /* placement prefers hosts that have it */
+                api_cluster_template_here(c, sb->template_id);
+        if (placed[0])
+                api_cluster_created(c, placed, r == 0 ? sb
+                                    : vmsnap_sandbox_get(srv->host, placed, &local, NULL) == 0
+                                            ? &local : NULL);
+        else if (r == 0 && api_cluster_publish(c, sb, &d) < 0)
                 log_warn("cluster: sandbox %s made here but not yet recorded: %s", sb->id, d.msg);
 }
 
@@ -272,25 +285,29 @@ static void h_sandbox_create(struct api_server *srv, const struct api_call *call
         struct vmsnap_sandbox sb;
         struct timespec t0;
         struct api_cluster *cluster;
+        char placed[64];
         if ((r = cluster_of(srv, &cluster, &d)) < 0) {
                 api_reply_errno(rep, r, &d);
                 return;
         }
+        if (api_place(srv, call, b.template_ref[0] ? b.template_ref : NULL, &b, placed, rep))
+                return; /* another host's (cluster mode), or refused */
+        spec.id = placed[0] ? placed : NULL;
         if (b.template_ref[0]) {
-                if (spawn_from(srv, b.template_ref, &spec, &sb, rep) == 0) {
-                        publish_new(srv, &sb);
+                r = spawn_from(srv, b.template_ref, &spec, &sb, rep);
+                publish_new(srv, placed, r, &sb);
+                if (r == 0)
                         reply_sandbox_net(srv, rep, 201, &sb);
-                }
                 return;
         }
         clock_gettime(CLOCK_MONOTONIC, &t0);
         r = vmsnap_sandbox_create(srv->host, &spec, &sb, &d);
         record_op(srv, API_OP_CREATE, &t0, r);
+        publish_new(srv, placed, r, &sb);
         if (r < 0) {
                 api_reply_errno_as(rep, API_SUBJECT_NEW, r, &d);
                 return;
         }
-        publish_new(srv, &sb);
         reply_sandbox_net(srv, rep, 201, &sb);
 }
 
@@ -298,8 +315,8 @@ static void h_sandbox_list(struct api_server *srv, const struct api_call *call,
                            struct api_reply *rep)
 {
         bool all;
-        if (query_bool(call, "all", &all, rep) < 0)
-                return;
+        if (query_bool(call, "all", &all, rep) < 0 || api_cluster_list_reply(srv, all, rep))
+                return; /* in cluster mode: the cluster's rows */
         struct vmsnap_diag d = {0};
         _cleanup_free_ struct vmsnap_sandbox *list = NULL;
         size_t n = 0;
@@ -366,6 +383,25 @@ static void h_sandbox_destroy(struct api_server *srv, const struct api_call *cal
         api_reply_json(rep, 204, NULL);
 }
 
+/* In cluster mode with a remote store: the pause snapshot goes there before the pause is
+ * published, so that another host can resume the sandbox if this one is lost. A failed
+ * push is logged; the pause stands (the sandbox then resumes only here). */
+static void push_pause(struct api_server *srv, const struct vmsnap_sandbox *sb,
+                       struct api_cluster_op *cop)
+{
+        struct vmsnap_diag d = {0};
+        cop->pause = true;
+        cop->pushed[0] = '\0';
+        if (!srv->have_remote || !sb->snapshot_id[0])
+                return;
+        if (api_push_pause(srv, sb->snapshot_id, &d) < 0)
+                log_warn("cluster: sandbox %s paused, but its snapshot %s is not in the remote "
+                         "store (%s): it can resume only on this host", sb->id, sb->snapshot_id,
+                         d.msg);
+        else
+                snprintf(cop->pushed, sizeof(cop->pushed), "%s", sb->snapshot_id);
+}
+
 /* pause and resume: no body (or {}), the sandbox back, the duration in the histogram. */
 static void pause_or_resume(struct api_server *srv, const struct api_call *call,
                             struct api_reply *rep, enum api_op op)
@@ -384,6 +420,8 @@ static void pause_or_resume(struct api_server *srv, const struct api_call *call,
         r = cluster_of(srv, &cluster, &d);
         if (r == 0 && cluster) { /* the cluster's lease first (docs/cluster.md §6) */
                 r = vmsnap_sandbox_get(srv->host, call->ref, &sb, &d);
+                if (r == -ENOENT && op == API_OP_RESUME && api_takeover(srv, call, rep))
+                        return; /* a lost host's, resumed here (or refused) */
                 if (r == -ENOENT && api_forward(srv, call, "POST", NULL, rep))
                         return; /* another host's */
                 if (r == 0)
@@ -394,6 +432,8 @@ static void pause_or_resume(struct api_server *srv, const struct api_call *call,
                 const char *ref = cluster ? sb.id : call->ref;
                 r = op == API_OP_PAUSE ? vmsnap_sandbox_pause(srv->host, ref, &sb, &d)
                                        : vmsnap_sandbox_resume(srv->host, ref, &sb, &d);
+                if (r == 0 && op == API_OP_PAUSE && cluster)
+                        push_pause(srv, &sb, &cop);
                 api_cluster_op_end(&cop, srv->host, false);
         }
         record_op(srv, op, &t0, r);
@@ -679,14 +719,18 @@ static void h_snapshot_spawn(struct api_server *srv, const struct api_call *call
         struct vmsnap_sandbox_spec spec = spec_of(&b);
         struct vmsnap_sandbox sb;
         struct api_cluster *cluster;
+        char placed[64];
         if ((r = cluster_of(srv, &cluster, &d)) < 0) {
                 api_reply_errno(rep, r, &d);
                 return;
         }
-        if (spawn_from(srv, call->ref, &spec, &sb, rep) == 0) {
-                publish_new(srv, &sb);
+        if (api_place(srv, call, call->ref, &b, placed, rep))
+                return; /* another host's (cluster mode), or refused */
+        spec.id = placed[0] ? placed : NULL;
+        r = spawn_from(srv, call->ref, &spec, &sb, rep);
+        publish_new(srv, placed, r, &sb);
+        if (r == 0)
                 reply_sandbox_net(srv, rep, 201, &sb);
-        }
 }
 
 /* ---- dispatch ----------------------------------------------------------------------------- */

@@ -115,6 +115,25 @@ int vmsnap_cluster_sandbox_create(struct vmsnap_cluster *c, const char *id,
                            id);
 }
 
+#define SANDBOX_COLUMNS "id, host_id, state, template_id, vcpus, memory_mib, disk_mib," \
+                        " lease_host, lease_token, pause_snapshot"
+
+/* Row i of a SELECT SANDBOX_COLUMNS. */
+static void sandbox_row(const PGresult *res, int i, struct vmsnap_cluster_sandbox *s)
+{
+        memset(s, 0, sizeof(*s));
+        cluster_text(res, i, 0, s->id, sizeof(s->id));
+        cluster_text(res, i, 1, s->host_id, sizeof(s->host_id));
+        cluster_text(res, i, 2, s->state, sizeof(s->state));
+        cluster_text(res, i, 3, s->template_id, sizeof(s->template_id));
+        s->vcpus = (uint32_t)cluster_u64(res, i, 4);
+        s->memory_mib = cluster_u64(res, i, 5);
+        s->disk_mib = cluster_u64(res, i, 6);
+        cluster_text(res, i, 7, s->lease_host, sizeof(s->lease_host));
+        s->lease_token = cluster_i64(res, i, 8);
+        cluster_text(res, i, 9, s->pause_snapshot, sizeof(s->pause_snapshot));
+}
+
 int vmsnap_cluster_sandbox_get(struct vmsnap_cluster *c, const char *id,
                                struct vmsnap_cluster_sandbox *ret, struct vmsnap_diag *d)
 {
@@ -124,8 +143,7 @@ int vmsnap_cluster_sandbox_get(struct vmsnap_cluster *c, const char *id,
                 return vmsnap_diag(d, -EINVAL, "read sandbox: missing argument");
         const char *params[] = { id };
         int err = cluster_query(c, "read sandbox",
-                                "SELECT id, host_id, state, template_id, vcpus, memory_mib,"
-                                " disk_mib, lease_host, lease_token FROM sandboxes WHERE id = $1",
+                                "SELECT " SANDBOX_COLUMNS " FROM sandboxes WHERE id = $1",
                                 1, params, &res, d);
         if (err < 0)
                 return err;
@@ -133,18 +151,100 @@ int vmsnap_cluster_sandbox_get(struct vmsnap_cluster *c, const char *id,
                 PQclear(res);
                 return vmsnap_diag(d, -ENOENT, "sandbox %s: no such sandbox in the cluster", id);
         }
-        struct vmsnap_cluster_sandbox s = { 0 };
-        cluster_text(res, 0, 0, s.id, sizeof(s.id));
-        cluster_text(res, 0, 1, s.host_id, sizeof(s.host_id));
-        cluster_text(res, 0, 2, s.state, sizeof(s.state));
-        cluster_text(res, 0, 3, s.template_id, sizeof(s.template_id));
-        s.vcpus = (uint32_t)cluster_u64(res, 0, 4);
-        s.memory_mib = cluster_u64(res, 0, 5);
-        s.disk_mib = cluster_u64(res, 0, 6);
-        cluster_text(res, 0, 7, s.lease_host, sizeof(s.lease_host));
-        s.lease_token = cluster_i64(res, 0, 8);
+        sandbox_row(res, 0, ret);
         PQclear(res);
-        *ret = s;
+        return 0;
+}
+
+int vmsnap_cluster_sandbox_list(struct vmsnap_cluster *c, bool all,
+                                struct vmsnap_cluster_sandbox **ret, size_t *ret_n,
+                                struct vmsnap_diag *d)
+{
+        PGresult *res = NULL;
+
+        if (!c || !ret || !ret_n)
+                return vmsnap_diag(d, -EINVAL, "list sandboxes: missing argument");
+        const char *params[] = { all ? "t" : "f" };
+        int err = cluster_query(c, "list sandboxes",
+                                "SELECT " SANDBOX_COLUMNS " FROM sandboxes"
+                                " WHERE $1::boolean OR state <> 'stopped'"
+                                " ORDER BY created_at, id",
+                                1, params, &res, d);
+        if (err < 0)
+                return err;
+        int n = PQntuples(res);
+        struct vmsnap_cluster_sandbox *rows = calloc(n ? (size_t)n : 1, sizeof(*rows));
+        if (!rows) {
+                PQclear(res);
+                return vmsnap_diag(d, -ENOMEM, "list sandboxes: out of memory");
+        }
+        for (int i = 0; i < n; i++)
+                sandbox_row(res, i, &rows[i]);
+        PQclear(res);
+        *ret = rows;
+        *ret_n = (size_t)n;
+        return 0;
+}
+
+int vmsnap_cluster_sandbox_created(struct vmsnap_cluster *c, const char *id, const char *host_id,
+                                   const char *state, struct vmsnap_diag *d)
+{
+        PGresult *res = NULL;
+
+        if (!c || !id || !host_id)
+                return vmsnap_diag(d, -EINVAL, "created sandbox: missing argument");
+        if (state && !known_state(state))
+                return vmsnap_diag(d, -EINVAL, "sandbox %s: unknown state '%s'", id, state);
+        const char *params[] = { id, host_id, state };
+        int err = state ? cluster_query(c, "created sandbox",
+                                        "UPDATE sandboxes SET state = $3, updated_at = now()"
+                                        " WHERE id = $1 AND host_id = $2 AND state = 'creating'"
+                                        " AND lease_host IS NULL",
+                                        3, params, &res, d)
+                        : cluster_query(c, "drop placed sandbox",
+                                        "DELETE FROM sandboxes WHERE id = $1 AND host_id = $2"
+                                        " AND state = 'creating' AND lease_host IS NULL",
+                                        2, params, &res, d);
+        if (err < 0)
+                return err;
+        bool done = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+        if (!done)
+                return vmsnap_diag(d, -ESTALE, "sandbox %s: no placed row in 'creating' on host %s",
+                                   id, host_id);
+        return 0;
+}
+
+int vmsnap_cluster_sandbox_set_snapshot(struct vmsnap_cluster *c, const char *id,
+                                        const char *host_id, int64_t token, const char *snapshot,
+                                        struct vmsnap_diag *d)
+{
+        char t[32];
+        PGresult *res = NULL;
+
+        if (!c || !id || !host_id)
+                return vmsnap_diag(d, -EINVAL, "sandbox snapshot: missing argument");
+        if (snapshot && *snapshot) {
+                int err = cluster_check_id("snapshot", snapshot, d);
+                if (err < 0)
+                        return err;
+        }
+        snprintf(t, sizeof(t), "%" PRId64, token);
+        const char *params[] = { id, host_id, t, snapshot && *snapshot ? snapshot : NULL };
+        int err = cluster_query(
+                c, "record pause snapshot",
+                "UPDATE sandboxes s SET pause_snapshot = $4, updated_at = now()"
+                " WHERE s.id = $1 AND s.lease_host = $2 AND s.lease_token = $3::bigint"
+                " AND EXISTS (SELECT 1 FROM hosts h WHERE h.id = $2 AND h.epoch = s.lease_epoch"
+                "  AND h.state = 'alive')",
+                4, params, &res, d);
+        if (err < 0)
+                return err;
+        bool updated = strcmp(PQcmdTuples(res), "1") == 0;
+        PQclear(res);
+        if (!updated)
+                return vmsnap_diag(d, -ESTALE, "sandbox %s: lease token %" PRId64 " of host %s is "
+                                   "no longer valid", id, token, host_id);
         return 0;
 }
 

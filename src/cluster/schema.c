@@ -53,6 +53,12 @@ static const char *const migration_1[] = {
         "CREATE INDEX sandboxes_host ON sandboxes (host_id)",
 };
 
+/* 2: the pause snapshot a paused sandbox's guest is in, once it is in the remote store (a
+ * resume on another host adopts it: docs/cluster.md §6.5). */
+static const char *const migration_2[] = {
+        "ALTER TABLE sandboxes ADD COLUMN pause_snapshot text",
+};
+
 struct migration {
         const char *const *statements;
         size_t count;
@@ -60,6 +66,7 @@ struct migration {
 
 static const struct migration migrations[] = {
         { migration_1, ARRAY_SIZE(migration_1) },
+        { migration_2, ARRAY_SIZE(migration_2) },
 };
 
 int vmsnap_cluster_schema_latest(void)

@@ -33,6 +33,25 @@ static int check_spec(const struct vmsnap_sandbox_spec *spec, struct vmsnap_diag
         return 0;
 }
 
+/* The new sandbox's id: spec->id when given (a UUID in its canonical lowercase form: a
+ * cluster chose it), else a new UUID. */
+static int sandbox_id(const struct vmsnap_sandbox_spec *spec, char out[VMSNAP_ID_LEN + 1],
+                      struct vmsnap_diag *d)
+{
+        struct vmsnap_uuid id;
+        if (!spec || !spec->id) {
+                vmsnap_uuid_new(&id);
+                vmsnap_uuid_format(&id, out);
+                return 0;
+        }
+        if (vmsnap_uuid_parse(spec->id, &id) < 0)
+                return vmsnap_diag(d, -EINVAL, "sandbox id '%s' is not a UUID", spec->id);
+        vmsnap_uuid_format(&id, out);
+        if (strcmp(out, spec->id) != 0)
+                return vmsnap_diag(d, -EINVAL, "sandbox id '%s' is not a lowercase UUID", spec->id);
+        return 0;
+}
+
 /* A fresh row in state `creating` and its journal entry, written in one transaction while
  * the sandbox's operation lock is already held (no one can act on the row before the create
  * is journaled). On success *ret_l is returned locked. */
@@ -40,10 +59,10 @@ static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *
                        const char *template_id, struct vmsnap_sandbox *sb, struct journal *j,
                        struct live **ret_l, struct vmsnap_diag *d)
 {
-        struct vmsnap_uuid id;
         memset(sb, 0, sizeof(*sb));
-        vmsnap_uuid_new(&id);
-        vmsnap_uuid_format(&id, sb->id);
+        int r = sandbox_id(spec, sb->id, d);
+        if (r < 0)
+                return r;
         snprintf(sb->name, sizeof(sb->name), "%s", spec && spec->name ? spec->name : "");
         snprintf(sb->vmm, sizeof(sb->vmm), "%s", spec && spec->vmm ? spec->vmm : h->vmm);
         sb->vcpus = spec && spec->vcpus ? spec->vcpus : 1;
@@ -58,7 +77,7 @@ static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
         pthread_mutex_lock(&l->op_lock);
-        int r = db_journal_begin(h, j, sb->id, "create", NULL, sb, d);
+        r = db_journal_begin(h, j, sb->id, "create", NULL, sb, d);
         if (r < 0) {
                 pthread_mutex_unlock(&l->op_lock);
                 return r;
@@ -212,7 +231,8 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
                 else if (r < 0)
                         return r;
         }
-        struct vmsnap_sandbox_spec s = {.name = spec ? spec->name : NULL, .vmm = t.vmm,
+        struct vmsnap_sandbox_spec s = {.id = spec ? spec->id : NULL,
+                                        .name = spec ? spec->name : NULL, .vmm = t.vmm,
                                         .vcpus = t.vcpus, .memory = t.memory,
                                         .idle_timeout = spec ? spec->idle_timeout : 0,
                                         .no_network = (spec && spec->no_network) || none,
@@ -286,9 +306,8 @@ int vmsnap_sandbox_adopt(struct vmsnap_host *h, const char *snapshot_ref,
                 return r;
         struct vmsnap_sandbox sb = {.state = VMSNAP_SANDBOX_PAUSED, .vcpus = s.vcpus,
                                     .memory = s.memory, .generation = s.generation};
-        struct vmsnap_uuid id;
-        vmsnap_uuid_new(&id);
-        vmsnap_uuid_format(&id, sb.id);
+        if ((r = sandbox_id(spec, sb.id, d)) < 0)
+                return r;
         snprintf(sb.name, sizeof(sb.name), "%s", spec && spec->name ? spec->name : "");
         snprintf(sb.vmm, sizeof(sb.vmm), "%s", s.vmm);
         snprintf(sb.snapshot_id, sizeof(sb.snapshot_id), "%s", s.id);

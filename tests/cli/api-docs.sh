@@ -117,7 +117,8 @@ check(details == set(schemas["Snapshot"]["properties"]) | {"files", "dependents"
       "SnapshotDetails is not Snapshot + files + dependents")
 check(set(schemas["SnapshotDetails"]["required"]) == details, "SnapshotDetails: required list")
 # Fields a schema has only sometimes, set by another function of model.c.
-optional = {"Snapshot": {"usage"}}  # api_snapshot_add_usage, with ?usage=1
+optional = {"Snapshot": {"usage"},  # api_snapshot_add_usage, with ?usage=1
+            "Sandbox": {"host"}}   # the cluster's list (src/api/cluster-routes.c)
 usage_fn = re.search(r'int api_snapshot_add_usage\(.*?\n\}\n', model, re.S)
 usage_keys = set(re.findall(r'"(\w+_bytes|base_image)"', usage_fn.group(0))) if usage_fn else set()
 check(usage_keys == set(schemas["SnapshotUsage"]["properties"]),

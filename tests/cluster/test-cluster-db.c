@@ -210,7 +210,9 @@ static void test_migration_interrupted(void **state)
         assert_string_equal(raw("SELECT to_regclass('templates') IS NULL"), "t");
         assert_string_equal(raw("SELECT to_regclass('schema_migrations') IS NULL"), "t");
         open_ok();
-        assert_string_equal(raw("SELECT max(version) FROM schema_migrations"), "1");
+        char latest[16];
+        snprintf(latest, sizeof(latest), "%d", vmsnap_cluster_schema_latest());
+        assert_string_equal(raw("SELECT max(version) FROM schema_migrations"), latest);
 }
 
 static void test_hosts(void **state)
@@ -559,6 +561,41 @@ static void test_idle_across_restart(void **state)
                 fail_msg("heartbeat after an idle restart: %d %s", err, d.msg);
 }
 
+/* A placed create ends (state, or the row dropped); the pause snapshot is written only under
+ * the lease token; the list carries both. */
+static void test_placed_rows(void **state)
+{
+        (void)state;
+        struct vmsnap_diag d = { 0 };
+        fresh_db("placed");
+        struct vmsnap_cluster *c = open_ok();
+        int64_t ea = register_host(c, "ha", 4, 4096);
+        register_host(c, "hb", 4, 4096);
+        create_on(c, "s1", "ha");
+        create_on(c, "s2", "ha");
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "hb", "running", &d), -ESTALE);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", &d), -ESTALE);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s2", "ha", NULL, &d), 0);
+        struct vmsnap_cluster_sandbox row;
+        assert_int_equal(vmsnap_cluster_sandbox_get(c, "s2", &row, &d), -ENOENT);
+        int64_t token;
+        assert_int_equal(vmsnap_cluster_sandbox_set_snapshot(c, "s1", "ha", 1, "p1", &d), -ESTALE);
+        assert_int_equal(vmsnap_cluster_lease_acquire(c, "s1", "ha", ea, "pause", &token, &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_set_snapshot(c, "s1", "hb", token, "p1", &d),
+                         -ESTALE);
+        assert_int_equal(vmsnap_cluster_sandbox_set_snapshot(c, "s1", "ha", token, "p1", &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_finish(c, "s1", "ha", token, "paused", &d), 0);
+        struct vmsnap_cluster_sandbox *rows = NULL;
+        size_t n = 0;
+        assert_int_equal(vmsnap_cluster_sandbox_list(c, false, &rows, &n, &d), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(rows[0].id, "s1");
+        assert_string_equal(rows[0].state, "paused");
+        assert_string_equal(rows[0].pause_snapshot, "p1");
+        free(rows);
+}
+
 int main(void)
 {
         const struct CMUnitTest tests[] = {
@@ -571,6 +608,7 @@ int main(void)
                 cmocka_unit_test_teardown(test_restart_mid_create, close_all),
                 cmocka_unit_test_teardown(test_server_down, close_all),
                 cmocka_unit_test_teardown(test_idle_across_restart, close_all),
+                cmocka_unit_test_teardown(test_placed_rows, close_all),
         };
         if (getenv("VMSNAP_TEST_FILTER")) /* one case while debugging, e.g. test_fencing */
                 cmocka_set_test_filter(getenv("VMSNAP_TEST_FILTER"));

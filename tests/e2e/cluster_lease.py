@@ -129,7 +129,7 @@ def run(a, b, pg):
     joined(pg, "host-b")
     pg.sql("INSERT INTO hosts (id, endpoint, vcpus, memory_mib, disk_mib, state, epoch, "
            "heartbeat_at) VALUES ('host-c', '127.0.0.1:1', 4, 4096, 0, 'alive', 1, now())")
-    sb = a.ok("POST", "/v1/sandboxes", {})
+    sb = a.ok("POST", "/v1/sandboxes?host=host-a", {})  # pinned: host-c is not real
     sid = sb["id"]
     lc.check(row(pg, sid) == "running host-a -", "after create: %s" % row(pg, sid))
     lc.sh(a, sid, "echo 41 > /tmp/n")
@@ -170,7 +170,7 @@ def run(a, b, pg):
     if destroy == 204:
         gone = status == 404 or (status == 200 and local["state"] == "stopped")
         lc.check(gone and r == "stopped host-a -", "destroyed: %s %s / %s" % (status, local, r))
-        sid = a.ok("POST", "/v1/sandboxes", {})["id"]  # a sandbox for the rest
+        sid = a.ok("POST", "/v1/sandboxes?host=host-a", {})["id"]  # a sandbox for the rest
     else:
         lc.check(status == 200 and local["state"] == "running" and r == "running host-a -",
                  "resume won: host says %s, cluster %s" % (local, r))
