@@ -102,6 +102,7 @@ static const struct option all_options[] = {
         {"vmm", required_argument, NULL, OPT_VMM},
         {"idle-timeout", required_argument, NULL, OPT_IDLE},
         {"template", required_argument, NULL, OPT_TEMPLATE},
+        {"host", required_argument, NULL, OPT_HOST},
         {"timeout", required_argument, NULL, OPT_TIMEOUT},
         {"shell", no_argument, NULL, OPT_SHELL},
         {"keep-name", no_argument, NULL, OPT_KEEP},
@@ -221,6 +222,11 @@ static int set_option(struct args *a, int c, const char *v)
                 break;
         case OPT_TEMPLATE:
                 a->template_ref = v;
+                break;
+        case OPT_HOST:
+                if (!*v)
+                        return usage_error(a, "--host takes a cluster host's id");
+                a->host = v;
                 break;
         case OPT_EGRESS:
                 if (!*v)

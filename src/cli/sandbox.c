@@ -18,7 +18,7 @@ static const char main_usage[] =
         "Sandboxes (microVMs) through the vmsnapd daemon.\n\n"
         "verbs:\n"
         "  create [--name N] [--vcpus N] [--memory SIZE] [--vmm NAME] [--idle-timeout DUR]\n"
-        "         [--template REF] [--egress POLICY | --network none]\n"
+        "         [--template REF] [--egress POLICY | --network none] [--host ID]\n"
         "                               boot a sandbox (or spawn one from a template)\n"
         "  ls [--all]                   list sandboxes (--all: stopped ones too)\n"
         "  get REF (or inspect REF)     show one sandbox (its accelerator: kvm|tcg, and why)\n"
@@ -33,7 +33,7 @@ static const char main_usage[] =
         "  kill REF PID [--signal SIG]  signal such a process\n"
         "  snapshot REF --name NAME     make a template from a sandbox\n"
         "  spawn TEMPLATE [--name N] [--idle-timeout DUR] [--egress POLICY | --network none]\n"
-        "                               start a sandbox from a template\n"
+        "        [--host ID]            start a sandbox from a template\n"
         "  port REF GUEST_PORT          the host address:port that reaches a guest port\n"
         "  rm [--keep-name] REF...      destroy sandboxes (and free their names)\n\n"
         "A REF is an id, a name, or a unique id prefix of at least 3 characters.\n\n"
@@ -164,15 +164,34 @@ static json_t *sandbox_body(const struct args *a, bool with_template)
         return b;
 }
 
+/* path, with ?host=ID when --host pins a cluster host. */
+static int with_host(struct client *c, const struct args *a, const char *path, char *out,
+                     size_t size)
+{
+        char prefix[512];
+        if (!a->host) {
+                snprintf(out, size, "%s", path);
+                return CLI_OK;
+        }
+        snprintf(prefix, sizeof(prefix), "%s?host=", path);
+        int r = ref_path(c, prefix, a->host, "", out, size); /* writes prefix/ESCAPED */
+        if (r == CLI_OK) { /* drop the '/' ref_path puts before the escaped id */
+                char *slash = out + strlen(prefix);
+                memmove(slash, slash + 1, strlen(slash + 1) + 1);
+        }
+        return r;
+}
+
 static int run_create(struct client *c, const struct args *a)
 {
+        char path[600];
         int r = need_args(a, 0, 0, "no arguments (options only)");
-        if (r)
+        if (r || (r = with_host(c, a, "/v1/sandboxes", path, sizeof(path))))
                 return r;
         json_t *body = sandbox_body(a, true), *res = NULL;
         client_progress(c, "%s %s", a->template_ref ? "spawning" : "booting",
                         a->name ? a->name : "a sandbox");
-        r = call(c, "POST", "/v1/sandboxes", body, &res);
+        r = call(c, "POST", path, body, &res);
         json_decref(body);
         if (r == CLI_OK)
                 print_changed(a, a->template_ref ? "spawned" : "created", res);
@@ -182,9 +201,10 @@ static int run_create(struct client *c, const struct args *a)
 
 static int run_spawn(struct client *c, const struct args *a)
 {
-        char path[512];
+        char base[512], path[600];
         int r = need_args(a, 1, 1, "TEMPLATE (a template's id or name)");
-        if (r || (r = ref_path(c, "/v1/snapshots", a->args[0], "/sandboxes", path, sizeof(path))))
+        if (r || (r = ref_path(c, "/v1/snapshots", a->args[0], "/sandboxes", base, sizeof(base))) ||
+            (r = with_host(c, a, base, path, sizeof(path))))
                 return r;
         json_t *body = sandbox_body(a, false), *res = NULL;
         client_progress(c, "spawning from %s", a->args[0]);
@@ -322,9 +342,9 @@ static int run_rm(struct client *c, const struct args *a)
 /* ---- dispatch ----------------------------------------------------------------------------- */
 
 static const int create_opts[] = {OPT_NAME,     OPT_VCPUS,  OPT_MEMORY,  OPT_VMM, OPT_IDLE,
-                                  OPT_TEMPLATE, OPT_EGRESS, OPT_NETWORK, 0};
+                                  OPT_TEMPLATE, OPT_EGRESS, OPT_NETWORK, OPT_HOST, 0};
 static const int spawn_opts[] = {OPT_NAME, OPT_VCPUS,  OPT_MEMORY,  OPT_VMM,
-                                 OPT_IDLE, OPT_EGRESS, OPT_NETWORK, 0};
+                                 OPT_IDLE, OPT_EGRESS, OPT_NETWORK, OPT_HOST, 0};
 static const int ls_opts[] = {OPT_ALL, 0};
 static const int exec_opts[] = {OPT_TIMEOUT, OPT_INTERACTIVE, OPT_TTY, OPT_DETACH,
                                 OPT_SHELL,   OPT_ENV,         OPT_CWD, 0};
@@ -333,6 +353,11 @@ static const int kill_opts[] = {OPT_SIGNAL, 0};
 static const int rm_opts[] = {OPT_KEEP, 0};
 static const int snapshot_opts[] = {OPT_NAME, 0};
 static const int no_opts[] = {0};
+
+/* The cluster option of create and spawn, for their --help. */
+#define HOST_HELP                                                                          \
+        "--host ID (a vmsnapd --cluster): the new sandbox goes to that host, or fails; without\n" \
+        "it the cluster places it (docs/cluster.md).\n"
 
 /* The network options of create and spawn, for their --help. */
 #define NETWORK_HELP                                                                       \
@@ -353,11 +378,11 @@ static const struct verb {
         {"create", run_create, create_opts,
          "usage: vmsnap sandbox create [--name N] [--vcpus N] [--memory SIZE] [--vmm NAME]\n"
          "                             [--idle-timeout DUR] [--template REF]\n"
-         "                             [--egress POLICY | --network none]\n\n"
+         "                             [--egress POLICY | --network none] [--host ID]\n\n"
          "Boots a sandbox from the host's guest image, or with --template starts one from a\n"
          "template's frozen state (its vCPUs and memory are the template's; asking for others\n"
          "is refused). --idle-timeout pauses it after that long without activity (0: never).\n"
-         NETWORK_HELP},
+         HOST_HELP NETWORK_HELP},
         {"ls", run_ls, ls_opts,
          "usage: vmsnap sandbox ls [--all] [--json]\n\nLists sandboxes; --all includes stopped "
          "ones.\n"},
@@ -418,11 +443,11 @@ static const struct verb {
          "Makes a named template from a running or paused sandbox (which stays as it is).\n"},
         {"spawn", run_spawn, spawn_opts,
          "usage: vmsnap sandbox spawn TEMPLATE [--name N] [--idle-timeout DUR]\n"
-         "                            [--egress POLICY | --network none]\n\n"
+         "                            [--egress POLICY | --network none] [--host ID]\n\n"
          "Starts a sandbox from a template (same as create --template). It inherits the\n"
          "network of the sandbox the template was made from (its egress policy, or none)\n"
          "unless --egress or --network says otherwise.\n"
-         NETWORK_HELP},
+         HOST_HELP NETWORK_HELP},
         {"port", run_port, no_opts,
          "usage: vmsnap sandbox port SANDBOX GUEST_PORT [--json]\n\n"
          "Prints the host address:port that reaches GUEST_PORT (1..65535) of a networked\n"

@@ -21,6 +21,7 @@ struct args {
         const char *root, *socket, *url, *token;
         bool json, all;
         const char *name, *vmm, *template_ref;
+        const char *host;    /* --host ID: a cluster's host the new sandbox must go to */
         uint32_t vcpus;
         uint64_t memory_mib;
         bool idle_set;
@@ -74,6 +75,7 @@ enum {
         OPT_SIGNAL,
         OPT_EGRESS,
         OPT_NETWORK,
+        OPT_HOST,
         OPT_INTERACTIVE = 'i', /* short options are their own letters */
         OPT_TTY = 't',
         OPT_DETACH = 'd',

@@ -75,6 +75,7 @@ NOT_PROVOKED = {
                      "here; the store and sandbox resolvers' own tests cover it",
     "insufficient_memory": "ENOMEM comes only from a failed allocation in the daemon",
     "unavailable": "EAGAIN comes only from a VMM API answering 429, which no peer does",
+    "no_capacity": "needs vmsnapd --cluster with Postgres; e2e/cluster-failover provokes it",
 }
 
 
