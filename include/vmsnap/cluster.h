@@ -145,10 +145,12 @@ int vmsnap_cluster_sandbox_list(struct vmsnap_cluster *c, bool all,
                                 struct vmsnap_diag *d);
 
 /* Ends the creation of a placed sandbox (a row in `creating` on host_id, no lease): sets
- * state (NULL: deletes the row, the create failed and holds nothing). -ESTALE when no such
- * row is in `creating` on host_id any more. */
+ * state and the vCPUs and memory it really has (the reservation may have guessed; 0 keeps
+ * them) — or, state NULL, deletes the row (the create failed and holds nothing). -ESTALE
+ * when no such row is in `creating` on host_id any more. */
 int vmsnap_cluster_sandbox_created(struct vmsnap_cluster *c, const char *id, const char *host_id,
-                                   const char *state, struct vmsnap_diag *d);
+                                   const char *state, uint32_t vcpus, uint64_t memory_mib,
+                                   struct vmsnap_diag *d);
 
 /* Records under the lease token the pause snapshot of sandbox id that is in the remote
  * store (NULL or "": none; a resume elsewhere is then impossible). -ESTALE as

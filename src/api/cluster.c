@@ -604,7 +604,8 @@ void api_cluster_created(struct api_cluster *c, const char *id, const struct vms
         struct vmsnap_diag d = {0};
         int i = pool_take(c);
         int r = vmsnap_cluster_sandbox_created(c->pool[i], id, c->info.id,
-                                               sb ? cluster_state(sb->state) : NULL, &d);
+                                               sb ? cluster_state(sb->state) : NULL,
+                                               sb ? sb->vcpus : 0, sb ? sb->memory >> 20 : 0, &d);
         pool_give(c, i);
         if (r < 0)
                 log_warn("cluster: placed sandbox %s: %s", id, d.msg);
@@ -695,7 +696,7 @@ void api_cluster_unplace(struct api_cluster *c, const char *id, const char *host
 {
         struct vmsnap_diag d = {0};
         int i = pool_take(c);
-        int r = vmsnap_cluster_sandbox_created(c->pool[i], id, host, NULL, &d);
+        int r = vmsnap_cluster_sandbox_created(c->pool[i], id, host, NULL, 0, 0, &d);
         pool_give(c, i);
         if (r < 0)
                 log_warn("cluster: dropping the placement of sandbox %s on host %s: %s", id, host,

@@ -187,20 +187,30 @@ int vmsnap_cluster_sandbox_list(struct vmsnap_cluster *c, bool all,
 }
 
 int vmsnap_cluster_sandbox_created(struct vmsnap_cluster *c, const char *id, const char *host_id,
-                                   const char *state, struct vmsnap_diag *d)
+                                   const char *state, uint32_t vcpus, uint64_t memory_mib,
+                                   struct vmsnap_diag *d)
 {
         PGresult *res = NULL;
+        char v[16], m[32];
 
         if (!c || !id || !host_id)
                 return vmsnap_diag(d, -EINVAL, "created sandbox: missing argument");
         if (state && !known_state(state))
                 return vmsnap_diag(d, -EINVAL, "sandbox %s: unknown state '%s'", id, state);
-        const char *params[] = { id, host_id, state };
+        if (vcpus > INT32_MAX || memory_mib > INT64_MAX)
+                return vmsnap_diag(d, -EINVAL, "sandbox %s: bad size", id);
+        snprintf(v, sizeof(v), "%" PRIu32, vcpus);
+        snprintf(m, sizeof(m), "%" PRIu64, memory_mib);
+        const char *params[] = { id, host_id, state, v, m };
         int err = state ? cluster_query(c, "created sandbox",
-                                        "UPDATE sandboxes SET state = $3, updated_at = now()"
+                                        "UPDATE sandboxes SET state = $3, updated_at = now(),"
+                                        " vcpus = CASE WHEN $4::integer > 0 THEN $4::integer"
+                                        "  ELSE vcpus END,"
+                                        " memory_mib = CASE WHEN $5::bigint > 0 THEN $5::bigint"
+                                        "  ELSE memory_mib END"
                                         " WHERE id = $1 AND host_id = $2 AND state = 'creating'"
                                         " AND lease_host IS NULL",
-                                        3, params, &res, d)
+                                        5, params, &res, d)
                         : cluster_query(c, "drop placed sandbox",
                                         "DELETE FROM sandboxes WHERE id = $1 AND host_id = $2"
                                         " AND state = 'creating' AND lease_host IS NULL",

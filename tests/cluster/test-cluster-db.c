@@ -573,10 +573,10 @@ static void test_placed_rows(void **state)
         register_host(c, "hb", 4, 4096);
         create_on(c, "s1", "ha");
         create_on(c, "s2", "ha");
-        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "hb", "running", &d), -ESTALE);
-        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", &d), 0);
-        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", &d), -ESTALE);
-        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s2", "ha", NULL, &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "hb", "running", 1, 128, &d), -ESTALE);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", 1, 128, &d), 0);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s1", "ha", "running", 1, 128, &d), -ESTALE);
+        assert_int_equal(vmsnap_cluster_sandbox_created(c, "s2", "ha", NULL, 0, 0, &d), 0);
         struct vmsnap_cluster_sandbox row;
         assert_int_equal(vmsnap_cluster_sandbox_get(c, "s2", &row, &d), -ENOENT);
         int64_t token;
@@ -593,6 +593,7 @@ static void test_placed_rows(void **state)
         assert_string_equal(rows[0].id, "s1");
         assert_string_equal(rows[0].state, "paused");
         assert_string_equal(rows[0].pause_snapshot, "p1");
+        assert_int_equal(rows[0].memory_mib, 128); /* the reservation guessed 256 */
         free(rows);
 }
 

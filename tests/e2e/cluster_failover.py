@@ -101,13 +101,18 @@ def make_template(a):
 def spawn_all(b, pg, tid):
     made = []
     for i in range(3 * K):
-        sb = b.ok("POST", "/v1/snapshots/%s/sandboxes" % tid, {"name": "s%d" % i})
+        # host-b has no copy of tpl: it places by what the body asks (docs/cluster.md §4)
+        sb = b.ok("POST", "/v1/snapshots/%s/sandboxes" % tid,
+                  {"name": "s%d" % i, "memory_mib": GUEST_MIB})
         made.append(sb["id"])
         lc.sh(b, sb["id"], "echo %s > /tmp/mark" % sb["id"])
     placed = rows(pg)
     count = collections.Counter(placed[s][0] for s in made)
     log("spawned %d through host-b: %s" % (len(made), dict(count)))
-    lc.check(count == {"host-a": K, "host-b": K, "host-c": K}, "placement: %s" % dict(count))
+    lc.check(count == {"host-a": K, "host-b": K, "host-c": K}, "placement: %s; rows: %s; "
+             "templates: %s" % (dict(count), pg.sql("SELECT id, host_id, state, memory_mib "
+                                                    "FROM sandboxes ORDER BY created_at"),
+                                pg.sql("SELECT * FROM host_templates")))
     listed = b.ok("GET", "/v1/sandboxes")["sandboxes"]
     lc.check(sorted((s["id"], s["host"]) for s in listed) ==
              sorted((s, placed[s][0]) for s in made), "host-b's list: %s" % listed)
@@ -167,11 +172,12 @@ def run(hosts, pg):
         lc.check(c.ok("GET", "/v1/sandboxes/%s" % s)["state"] == "running", "on host-c: %s" % s)
 
     # Every live host full: no room; a pin to the lost host or an unknown one: 404.
-    status, body = b.call("POST", "/v1/snapshots/%s/sandboxes" % tid, {})
+    status, body = b.call("POST", "/v1/snapshots/%s/sandboxes" % tid, {"memory_mib": GUEST_MIB})
     lc.check(status == 507 and body["error"]["code"] == "no_capacity",
              "a spawn with every host full: %s %s" % (status, body))
     for pin in ("host-a", "host-x"):
-        status, body = b.call("POST", "/v1/snapshots/%s/sandboxes?host=%s" % (tid, pin), {})
+        status, body = b.call("POST", "/v1/snapshots/%s/sandboxes?host=%s" % (tid, pin),
+                              {"memory_mib": GUEST_MIB})
         lc.check(status == 404, "a spawn pinned to %s: %s %s" % (pin, status, body))
 
 
