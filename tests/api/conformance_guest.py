@@ -179,6 +179,10 @@ def guest_files(t):
     P("DELETE", b + "files?path=/tmp/d&recursive=1", T + "files", 204)
     P("GET", b + "files/stat?path=/tmp/d", T + "files/stat", 404, "not_found")
     P("GET", "/v1/sandboxes/nope/files?path=/x", T + "files", 404, "not_found")
+    # HEAD of an endless file answers at once (the guest's read is not run to its end), and
+    # the agent serves the next requests.
+    t.direct("HEAD", b + "files?path=/dev/zero", T + "files", 200)
+    t.direct("HEAD", b + "archive?path=/dev/zero", T + "archive", 200)
     P("GET", b + "files?path=/tmp/a.txt/x", T + "files", 400, "invalid_argument")  # ENOTDIR
     P("GET", b + "files/stat?path=/tmp/a.txt/x", T + "files/stat", 400, "invalid_argument")
     P("PUT", b + "files?path=/usr/x", T + "files", 400, "invalid_argument", body=b"x",
