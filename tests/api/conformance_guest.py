@@ -397,14 +397,30 @@ def guest_exec(t):
 def stream_cut_by_pause(t, path):
     """A stream does not hold the sandbox's lock: a pause goes ahead and the stream ends
     with an ERROR frame (docs/api.md, Exec), a complete body."""
-    got = []
+    got, up = [], threading.Event()
     h = dict(t.auth(True), Accept=FRAMES, **JSON)
-    body = json.dumps({"cmd": "echo up; exec sleep 60"})
-    th = threading.Thread(target=lambda: got.append(send(t.d.port, "POST", path, body, h)))
+
+    def stream():  # reads the body as it comes; says when the command's output arrived
+        c = http.client.HTTPConnection("127.0.0.1", t.d.port, timeout=120)
+        try:
+            c.request("POST", path, json.dumps({"cmd": "echo up; exec sleep 60"}), h)
+            r, data = c.getresponse(), b""
+            while True:
+                chunk = r.read1(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+                if b"up\n" in data:
+                    up.set()
+            got.append(Answer(r.status, r.getheaders(), data))
+        finally:
+            c.close()
+            up.set()
+    th = threading.Thread(target=stream)
     th.start()
-    time.sleep(1.5)  # the command started (the order is checked below: STARTED, STDOUT)
+    up.wait(60)
     t.via_prism("POST", path.replace("/exec", "/pause"), "/v1/sandboxes/{ref}/pause", 200)
-    th.join(60)
+    th.join(120)
     what = "POST %s (frames, paused under it)" % path
     by = frames_of(t, what, got[0]) if got else fail("%s: no answer" % what)
     if by is not None and (agent_frames.ERROR not in by
@@ -456,14 +472,14 @@ def guest_processes(t, b):
     if not mine or not mine[0].get("running") or not mine[0].get("detached"):
         fail("processes: %d is not listed running and detached: %r" % (pid, ps))
     t.head_like_get(b + "processes", T + "processes")
-    got = None
-    for _ in range(50):
+    deadline = time.monotonic() + 30
+    while True:
         got = send(t.d.port, "GET", b + "files?path=" + bg.get("log", "/none"),
                    headers=t.auth(True))
-        if got.body == b"started\n":
+        if got.body == b"started\n" or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    else:
+    if got.body != b"started\n":
         fail("the background process's log %s: %r" % (bg.get("log"), got.body[:100]))
     P("POST", b + "processes/kill", T + "processes/kill", 400, "invalid_field",
       body={"pid": pid, "signal": "NOSUCH"})
@@ -472,11 +488,11 @@ def guest_processes(t, b):
     P("POST", b + "processes/kill", T + "processes/kill", 404, "not_found",
       body={"pid": 999999})
     P("POST", b + "processes/kill", T + "processes/kill", 204, body={"pid": pid, "signal": "KILL"})
-    ended = None
-    for _ in range(50):
+    deadline = time.monotonic() + 30
+    while True:
         ps = P("GET", b + "processes", T + "processes", 200) or {}
         ended = [p for p in ps.get("processes", []) if p.get("pid") == pid]
-        if ended and not ended[0].get("running"):
+        if ended and not ended[0].get("running") or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     if not ended or ended[0].get("running") or ended[0].get("signal") != 9:

@@ -439,13 +439,13 @@ static bool pump(int from, int to)
         return true;
 }
 
-/* Connects to the agent's Unix socket, waiting up to 10 s for it to listen (the agent
- * starts with the VMM, as a guest's would); -1 if it never does. */
+/* Connects to the agent's Unix socket, waiting up to 30 s for it to listen (the agent
+ * starts with the VMM, as a guest's would; slowly on a loaded host); -1 if it never does. */
 static int agent_connect(const char *path)
 {
         struct sockaddr_un sa = {.sun_family = AF_UNIX};
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-        for (int i = 0; i < 500; i++) {
+        for (int i = 0; i < 1500; i++) {
                 int a = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
                 if (a < 0)
                         return -1;
