@@ -144,6 +144,25 @@ int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const ch
                        const struct vmsnap_import_opts *opts, struct vmsnap_snapshot *ret,
                        struct vmsnap_remote_stats *ret_stats, struct vmsnap_diag *d);
 
+/* Prepares a lazy restore of ref in dir (must not exist; made 0700): every file fetched
+ * and verified except the memory diff files (memfile.<uuid>), which are created sparse at
+ * their sizes; the manifest is written as dir/remote-manifest.json. Nothing is imported:
+ * `vmsnap uffd-serve dir --remote-lazy` fetches the memory on fault (docs/remote.md
+ * "Lazy restore"). Returns 0 and *ret_stats (may be NULL), or -errno with d. */
+int vmsnap_remote_pull_lazy(struct vmsnap_remote *r, struct vmsnap_store *s, const char *ref,
+                            const char *dir, struct vmsnap_remote_stats *ret_stats,
+                            struct vmsnap_diag *d);
+
+/* True when a manifest path is a memory diff file (memfile.<uuid>): what a lazy restore
+ * fetches on fault. */
+bool vmsnap_remote_is_memory_file(const char *path);
+
+/* GETs chunk sha256 of len bytes into buf and checks its length and SHA-256; what names
+ * the file and offset for messages. Returns 0, or -EBADMSG/-errno with d naming
+ * <endpoint>/<bucket>/chunks/<sha256>. */
+int vmsnap_remote_fetch_chunk(struct vmsnap_remote *r, const uint8_t sha256[32], size_t len,
+                              void *buf, const char *what, struct vmsnap_diag *d);
+
 #define VMSNAP_REMOTE_RM_FORCE 1u
 
 /* Removes the manifest of ref; refuses (-EBUSY, naming them) while other manifests name it

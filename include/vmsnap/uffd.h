@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <vmsnap/error.h>
+#include <vmsnap/remote.h>
 
 #define VMSNAP_UFFD_WS_NAME                   "memfile.ws"
 #define VMSNAP_UFFD_DEFAULT_FAULT_AROUND      (64u << 10)
@@ -39,6 +40,12 @@ struct vmsnap_uffd_opts {
                                    the background (zero blocks stay on demand) */
         vmsnap_uffd_note_fn note; /* may be NULL */
         void *note_ctx;
+        /* Lazy restore from a remote (docs/remote.md "Lazy restore"): non-NULL when snapdir
+         * was made by vmsnap_remote_pull_lazy; its memory chunks are fetched on fault,
+         * through the chunk cache chunk_cache (NULL or a size of 0: none). */
+        const struct vmsnap_remote_config *remote_lazy;
+        const char *chunk_cache;
+        uint64_t chunk_cache_size;
 };
 
 struct vmsnap_uffd_stats {
@@ -63,6 +70,8 @@ struct vmsnap_uffd_stats {
         uint64_t ws_blocks;        /* blocks in the loaded working set (0 = none) */
         bool ws_done;              /* working-set replay finished (or there was none) */
         bool prefetch_done;        /* background prefetch finished (or not requested) */
+        uint64_t remote_chunks_fetched; /* lazy restore: chunks GOT from the remote */
+        uint64_t remote_chunks_cached;  /* lazy restore: chunks read from the chunk cache */
 };
 
 struct vmsnap_uffd_server;

@@ -21,11 +21,15 @@ const char snapshot_push_usage[] =
     "  --json           {\"id\", \"chunks\", \"zero_chunks\", \"chunks_sent\", \"bytes\", \"retries\"}\n";
 
 const char snapshot_pull_usage[] =
-    "usage: vmsnap snapshot pull REF [--remote[=NAME]] [--name NAME] [--json]\n\n"
+    "usage: vmsnap snapshot pull REF [--remote[=NAME]] [--name NAME] [--json]\n"
+    "       vmsnap snapshot pull REF --to-dir DIR [--remote[=NAME]] [--json]\n\n"
     "Downloads a snapshot from S3 object storage: every chunk checked against its SHA-256\n"
     "before it is written, then imported as an archive is (every check of `import`).\n"
     "REF is a remote id, name or unique id prefix.\n" REMOTE_HELP
     "  --name NAME      the local name (default: the remote one)\n"
+    "  --to-dir DIR     lazy restore: fetch everything but the memory diff files into the new\n"
+    "                   DIR, import nothing; `vmsnap uffd-serve DIR --remote-lazy` fetches\n"
+    "                   the memory on fault\n"
     "  --json           the imported record, with \"transfer\": {\"chunks\", \"zero_chunks\",\n"
     "                   \"chunks_fetched\", \"chunks_cached\", \"cache_corrupt\", \"bytes\",\n"
     "                   \"retries\"}\n"
@@ -98,6 +102,26 @@ int snapshot_push(struct vmsnap_store *s, struct args *a)
         return CLI_OK;
 }
 
+/* pull --to-dir: the lazy directory; closes r. */
+static int pull_lazy(struct vmsnap_store *s, struct args *a, struct vmsnap_remote *r,
+                     struct cli_progress *pr)
+{
+        struct vmsnap_diag d = {0};
+        struct vmsnap_remote_stats st = {0};
+        int e = vmsnap_remote_pull_lazy(r, s, a->args[0], a->to_dir, &st, &d);
+        cli_progress_end(pr, e == 0);
+        vmsnap_remote_close(r);
+        if (e < 0)
+                return snapshot_fail(a, &d);
+        if (a->json)
+                snapshot_print_json(pull_stats_json(&st));
+        else
+                printf("%s: ready for a lazy restore; %llu chunks fetched, %llu from the chunk "
+                       "cache, the memory on fault\n", a->to_dir,
+                       (unsigned long long)st.chunks_fetched, (unsigned long long)st.chunks_cached);
+        return CLI_OK;
+}
+
 int snapshot_pull(struct vmsnap_store *s, struct args *a)
 {
         if (a->nargs != 1)
@@ -113,6 +137,8 @@ int snapshot_pull(struct vmsnap_store *s, struct args *a)
         struct cli_progress pr;
         cli_progress_start(&pr, "pull %s", a->args[0]);
         vmsnap_remote_set_progress(r, cli_progress_tick, &pr);
+        if (a->to_dir)
+                return pull_lazy(s, a, r, &pr);
         int e = vmsnap_remote_pull(r, s, a->args[0], &io, &row, &st, &d);
         cli_progress_end(&pr, e == 0);
         vmsnap_remote_close(r);

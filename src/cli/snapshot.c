@@ -342,7 +342,7 @@ static const struct verb verbs[] = {
     {"reindex", snapshot_reindex, snapshot_reindex_usage, {OPT_JSON, OPT_VERIFY}},
     {"verify", snapshot_verify, snapshot_verify_usage, {OPT_JSON}},
     {"push", snapshot_push, snapshot_push_usage, {OPT_JSON, OPT_REMOTE}},
-    {"pull", snapshot_pull, snapshot_pull_usage, {OPT_JSON, OPT_REMOTE, OPT_NAME}},
+    {"pull", snapshot_pull, snapshot_pull_usage, {OPT_JSON, OPT_REMOTE, OPT_NAME, OPT_TO_DIR}},
 };
 
 /* ls, rm and gc with --remote act on the object storage (snapshot-remote.c). */

@@ -5,6 +5,8 @@
 #include "cli/uffd-jail.h"
 #include "util/log.h"
 
+#include <vmsnap/chunk-cache.h>
+#include <vmsnap/remote.h>
 #include <vmsnap/uffd.h>
 
 #include <jansson.h>
@@ -37,6 +39,10 @@ static const char uffd_usage[] =
         "  --workers N            installer threads (default 2)\n"
         "  --accept-timeout MS    give up when no VMM connects in time (default 10000;\n"
         "                         -1 waits forever)\n"
+        "  --remote-lazy          SNAPDIR was made by `snapshot pull --lazy`: fetch its memory\n"
+        "                         chunks from the remote (VMSNAP_S3_* environment) on fault,\n"
+        "                         each checked against the manifest's SHA-256 (not jailed)\n"
+        "  --chunk-cache DIR      with --remote-lazy: the chunk cache (VMSNAP_CHUNK_CACHE_SIZE)\n"
         "  --json                 print the stats as one JSON line on stdout at exit\n"
         "  -h, --help             this help\n\n";
 
@@ -46,8 +52,8 @@ static const char uffd_usage_end[] =
         "2 usage error\n";
 
 struct serve_args {
-        const char *snapdir, *socket, *ws_dir;
-        bool json;
+        const char *snapdir, *socket, *ws_dir, *chunk_cache;
+        bool json, remote_lazy;
         struct vmsnap_uffd_opts opts;
         struct uffd_jail_args jail;
 };
@@ -140,6 +146,8 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 {"workers", required_argument, NULL, 'w'},
                 {"accept-timeout", required_argument, NULL, 't'},
                 {"json", no_argument, NULL, 'j'},
+                {"remote-lazy", no_argument, NULL, 'L'},
+                {"chunk-cache", required_argument, NULL, 'C'},
                 {"help", no_argument, NULL, 'h'},
                 {"jail-uid", required_argument, NULL, UFFD_OPT_JAIL_UID},
                 {"jail-root", required_argument, NULL, UFFD_OPT_JAIL_ROOT},
@@ -188,6 +196,12 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 case 'j':
                         a->json = true;
                         break;
+                case 'L':
+                        a->remote_lazy = true;
+                        break;
+                case 'C':
+                        a->chunk_cache = optarg;
+                        break;
                 case UFFD_OPT_JAIL_UID:
                 case UFFD_OPT_JAIL_ROOT:
                 case UFFD_OPT_JAIL_CGROUP:
@@ -213,6 +227,10 @@ static int parse_args(int argc, char **argv, struct serve_args *a)
                 return usage_error("--socket PATH is required");
         if (a->ws_dir && !a->opts.ws_record)
                 return usage_error("--ws-dir needs --ws-record");
+        if (a->chunk_cache && !a->remote_lazy)
+                return usage_error("--chunk-cache needs --remote-lazy");
+        if (a->remote_lazy && a->jail.on) /* the jail's seccomp filter allows no sockets */
+                return usage_error("--remote-lazy cannot be jailed yet");
         return uffd_jail_check(&a->jail, a->opts.ws_record, a->ws_dir);
 }
 
@@ -232,6 +250,10 @@ static void print_stats(const struct vmsnap_uffd_server *s, bool json)
                  (double)st.fault_p50_ns / 1e3, (double)st.fault_p99_ns / 1e3,
                  (unsigned long long)st.prefetched_pages, (unsigned long long)st.ws_pages,
                  (unsigned long long)st.zero_pages, (double)st.bytes / (1 << 20));
+        if (st.remote_chunks_fetched || st.remote_chunks_cached)
+                log_info("lazy restore: %llu chunks fetched from the remote, %llu from the "
+                         "chunk cache", (unsigned long long)st.remote_chunks_fetched,
+                         (unsigned long long)st.remote_chunks_cached);
 }
 
 /* SIGTERM/SIGINT stop the server; SIGPIPE is ignored (control clients may vanish). */
@@ -288,6 +310,23 @@ static int jail_self(const struct serve_args *a)
         return r;
 }
 
+/* The remote (VMSNAP_S3_* environment) and chunk cache of --remote-lazy. */
+static int lazy_setup(struct serve_args *a, struct vmsnap_remote_config *rc, struct vmsnap_diag *d)
+{
+        if (!getenv("VMSNAP_S3_ENDPOINT"))
+                return vmsnap_diag(d, -EINVAL, "--remote-lazy: VMSNAP_S3_ENDPOINT is not set");
+        int r = vmsnap_remote_config_load("/nonexistent", NULL, rc, d);
+        if (r < 0)
+                return r;
+        a->opts.remote_lazy = rc;
+        if (a->chunk_cache) {
+                a->opts.chunk_cache = a->chunk_cache;
+                if (vmsnap_chunk_cache_size_from_env(&a->opts.chunk_cache_size) < 0)
+                        return vmsnap_diag(d, -EINVAL, "VMSNAP_CHUNK_CACHE_SIZE: not a size");
+        }
+        return 0;
+}
+
 int cmd_uffd_serve(int argc, char **argv)
 {
         vmsnap_log_set_ident("vmsnap uffd-serve");
@@ -305,8 +344,16 @@ int cmd_uffd_serve(int argc, char **argv)
                 return CLI_FAIL;
         }
         struct vmsnap_diag d = {0};
+        struct vmsnap_remote_config rc = {0};
+        if (a.remote_lazy && lazy_setup(&a, &rc, &d) < 0) {
+                log_error("%s", d.msg);
+                vmsnap_remote_config_clear(&rc);
+                return CLI_FAIL;
+        }
         struct vmsnap_uffd_server *s;
-        if (vmsnap_uffd_server_new(a.snapdir, a.socket, &a.opts, &s, &d) < 0) {
+        r = vmsnap_uffd_server_new(a.snapdir, a.socket, &a.opts, &s, &d);
+        vmsnap_remote_config_clear(&rc); /* the server's client holds its own copy */
+        if (r < 0) {
                 log_error("%s", d.msg);
                 return CLI_FAIL;
         }

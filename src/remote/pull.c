@@ -23,6 +23,7 @@ struct pull {
         int *fds; /* one per file */
         struct vmsnap_chunk_cache *cache; /* NULL: no cache */
         uint8_t *buf;                     /* a chunk read from the cache */
+        bool lazy; /* memory diff files stay sparse (fetched on fault) */
         struct vmsnap_remote_stats st;
 };
 
@@ -276,6 +277,8 @@ static int fetch_chunks(struct pull *p, struct vmsnap_diag *d)
                                 p->st.zero_chunks++;
                                 continue;
                         }
+                        if (p->lazy && vmsnap_remote_is_memory_file(f->path))
+                                continue;
                         p->st.chunks++;
                         x = gather(p, b, (struct want){i, c, false}, d);
                         if (x < 0 || b->k < ARRAY_SIZE(b->q))
@@ -330,6 +333,93 @@ static int open_cache(struct pull *p, struct vmsnap_store *s, struct vmsnap_diag
         if (!(p->buf = malloc(VMSNAP_REMOTE_CHUNK_SIZE)))
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
         return vmsnap_chunk_cache_open(dir, p->r->cache_size, &p->cache, d);
+}
+
+bool vmsnap_remote_is_memory_file(const char *path)
+{
+        return strncmp(path, "memfile.", 8) == 0 && strlen(path) == 8 + VMSNAP_ID_LEN &&
+               store_id_valid(path + 8);
+}
+
+int vmsnap_remote_fetch_chunk(struct vmsnap_remote *r, const uint8_t sha256[32], size_t len,
+                              void *buf, const char *what, struct vmsnap_diag *d)
+{
+        char hex[65];
+        vmsnap_remote_hex(sha256, hex);
+        struct s3_req q = {.method = "GET", .max_response = VMSNAP_REMOTE_CHUNK_SIZE};
+        snprintf(q.key, sizeof(q.key), CHUNK_PREFIX "%s", hex);
+        int x = s3_run(r->s3, &q, 1, 1, NULL, d);
+        if (x == 0 && (q.err || q.status != 200)) {
+                x = s3_req_diag(r->s3, &q, d);
+                vmsnap_diag_prefix(d, "chunk %s of %s%s", hex, what,
+                                   x == -ENOENT ? ": missing from the bucket" : "");
+                x = -EBADMSG;
+                if (d)
+                        d->err = x;
+        }
+        uint8_t h[32];
+        if (x == 0 && q.resp_len == len)
+                remote_sha256(q.resp, len, h);
+        if (x == 0 && (q.resp_len != len || memcmp(h, sha256, 32) != 0))
+                x = vmsnap_diag(d, -EBADMSG, "%s/" CHUNK_PREFIX "%s: corrupt chunk of %s: %s",
+                                s3_where(r->s3), hex, what,
+                                q.resp_len != len ? "wrong length" : "SHA-256 mismatch");
+        if (x == 0)
+                memcpy(buf, q.resp, len);
+        s3_req_reset(&q, 1);
+        return x;
+}
+
+/* Writes the manifest into dir as remote-manifest.json (0600, durable). */
+static int write_manifest(const struct vmsnap_remote_manifest *m, const char *dir,
+                          struct vmsnap_diag *d)
+{
+        _cleanup_free_ char *text = NULL;
+        if (vmsnap_remote_manifest_format(m, &text) < 0)
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        _cleanup_close_ int dfd = vmsnap_fs_open_dir(dir);
+        if (dfd < 0)
+                return vmsnap_diag(d, dfd, "%s: %s", dir, strerror(-dfd));
+        return vmsnap_fs_atomic_write(dfd, "remote-manifest.json", text, strlen(text), d);
+}
+
+int vmsnap_remote_pull_lazy(struct vmsnap_remote *r, struct vmsnap_store *s, const char *ref,
+                            const char *dir, struct vmsnap_remote_stats *ret_stats,
+                            struct vmsnap_diag *d)
+{
+        struct vmsnap_remote_manifest m = {0};
+        struct pull p = {.r = r, .m = &m, .lazy = true};
+        if (strlen(dir) >= sizeof(p.dir))
+                return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", dir);
+        int x = find_manifest(r, ref, &m, &p.st.retries, d);
+        if (x == 0 && !(p.fds = malloc(m.nfiles * sizeof(int))))
+                x = vmsnap_diag(d, -ENOMEM, "out of memory");
+        for (size_t i = 0; p.fds && i < m.nfiles; i++)
+                p.fds[i] = -1;
+        if (x == 0)
+                x = open_cache(&p, s, d);
+        if (x == 0) {
+                snprintf(p.dir, sizeof(p.dir), "%s", dir);
+                x = create_files(&p, d);
+        }
+        if (x == 0)
+                x = fetch_chunks(&p, d);
+        for (size_t i = 0; x == 0 && i < m.nfiles; i++)
+                if (vmsnap_sys.fsync(p.fds[i]) < 0)
+                        x = vmsnap_diag(d, -errno, "%s/%s: fsync: %s", dir, m.files[i].path,
+                                        strerror(errno));
+        if (x == 0)
+                x = write_manifest(&m, dir, d);
+        for (size_t i = 0; p.fds && i < m.nfiles; i++)
+                if (p.fds[i] >= 0)
+                        close(p.fds[i]);
+        free(p.fds);
+        free(p.buf);
+        vmsnap_chunk_cache_close(p.cache);
+        vmsnap_remote_manifest_free(&m);
+        if (x == 0 && ret_stats)
+                *ret_stats = p.st;
+        return x;
 }
 
 int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const char *ref,

@@ -3,6 +3,7 @@
  * and data pages. Data is read with pread into our own buffer and checked block by block
  * before any of it reaches the kernel, so what is verified is exactly what is installed. */
 #include "uffd/install.h"
+#include "uffd/lazy.h"
 #include "uffd/server.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -96,6 +97,14 @@ static int read_blocks(struct installer *in, uint64_t a, uint64_t b, uint8_t *ds
                         memset(p, 0, n);
                         o += n;
                         continue;
+                }
+                if (s->lazy) { /* the chunks under it, fetched and checked first */
+                        struct vmsnap_diag ld = {0};
+                        r = uffd_lazy_ensure(s->lazy, loc.fd, loc.storage_offset, n, &ld);
+                        if (r < 0) {
+                                server_fail(s, r, "%s", ld.msg);
+                                return r;
+                        }
                 }
                 ssize_t got = vmsnap_fs_pread_full(loc.fd, p, n, loc.storage_offset);
                 if (got != (ssize_t)n) {

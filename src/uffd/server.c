@@ -1,6 +1,7 @@
 /* The page server's lifecycle: create (open the snapshot, load the working set, listen),
  * stop, stats, save the working set, free; and the helpers every thread uses to report
  * (see server.h). The event loop itself is in loop.c. */
+#include "uffd/lazy.h"
 #include "uffd/server.h"
 #include "util/cleanup.h"
 #include "util/sys.h"
@@ -181,7 +182,12 @@ static int setup(struct vmsnap_uffd_server *s, const char *snapdir, const char *
         s->socket_path = strdup(socket_path);
         if (!s->snapdir || !s->socket_path)
                 return vmsnap_diag(d, -ENOMEM, "out of memory");
-        int r = vmsnap_mem_open(snapdir, &s->snap, d);
+        int r = s->opts.remote_lazy ? uffd_lazy_open(snapdir, s->opts.remote_lazy,
+                                                     s->opts.chunk_cache,
+                                                     s->opts.chunk_cache_size, &s->lazy, d)
+                                    : 0;
+        if (r == 0)
+                r = vmsnap_mem_open(snapdir, &s->snap, d);
         if (r < 0)
                 return r;
         const struct vmsnap_mem_header *h = vmsnap_mem_header(s->snap);
@@ -240,6 +246,8 @@ void vmsnap_uffd_server_stop(struct vmsnap_uffd_server *s)
 void vmsnap_uffd_server_stats(const struct vmsnap_uffd_server *s, struct vmsnap_uffd_stats *ret)
 {
         stats_read(&s->stats, ret);
+        if (s->lazy)
+                uffd_lazy_counts(s->lazy, &ret->remote_chunks_fetched, &ret->remote_chunks_cached);
 }
 
 int vmsnap_uffd_server_save_ws(struct vmsnap_uffd_server *s, const char *dir,
@@ -275,6 +283,7 @@ void vmsnap_uffd_server_free(struct vmsnap_uffd_server *s)
         if (s->wake_fd >= 0)
                 close(s->wake_fd);
         vmsnap_mem_close(s->snap);
+        uffd_lazy_free(s->lazy);
         ws_free(s->replay);
         ws_recorder_free(&s->rec);
         pthread_mutex_destroy(&s->mu);

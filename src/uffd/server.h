@@ -40,6 +40,7 @@ struct vmsnap_uffd_server {
         struct vmsnap_mem_snapshot *snap;
         uint64_t block_size, mem_size, fault_around;
         struct ws_set *replay; /* the working set to replay, NULL when none */
+        struct uffd_lazy *lazy; /* lazy restore from a remote, NULL otherwise */
         dev_t sock_dev;
         ino_t sock_ino;
         int listen_fd, stop_fd, wake_fd;

@@ -112,6 +112,11 @@ int vmsnap_uffd_stats_json(const struct vmsnap_uffd_stats *st, char **ret_json)
                 "p99", (json_int_t)st->fault_p99_ns, "max", (json_int_t)st->fault_max_ns,
                 "working_set", "blocks", (json_int_t)st->ws_blocks, "done", st->ws_done,
                 "prefetch_done", st->prefetch_done);
+        if (o && (st->remote_chunks_fetched || st->remote_chunks_cached))
+                json_object_set_new(o, "remote", json_pack("{s:I, s:I}", "chunks_fetched",
+                                                           (json_int_t)st->remote_chunks_fetched,
+                                                           "chunks_cached",
+                                                           (json_int_t)st->remote_chunks_cached));
         if (!o)
                 return -ENOMEM;
         char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);

@@ -5,7 +5,9 @@
 # the chunk with nothing imported, a hostile manifest that neither hides the others from
 # ls nor lets gc delete, push and pull SIGKILLed mid-transfer leaving nothing visible and
 # resumed afterwards, the chunk cache (shared chunks and a second pull fetch nothing, a
-# cache file changed on disk is refetched, private modes), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
+# cache file changed on disk is refetched, private modes), lazy restore through uffd-serve
+# and uffd-peer (memory fetched on fault, byte-exact; a second one fetches nothing from the
+# bucket; a corrupt chunk kills the VMM, named, never served), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
 # gc; 502 naming a corrupt chunk, also for a spawn that pulls; 404/400/409 refusals), and
 # the secret key never printed or logged.
 set -u
@@ -164,6 +166,61 @@ done
 VMSNAP_CHUNK_CACHE_SIZE=bad expect 1 "${B[@]}" pull gen1 && err_has VMSNAP_CHUNK_CACHE_SIZE
 [ -z "$(ls -A "$T/b/remote/staging" 2>/dev/null)" ] || fail "pull left a staging directory"
 
+# ---- lazy restore through the page server (uffd-peer plays Firecracker, which cannot run
+# here): everything but the memory first, the memory fetched on fault, every byte checked;
+# a second lazy restore on the host takes every chunk from the cache -----------------------
+PEER=${VMSNAP_PEER_uffd_peer:-}
+# lazy_serve DIR CACHE: uffd-serve --remote-lazy on DIR, uffd-peer touching every page of
+# gen1 (mem1); sets peer_rc and serve_rc, the server's output in $T/serve.out and .err
+lazy_serve() {
+        rm -f "$T/serve.sock"
+        "$VMSNAP_CLI" uffd-serve "$1" --socket "$T/serve.sock" --remote-lazy --chunk-cache "$2" \
+                --json >"$T/serve.out" 2>"$T/serve.err" &
+        local spid=$!
+        for _ in $(seq 100); do [ -S "$T/serve.sock" ] && break; sleep 0.1; done
+        "$PEER" --socket "$T/serve.sock" --expect "$T/mem1" --threads 4 >"$T/peer.out" 2>&1
+        peer_rc=$?
+        wait "$spid"
+        serve_rc=$?
+        cat "$T/serve.out" "$T/serve.err" >>"$T/all-output"
+}
+lazy_json() {
+        python3 -c 'import json, sys; d = json.loads(open(sys.argv[1]).read() or "{}"); print(eval(sys.argv[2]))' \
+                "$T/serve.out" "$1"
+}
+lazy_ok=1
+if [ -z "$PEER" ] || [ ! -x "$PEER" ]; then
+        fail "VMSNAP_PEER_uffd_peer is not set: the lazy restore is not tested"
+        lazy_ok=0
+fi
+L=(snapshot --root "$T/l")
+if [ "$lazy_ok" = 1 ]; then
+        expect 0 "${L[@]}" pull gen1 --to-dir "$T/lazy1" --json
+        [ "$(json 'd["chunks_fetched"]')" -ge 1 ] || fail "lazy pull fetched no file: $(cat "$T/out")"
+        memsize=$(python3 -c 'import json,sys,re; m=json.load(open(sys.argv[1]))
+print(sum(f["size"] for f in m["files"] if re.fullmatch(r"memfile\.[0-9a-f-]{36}", f["path"])))' "$T/lazy1/remote-manifest.json")
+        used=$(du -B1 -s "$T/lazy1" | cut -f1)
+        [ "$used" -lt "$((memsize / 4))" ] || fail "lazy dir holds $used bytes of $memsize bytes of memory before the guest runs"
+        expect 0 "${L[@]}" ls --all --json
+        [ "$(json 'len(d)')" = 0 ] || fail "a lazy pull imported a snapshot"
+        lazy_serve "$T/lazy1" "$T/l/chunk-cache"
+        if [ "$peer_rc" = 77 ]; then
+                fail "uffd-peer cannot run here (userfaultfd): $(cat "$T/peer.out")"
+        else
+                [ "$peer_rc" = 0 ] || fail "lazy restore: the peer saw wrong memory ($peer_rc): $(cat "$T/peer.out")"
+                [ "$serve_rc" = 0 ] || fail "lazy restore: uffd-serve exited $serve_rc: $(tail -3 "$T/serve.err")"
+                [ "$(lazy_json 'd["remote"]["chunks_fetched"]')" -ge 2 ] ||
+                        fail "lazy restore fetched no memory chunk: $(cat "$T/serve.out")"
+                expect 0 "${L[@]}" pull gen1 --to-dir "$T/lazy2" --json
+                [ "$(json 'd["chunks_fetched"]')" = 0 ] || fail "second lazy pull fetched files: $(cat "$T/out")"
+                lazy_serve "$T/lazy2" "$T/l/chunk-cache"
+                [ "$peer_rc" = 0 ] && [ "$serve_rc" = 0 ] || fail "second lazy restore: peer $peer_rc, server $serve_rc"
+                [ "$(lazy_json 'd.get("remote", {}).get("chunks_fetched", 0)')" = 0 ] &&
+                        [ "$(lazy_json 'd["remote"]["chunks_cached"]')" -ge 2 ] ||
+                        fail "second lazy restore on the host fetched chunks: $(cat "$T/serve.out")"
+        fi
+fi
+
 # ---- rm --remote refuses a parent; a corrupt and a missing chunk are refused, named ----
 expect 1 "${A[@]}" rm --remote base && err_has "parent or template of $gen1"
 manifest=$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$gen1.json")
@@ -175,6 +232,17 @@ python3 -c 'import sys; b=bytearray(open(sys.argv[1],"rb").read()); b[100]^=1; o
 s3 -X PUT --data-binary @"$T/chunk.bad" "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
 C=(snapshot --root "$T/c")
 expect 1 "${C[@]}" pull gen1 && err_has "chunks/$chunk: corrupt chunk" && err_has "SHA-256 mismatch"
+if [ "$lazy_ok" = 1 ]; then # a lazy restore meets the corrupt chunk on fault: the VMM dies
+        M=(snapshot --root "$T/m")
+        expect 0 "${M[@]}" pull gen1 --to-dir "$T/lazy3"
+        lazy_serve "$T/lazy3" "$T/m/chunk-cache"
+        [ "$peer_rc" = 137 ] || fail "lazy restore of a corrupt chunk: the peer was not killed ($peer_rc): $(cat "$T/peer.out")"
+        [ "$serve_rc" = 1 ] || fail "lazy restore of a corrupt chunk: uffd-serve exited $serve_rc"
+        grep -q "chunks/$chunk: corrupt chunk of memfile\..* SHA-256 mismatch" "$T/serve.err" ||
+                fail "uffd-serve does not name the corrupt chunk: $(tail -3 "$T/serve.err")"
+        grep -q "mismatch" "$T/peer.out" && fail "the peer saw a wrong byte: $(cat "$T/peer.out")"
+        [ ! -e "$T/m/chunk-cache/$chunk" ] || fail "the corrupt chunk was cached"
+fi
 s3 -X DELETE "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
 expect 1 "${C[@]}" pull gen1 && err_has "chunk $chunk" && err_has "missing from the bucket"
 expect 0 "${C[@]}" ls --json
