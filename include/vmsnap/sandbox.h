@@ -121,7 +121,7 @@ enum vmsnap_pause_phase {
         VMSNAP_PAUSE_STORE_COMMIT,  /* the store seals the files: fsync, checksums, envelope */
         VMSNAP_PAUSE_DB,            /* journal and row writes, the store's pending row */
         VMSNAP_PAUSE_VMM_RELEASE,   /* the VMM process ends, its files and jail go */
-        VMSNAP_PAUSE_DROP_PREVIOUS, /* the superseded snapshot is deleted */
+        VMSNAP_PAUSE_DROP_PREVIOUS, /* unused: the superseded snapshot goes after the answer */
         VMSNAP_PAUSE_PHASES
 };
 

@@ -33,6 +33,8 @@ struct merge {
         struct journal j;
 };
 
+static void run_drops(struct vmsnap_host *h);
+
 unsigned sync_merge_cap(const struct vmsnap_host *h)
 {
         unsigned cap = h->merge_cap * 4;
@@ -113,7 +115,7 @@ static int merge_begin(struct vmsnap_host *h, struct live *l, struct merge *m,
         char data[256];
         snprintf(data, sizeof(data), "{\"txn\":\"%s\",\"snapshot\":\"%s\"}",
                  vmsnap_store_txn_id(m->txn), m->from);
-        r = db_journal_begin(h, &m->j, m->sb.id, "merge", data, NULL, d);
+        r = db_journal_begin(h, &m->j, m->sb.id, "merge", data, NULL, false, d);
         if (r < 0) {
                 pthread_mutex_lock(&h->db_lock);
                 vmsnap_store_txn_abort(m->txn, NULL);
@@ -221,10 +223,74 @@ static void merge_pass(struct vmsnap_host *h)
                 pthread_mutex_unlock(&h->compact_lock);
                 if (stop)
                         break;
+                run_drops(h); /* a pause that came meanwhile waits for no merge */
                 if (may_want_merge(h, &v[i]))
                         merge_one(h, v[i].id);
         }
         free(v);
+}
+
+/* ---- what a pause leaves for after its answer ---- */
+
+struct deferred_drop {
+        struct journal j;
+        char previous[VMSNAP_ID_LEN + 1];
+        struct deferred_drop *next;
+};
+
+static void drop_now(struct vmsnap_host *h, struct deferred_drop *x)
+{
+        vmsnap_crashpoint("pause.drop");
+        drop_snapshot(h, x->previous);
+        db_journal_done(h, &x->j, NULL, NULL);
+}
+
+/* Runs every queued drop, oldest first; called without compact_lock. */
+static void run_drops(struct vmsnap_host *h)
+{
+        pthread_mutex_lock(&h->compact_lock);
+        struct deferred_drop *x = h->drops;
+        h->drops = NULL;
+        pthread_mutex_unlock(&h->compact_lock);
+        while (x) {
+                struct deferred_drop *next = x->next;
+                drop_now(h, x);
+                free(x);
+                x = next;
+        }
+}
+
+static void *compactor(void *arg);
+
+void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const char *previous)
+{
+        struct deferred_drop *x = calloc(1, sizeof(*x));
+        if (x) {
+                x->j = *j;
+                snprintf(x->previous, sizeof(x->previous), "%s", previous);
+        }
+        pthread_mutex_lock(&h->compact_lock);
+        if (x && !h->compact_started && !h->compact_stop)
+                h->compact_started = pthread_create(&h->compact_thread, NULL, compactor, h) == 0;
+        bool queued = x && h->compact_started && !h->compact_stop;
+        if (queued) {
+                struct deferred_drop **tail = &h->drops;
+                while (*tail)
+                        tail = &(*tail)->next;
+                *tail = x;
+                pthread_cond_signal(&h->compact_cond);
+        }
+        pthread_mutex_unlock(&h->compact_lock);
+        if (queued)
+                return;
+        if (x) {
+                drop_now(h, x);
+                free(x);
+        } else { /* no memory for the queue: the same work, here */
+                struct deferred_drop now = {.j = *j};
+                snprintf(now.previous, sizeof(now.previous), "%s", previous);
+                drop_now(h, &now);
+        }
 }
 
 static void *compactor(void *arg)
@@ -235,6 +301,12 @@ static void *compactor(void *arg)
         syscall(SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT);
         pthread_mutex_lock(&h->compact_lock);
         while (!h->compact_stop) {
+                if (h->drops) { /* first: they are quick, and a merge may take long */
+                        pthread_mutex_unlock(&h->compact_lock);
+                        run_drops(h);
+                        pthread_mutex_lock(&h->compact_lock);
+                        continue;
+                }
                 if (!h->compact_kicked) {
                         pthread_cond_wait(&h->compact_cond, &h->compact_lock);
                         continue;
@@ -267,6 +339,7 @@ void compact_stop(struct vmsnap_host *h)
         pthread_mutex_unlock(&h->compact_lock);
         if (started)
                 pthread_join(h->compact_thread, NULL);
+        run_drops(h); /* queued after the thread's last look: here, before the host goes */
 }
 
 void compact_kick_if_due(struct vmsnap_host *h)

@@ -77,7 +77,7 @@ static int new_sandbox(struct vmsnap_host *h, const struct vmsnap_sandbox_spec *
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
         pthread_mutex_lock(&l->op_lock);
-        r = db_journal_begin(h, j, sb->id, "create", NULL, sb, d);
+        r = db_journal_begin(h, j, sb->id, "create", NULL, sb, false, d);
         if (r < 0) {
                 pthread_mutex_unlock(&l->op_lock);
                 return r;

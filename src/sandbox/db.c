@@ -415,11 +415,34 @@ static int journal_insert(struct vmsnap_host *h, struct journal *j, const char *
         return 0;
 }
 
+/* BEGIN IMMEDIATE. A relaxed transaction commits with synchronous=NORMAL: its COMMIT does
+ * not wait for the WAL's fsync. It survives a crash of this process at once (the WAL is in
+ * the page cache) and a power cut once a later full commit on this connection has synced
+ * the WAL, which holds it before that commit's frames. */
+static int tx_begin(struct vmsnap_host *h, bool relaxed, struct vmsnap_diag *d)
+{
+        int r = relaxed ? exec_sql(h, "PRAGMA synchronous = NORMAL", d) : 0;
+        if (r == 0 && (r = exec_sql(h, "BEGIN IMMEDIATE", d)) < 0 && relaxed)
+                exec_sql(h, "PRAGMA synchronous = FULL", NULL);
+        return r;
+}
+
+/* Commits (ok) or rolls back the transaction tx_begin opened; every other commit on the
+ * connection is full again afterwards. Returns 0, or -EIO when the commit or the return to
+ * synchronous=FULL failed. */
+static int tx_end(struct vmsnap_host *h, bool relaxed, bool ok, struct vmsnap_diag *d)
+{
+        int r = ok ? exec_sql(h, "COMMIT", d) : exec_sql(h, "ROLLBACK", NULL);
+        if (relaxed && exec_sql(h, "PRAGMA synchronous = FULL", r < 0 ? NULL : d) < 0)
+                r = -EIO;
+        return r;
+}
+
 int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
-                  const char *op, const char *data, struct vmsnap_sandbox *sb,
+                  const char *op, const char *data, struct vmsnap_sandbox *sb, bool relaxed,
                   struct vmsnap_diag *d)
 {
-        int r = exec_sql(h, "BEGIN IMMEDIATE", d);
+        int r = tx_begin(h, relaxed, d);
         if (r < 0)
                 return r;
         r = journal_insert(h, j, sandbox_id, op, data, d);
@@ -427,26 +450,29 @@ int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_
                 vmsnap_diag(d, r, r == -EEXIST ? "a sandbox named '%s' exists already"
                                                : "sandbox row of %s: write failed",
                             r == -EEXIST ? sb->name : sandbox_id);
+        j->relaxed = relaxed;
         if (r == 0)
-                return exec_sql(h, "COMMIT", d);
-        exec_sql(h, "ROLLBACK", NULL);
+                return tx_end(h, relaxed, true, d);
+        tx_end(h, relaxed, false, NULL);
         return r;
 }
 
-/* Runs the journal update and the row write in one transaction. */
+/* Runs the journal update and the row write in one transaction; relaxed for a step of a
+ * relaxed entry, never for its closing. */
 static int journal_txn(struct vmsnap_host *h, struct journal *j, bool done,
                        struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
 {
-        int r = exec_sql(h, "BEGIN IMMEDIATE", d);
+        bool relaxed = j->relaxed && !done;
+        int r = tx_begin(h, relaxed, d);
         if (r < 0)
                 return r;
         r = journal_write(h, j, done);
         if (r == 0 && sb)
                 r = row_write(h, sb);
         if (r == 0)
-                return exec_sql(h, "COMMIT", d);
+                return tx_end(h, relaxed, true, d);
         vmsnap_diag(d, r, "%s/vmsnap.db: %s", h->root, sqlite3_errmsg(h->db));
-        exec_sql(h, "ROLLBACK", NULL);
+        tx_end(h, relaxed, false, NULL);
         return r;
 }
 

@@ -14,7 +14,7 @@ static int destroy_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                 return 0; /* idempotent */
         char data[96];
         snprintf(data, sizeof(data), "{\"snapshot\":\"%s\"}", snapshot);
-        int r = transition_begin(h, &j, sb, "destroy", VMSNAP_SANDBOX_STOPPING, data, d);
+        int r = transition_begin(h, &j, sb, "destroy", VMSNAP_SANDBOX_STOPPING, data, false, d);
         if (r < 0)
                 return r;
         vm_kill(l);

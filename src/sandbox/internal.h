@@ -53,6 +53,7 @@ struct vmsnap_host {
         pthread_cond_t compact_cond;
         pthread_t compact_thread; /* the background merge thread, started on first need */
         bool compact_started, compact_stop, compact_kicked;
+        struct deferred_drop *drops; /* a pause's leftovers for that thread (compact_lock) */
 };
 
 /* ---- rows and journal (db.c) ---- */
@@ -85,12 +86,16 @@ struct journal {
         char op[16];
         char step[16];
         char data[1024]; /* JSON object text */
+        /* The entry's opening and steps commit without waiting for the WAL's fsync; only
+         * its closing commit does (docs/sandbox.md "Relaxed journal commits"). */
+        bool relaxed;
 };
 
 /* Opens a journal entry (before the operation acts) and, when sb is non-NULL, writes the
- * sandbox row in the same transaction. Returns 0 and ret->seq, or -errno. */
+ * sandbox row in the same transaction. relaxed: see struct journal. Returns 0 and
+ * ret->seq, or -errno. */
 int journal_begin(struct vmsnap_host *h, struct journal *j, const char *sandbox_id,
-                  const char *op, const char *data, struct vmsnap_sandbox *sb,
+                  const char *op, const char *data, struct vmsnap_sandbox *sb, bool relaxed,
                   struct vmsnap_diag *d);
 
 /* Records progress: the entry's step (and data when non-NULL) and, when sb is non-NULL,
@@ -301,6 +306,12 @@ void compact_kick_if_due(struct vmsnap_host *h);
 /* Stops the thread after the merge it is doing, and joins it. */
 void compact_stop(struct vmsnap_host *h);
 
+/* After a pause's answer: the background thread deletes the snapshot the pause superseded
+ * and closes the pause's journal entry, whose step `released` (row paused on the new
+ * snapshot) is durable (docs/sandbox.md "Pause: what comes after the answer"). Done at once
+ * when the thread cannot take it (stopping, out of memory). */
+void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const char *previous);
+
 /* Finishes or rolls back an open `merge` journal entry (recovery, no lock held). */
 void recover_merge(struct vmsnap_host *h, const struct journal *j);
 
@@ -359,16 +370,17 @@ int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
                struct vmsnap_sandbox *ret, struct vmsnap_diag *d);
 
 /* Starts a journaled operation: the row moves to `state` in the same transaction that
- * opens the journal entry's first step. */
+ * opens the journal entry's first step (relaxed: see struct journal). */
 int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
                      const char *op, enum vmsnap_sandbox_state state, const char *data,
-                     struct vmsnap_diag *d);
+                     bool relaxed, struct vmsnap_diag *d);
 
 /* The row writers and journal calls above, each under the db lock. */
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 void db_delete(struct vmsnap_host *h, const char *id);
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
-                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+                     const char *data, struct vmsnap_sandbox *sb, bool relaxed,
+                     struct vmsnap_diag *d);
 int db_journal_step(struct vmsnap_host *h, struct journal *j, const char *step,
                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
 int db_journal_done(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,

@@ -50,10 +50,10 @@ int run_locked(struct vmsnap_host *h, const char *ref, locked_op_fn fn,
 
 int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
                      const char *op, enum vmsnap_sandbox_state state, const char *data,
-                     struct vmsnap_diag *d)
+                     bool relaxed, struct vmsnap_diag *d)
 {
         sb->state = state;
-        return db_journal_begin(h, j, sb->id, op, data, sb, d);
+        return db_journal_begin(h, j, sb->id, op, data, sb, relaxed, d);
 }
 
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
@@ -72,12 +72,13 @@ void db_delete(struct vmsnap_host *h, const char *id)
 }
 
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
-                     const char *data, struct vmsnap_sandbox *sb, struct vmsnap_diag *d)
+                     const char *data, struct vmsnap_sandbox *sb, bool relaxed,
+                     struct vmsnap_diag *d)
 {
         pthread_mutex_lock(&h->db_lock);
         int r = sb && sb->state == VMSNAP_SANDBOX_CREATING ? jail_uid_alloc(h, sb, d) : 0;
         if (r == 0)
-                r = journal_begin(h, j, id, op, data, sb, d);
+                r = journal_begin(h, j, id, op, data, sb, relaxed, d);
         pthread_mutex_unlock(&h->db_lock);
         return r;
 }

@@ -1,6 +1,6 @@
 /* pause: the VM is saved into a new snapshot generation and every host resource it held is
  * released. The previous snapshot is dropped only after the new one is ready and the row
- * points at it (docs/sandbox.md). */
+ * points at it, durably; that drop comes after the answer (docs/sandbox.md). */
 #include "sandbox/internal.h"
 #include "util/sys.h"
 
@@ -24,6 +24,37 @@ static enum vmsnap_sandbox_state roll_back(struct vmsnap_host *h, struct live *l
         return sb->snapshot_id[0] ? VMSNAP_SANDBOX_PAUSED : VMSNAP_SANDBOX_ERROR;
 }
 
+/* The superseded snapshot deleted and the entry closed with the row, here, best effort:
+ * after a failed write of the row (the entry left open is finished by recovery). */
+static void finish_now(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                       const char *previous)
+{
+        vmsnap_crashpoint("pause.released");
+        drop_snapshot(h, previous);
+        db_journal_done(h, j, sb, NULL);
+}
+
+/* The row says paused on the new snapshot, durably, before the answer. With nothing to
+ * drop, in the commit that closes the entry; else in the full commit of step `released`,
+ * and the superseded snapshot's deletion and the entry's close come after the answer
+ * (compact_defer_drop): a crash before they are done finds the entry at `released` and
+ * finishes them (recover.c). */
+static int finish(struct vmsnap_host *h, struct journal *j, struct vmsnap_sandbox *sb,
+                  const char *previous, struct vmsnap_diag *d)
+{
+        j->relaxed = false; /* this commit is the promise the answer makes */
+        if (!previous[0] || strcmp(previous, sb->snapshot_id) == 0)
+                return db_journal_done(h, j, sb, d);
+        int r = db_journal_step(h, j, "released", NULL, sb, d);
+        if (r < 0) {
+                finish_now(h, j, sb, previous);
+                return r;
+        }
+        vmsnap_crashpoint("pause.released");
+        compact_defer_drop(h, j, previous);
+        return 0;
+}
+
 static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
                         struct vmsnap_diag *d)
 {
@@ -35,7 +66,7 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         struct journal j;
         char previous[VMSNAP_ID_LEN + 1];
         snprintf(previous, sizeof(previous), "%s", sb->snapshot_id);
-        int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, NULL, d);
+        int r = transition_begin(h, &j, sb, "pause", VMSNAP_SANDBOX_PAUSING, NULL, true, d);
         trace_mark(&t, VMSNAP_PAUSE_DB);
         if (r < 0)
                 return r;
@@ -64,15 +95,10 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;
         sb->error[0] = '\0';
-        /* No journal step between: a crash from here on finds step "committed", whose
-         * recovery is what is left to do (kill, release, drop the superseded snapshot). */
-        vmsnap_crashpoint("pause.released");
-        drop_snapshot(h, previous);
-        trace_mark(&t, VMSNAP_PAUSE_DROP_PREVIOUS);
-        if (r == 0) /* the row says paused and the journal entry closes in one commit */
-                r = db_journal_done(h, &j, sb, d);
+        if (r == 0)
+                r = finish(h, &j, sb, previous, d);
         else
-                db_journal_done(h, &j, sb, NULL);
+                finish_now(h, &j, sb, previous);
         trace_mark(&t, VMSNAP_PAUSE_DB);
         if (r == 0)
                 trace_commit(h, &t);

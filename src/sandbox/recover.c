@@ -144,6 +144,22 @@ static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                      "%skept snapshot %s; paused", j->step, killed, sb->snapshot_id);
 }
 
+/* A pause that answered (its row paused on the new snapshot, durably, at step `released`)
+ * but stopped before its superseded snapshot was deleted: that is done now. Whatever the
+ * sandbox did since (a resume, another pause), it no longer stands on that snapshot;
+ * drop_snapshot deletes only a pause snapshot nothing depends on. */
+static void finish_released(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                            const struct journal *j)
+{
+        char previous[VMSNAP_ID_LEN + 1];
+        previous_of(j, previous);
+        if (!previous[0] || strcmp(previous, sb->snapshot_id) == 0)
+                return;
+        drop_snapshot(h, previous);
+        recovery_say(h, sb->id, "pause finished (stopped at step released, after its answer): "
+                     "its superseded snapshot %s removed", previous);
+}
+
 /* The state an open entry of `op` leaves its sandbox in; an entry whose sandbox is not in
  * it was already finished (its closing write failed) and must not be replayed. */
 static bool entry_current(const struct journal *j, const struct vmsnap_sandbox *sb)
@@ -188,6 +204,8 @@ static void recover_entry(struct vmsnap_host *h, const struct journal *j, bool n
         struct vmsnap_sandbox sb;
         struct journal done = *j;
         if (row_get(h, j->sandbox_id, &sb, NULL) < 0 || !newest || !entry_current(j, &sb)) {
+                if (strcmp(j->op, "pause") == 0 && strcmp(j->step, "released") == 0)
+                        finish_released(h, &sb, j);
                 journal_done(h, &done, NULL, NULL); /* stale: closed, not replayed */
                 return;
         }

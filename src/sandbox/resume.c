@@ -21,7 +21,7 @@ static int resume_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
         if (!(l->driver = driver_for(sb->vmm, d)))
                 return -EINVAL;
         struct journal j;
-        r = transition_begin(h, &j, sb, "resume", VMSNAP_SANDBOX_RESUMING, NULL, d);
+        r = transition_begin(h, &j, sb, "resume", VMSNAP_SANDBOX_RESUMING, NULL, false, d);
         if (r < 0)
                 return r;
         r = restore_into(h, l, sb, &snap, false, &j, d);

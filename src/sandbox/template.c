@@ -16,7 +16,7 @@ static int template_of_running(struct vmsnap_host *h, struct live *l,
                                struct vmsnap_snapshot *ret, struct vmsnap_diag *d)
 {
         struct journal j;
-        int r = db_journal_begin(h, &j, sb->id, "snapshot", NULL, NULL, d);
+        int r = db_journal_begin(h, &j, sb->id, "snapshot", NULL, NULL, false, d);
         if (r < 0)
                 return r;
         struct vmsnap_diag ignore = {0};

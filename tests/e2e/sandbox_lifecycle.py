@@ -443,6 +443,20 @@ def test_daemon_crash(d):
         d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
         check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
         counter(d, sid)
+    # After the answer (row paused on the new snapshot, step released, durable) the
+    # superseded snapshot goes in the background: killed there, recovery removes it.
+    before = d.ok("GET", "/v1/sandboxes/%s" % sid)
+    after = crash_pause(d, sid, "pause.drop")
+    log("killed after the answer, before the superseded snapshot went -> %s" % after["state"])
+    check(after["state"] == "paused" and after["snapshot_id"] != before["snapshot_id"],
+          "after an answered pause: %s" % after)
+    check_recovery_said(d, "pause finished (stopped at step released, after its answer): its "
+                        "superseded snapshot %s removed" % before["snapshot_id"])
+    status, _ = d.call("GET", "/v1/snapshots/%s" % before["snapshot_id"])
+    check(status == 404, "superseded snapshot %s still there: %s" % (before["snapshot_id"], status))
+    d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
+    check(sh(d, sid, "cat /mnt/data/crash.txt") == "kept", "file lost after crash")
+    counter(d, sid)
 
 
 def kill_leftovers(d):

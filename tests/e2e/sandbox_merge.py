@@ -173,6 +173,9 @@ def main():
         token = os.urandom(8).hex()
         sh(d, sid, "echo %s > /tmp/token && echo kept > /mnt/data/merge.txt && sync" % token)
         sh(d, sid, COUNTER)
+        # its first write may come after the next exec (TCG, a loaded host): wait for it
+        sh(d, sid, "i=0; while [ ! -e /tmp/counter ] && [ $i -lt 100 ]; do sleep 0.1; "
+                   "i=$((i+1)); done")
         state = {"counter": counter(d, sid), "token": token}
         test_background(d, sid, state)
         test_race(d, sid, state)
