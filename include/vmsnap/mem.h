@@ -129,6 +129,11 @@ struct vmsnap_mem_opts {
         uint64_t block_size;            /* process: 4096 (default when 0) or 2 MiB */
         enum vmsnap_mem_source source;  /* diff only */
         unsigned merge_cap;             /* diff: merge when generation reaches this; 0 = 8 */
+        /* process, and diff into a directory other than the parent's: no fsync of the new
+         * files or of snapdir. Only for a directory nothing names yet whose owner fsyncs
+         * every file and the directory before it does (a pending store snapshot: the
+         * store's commit). A merge at the cap keeps its own fsyncs. */
+        bool defer_sync;
 };
 
 struct vmsnap_mem_result {

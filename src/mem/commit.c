@@ -97,14 +97,14 @@ static void remove_unreferenced(int dirfd, const struct vmsnap_mem_header *h, bo
 }
 
 int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
-                  const char *op, bool drop_seed_name, bool *ret_renamed,
+                  const char *op, bool drop_seed_name, bool sync, bool *ret_renamed,
                   struct vmsnap_diag *d)
 {
         char point[64];
         *ret_renamed = false;
         _cleanup_free_ uint8_t *buf = NULL;
         size_t len;
-        int r = vmsnap_fs_fsync_dir(dirfd); /* the new diff files' names are durable */
+        int r = sync ? vmsnap_fs_fsync_dir(dirfd) : 0; /* the new files' names are durable */
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: fsync failed: %s", dir, strerror(-r));
         snprintf(point, sizeof(point), "%s.linked", op);
@@ -116,6 +116,7 @@ int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
         r = vmsnap_staged_open(&s, dirfd, VMSNAP_MEM_HEADER_NAME, d);
         if (r < 0)
                 return r;
+        s.nosync = !sync;
         r = vmsnap_fs_write_full(s.fd, buf, len);
         if (r < 0)
                 r = vmsnap_diag(d, r, "%s/%s: write failed: %s", dir, VMSNAP_MEM_HEADER_NAME,
@@ -129,7 +130,7 @@ int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
         *ret_renamed = true;
         snprintf(point, sizeof(point), "%s.header", op);
         vmsnap_crashpoint(point);
-        r = vmsnap_fs_fsync_dir(dirfd);
+        r = sync ? vmsnap_fs_fsync_dir(dirfd) : 0;
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: fsync failed after the header rename: %s", dir,
                                    strerror(-r));

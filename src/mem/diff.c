@@ -16,6 +16,7 @@ struct diff_ctx {
         struct vmsnap_mem_snapshot *parent;
         enum vmsnap_mem_source source;
         uint64_t cursor; /* monotonic index into the parent's extents */
+        bool defer_sync; /* vmsnap_mem_opts.defer_sync */
 };
 
 /* The parent's extent holding offset, advancing the cursor. */
@@ -124,6 +125,8 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
         if (r >= 0)
                 r = gen_begin(&c->g, dirfd, snapdir, ph->block_size, size, ph, res, d);
         c->g.drop_seed_name = ph->version < 2 && vmsnap_fs_same_file(dirfd, c->parent->dirfd);
+        /* in place, the previous generation must stay readable at every step: always synced */
+        c->g.nosync = c->defer_sync && !vmsnap_fs_same_file(dirfd, c->parent->dirfd);
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = c};
         if (r >= 0)
                 r = scan_memfile(in, memfile, size, ph->block_size,
@@ -140,7 +143,8 @@ int vmsnap_mem_diff(const char *memfile, const char *snapdir, const char *parent
 {
         if (!memfile || !snapdir || !parentdir)
                 return vmsnap_diag(d, -EINVAL, "mem diff: missing argument");
-        struct diff_ctx c = {.source = opts ? opts->source : VMSNAP_MEM_SOURCE_CONTENT};
+        struct diff_ctx c = {.source = opts ? opts->source : VMSNAP_MEM_SOURCE_CONTENT,
+                             .defer_sync = opts && opts->defer_sync};
         int r = vmsnap_mem_open(parentdir, &c.parent, d);
         if (r < 0)
                 return vmsnap_diag_prefix(d, "parent");

@@ -107,7 +107,7 @@ static int bring_in_parent_files(struct gen_builder *g, struct vmsnap_mem_snapsh
                         r = vmsnap_fs_link_or_copy(parent->dirfd, hname, g->dirfd, hname, d);
                 else
                         r = hashes_write(g->dirfd, &b->id, g->h.block_size, parent->hashes[p],
-                                         b->file_size / g->h.block_size, d);
+                                         b->file_size / g->h.block_size, !g->nosync, d);
                 if (r < 0)
                         return vmsnap_diag_prefix(d, "%s", g->dir);
         }
@@ -117,6 +117,7 @@ static int bring_in_parent_files(struct gen_builder *g, struct vmsnap_mem_snapsh
 int gen_commit(struct gen_builder *g, struct vmsnap_mem_snapshot *parent, const char *op,
                struct vmsnap_diag *d)
 {
+        g->w.file.nosync = g->nosync;
         int r = writer_finish(&g->w, op, &g->h.builds[g->new_build], d);
         if (r < 0)
                 return vmsnap_diag_prefix(d, "%s", g->dir);
@@ -126,7 +127,8 @@ int gen_commit(struct gen_builder *g, struct vmsnap_mem_snapshot *parent, const 
         g->new_build = (uint32_t)header_build_index(&g->h, &g->h.build_id);
         if (parent && (r = bring_in_parent_files(g, parent, d)) < 0)
                 return r;
-        return commit_header(g->dirfd, g->dir, &g->h, op, g->drop_seed_name, &g->committed, d);
+        return commit_header(g->dirfd, g->dir, &g->h, op, g->drop_seed_name, !g->nosync,
+                             &g->committed, d);
 }
 
 void gen_free(struct gen_builder *g)

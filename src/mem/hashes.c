@@ -94,7 +94,7 @@ int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, ui
 }
 
 int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
-                 const struct vmsnap_hash *h, uint64_t n, struct vmsnap_diag *d)
+                 const struct vmsnap_hash *h, uint64_t n, bool sync, struct vmsnap_diag *d)
 {
         char name[80];
         hashes_name(id, name);
@@ -117,6 +117,7 @@ int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
         int r = vmsnap_staged_open(&s, dirfd, name, d);
         if (r < 0)
                 return r;
+        s.nosync = !sync;
         r = vmsnap_fs_write_full(s.fd, buf, len);
         if (r < 0)
                 r = vmsnap_diag(d, r, "%s: write failed: %s", name, strerror(-r));

@@ -90,9 +90,10 @@ void hashes_checksum(const struct vmsnap_hash *h, uint64_t n, struct vmsnap_hash
 int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, uint64_t count,
                 struct vmsnap_hash **ret, struct vmsnap_diag *d);
 
-/* Writes memfile.<id>.hashes durably (staged + renamed; the caller fsyncs the directory). */
+/* Writes memfile.<id>.hashes durably (staged + renamed; the caller fsyncs the directory);
+ * sync false: without its fsync (vmsnap_mem_opts.defer_sync). */
 int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
-                 const struct vmsnap_hash *h, uint64_t n, struct vmsnap_diag *d);
+                 const struct vmsnap_hash *h, uint64_t n, bool sync, struct vmsnap_diag *d);
 
 /* Name of the hash table of build id (64 bytes). */
 void hashes_name(const struct vmsnap_uuid *id, char out[80]);
@@ -188,9 +189,10 @@ void writer_close(struct build_writer *w);
  * `op` names the crash points. *ret_renamed tells whether the header was renamed into place
  * (then the new files are referenced, even when a later step failed). drop_seed_name: the
  * header replaced was a seed (v1) header of this directory, so its "memfile" is ours to
- * remove. Returns 0 or -errno. */
+ * remove. sync false: no fsync of the header or the directory (vmsnap_mem_opts.defer_sync).
+ * Returns 0 or -errno. */
 int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
-                  const char *op, bool drop_seed_name, bool *ret_renamed,
+                  const char *op, bool drop_seed_name, bool sync, bool *ret_renamed,
                   struct vmsnap_diag *d);
 
 /* Takes the per-directory write lock (flock on the dir fd); -EBUSY when held elsewhere. */
@@ -259,6 +261,7 @@ struct gen_builder {
         uint32_t new_build;         /* index of the build this generation writes */
         bool committed;             /* the header naming the new build is in place */
         bool drop_seed_name;        /* replaces a v1 header in place: "memfile" goes too */
+        bool nosync;                /* vmsnap_mem_opts.defer_sync, set after gen_begin */
         struct vmsnap_mem_result *res;
 };
 

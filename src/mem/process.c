@@ -94,6 +94,7 @@ int vmsnap_mem_process(const char *memfile, const char *snapdir,
         struct vmsnap_mem_result res;
         struct gen_builder g;
         r = gen_begin(&g, dirfd, snapdir, bs, size, NULL, &res, d);
+        g.nosync = opts && opts->defer_sync;
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = &g};
         if (r >= 0)
                 r = scan_memfile(in, memfile, size, bs, false, &v, d);

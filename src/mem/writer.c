@@ -179,7 +179,8 @@ int writer_finish(struct build_writer *w, const char *op, struct vmsnap_mem_buil
                 return r;
         snprintf(point, sizeof(point), "%s.data", op);
         vmsnap_crashpoint(point);
-        r = hashes_write(w->file.dirfd, &w->id, w->block_size, w->hashes, w->n_hashes, d);
+        r = hashes_write(w->file.dirfd, &w->id, w->block_size, w->hashes, w->n_hashes,
+                         !w->file.nosync, d);
         if (r < 0)
                 return r;
         snprintf(point, sizeof(point), "%s.hashes", op);

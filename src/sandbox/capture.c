@@ -67,9 +67,11 @@ static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vm
         int r = parent_dir(h, sb, parent);
         if (r < 0)
                 return vmsnap_diag(d, r, "sandbox %s: cannot find its parent snapshot", sb->id);
+        /* dir is the store's pending snapshot: its commit fsyncs every file and dir */
         struct vmsnap_mem_opts o = {.source = saved->source,
                                     .merge_cap = kind == VMSNAP_SNAPSHOT_PAUSE ? sync_merge_cap(h)
-                                                                               : h->merge_cap};
+                                                                               : h->merge_cap,
+                                    .defer_sync = true};
         if (!parent[0])
                 return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
         r = capture_touched(h, l, sb, saved, parent, dir, &o, t, d);
@@ -78,8 +80,10 @@ static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vm
         return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
 }
 
-/* rootfs.meta (which pinned base image the disk stands on) travels with the disk. */
-static int copy_meta(const char *from, const char *to, struct vmsnap_diag *d)
+/* rootfs.meta (which pinned base image the disk stands on) travels with the disk, staged
+ * and renamed; sync false: without fsyncs, for a pending store snapshot (the store's
+ * commit fsyncs every file and the directory). */
+static int copy_meta(const char *from, const char *to, bool sync, struct vmsnap_diag *d)
 {
         _cleanup_close_ int f = vmsnap_fs_open_dir(from);
         _cleanup_close_ int t = vmsnap_fs_open_dir(to);
@@ -93,7 +97,22 @@ static int copy_meta(const char *from, const char *to, struct vmsnap_diag *d)
         if (r < 0)
                 return vmsnap_diag(d, r, "%s/%s: cannot read: %s", from, VMSNAP_ROOTFS_META,
                                    strerror(-r));
-        return vmsnap_fs_atomic_write(t, VMSNAP_ROOTFS_META, buf, len, d);
+        struct vmsnap_staged s;
+        if ((r = vmsnap_staged_open(&s, t, VMSNAP_ROOTFS_META, d)) < 0)
+                return r;
+        s.nosync = !sync;
+        r = vmsnap_fs_write_full(s.fd, buf, len);
+        if (r < 0)
+                r = vmsnap_diag(d, r, "%s/%s: write failed: %s", to, VMSNAP_ROOTFS_META,
+                                strerror(-r));
+        else
+                r = vmsnap_staged_commit(&s, d);
+        if (r < 0) {
+                vmsnap_staged_abort(&s);
+                return r;
+        }
+        r = sync ? vmsnap_fs_fsync_dir(t) : 0;
+        return r < 0 ? vmsnap_diag(d, r, "%s: fsync failed: %s", to, strerror(-r)) : 0;
 }
 
 /* Disk: the overlay goes into the snapshot. A VM about to be destroyed gives its overlay
@@ -123,7 +142,7 @@ static int capture_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb, 
                 r = 0;
         else
                 r = vmsnap_disk_copy_fd(fd, src, dst, d);
-        return r < 0 ? r : copy_meta(buf.run_dir, dir, d);
+        return r < 0 ? r : copy_meta(buf.run_dir, dir, false, d);
 }
 
 static int begin_snapshot(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
@@ -226,7 +245,7 @@ static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         int r = vmsnap_disk_copy(src, dst, d);
         if (r == 0)
                 r = jail_own(h, sb, dst, d);
-        return r < 0 ? r : copy_meta(snapdir, buf.run_dir, d);
+        return r < 0 ? r : copy_meta(snapdir, buf.run_dir, true, d);
 }
 
 /* A clone of a template on an unjailed host maps the template's memory, materialized once

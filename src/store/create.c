@@ -422,6 +422,21 @@ static int seal_file(struct vmsnap_store_txn *t, const char *name,
         return r < 0 ? vmsnap_diag(d, r, "%s: cannot read: %s", name, strerror(-r)) : 0;
 }
 
+/* Starts the write-back of every file at once (no wait), so that the fsyncs of seal_file
+ * wait for I/O already under way, mostly together, instead of one file's after another's
+ * (a pause's memory layer leaves its files to this commit: vmsnap_mem_opts.defer_sync).
+ * Best effort: seal_file's fsync is what makes each file durable. */
+static void start_writeback(int dirfd, char *const *names, size_t n)
+{
+        for (size_t i = 0; i < n; i++) {
+                int fd = openat(dirfd, names[i], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+                close(fd);
+        }
+}
+
 /* Step 3: every file durable and described. */
 static int seal_files(struct vmsnap_store_txn *t, struct store_envelope *env, struct vmsnap_diag *d)
 {
@@ -439,6 +454,8 @@ static int seal_files(struct vmsnap_store_txn *t, struct store_envelope *env, st
         env->files = calloc(n, sizeof(*env->files));
         r = env->files ? 0 : vmsnap_diag(d, -ENOMEM, "out of memory");
         bool has_mem = false;
+        if (r == 0)
+                start_writeback(t->dirfd, names, n);
         for (size_t i = 0; r == 0 && i < n; i++) {
                 r = seal_file(t, names[i], &env->files[i], d);
                 has_mem |= strcmp(names[i], VMSNAP_MEM_HEADER_NAME) == 0;

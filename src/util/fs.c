@@ -228,6 +228,7 @@ int vmsnap_staged_open(struct vmsnap_staged *s, int dirfd, const char *name,
 {
         static unsigned counter;
         s->dirfd = dirfd;
+        s->nosync = false;
         s->fd = -1;
         snprintf(s->name, sizeof(s->name), "%s", name);
         /* pid + counter makes the name unique per writer; O_EXCL guards the rest. */
@@ -242,7 +243,7 @@ int vmsnap_staged_open(struct vmsnap_staged *s, int dirfd, const char *name,
 
 int vmsnap_staged_commit(struct vmsnap_staged *s, struct vmsnap_diag *d)
 {
-        if (vmsnap_sys.fsync(s->fd) < 0)
+        if (!s->nosync && vmsnap_sys.fsync(s->fd) < 0)
                 return vmsnap_diag(d, -errno, "%s: fsync failed: %s", s->name, strerror(errno));
         if (vmsnap_sys.renameat(s->dirfd, s->tmp, s->dirfd, s->name) < 0)
                 return vmsnap_diag(d, -errno, "%s: rename into place failed: %s", s->name,

@@ -79,6 +79,7 @@ struct vmsnap_staged {
         int fd;         /* owned, O_RDWR */
         char tmp[300];  /* temporary name in dirfd */
         char name[256]; /* final name */
+        bool nosync;    /* commit without the fsync: the caller makes it durable later */
 };
 
 /* Creates a temporary file (mode 0600) in dirfd that will become name; returns 0 or -errno

@@ -23,6 +23,7 @@
 #include "testlib.h"
 #include "test-mem-lib.h"
 #include "util/ids.h"
+#include "util/sys.h"
 
 #define BS     4096u
 #define BLOCKS 256u
@@ -652,6 +653,41 @@ static void test_child_is_self_contained(void **state)
         free(child);
 }
 
+/* defer_sync (a pause writing into the store's pending snapshot): process and a diff into
+ * a new directory call no fsync at all and make the same snapshot; a diff in place ignores
+ * it (the previous generation must stay readable at every step). */
+static int fsyncs;
+static int counting_fsync(int fd)
+{
+        fsyncs++;
+        return fsync(fd);
+}
+
+static void test_defer_sync(void **state)
+{
+        struct fixture *f = *state;
+        char *gen0 = path_in(f->root, "deferred0"), *child = path_in(f->root, "deferred1");
+        struct vmsnap_mem_opts o = {.defer_sync = true};
+        struct vmsnap_diag d = {0};
+        int (*real)(int) = vmsnap_sys.fsync;
+        vmsnap_sys.fsync = counting_fsync;
+        fsyncs = 0;
+        must(vmsnap_mem_process(f->memp, gen0, &o, NULL, &d), &d, "process");
+        fill_block(f->mem + 7 * BS, BS, 7007);
+        test_write_file(f->memp, f->mem, SIZE);
+        must(vmsnap_mem_diff(f->memp, child, gen0, &o, NULL, &d), &d, "diff");
+        assert_int_equal(fsyncs, 0);
+        fill_block(f->mem + 9 * BS, BS, 9009);
+        test_write_file(f->memp, f->mem, SIZE);
+        must(vmsnap_mem_diff(f->memp, child, child, &o, NULL, &d), &d, "diff in place");
+        assert_true(fsyncs >= 3); /* diff file, header, directory */
+        vmsnap_sys.fsync = real;
+        assert_reads(child, f->mem, SIZE, BS);
+        assert_verifies(child);
+        free(gen0);
+        free(child);
+}
+
 /* ---- 2 MiB blocks ---------------------------------------------------------------------- */
 
 static void test_2mib_roundtrip(void **state)
@@ -947,6 +983,7 @@ int main(void)
             T(test_content_hole_is_zero),
             T(test_zeroed_block_sparse),
             T(test_merge_cap),
+            T(test_defer_sync),
         };
 #undef T
         return cmocka_run_group_tests(tests, NULL, NULL);
