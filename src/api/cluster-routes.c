@@ -94,6 +94,11 @@ bool api_place(struct api_server *srv, const struct api_call *call, const char *
         struct vmsnap_diag d = {0};
         struct api_cluster *c = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
         placed[0] = '\0';
+        if (!c && query(call, "host")) { /* a pin means nothing here: say so */
+                api_reply_error(rep, api_error_problem(API_PROBLEM_INVALID_QUERY),
+                                "query parameter 'host' needs a cluster host (vmsnapd --cluster)");
+                return true;
+        }
         if (!c)
                 return false;
         if (forwarded(call))

@@ -320,6 +320,8 @@ def refusals(t):
       request_valid=False)
     P("GET", "/v1/snapshots?kind=other", "/v1/snapshots", 400, "invalid_query",
       request_valid=False)
+    # A cluster pin on a single host is refused, not ignored (valid as the spec goes).
+    P("POST", "/v1/sandboxes?host=host-b", "/v1/sandboxes", 400, "invalid_query", body={})
     # Valid as far as the body goes; the sandbox layer refuses the values.
     P("POST", "/v1/sandboxes", "/v1/sandboxes", 400, "invalid_argument", body={"memory_mib": 1},
       request_valid=None)
