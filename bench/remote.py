@@ -13,6 +13,14 @@
          the same on a host B' that holds a local copy (pulled before the clock starts);
          and the bytes fetched before B's guest runs against the template's size
 
+  lazy   page-server level (uffd-serve + tests/peer/uffd-peer playing Firecracker, which
+         cannot run here), a snapshot of --size-mib random memory: seconds until the VMM
+         can start and until it has touched --lazy-fraction of its pages (random pages;
+         1.0 = all), for a host with a local copy (uffd-serve on it), a lazy restore
+         (pull --to-dir + uffd-serve --remote-lazy, empty cache), a lazy restore with the
+         host's chunk cache warm, and the full pull first (pull, then uffd-serve); plus
+         the bytes fetched before the VMM can start
+
 --shape runs every client (the CLI, curl, host B's vmsnapd and its VMMs) in a network
 namespace of its own, joined to the host's (where radosgw listens) by a veth pair shaped
 with tc netem on both ends: 1 Gbit/s and 2.5 ms each way (5 ms RTT); on a kernel without
@@ -20,7 +28,7 @@ sch_netem, tbf at 1 Gbit/s without added delay (the output says which). Without 
 link is loopback. radosgw then listens on the veth's host address too.
 
 usage: VMSNAP_BUILD=build/release python3 bench/remote.py [--size-mib N] [--runs N]
-           [--only transfer|spawn] [--shape]
+           [--only transfer|spawn|lazy] [--lazy-fraction F] [--shape]
 Prints medians over --runs of MB/s (ours, curl, ours/curl) and seconds (remote, local,
 remote/local; target <= 1.5x). Needs root for --shape and for the jailed daemons.
 """
@@ -296,12 +304,99 @@ def bench_spawn(work, runs):
           % (st["chunks"] * CHUNK / 2**20, size >> 20, st["chunks"], st["zero_chunks"]))
 
 
+# ---- lazy restore at the page-server level -------------------------------------------------
+
+PEER = os.path.join(BUILD, "tests", "uffd-peer")
+
+
+def serve_and_touch(work, snapdir, expect, fraction, extra, env=None):
+    """uffd-serve on snapdir (plus extra flags) and uffd-peer touching fraction of the pages.
+    Returns (seconds until the server listens, seconds until the peer is done, stats)."""
+    sock = os.path.join(work, "serve-%d.sock" % time.monotonic_ns())
+    t0 = time.monotonic()
+    srv = subprocess.Popen(LINK.prefix + [CLI, "uffd-serve", snapdir, "--socket", sock,
+                                          "--json"] + extra,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=dict(os.environ, **S3, **(env or {})))
+    while not os.path.exists(sock):
+        if srv.poll() is not None:
+            sys.exit("uffd-serve: %s" % srv.stderr.read())
+        time.sleep(0.002)
+    listening = time.monotonic() - t0
+    p = run([PEER, "--socket", sock, "--expect", expect, "--threads", "2",
+             "--fraction", str(fraction)], capture_output=True, text=True)
+    done = time.monotonic() - t0
+    out, err = srv.communicate(timeout=60)
+    if p.returncode != 0 or srv.returncode != 0:
+        sys.exit("lazy bench: peer %d (%s), uffd-serve %d (%s)" % (p.returncode, p.stdout,
+                                                                   srv.returncode, err[-400:]))
+    return listening, done, json.loads(out.strip().splitlines()[-1])
+
+
+def bench_lazy(work, size_mib, runs, fraction):
+    if not os.access(PEER, os.X_OK):
+        sys.exit("%s is not built (cmake --build %s --target uffd-peer)" % (PEER, BUILD))
+    mem = os.path.join(work, "lazymem")
+    with open(mem, "wb") as f:
+        for _ in range(size_mib):
+            f.write(os.urandom(1 << 20))
+    a = os.path.join(work, "la")
+    snap = cli("--root", a, "add", mem, "--name", "lazy", "--kind", "template", "--json")
+    cli("--root", a, "push", "lazy")
+    rows = {"local copy": [], "lazy, cold cache": [], "lazy, warm cache": [],
+            "full pull first": []}
+    starts = {k: [] for k in rows}
+    fetched = []
+    for i in range(runs):
+        b = os.path.join(work, "lb%d" % i)
+        cli("--root", b, "pull", "lazy")  # the local copy (its cache stays out of the way)
+        shutil.rmtree(os.path.join(b, "chunk-cache"))
+        st, dt, _ = serve_and_touch(work, os.path.join(b, "snapshots", snap["id"]), mem,
+                                    fraction, [])
+        starts["local copy"].append(st)
+        rows["local copy"].append(dt)
+        c = os.path.join(work, "lc%d" % i)
+        for label in ("lazy, cold cache", "lazy, warm cache"):
+            d = os.path.join(work, "lazy%d-%s" % (i, label[6:10]))
+            t0 = time.monotonic()
+            pre = cli("--root", c, "pull", "lazy", "--to-dir", d, "--json")
+            t_pre = time.monotonic() - t0
+            st, dt, stats = serve_and_touch(work, d, mem, fraction,
+                                            ["--remote-lazy", "--chunk-cache",
+                                             os.path.join(c, "chunk-cache")])
+            starts[label].append(t_pre + st)
+            rows[label].append(t_pre + dt)
+            if label.endswith("cold cache"):
+                fetched.append(pre["bytes"])
+                if stats.get("remote", {}).get("chunks_fetched", 0) == 0 and fraction > 0.01:
+                    sys.exit("the cold lazy restore fetched no chunk: %s" % stats)
+        e = os.path.join(work, "le%d" % i)
+        t0 = time.monotonic()
+        cli("--root", e, "pull", "lazy")
+        t_pull = time.monotonic() - t0
+        st, dt, _ = serve_and_touch(work, os.path.join(e, "snapshots", snap["id"]), mem,
+                                    fraction, [])
+        starts["full pull first"].append(t_pull + st)
+        rows["full pull first"].append(t_pull + dt)
+    base_s, base_d = median(starts["local copy"]), median(rows["local copy"])
+    print("\nlazy restore, page-server level, %d MiB random memory, %.0f %% of the pages "
+          "touched (%d runs, medians; ratios against the local copy of the same run):"
+          % (size_mib, fraction * 100, runs))
+    print("%-18s %14s %8s %16s %8s" % ("", "VMM can start", "ratio", "pages touched", "ratio"))
+    for k in rows:
+        s_, d_ = median(starts[k]), median(rows[k])
+        print("%-18s %12.3f s %7.2fx %14.3f s %7.2fx" % (k, s_, s_ / base_s, d_, d_ / base_d))
+    print("bytes fetched before the VMM can start: lazy %.1f KiB, full pull %d MiB"
+          % (median(fetched) / 1024, size_mib))
+
+
 def main():
     global LINK
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=128)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", choices=("transfer", "spawn"))
+    ap.add_argument("--only", choices=("transfer", "spawn", "lazy"))
+    ap.add_argument("--lazy-fraction", type=float, default=1.0)
     ap.add_argument("--shape", action="store_true")
     a = ap.parse_args()
     if not BUILD or not os.access(CLI, os.X_OK):
@@ -327,6 +422,8 @@ def main():
             bench_transfer(work, a.size_mib, a.runs)
         if a.only in (None, "spawn"):
             bench_spawn(work, a.runs)
+        if a.only in (None, "lazy"):
+            bench_lazy(work, a.size_mib, a.runs, a.lazy_fraction)
     finally:
         for fd in VMMS:
             try:

@@ -126,6 +126,8 @@ int snapshot_pull(struct vmsnap_store *s, struct args *a)
 {
         if (a->nargs != 1)
                 return snapshot_usage_error(a, "expects one REF");
+        if (a->to_dir && a->name)
+                return snapshot_usage_error(a, "--to-dir imports nothing: --name does not apply");
         struct vmsnap_remote *r;
         int rc = open_remote(s, a, &r);
         if (rc != CLI_OK)
