@@ -163,6 +163,13 @@ bool vmsnap_remote_is_memory_file(const char *path);
 int vmsnap_remote_fetch_chunk(struct vmsnap_remote *r, const uint8_t sha256[32], size_t len,
                               void *buf, const char *what, struct vmsnap_diag *d);
 
+/* GETs n (<= VMSNAP_REMOTE_PARALLEL) chunks at once into bufs[i], each checked like
+ * vmsnap_remote_fetch_chunk (whats[i] names it). Returns 0 when every chunk is sound, else
+ * the first failure with d naming its chunk. */
+int vmsnap_remote_fetch_chunks(struct vmsnap_remote *r, size_t n, const uint8_t *const *shas,
+                               const size_t *lens, uint8_t *const *bufs,
+                               const char *const *whats, struct vmsnap_diag *d);
+
 #define VMSNAP_REMOTE_RM_FORCE 1u
 
 /* Removes the manifest of ref; refuses (-EBUSY, naming them) while other manifests name it

@@ -341,33 +341,56 @@ bool vmsnap_remote_is_memory_file(const char *path)
                store_id_valid(path + 8);
 }
 
-int vmsnap_remote_fetch_chunk(struct vmsnap_remote *r, const uint8_t sha256[32], size_t len,
-                              void *buf, const char *what, struct vmsnap_diag *d)
+/* Checks one answered chunk GET and copies its bytes to buf. */
+static int check_chunk(struct vmsnap_remote *r, struct s3_req *q, const uint8_t sha256[32],
+                       size_t len, void *buf, const char *what, struct vmsnap_diag *d)
 {
         char hex[65];
         vmsnap_remote_hex(sha256, hex);
-        struct s3_req q = {.method = "GET", .max_response = VMSNAP_REMOTE_CHUNK_SIZE};
-        snprintf(q.key, sizeof(q.key), CHUNK_PREFIX "%s", hex);
-        int x = s3_run(r->s3, &q, 1, 1, NULL, d);
-        if (x == 0 && (q.err || q.status != 200)) {
-                x = s3_req_diag(r->s3, &q, d);
+        if (q->err || q->status != 200) {
+                int x = s3_req_diag(r->s3, q, d);
                 vmsnap_diag_prefix(d, "chunk %s of %s%s", hex, what,
                                    x == -ENOENT ? ": missing from the bucket" : "");
-                x = -EBADMSG;
                 if (d)
-                        d->err = x;
+                        d->err = -EBADMSG;
+                return -EBADMSG;
         }
         uint8_t h[32];
-        if (x == 0 && q.resp_len == len)
-                remote_sha256(q.resp, len, h);
-        if (x == 0 && (q.resp_len != len || memcmp(h, sha256, 32) != 0))
-                x = vmsnap_diag(d, -EBADMSG, "%s/" CHUNK_PREFIX "%s: corrupt chunk of %s: %s",
-                                s3_where(r->s3), hex, what,
-                                q.resp_len != len ? "wrong length" : "SHA-256 mismatch");
-        if (x == 0)
-                memcpy(buf, q.resp, len);
-        s3_req_reset(&q, 1);
+        if (q->resp_len == len)
+                remote_sha256(q->resp, len, h);
+        if (q->resp_len != len || memcmp(h, sha256, 32) != 0)
+                return vmsnap_diag(d, -EBADMSG, "%s/" CHUNK_PREFIX "%s: corrupt chunk of %s: %s",
+                                   s3_where(r->s3), hex, what,
+                                   q->resp_len != len ? "wrong length" : "SHA-256 mismatch");
+        memcpy(buf, q->resp, len);
+        return 0;
+}
+
+int vmsnap_remote_fetch_chunks(struct vmsnap_remote *r, size_t n, const uint8_t *const *shas,
+                               const size_t *lens, uint8_t *const *bufs,
+                               const char *const *whats, struct vmsnap_diag *d)
+{
+        struct s3_req q[VMSNAP_REMOTE_PARALLEL];
+        if (n > VMSNAP_REMOTE_PARALLEL)
+                return vmsnap_diag(d, -EINVAL, "too many chunks at once");
+        for (size_t i = 0; i < n; i++) {
+                char hex[65];
+                vmsnap_remote_hex(shas[i], hex);
+                q[i] = (struct s3_req){.method = "GET", .max_response = VMSNAP_REMOTE_CHUNK_SIZE};
+                snprintf(q[i].key, sizeof(q[i].key), CHUNK_PREFIX "%s", hex);
+        }
+        int x = s3_run(r->s3, q, n, VMSNAP_REMOTE_PARALLEL, NULL, d);
+        for (size_t i = 0; x == 0 && i < n; i++)
+                x = check_chunk(r, &q[i], shas[i], lens[i], bufs[i], whats[i], d);
+        s3_req_reset(q, n);
         return x;
+}
+
+int vmsnap_remote_fetch_chunk(struct vmsnap_remote *r, const uint8_t sha256[32], size_t len,
+                              void *buf, const char *what, struct vmsnap_diag *d)
+{
+        uint8_t *b = buf;
+        return vmsnap_remote_fetch_chunks(r, 1, &sha256, &len, &b, &what, d);
 }
 
 /* Writes the manifest into dir as remote-manifest.json (0600, durable). */

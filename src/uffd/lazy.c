@@ -34,7 +34,7 @@ struct uffd_lazy {
         struct vmsnap_chunk_cache *cache;
         struct lazy_file *files;
         size_t n;
-        uint8_t *buf; /* one chunk, under mu */
+        uint8_t *bufs[VMSNAP_REMOTE_PARALLEL]; /* a chunk each, under mu */
         pthread_mutex_t mu;
         uint64_t fetched, cached;
 };
@@ -104,8 +104,9 @@ int uffd_lazy_open(const char *dir, const struct vmsnap_remote_config *c, const 
                 r = vmsnap_remote_open(c, &l->r, d);
         if (r == 0 && cache_dir && cache_size)
                 r = vmsnap_chunk_cache_open(cache_dir, cache_size, &l->cache, d);
-        if (r == 0 && !(l->buf = malloc(VMSNAP_REMOTE_CHUNK_SIZE)))
-                r = vmsnap_diag(d, -ENOMEM, "out of memory");
+        for (size_t i = 0; r == 0 && i < VMSNAP_REMOTE_PARALLEL; i++)
+                if (!(l->bufs[i] = malloc(VMSNAP_REMOTE_CHUNK_SIZE)))
+                        r = vmsnap_diag(d, -ENOMEM, "out of memory");
         if (r == 0)
                 r = open_files(l, dir, d);
         if (r < 0) {
@@ -126,7 +127,8 @@ void uffd_lazy_free(struct uffd_lazy *l)
                 free(l->files[i].local);
         }
         free(l->files);
-        free(l->buf);
+        for (size_t i = 0; i < VMSNAP_REMOTE_PARALLEL; i++)
+                free(l->bufs[i]);
         vmsnap_chunk_cache_close(l->cache);
         vmsnap_remote_close(l->r);
         vmsnap_remote_manifest_free(&l->m);
@@ -146,38 +148,122 @@ static struct lazy_file *file_of(struct uffd_lazy *l, int fd)
         return NULL;
 }
 
-/* Fetches chunk c of lf (cache, else remote; verified) and writes it. Under l->mu. */
-static int fetch(struct uffd_lazy *l, struct lazy_file *lf, size_t c, struct vmsnap_diag *d)
+static uint64_t chunk_off(size_t c)
 {
-        const struct vmsnap_remote_file *f = lf->f;
-        const uint8_t *sha = f->chunks[c].sha256;
-        uint64_t off = (uint64_t)c * VMSNAP_REMOTE_CHUNK_SIZE;
-        size_t len = (size_t)MIN((uint64_t)VMSNAP_REMOTE_CHUNK_SIZE, f->size - off);
-        int x = l->cache ? vmsnap_chunk_cache_claim(l->cache, sha, true) : 0;
+        return (uint64_t)c * VMSNAP_REMOTE_CHUNK_SIZE;
+}
+
+static size_t chunk_len(const struct lazy_file *lf, size_t c)
+{
+        return (size_t)MIN((uint64_t)VMSNAP_REMOTE_CHUNK_SIZE, lf->f->size - chunk_off(c));
+}
+
+/* Writes verified chunk c of lf from buf into the diff file and marks it local. */
+static int place(struct lazy_file *lf, size_t c, const uint8_t *buf, struct vmsnap_diag *d)
+{
+        int x = vmsnap_fs_pwrite_full(lf->fd, buf, chunk_len(lf, c), chunk_off(c));
         if (x < 0)
-                return vmsnap_diag(d, x, "chunk cache claim: %s", strerror(-x));
-        x = l->cache ? vmsnap_chunk_cache_get(l->cache, sha, l->buf, len, d) : 0;
-        if (x == 1) {
+                return vmsnap_diag(d, x, "%s: writing chunk at %llu: %s", lf->f->path,
+                                   (unsigned long long)chunk_off(c), strerror(-x));
+        atomic_store(&lf->local[c], 1);
+        return 0;
+}
+
+/* Chunk c from the cache into buf and its file. Returns 1 (done), 0 (not cached), -errno. */
+static int from_cache(struct uffd_lazy *l, struct lazy_file *lf, size_t c, uint8_t *buf,
+                      struct vmsnap_diag *d)
+{
+        if (!l->cache)
+                return 0;
+        int x = vmsnap_chunk_cache_get(l->cache, lf->f->chunks[c].sha256, buf, chunk_len(lf, c), d);
+        if (x == 1 && (x = place(lf, c, buf, d)) == 0) {
                 l->cached++;
-        } else if (x == 0) {
-                char what[VMSNAP_REMOTE_PATH_MAX + 48];
-                snprintf(what, sizeof(what), "%s (offset %llu)", f->path, (unsigned long long)off);
-                x = vmsnap_remote_fetch_chunk(l->r, sha, len, l->buf, what, d);
-                if (x == 0 && l->cache)
-                        x = vmsnap_chunk_cache_put(l->cache, sha, l->buf, len, d);
+                x = 1;
+        }
+        return x;
+}
+
+/* The chunks of one fetch: the demanded one, then the read-ahead. */
+struct batch {
+        size_t c[VMSNAP_REMOTE_PARALLEL];
+        const uint8_t *sha[VMSNAP_REMOTE_PARALLEL];
+        size_t len[VMSNAP_REMOTE_PARALLEL];
+        char what[VMSNAP_REMOTE_PARALLEL][VMSNAP_REMOTE_PATH_MAX + 48];
+        const char *whatp[VMSNAP_REMOTE_PARALLEL];
+        size_t n;
+};
+
+static void batch_add(struct batch *b, const struct lazy_file *lf, size_t c)
+{
+        size_t i = b->n++;
+        b->c[i] = c;
+        b->sha[i] = lf->f->chunks[c].sha256;
+        b->len[i] = chunk_len(lf, c);
+        snprintf(b->what[i], sizeof(b->what[i]), "%s (offset %llu)", lf->f->path,
+                 (unsigned long long)chunk_off(c));
+        b->whatp[i] = b->what[i];
+}
+
+/* Adds the read-ahead after chunk c: the next missing chunks of lf that nobody else is
+ * fetching, up to a full batch; those found in the cache are placed at once. */
+static int read_ahead(struct uffd_lazy *l, struct lazy_file *lf, size_t c, struct batch *b,
+                      struct vmsnap_diag *d)
+{
+        for (size_t k = c + 1; k < lf->f->nchunks && k < c + VMSNAP_REMOTE_PARALLEL &&
+                               b->n < VMSNAP_REMOTE_PARALLEL;
+             k++) {
+                if (atomic_load(&lf->local[k]))
+                        continue;
+                const uint8_t *sha = lf->f->chunks[k].sha256;
+                if (l->cache && vmsnap_chunk_cache_claim(l->cache, sha, false) != 1)
+                        continue; /* another fetcher has it: faults will wait for it */
+                int x = from_cache(l, lf, k, l->bufs[b->n], d);
+                if (x != 0 && l->cache)
+                        vmsnap_chunk_cache_release(l->cache, sha);
+                if (x < 0)
+                        return x;
+                if (x == 0)
+                        batch_add(b, lf, k);
+        }
+        return 0;
+}
+
+/* GETs the batch (in parallel), caches and places every chunk. */
+static int fetch_batch(struct uffd_lazy *l, struct lazy_file *lf, struct batch *b,
+                       struct vmsnap_diag *d)
+{
+        int x = vmsnap_remote_fetch_chunks(l->r, b->n, b->sha, b->len, l->bufs, b->whatp, d);
+        for (size_t i = 0; x == 0 && i < b->n; i++) {
+                if (l->cache)
+                        x = vmsnap_chunk_cache_put(l->cache, b->sha[i], l->bufs[i], b->len[i], d);
+                if (x == 0)
+                        x = place(lf, b->c[i], l->bufs[i], d);
                 if (x == 0)
                         l->fetched++;
         }
-        if (l->cache)
-                vmsnap_chunk_cache_release(l->cache, sha);
+        return x;
+}
+
+/* Makes chunk c of lf local (cache, else remote with read-ahead; verified). Under l->mu. */
+static int fetch(struct uffd_lazy *l, struct lazy_file *lf, size_t c, struct vmsnap_diag *d)
+{
+        struct batch b = {0};
+        int x = l->cache ? vmsnap_chunk_cache_claim(l->cache, lf->f->chunks[c].sha256, true) : 1;
         if (x < 0)
-                return x;
-        x = vmsnap_fs_pwrite_full(lf->fd, l->buf, len, off);
-        if (x < 0)
-                return vmsnap_diag(d, x, "%s: writing chunk at %llu: %s", f->path,
-                                   (unsigned long long)off, strerror(-x));
-        atomic_store(&lf->local[c], 1);
-        return 0;
+                return vmsnap_diag(d, x, "chunk cache claim: %s", strerror(-x));
+        x = from_cache(l, lf, c, l->bufs[0], d);
+        if (x == 0) {
+                batch_add(&b, lf, c);
+                x = read_ahead(l, lf, c, &b, d);
+        }
+        if (x == 0 && b.n)
+                x = fetch_batch(l, lf, &b, d);
+        if (l->cache) {
+                vmsnap_chunk_cache_release(l->cache, lf->f->chunks[c].sha256);
+                for (size_t i = 1; i < b.n; i++)
+                        vmsnap_chunk_cache_release(l->cache, b.sha[i]);
+        }
+        return x < 0 ? x : 0;
 }
 
 int uffd_lazy_ensure(struct uffd_lazy *l, int fd, uint64_t off, uint64_t len, struct vmsnap_diag *d)
