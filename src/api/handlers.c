@@ -769,11 +769,37 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
         [API_ROUTE_REMOTE_GC] = api_remote_gc,
 };
 
+/* Cluster mode: the routes about a sandbox whose answers are JSON (or none) and whose
+ * request is JSON or empty, forwarded to the owner when this host does not have the
+ * sandbox. A file's bytes, archives and uploads are not (docs/cluster.md "Forwarding"). */
+static bool forward_elsewhere(struct api_server *srv, const struct api_call *call,
+                              struct api_reply *rep)
+{
+        struct vmsnap_sandbox sb;
+        switch (call->route) {
+        case API_ROUTE_PROCESS_LIST:
+        case API_ROUTE_PROCESS_KILL:
+        case API_ROUTE_FILE_STAT:
+        case API_ROUTE_FILE_LIST:
+        case API_ROUTE_FILE_REMOVE:
+        case API_ROUTE_SANDBOX_PORTS:
+                break;
+        default:
+                return false;
+        }
+        if (!__atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE) ||
+            vmsnap_sandbox_get(srv->host, call->ref, &sb, NULL) != -ENOENT)
+                return false;
+        return api_forward(srv, call, api_route_info(call->route)->method, call->raw_query, rep);
+}
+
 void api_handle(struct api_server *srv, const struct api_call *call, struct api_reply *rep)
 {
         if ((unsigned)call->route >= API_ROUTE_COUNT || !handlers[call->route]) {
                 api_reply_error(rep, api_error_problem(API_PROBLEM_NO_ROUTE), "no such route");
                 return;
         }
+        if (forward_elsewhere(srv, call, rep))
+                return; /* another host's sandbox (cluster mode) */
         handlers[call->route](srv, call, rep);
 }

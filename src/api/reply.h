@@ -26,6 +26,7 @@ struct api_call {
         /* Request header name, or NULL when absent (ctx: query_ctx). */
         const char *(*header)(void *ctx, const char *name);
         struct api_upload *upload; /* the body of an upload route, as it came (api/stream.h) */
+        const char *raw_query; /* the query re-encoded ("k=v&k2=v2", "" none): to forward it */
 };
 
 struct api_reply {

@@ -395,6 +395,51 @@ static const char *query_value(void *ctx, const char *key)
         return v ? v : ""; /* "?all" without a value */
 }
 
+/* The query re-encoded for forwarding (api/forward.h): every argument as k=v, percent-
+ * encoded but for unreserved characters; one that does not fit is dropped from the end. */
+struct query_text {
+        char buf[2048];
+        size_t len;
+};
+
+static void query_put(struct query_text *q, const char *s)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        for (; s && *s && q->len + 4 < sizeof(q->buf); s++) {
+                unsigned char ch = (unsigned char)*s;
+                if (isalnum(ch) || strchr("-._~", ch)) {
+                        q->buf[q->len++] = (char)ch;
+                } else {
+                        q->buf[q->len++] = '%';
+                        q->buf[q->len++] = hex[ch >> 4];
+                        q->buf[q->len++] = hex[ch & 15];
+                }
+        }
+        q->buf[q->len] = '\0';
+}
+
+static enum MHD_Result query_arg(void *ctx, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+        struct query_text *q = ctx;
+        (void)kind;
+        size_t start = q->len;
+        if (q->len && q->len + 1 < sizeof(q->buf))
+                q->buf[q->len++] = '&';
+        query_put(q, key);
+        if (value && q->len + 1 < sizeof(q->buf)) {
+                q->buf[q->len++] = '=';
+                query_put(q, value);
+        }
+        if (q->len + 4 >= sizeof(q->buf)) { /* cut: leave it out rather than send half */
+                q->len = start;
+                q->buf[start] = '\0';
+                return MHD_NO;
+        }
+        q->buf[q->len] = '\0';
+        return MHD_YES;
+}
+
 /* The whole request is in: run the handler and send its reply. */
 static enum MHD_Result dispatch(struct api_listener *l, struct MHD_Connection *c,
                                 struct request *req)
@@ -402,7 +447,11 @@ static enum MHD_Result dispatch(struct api_listener *l, struct MHD_Connection *c
         if (req->too_large)
                 return refuse(c, req, API_PROBLEM_TOO_LARGE, NULL,
                               "request body is over the limit of %u bytes", API_BODY_MAX);
+        struct query_text q = {.len = 0};
+        q.buf[0] = '\0';
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_arg, &q);
         struct api_call call = {
+                .raw_query = q.buf,
                 .route = req->route,
                 .ref = req->ref,
                 .body = req->body ? req->body : "",

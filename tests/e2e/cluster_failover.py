@@ -15,7 +15,8 @@ memory roots and ports, one shared --cluster-token, the Ceph as every host's rem
   Resume all through host-b, the survivors' own first: host-a's sandboxes are re-placed on
   host-c (the only one with room), pulled from the Ceph and resumed under their ids, with
   their file intact; the cluster says they are host-c's and running; no host is over its
-  capacity. One more spawn: 507 no_capacity; pinned to the lost host or an unknown one: 404.
+  capacity; a file's stat and the process list of one of them through host-b reach it on
+  host-c. One more spawn: 507 no_capacity; pinned to the lost host or an unknown one: 404.
 
 K = 3 (the issue's 9 guests of 128 MiB; VMSNAP_FAILOVER_K=2 for 6): under TCG on 2 cores
 each spawn, pause (with its push) and resume takes about 2 s, and the e2e suite runs one
@@ -170,6 +171,10 @@ def run(hosts, pg):
     lc.check(count == {"host-b": K, "host-c": 2 * K}, "hosts after the failover: %s" % dict(count))
     for s in lost:  # host-c's own now: a local sandbox there, under the same id
         lc.check(c.ok("GET", "/v1/sandboxes/%s" % s)["state"] == "running", "on host-c: %s" % s)
+    # The JSON routes about a sandbox reach its owner through host-b (its query too).
+    st = b.ok("GET", "/v1/sandboxes/%s/files/stat?path=%%2Ftmp%%2Fmark" % lost[0])
+    lc.check(st.get("size") == len(lost[0]) + 1, "stat through host-b: %s" % st)
+    b.ok("GET", "/v1/sandboxes/%s/processes" % lost[0])
 
     # Every live host full: no room; a pin to the lost host or an unknown one: 404.
     status, body = b.call("POST", "/v1/snapshots/%s/sandboxes" % tid, {"memory_mib": GUEST_MIB})
