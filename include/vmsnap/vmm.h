@@ -123,6 +123,10 @@ struct vmsnap_vmm_driver {
         void (*accel)(const struct vmsnap_vm *vm, char *name, size_t name_size, char *reason,
                       size_t reason_size);
 
+        /* Optional (NULL: the driver cannot tell). Whether the VM saved in state_dir has a
+         * network card: 1 it has, 0 it has none, or -errno (d says why). */
+        int (*saved_net)(const char *state_dir, struct vmsnap_diag *d);
+
         /* Optional. The accelerator a new VM would get on this host, as far as known without
          * booting anything ("kvm", "tcg" or "unknown"), and why; run_parent is the parent of
          * the run directories (where a verdict may be remembered). */

@@ -208,6 +208,24 @@ static int check_template_fit(const struct vmsnap_snapshot *t,
         return 0;
 }
 
+/* A template with no recorded network: *ret_none when its saved VM has no network card
+ * (made on a host without --network), which a spawn must not be given either (the VMM would
+ * refuse the mismatch); a VM with a card, or one the driver cannot read, gets the host's
+ * default. */
+static int saved_without_net(const struct vmsnap_snapshot *t, const char *tdir, bool *ret_none,
+                             struct vmsnap_diag *d)
+{
+        const struct vmsnap_vmm_driver *drv = vmsnap_vmm_find(t->vmm);
+        *ret_none = false;
+        if (!drv || !drv->saved_net)
+                return 0;
+        int r = drv->saved_net(tdir, d);
+        if (r < 0)
+                return vmsnap_diag_prefix(d, "template %s", t->id);
+        *ret_none = r == 0;
+        return 0;
+}
+
 int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
                          const struct vmsnap_sandbox_spec *spec, struct vmsnap_sandbox *ret,
                          struct vmsnap_diag *d)
@@ -226,9 +244,11 @@ int vmsnap_sandbox_spawn(struct vmsnap_host *h, const char *template_ref,
         bool none = false, has = h->net_on && !(spec && (spec->no_network || spec->egress));
         if (has) {
                 r = net_template_policy(h, t.id, &none, &inherited, d);
-                if (r == -ENOENT)
-                        has = false;
-                else if (r < 0)
+                if (r == -ENOENT) { /* made without networking here, or pulled/imported */
+                        r = saved_without_net(&t, tdir, &none, d);
+                        has = none;
+                }
+                if (r < 0)
                         return r;
         }
         struct vmsnap_sandbox_spec s = {.id = spec ? spec->id : NULL,

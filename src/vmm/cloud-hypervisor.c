@@ -669,6 +669,24 @@ static int ch_probe(const char *binary, char *ret_version, size_t size, struct v
         return vmm_version_probe(binary, CH_NAME, CH_INSTALL_HINT, ret_version, size, d);
 }
 
+/* The saved config.json lists the VM's network cards in "net". */
+static int ch_saved_net(const char *state_dir, struct vmsnap_diag *d)
+{
+        char path[PATH_MAX];
+        if (path_join(path, sizeof(path), state_dir, CH_CONFIG) < 0)
+                return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", state_dir);
+        json_error_t err;
+        json_t *c = json_load_file(path, 0, &err);
+        if (!json_is_object(c)) {
+                json_decref(c);
+                return vmsnap_diag(d, -EBADMSG, "%s: not a JSON object (%s)", path, err.text);
+        }
+        json_t *net = json_object_get(c, "net");
+        int r = json_is_array(net) && json_array_size(net) > 0 ? 1 : 0;
+        json_decref(c);
+        return r;
+}
+
 const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor = {
     .name = CH_NAME,
     .disk_format = "raw",
@@ -684,4 +702,5 @@ const struct vmsnap_vmm_driver vmsnap_vmm_cloud_hypervisor = {
     .destroy = ch_destroy,
     .detach = ch_detach,
     .pid = ch_pid,
+    .saved_net = ch_saved_net,
 };

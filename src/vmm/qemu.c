@@ -240,9 +240,9 @@ static int check_restorable(const struct vmsnap_vm_spec *spec, const char *state
                                    state_dir);
         if (c->net != spec->net)
                 return vmsnap_diag(d, -EINVAL,
-                                   "%s: the snapshot's VM %s a network card; this restore %s "
+                                   "%s: the snapshot's VM has %s network card; this restore %s "
                                    "network",
-                                   state_dir, c->net ? "has" : "has no",
+                                   state_dir, c->net ? "a" : "no",
                                    spec->net ? "asks for a" : "gives it no");
         if (c->accel != VMM_ACCEL_KVM)
                 return 0; /* TCG runs anywhere */
@@ -485,6 +485,18 @@ static void qemu_host_accel(const char *binary, const char *run_parent, char *na
         put_accel(s.accel, s.reason, name, name_size, reason, reason_size);
 }
 
+/* The saved machine's vmm.json says whether it has a NIC (absent: made before NICs). */
+static int qemu_saved_net(const char *state_dir, struct vmsnap_diag *d)
+{
+        json_t *o = NULL;
+        int r = qemu_machine_read_file(state_dir, &o, d);
+        if (r < 0)
+                return r;
+        r = json_is_true(json_object_get(o, "net")) ? 1 : 0;
+        json_decref(o);
+        return r;
+}
+
 const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
         .disk_format = "qcow2",
     .name = QEMU_NAME,
@@ -503,4 +515,5 @@ const struct vmsnap_vmm_driver vmsnap_vmm_qemu = {
         .pid = qemu_pid,
         .accel = qemu_accel,
         .host_accel = qemu_host_accel,
+        .saved_net = qemu_saved_net,
 };

@@ -14,6 +14,7 @@ Default run (one daemon, a 4-slot pool):
   192.168.241.2; the host fetches its page at the address `vmsnap sandbox port` and POST
   /ports give; `get` shows address and egress; B is refused both world servers; ports out of
   range -> 400 (CLI: exit 1, or 2 when not a number);
+- a template made without --network spawns with no network on a --network daemon;
 - template T from B; clone C1 spawned without a network inherits `deny`, and its guest forgot
   the neighbours B remembered (the agent's restore hook); C2 `--egress allow` reaches both
   world servers; C3 `--egress 198.51.100.0/25` reaches .2 and is refused .130; the pool is
@@ -308,9 +309,34 @@ def crashes(d, netns_dir, sysfs, base):
     log("killed mid-create and mid-destroy: recovery left nothing behind")
 
 
+def template_without_network(d):
+    """A template made while the daemon ran without --network (its VM has no NIC)."""
+    net_args, d.extra_args = d.extra_args, []
+    d.start()
+    a = d.ok("POST", "/v1/sandboxes", {"name": "plain"})
+    d.ok("POST", "/v1/sandboxes/%s/snapshot" % a["id"], {"name": "plain-tpl"})
+    d.ok("DELETE", "/v1/sandboxes/%s" % a["id"])
+    d.stop()
+    d.extra_args = net_args
+    log("template plain-tpl made by the daemon without --network")
+
+
+def spawn_without_network(d):
+    """On a --network daemon it spawns with no network (a NIC would not match its VM)."""
+    s = d.ok("POST", "/v1/snapshots/plain-tpl/sandboxes", {})
+    lc.check(s["network"] is None, "plain-tpl's clone got a network: %s" % s["network"])
+    lc.check(lc.sh(d, s["id"], "echo up").strip() == "up", "plain-tpl's clone does not run")
+    d.ok("DELETE", "/v1/sandboxes/%s" % s["id"])
+    log("a template without a NIC spawns with network none")
+
+
 def run(d, netns_dir, sysfs, long_run):
     base = counts(netns_dir, sysfs)
+    if not long_run:
+        template_without_network(d)
     d.start()
+    if not long_run:
+        spawn_without_network(d)
     if long_run:
         a = d.ok("POST", "/v1/sandboxes", {"name": "net-a"})
         d.ok("POST", "/v1/sandboxes/%s/snapshot" % a["id"], {"name": "net-tpl"})
