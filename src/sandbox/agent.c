@@ -180,8 +180,12 @@ static int answer_errno(json_t *o)
         return e > 0 && e < 4096 ? -(int)e : -EIO;
 }
 
-int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d)
+/* agent_call, and *ret_answered: whether the guest answered (ok or a refusal), as opposed
+ * to the connection failing or timing out. */
+static int call_answered(struct live *l, json_t *req, int timeout_ms, json_t **ret,
+                         bool *ret_answered, struct vmsnap_diag *d)
 {
+        *ret_answered = false;
         int64_t deadline = now_ms() + timeout_ms;
         json_int_t id = next_request_id();
         if (json_object_set_new(req, "id", json_integer(id)) < 0)
@@ -193,6 +197,7 @@ int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct
         if (c) { /* its reader owns the connection: ask in a frame */
                 int r = chan_call(c, l->id, line, timeout_ms, ret, d);
                 chan_put(c);
+                *ret_answered = r == 0;
                 return r;
         }
         json_t *o = NULL;
@@ -208,6 +213,7 @@ int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct
         }
         if (r < 0)
                 return r;
+        *ret_answered = true;
         if (!json_is_true(json_object_get(o, "ok"))) {
                 const char *e = json_string_value(json_object_get(o, "error"));
                 r = vmsnap_diag(d, answer_errno(o), "sandbox %s: guest agent: %s", l->id,
@@ -217,6 +223,12 @@ int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct
         }
         *ret = o;
         return 0;
+}
+
+int agent_call(struct live *l, json_t *req, int timeout_ms, json_t **ret, struct vmsnap_diag *d)
+{
+        bool answered;
+        return call_answered(l, req, timeout_ms, ret, &answered, d);
 }
 
 static int simple_call(struct live *l, json_t *req, int timeout_ms, struct vmsnap_diag *d)
@@ -283,20 +295,25 @@ int agent_restore_hook(struct live *l, struct vmsnap_diag *d)
                 enc[k++] = i + 2 < sizeof(seed) ? b64[v & 63] : '=';
         }
         /* Retried on a fresh connection: right after a restore the guest's port may miss
-         * the first request. Setting the clock and adding entropy twice is harmless. */
+         * the first request. Setting the clock and adding entropy twice is harmless. A guest
+         * that answers with a refusal is not asked again: waiting would not change it. */
         int64_t deadline = now_ms() + 30000;
         int r;
+        bool answered = false;
         do {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 json_int_t ns = (json_int_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-                r = simple_call(l, json_pack("{s:s, s:I, s:s}", "op", "restore_hook", "time_ns",
-                                             ns, "seed_b64", enc),
-                                3000, d);
-                if (r < 0 && l->agent_fd >= 0) {
+                json_t *req = json_pack("{s:s, s:I, s:s}", "op", "restore_hook", "time_ns", ns,
+                                        "seed_b64", enc), *resp = NULL;
+                r = req ? call_answered(l, req, 3000, &resp, &answered, d)
+                        : vmsnap_diag(d, -ENOMEM, "out of memory");
+                json_decref(req);
+                json_decref(resp);
+                if (r < 0 && !answered && l->agent_fd >= 0) {
                         close(l->agent_fd);
                         l->agent_fd = -1;
                 }
-        } while (r < 0 && now_ms() < deadline);
+        } while (r < 0 && !answered && now_ms() < deadline);
         return r;
 }

@@ -460,6 +460,58 @@ static void test_connection_closes(void **state)
         misdeed(CLOSES, -ECONNRESET);
 }
 
+/* A guest that refuses restore_hook: answers every line with EPERM, counting them. */
+struct refuser {
+        int fd;
+        int requests;
+        pthread_t thread;
+};
+
+static void *refuser_main(void *arg)
+{
+        struct refuser *rf = arg;
+        char line[4096];
+        size_t n = 0;
+        while (read_full(rf->fd, line + n, 1)) {
+                if (line[n] != '\n' && n < sizeof(line) - 2) {
+                        n++;
+                        continue;
+                }
+                line[n] = '\0';
+                n = 0;
+                rf->requests++;
+                const char *at = strstr(line, "\"id\":");
+                char answer[160];
+                int len = snprintf(answer, sizeof(answer),
+                                   "{\"ok\":false,\"errno\":1,\"error\":\"refused\",\"id\":%lld}\n",
+                                   at ? atoll(at + 5) : -1);
+                send(rf->fd, answer, (size_t)len, MSG_NOSIGNAL);
+        }
+        return NULL;
+}
+
+/* A refusal is the guest's answer: the restore hook fails with it at once instead of asking
+ * again on fresh connections for 30 s (it retries only when nothing answered). */
+static void test_restore_hook_refused_once(void **state)
+{
+        (void)state;
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        struct refuser rf = {.fd = sv[1]};
+        assert_int_equal(pthread_create(&rf.thread, NULL, refuser_main, &rf), 0);
+        struct live l;
+        live_init(&l, sv[0]);
+        struct vmsnap_diag d = {0};
+        assert_int_equal(agent_restore_hook(&l, &d), -EPERM);
+        assert_non_null(strstr(d.msg, "refused"));
+        shutdown(sv[0], SHUT_RDWR);
+        pthread_join(rf.thread, NULL);
+        assert_int_equal(rf.requests, 1);
+        if (l.agent_fd >= 0)
+                close(l.agent_fd);
+        close(sv[1]);
+}
+
 int main(void)
 {
         signal(SIGPIPE, SIG_IGN);
@@ -472,6 +524,7 @@ int main(void)
                 cmocka_unit_test(test_huge_reply),
                 cmocka_unit_test(test_connection_closes),
                 cmocka_unit_test(test_stale_answers_skipped),
+                cmocka_unit_test(test_restore_hook_refused_once),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
