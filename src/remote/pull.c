@@ -406,6 +406,34 @@ static int write_manifest(const struct vmsnap_remote_manifest *m, const char *di
         return vmsnap_fs_atomic_write(dfd, "remote-manifest.json", text, strlen(text), d);
 }
 
+/* Creates the manifest's files under dir (sized, sparse) and fetches their chunks (through
+ * the cache when s has one; a lazy pull leaves memory diff files to be fetched on fault). */
+static int fetch_into(struct pull *p, struct vmsnap_store *s, const char *dir,
+                      struct vmsnap_diag *d)
+{
+        if (!(p->fds = malloc(p->m->nfiles * sizeof(int))))
+                return vmsnap_diag(d, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < p->m->nfiles; i++)
+                p->fds[i] = -1;
+        int x = open_cache(p, s, d);
+        if (x == 0) {
+                snprintf(p->dir, sizeof(p->dir), "%s", dir);
+                x = create_files(p, d);
+        }
+        return x == 0 ? fetch_chunks(p, d) : x;
+}
+
+/* Closes and frees what fetch_into opened. */
+static void pull_release(struct pull *p)
+{
+        for (size_t i = 0; p->fds && i < p->m->nfiles; i++)
+                if (p->fds[i] >= 0)
+                        close(p->fds[i]);
+        free(p->fds);
+        free(p->buf);
+        vmsnap_chunk_cache_close(p->cache);
+}
+
 int vmsnap_remote_pull_lazy(struct vmsnap_remote *r, struct vmsnap_store *s, const char *ref,
                             const char *dir, struct vmsnap_remote_stats *ret_stats,
                             struct vmsnap_diag *d)
@@ -415,30 +443,15 @@ int vmsnap_remote_pull_lazy(struct vmsnap_remote *r, struct vmsnap_store *s, con
         if (strlen(dir) >= sizeof(p.dir))
                 return vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", dir);
         int x = find_manifest(r, ref, &m, &p.st.retries, d);
-        if (x == 0 && !(p.fds = malloc(m.nfiles * sizeof(int))))
-                x = vmsnap_diag(d, -ENOMEM, "out of memory");
-        for (size_t i = 0; p.fds && i < m.nfiles; i++)
-                p.fds[i] = -1;
         if (x == 0)
-                x = open_cache(&p, s, d);
-        if (x == 0) {
-                snprintf(p.dir, sizeof(p.dir), "%s", dir);
-                x = create_files(&p, d);
-        }
-        if (x == 0)
-                x = fetch_chunks(&p, d);
+                x = fetch_into(&p, s, dir, d);
         for (size_t i = 0; x == 0 && i < m.nfiles; i++)
                 if (vmsnap_sys.fsync(p.fds[i]) < 0)
                         x = vmsnap_diag(d, -errno, "%s/%s: fsync: %s", dir, m.files[i].path,
                                         strerror(errno));
         if (x == 0)
                 x = write_manifest(&m, dir, d);
-        for (size_t i = 0; p.fds && i < m.nfiles; i++)
-                if (p.fds[i] >= 0)
-                        close(p.fds[i]);
-        free(p.fds);
-        free(p.buf);
-        vmsnap_chunk_cache_close(p.cache);
+        pull_release(&p);
         vmsnap_remote_manifest_free(&m);
         if (x == 0 && ret_stats)
                 *ret_stats = p.st;
@@ -456,28 +469,16 @@ int vmsnap_remote_pull(struct vmsnap_remote *r, struct vmsnap_store *s, const ch
                 return x;
         struct staging stg = {.fd = -1};
         x = staging_new(s, &stg, d);
-        if (x == 0 && !(p.fds = malloc(m.nfiles * sizeof(int))))
-                x = vmsnap_diag(d, -ENOMEM, "out of memory");
-        for (size_t i = 0; p.fds && i < m.nfiles; i++)
-                p.fds[i] = -1;
+        char dir[sizeof(p.dir)];
+        if (x == 0 && snprintf(dir, sizeof(dir), "%s/snapshot", stg.path) >= (int)sizeof(dir))
+                x = vmsnap_diag(d, -ENAMETOOLONG, "%s: path too long", stg.path);
         if (x == 0)
-                x = open_cache(&p, s, d);
-        if (x == 0) {
-                snprintf(p.dir, sizeof(p.dir), "%s/snapshot", stg.path);
-                x = create_files(&p, d);
-        }
-        if (x == 0)
-                x = fetch_chunks(&p, d);
+                x = fetch_into(&p, s, dir, d);
         vmsnap_crashpoint("remote.pull.chunks");
         struct vmsnap_import_opts io = opts ? *opts : (struct vmsnap_import_opts){0};
         if (x == 0)
                 x = vmsnap_store_import_dir(s, p.dir, &io, ret, d);
-        for (size_t i = 0; p.fds && i < m.nfiles; i++)
-                if (p.fds[i] >= 0)
-                        close(p.fds[i]);
-        free(p.fds);
-        free(p.buf);
-        vmsnap_chunk_cache_close(p.cache);
+        pull_release(&p);
         staging_done(&stg);
         vmsnap_remote_manifest_free(&m);
         if (x == 0 && ret_stats)
