@@ -3,6 +3,7 @@
  * routes. Everything that can fail before the command starts is an ordinary JSON error. */
 #include "api/exec-routes.h"
 #include "api/forward.h"
+#include "api/forward-stream.h"
 #include "api/body.h"
 #include "api/exec-body.h"
 #include "api/exec-frames.h"
@@ -227,7 +228,11 @@ void api_exec_handle(struct api_server *srv, const struct api_call *call, struct
         if ((b.background || how == ANSWER_JSON) &&
             vmsnap_sandbox_get(srv->host, call->ref, &sb, NULL) == -ENOENT &&
             api_forward(srv, call, "POST", NULL, rep)) {
-                api_exec_body_clear(&b); /* another host's (cluster mode; JSON answers only) */
+                api_exec_body_clear(&b); /* another host's (cluster mode) */
+                return;
+        }
+        if (how == ANSWER_FRAMES && !b.background && api_forward_stream(srv, call, rep)) {
+                api_exec_body_clear(&b); /* frames relayed as they come; upgrades stay local */
                 return;
         }
         if (b.background)

@@ -38,8 +38,7 @@ static size_t on_data(char *p, size_t size, size_t n, void *ctx)
         return add;
 }
 
-/* The path of call's route with its {ref}, and the query if any. */
-static void path_of(const struct api_call *call, const char *query, char *out, size_t size)
+void api_forward_path(const struct api_call *call, const char *query, char *out, size_t size)
 {
         const char *pattern = api_route_info(call->route)->pattern;
         const char *at = strstr(pattern, "{ref}");
@@ -95,11 +94,11 @@ static long send_to(const char *url, const char *method, const struct api_call *
         return status;
 }
 
-/* Fills rep with the owner's answer as it came (JSON, or no body). */
-static void relay(struct api_reply *rep, long status, const struct answer *a, const char *owner)
+void api_forward_relay(struct api_reply *rep, long status, const char *buf, size_t len,
+                       const char *owner)
 {
-        json_t *j = a->len ? json_loadb(a->buf, a->len, 0, NULL) : NULL;
-        if (a->len && !j) {
+        json_t *j = len ? json_loadb(buf, len, 0, NULL) : NULL;
+        if (len && !j) {
                 api_reply_error(rep, (struct api_error){502, "upstream_error"},
                                 "host %s answered %ld with a body that is not JSON", owner, status);
                 return;
@@ -112,35 +111,43 @@ static void relay(struct api_reply *rep, long status, const struct answer *a, co
         api_reply_json(rep, (unsigned)status, j);
 }
 
-bool api_forward(struct api_server *srv, const struct api_call *call, const char *method,
-                 const char *query, struct api_reply *rep)
+int api_forward_owner(struct api_server *srv, const struct api_call *call, char host[64],
+                      char endpoint[256], struct api_reply *rep)
 {
         struct vmsnap_diag d = {0};
         struct api_cluster *c = __atomic_load_n(&srv->cluster, __ATOMIC_ACQUIRE);
         if (!c || !call->ref[0] ||
             (call->header && call->header(call->query_ctx, API_FORWARDED_HEADER)))
-                return false; /* single host, or already forwarded once: the local answer */
-        char owner[64], endpoint[256];
+                return 0; /* single host, or already forwarded once: the local answer */
         bool alive = false;
-        int r = api_cluster_owner(c, call->ref, owner, endpoint, &alive, &d);
+        int r = api_cluster_owner(c, call->ref, host, endpoint, &alive, &d);
         if (r <= 0) {
                 if (r < 0)
                         api_reply_errno(rep, r, &d);
-                return r < 0;
+                return r < 0 ? -1 : 0;
         }
         if (!alive) {
                 api_reply_error(rep, api_error_from_errno(-EBUSY, API_SUBJECT_REF),
-                                "sandbox %s belongs to host %s, which is lost", call->ref, owner);
-                return true;
+                                "sandbox %s belongs to host %s, which is lost", call->ref, host);
+                return -1;
         }
         if (!srv->forward) {
                 api_reply_error(rep, api_error_from_errno(-EBUSY, API_SUBJECT_REF),
                                 "sandbox %s belongs to host %s (%s); this host forwards only "
-                                "with --cluster-token", call->ref, owner, endpoint);
-                return true;
+                                "with --cluster-token", call->ref, host, endpoint);
+                return -1;
         }
-        api_forward_to(srv, call, method, query, owner, endpoint, rep);
-        return true;
+        return 1;
+}
+
+bool api_forward(struct api_server *srv, const struct api_call *call, const char *method,
+                 const char *query, struct api_reply *rep)
+{
+        char owner[64], endpoint[256];
+        int r = api_forward_owner(srv, call, owner, endpoint, rep);
+        if (r > 0)
+                api_forward_to(srv, call, method, query, owner, endpoint, rep);
+        return r != 0;
 }
 
 long api_forward_to(struct api_server *srv, const struct api_call *call, const char *method,
@@ -148,7 +155,7 @@ long api_forward_to(struct api_server *srv, const struct api_call *call, const c
                     struct api_reply *rep)
 {
         char url[700], path[400], err[CURL_ERROR_SIZE];
-        path_of(call, query, path, sizeof(path));
+        api_forward_path(call, query, path, sizeof(path));
         snprintf(url, sizeof(url), "http://%s%s", endpoint, path);
         struct answer a = {0};
         long status = send_to(url, method, call, srv->token, host, &a, err);
@@ -158,7 +165,7 @@ long api_forward_to(struct api_server *srv, const struct api_call *call, const c
                                 "%s %s: host %s at %s: %s", method, path, host, endpoint,
                                 a.too_big ? "answer too large" : err);
         else
-                relay(rep, status, &a, host);
+                api_forward_relay(rep, status, a.buf, a.len, host);
         free(a.buf);
         log_debug("forwarded %s %s to host %s: %ld", method, path, host, status);
         return a.too_big ? 502 : status;

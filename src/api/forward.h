@@ -5,6 +5,7 @@
 #define VMSNAP_API_FORWARD_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "api/reply.h"
 #include "api/server.h"
@@ -27,5 +28,19 @@ bool api_forward(struct api_server *srv, const struct api_call *call, const char
 long api_forward_to(struct api_server *srv, const struct api_call *call, const char *method,
                     const char *query, const char *host, const char *endpoint,
                     struct api_reply *rep);
+
+/* Who answers a call about sandbox call->ref that this host does not have: 1 with the owner's
+ * id and endpoint when it is another, live host and this one forwards; 0 when the local
+ * answer stands; -1 with rep set (owner lost, forwarding off, Postgres failed). */
+int api_forward_owner(struct api_server *srv, const struct api_call *call, char host[64],
+                      char endpoint[256], struct api_reply *rep);
+
+/* The path of call's route with its {ref}, and "?query" when query is not empty. */
+void api_forward_path(const struct api_call *call, const char *query, char *out, size_t size);
+
+/* Fills rep with the owner's JSON answer (or none) as it came: its status, its error's
+ * message prefixed with the owner; 502 when the body is not JSON. */
+void api_forward_relay(struct api_reply *rep, long status, const char *buf, size_t len,
+                       const char *owner);
 
 #endif

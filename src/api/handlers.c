@@ -8,6 +8,7 @@
 #include "api/cluster.h"
 #include "api/cluster-routes.h"
 #include "api/forward.h"
+#include "api/forward-stream.h"
 #include "api/exec-routes.h"
 #include "api/files.h"
 #include "api/json.h"
@@ -771,7 +772,8 @@ static handler_fn *const handlers[API_ROUTE_COUNT] = {
 
 /* Cluster mode: the routes about a sandbox whose answers are JSON (or none) and whose
  * request is JSON or empty, forwarded to the owner when this host does not have the
- * sandbox. A file's bytes, archives and uploads are not (docs/cluster.md "Forwarding"). */
+ * sandbox; a file's bytes and archives relayed as streams (api/forward-stream.h). Uploads
+ * were opened to the owner at their headers (docs/cluster.md "Forwarding"). */
 static bool forward_elsewhere(struct api_server *srv, const struct api_call *call,
                               struct api_reply *rep)
 {
@@ -784,6 +786,9 @@ static bool forward_elsewhere(struct api_server *srv, const struct api_call *cal
         case API_ROUTE_FILE_REMOVE:
         case API_ROUTE_SANDBOX_PORTS:
                 break;
+        case API_ROUTE_FILE_READ: /* streamed answers, relayed as they come */
+        case API_ROUTE_ARCHIVE_GET:
+                return api_forward_stream(srv, call, rep);
         default:
                 return false;
         }
@@ -797,6 +802,10 @@ void api_handle(struct api_server *srv, const struct api_call *call, struct api_
 {
         if ((unsigned)call->route >= API_ROUTE_COUNT || !handlers[call->route]) {
                 api_reply_error(rep, api_error_problem(API_PROBLEM_NO_ROUTE), "no such route");
+                return;
+        }
+        if (call->upload && call->upload->forward) {
+                api_forward_upload_finish(call->upload, rep); /* the owner's answer */
                 return;
         }
         if (forward_elsewhere(srv, call, rep))

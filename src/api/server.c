@@ -248,7 +248,65 @@ static const char *authenticate(struct api_listener *l, struct MHD_Connection *c
         return public ? NULL : why;
 }
 
-static const char *query_value(void *ctx, const char *key);
+static const char *header_value(void *ctx, const char *name)
+{
+        return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
+}
+
+static const char *query_value(void *ctx, const char *key)
+{
+        const char *v = NULL;
+        size_t len;
+        if (MHD_lookup_connection_value_n(ctx, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &len) !=
+            MHD_YES)
+                return NULL;
+        return v ? v : ""; /* "?all" without a value */
+}
+
+/* The query re-encoded for forwarding (api/forward.h): every argument as k=v, percent-
+ * encoded but for unreserved characters; one that does not fit is dropped from the end. */
+struct query_text {
+        char buf[2048];
+        size_t len;
+};
+
+static void query_put(struct query_text *q, const char *s)
+{
+        static const char hex[] = "0123456789ABCDEF";
+        for (; s && *s && q->len + 4 < sizeof(q->buf); s++) {
+                unsigned char ch = (unsigned char)*s;
+                if (isalnum(ch) || strchr("-._~", ch)) {
+                        q->buf[q->len++] = (char)ch;
+                } else {
+                        q->buf[q->len++] = '%';
+                        q->buf[q->len++] = hex[ch >> 4];
+                        q->buf[q->len++] = hex[ch & 15];
+                }
+        }
+        q->buf[q->len] = '\0';
+}
+
+static enum MHD_Result query_arg(void *ctx, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+        struct query_text *q = ctx;
+        (void)kind;
+        size_t start = q->len;
+        if (q->len && q->len + 1 < sizeof(q->buf))
+                q->buf[q->len++] = '&';
+        query_put(q, key);
+        if (value && q->len + 1 < sizeof(q->buf)) {
+                q->buf[q->len++] = '=';
+                query_put(q, value);
+        }
+        if (q->len + 4 >= sizeof(q->buf)) { /* cut: leave it out rather than send half */
+                q->len = start;
+                q->buf[start] = '\0';
+                return MHD_NO;
+        }
+        q->buf[q->len] = '\0';
+        return MHD_YES;
+}
 
 /* An upload route (any size, not JSON): its handler takes the body as it comes. */
 static enum MHD_Result open_upload(struct api_listener *l, struct MHD_Connection *c,
@@ -257,7 +315,13 @@ static enum MHD_Result open_upload(struct api_listener *l, struct MHD_Connection
         struct api_reply rep = {0};
         const char *type =
                 MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        req->upload = api_upload_open(l->srv, req->route, req->ref, query_value, c, type, &rep);
+        struct query_text q = {.len = 0};
+        q.buf[0] = '\0';
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+        struct api_call call = {.route = req->route, .ref = req->ref, .body = "",
+                                .query = query_value, .query_ctx = c, .header = header_value,
+                                .raw_query = q.buf};
+        req->upload = api_upload_open(l->srv, &call, type, &rep);
         if (req->upload)
                 return MHD_YES;
         enum MHD_Result r = send_reply(c, req, &rep);
@@ -377,66 +441,6 @@ static enum MHD_Result take_upload(struct request *req, const char *data, size_t
         memcpy(req->body + req->len, data, size);
         req->len += size;
         req->body[req->len] = '\0';
-        return MHD_YES;
-}
-
-static const char *header_value(void *ctx, const char *name)
-{
-        return MHD_lookup_connection_value(ctx, MHD_HEADER_KIND, name);
-}
-
-static const char *query_value(void *ctx, const char *key)
-{
-        const char *v = NULL;
-        size_t len;
-        if (MHD_lookup_connection_value_n(ctx, MHD_GET_ARGUMENT_KIND, key, strlen(key), &v, &len) !=
-            MHD_YES)
-                return NULL;
-        return v ? v : ""; /* "?all" without a value */
-}
-
-/* The query re-encoded for forwarding (api/forward.h): every argument as k=v, percent-
- * encoded but for unreserved characters; one that does not fit is dropped from the end. */
-struct query_text {
-        char buf[2048];
-        size_t len;
-};
-
-static void query_put(struct query_text *q, const char *s)
-{
-        static const char hex[] = "0123456789ABCDEF";
-        for (; s && *s && q->len + 4 < sizeof(q->buf); s++) {
-                unsigned char ch = (unsigned char)*s;
-                if (isalnum(ch) || strchr("-._~", ch)) {
-                        q->buf[q->len++] = (char)ch;
-                } else {
-                        q->buf[q->len++] = '%';
-                        q->buf[q->len++] = hex[ch >> 4];
-                        q->buf[q->len++] = hex[ch & 15];
-                }
-        }
-        q->buf[q->len] = '\0';
-}
-
-static enum MHD_Result query_arg(void *ctx, enum MHD_ValueKind kind, const char *key,
-                                 const char *value)
-{
-        struct query_text *q = ctx;
-        (void)kind;
-        size_t start = q->len;
-        if (q->len && q->len + 1 < sizeof(q->buf))
-                q->buf[q->len++] = '&';
-        query_put(q, key);
-        if (value && q->len + 1 < sizeof(q->buf)) {
-                q->buf[q->len++] = '=';
-                query_put(q, value);
-        }
-        if (q->len + 4 >= sizeof(q->buf)) { /* cut: leave it out rather than send half */
-                q->len = start;
-                q->buf[start] = '\0';
-                return MHD_NO;
-        }
-        q->buf[q->len] = '\0';
         return MHD_YES;
 }
 

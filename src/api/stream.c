@@ -1,6 +1,7 @@
 /* Streamed bodies and upgraded connections on libmicrohttpd (stream.h). */
 #include "api/stream.h"
 #include "api/files.h"
+#include "api/forward-stream.h"
 #include "api/transfer.h"
 
 #include <errno.h>
@@ -113,14 +114,14 @@ static bool type_is(const char *got, const char *want)
                (got[n] == '\0' || got[n] == ';' || got[n] == ' ');
 }
 
-struct api_upload *api_upload_open(struct api_server *srv, enum api_route r, const char *ref,
-                                   const char *(*query)(void *ctx, const char *key),
-                                   void *query_ctx, const char *content_type,
-                                   struct api_reply *rep)
+struct api_upload *api_upload_open(struct api_server *srv, const struct api_call *call,
+                                   const char *content_type, struct api_reply *rep)
 {
+        enum api_route r = call->route;
+        const char *ref = call->ref;
         if (r == API_ROUTE_SNAPSHOT_CREATE) {
                 struct api_upload *u = calloc(1, sizeof(*u));
-                if (u && api_import_upload_open(srv, query, query_ctx, u, rep) == 0)
+                if (u && api_import_upload_open(srv, call->query, call->query_ctx, u, rep) == 0)
                         return u;
                 if (!u)
                         api_reply_error(rep, api_error_problem(API_PROBLEM_INTERNAL),
@@ -140,7 +141,9 @@ struct api_upload *api_upload_open(struct api_server *srv, enum api_route r, con
                 api_reply_error(rep, api_error_problem(API_PROBLEM_INTERNAL), "out of memory");
                 return NULL;
         }
-        if (api_files_upload_open(srv, r, ref, query, query_ctx, u, rep) < 0) {
+        int fw = api_forward_upload_open(srv, call, content_type, u, rep);
+        if (fw < 0 ||
+            (fw == 0 && api_files_upload_open(srv, r, ref, call->query, call->query_ctx, u, rep) < 0)) {
                 free(u);
                 return NULL;
         }

@@ -50,6 +50,7 @@ struct api_upload {
         void (*free)(void *ctx);
         void *ctx;
         int err; /* the first failure of data, 0 while none */
+        bool forward; /* relayed to the owning host (api/forward-stream.h) */
         struct vmsnap_diag d;
 };
 
@@ -61,11 +62,10 @@ bool api_route_uploads(enum api_route r);
 bool api_request_uploads(enum api_route r, const char *content_type);
 
 /* At a request's headers, starts its upload: checks the content type, then lets the route
- * open what the bytes go to. Returns the upload, or NULL with rep set to the refusal. */
-struct api_upload *api_upload_open(struct api_server *srv, enum api_route r, const char *ref,
-                                   const char *(*query)(void *ctx, const char *key),
-                                   void *query_ctx, const char *content_type,
-                                   struct api_reply *rep);
+ * open what the bytes go to (call: route, ref, query, headers; no body yet); in cluster mode
+ * another host's sandbox's upload is relayed to it. Returns the upload, or NULL with rep set to the refusal. */
+struct api_upload *api_upload_open(struct api_server *srv, const struct api_call *call,
+                                   const char *content_type, struct api_reply *rep);
 
 /* Feeds a piece of the body (after a failure, drops it). */
 void api_upload_feed(struct api_upload *u, const char *p, size_t n);

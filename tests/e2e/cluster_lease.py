@@ -7,6 +7,11 @@ runs the guest, host-b forwards to it) and a third live host registered in the d
 
   create on host-a -> the cluster row: host-a, running, no lease; GET through host-b is
   forwarded; an unknown id through host-b -> 404;
+  the streamed routes through host-b, relayed as they come: a framed exec of
+  `head -c 300000 /dev/urandom | sha256sum` (its digest checked against the guest's data) and
+  of `head -c 200000 /dev/zero` (binary stdout byte-exact), a PUT of 1 MB of random bytes
+  then its GET (identical), a missing file's 404 relayed, and an archive round trip (GET
+  archive of a directory, PUT of it into another one, the files compared);
   host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
   nothing happens (the guest still runs); lease free -> pause and resume through host-b
   (row paused, then running, lease released; memory intact);
@@ -28,8 +33,17 @@ import tempfile
 import threading
 import time
 
+import hashlib
+import io
+import json
+import tarfile
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import sandbox_lifecycle as lc  # noqa: E402
+from agent_frames import EXIT, STDOUT, http_frames  # noqa: E402
+
+FRAMES = "application/vnd.vmsnap.exec-frames"
 
 PGSH = os.path.join(lc.SRC, "scripts", "postgres.sh")
 
@@ -122,6 +136,67 @@ def race(calls):
     return out
 
 
+def raw(d, method, path, body=None, headers=None):
+    """One request to d; (status, content type, body bytes)."""
+    c = lc.UnixHTTP(d.sock, 300)
+    c.request(method, path, body=body, headers=headers or {})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, r.getheader("Content-Type"), data
+
+
+def framed_exec(d, sid, cmd):
+    """A streamed exec of sh -c cmd through d: (stdout bytes, exit frame)."""
+    st, ctype, data = raw(d, "POST", "/v1/sandboxes/%s/exec" % sid,
+                          json.dumps({"argv": ["sh", "-c", cmd]}),
+                          {"Content-Type": "application/json", "Accept": FRAMES})
+    lc.check(st == 200 and ctype == FRAMES, "framed exec %r: %s %s %r" % (cmd, st, ctype,
+                                                                       data[:200]))
+    frames = http_frames(data)
+    lc.check(frames and frames[-1][0] == EXIT, "framed exec %r ended with %r" % (cmd, frames[-1:]))
+    return b"".join(p for t, p in frames if t == STDOUT), json.loads(frames[-1][1])
+
+
+def streams(a, b, sid):
+    """The streamed routes through host-b (not the owner): relayed byte for byte."""
+    t0 = time.time()
+    out, end = framed_exec(b, sid, "head -c 300000 /dev/urandom | tee /tmp/r | sha256sum")
+    want = lc.sh(a, sid, "sha256sum < /tmp/r")
+    lc.check(end["exit_code"] == 0 and out.decode().split()[0] == want.split()[0],
+             "sha256 through host-b %r, the guest's %r" % (out, want))
+    out, end = framed_exec(b, sid, "head -c 200000 /dev/zero")
+    lc.check(out == bytes(200000), "binary stdout through host-b: %d bytes, not all zero"
+             % len(out))
+    data = secrets.token_bytes(1 << 20)
+    path = "/v1/sandboxes/%s/files?path=/tmp/up.bin" % sid
+    st, _, info = raw(b, "PUT", path, data, {"Content-Type": "application/octet-stream"})
+    lc.check(st == 200 and json.loads(info)["size"] == len(data), "PUT 1 MB through host-b: %s %r"
+             % (st, info))
+    lc.check(lc.sh(a, sid, "sha256sum < /tmp/up.bin").split()[0] ==
+             hashlib.sha256(data).hexdigest(), "the guest's copy of the PUT differs")
+    st, ctype, got = raw(b, "GET", path)
+    lc.check(st == 200 and got == data, "GET through host-b: %s, %d bytes, equal %s"
+             % (st, len(got), got == data))
+    st, _, body = raw(b, "GET", "/v1/sandboxes/%s/files?path=/tmp/none" % sid)
+    lc.check(st == 404 and b"/tmp/none: No such file" in body,
+             "a missing file through host-b: %s %r" % (st, body))
+    lc.sh(a, sid, "mkdir -p /tmp/tree/sub /tmp/dest && echo one > /tmp/tree/a && "
+                  "head -c 5000 /dev/urandom > /tmp/tree/sub/b")
+    st, ctype, tar = raw(b, "GET", "/v1/sandboxes/%s/archive?path=/tmp/tree" % sid)
+    lc.check(st == 200 and ctype == "application/x-tar", "GET archive: %s %s" % (st, ctype))
+    names = sorted(tarfile.open(fileobj=io.BytesIO(tar)).getnames())
+    lc.check(names == ["tree", "tree/a", "tree/sub", "tree/sub/b"], "archive: %r" % names)
+    st, _, body = raw(b, "PUT", "/v1/sandboxes/%s/archive?path=/tmp/dest" % sid, tar,
+                      {"Content-Type": "application/x-tar"})
+    lc.check(st == 204, "PUT archive through host-b: %s %r" % (st, body))
+    same = lc.sh(a, sid, "cmp /tmp/tree/a /tmp/dest/tree/a && "
+                         "cmp /tmp/tree/sub/b /tmp/dest/tree/sub/b && echo same")
+    lc.check(same == "same", "the archive's round trip differs: %r" % same)
+    log("streamed exec, file PUT/GET and archive round trip through host-b: byte-exact "
+        "(%.1f s)" % (time.time() - t0))
+
+
 def run(a, b, pg):
     a.start()
     joined(pg, "host-a")
@@ -138,6 +213,7 @@ def run(a, b, pg):
     lc.check(b.ok("GET", "/v1/sandboxes/%s" % sid)["id"] == sid, "GET through host-b")
     lc.check(b.call("GET", "/v1/sandboxes/%s" % ("0" * 8 + sid[8:]))[0] == 404,
              "an unknown sandbox through host-b")
+    streams(a, b, sid)
 
     # host-c holds the lease: pause through host-a and through host-b is refused, untouched.
     pg.sql("UPDATE sandboxes SET lease_host = 'host-c', lease_epoch = 1, lease_op = 'resume', "
