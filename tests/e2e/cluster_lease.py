@@ -11,7 +11,8 @@ runs the guest, host-b forwards to it) and a third live host registered in the d
   `head -c 300000 /dev/urandom | sha256sum` (its digest checked against the guest's data) and
   of `head -c 200000 /dev/zero` (binary stdout byte-exact), a PUT of 1 MB of random bytes
   then its GET (identical), a missing file's 404 relayed, and an archive round trip (GET
-  archive of a directory, PUT of it into another one, the files compared);
+  archive of a directory, PUT of it into another one, the files compared); a client that
+  leaves a framed exec through host-b mid-stream -> the owner's command ends;
   host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
   nothing happens (the guest still runs); lease free -> pause and resume through host-b
   (row paused, then running, lease released; memory intact);
@@ -158,6 +159,29 @@ def framed_exec(d, sid, cmd):
     return b"".join(p for t, p in frames if t == STDOUT), json.loads(frames[-1][1])
 
 
+def client_goes_away(a, b, sid):
+    """A framed exec through host-b whose client leaves mid-stream: the relay ends and the
+    owner's command is ended (SIGHUP), nothing left running."""
+    c = lc.UnixHTTP(b.sock, 60)
+    c.request("POST", "/v1/sandboxes/%s/exec" % sid,
+              body=json.dumps({"argv": ["sh", "-c", "while :; do echo tick-away; sleep 0.2; done"]}),
+              headers={"Content-Type": "application/json", "Accept": FRAMES})
+    r = c.getresponse()
+    lc.check(r.status == 200, "framed exec to leave: %s" % r.status)
+    lc.check(b"tick-away" in r.read1(65536) + r.read1(65536), "no output before leaving")
+
+    def mine():
+        ps = a.ok("GET", "/v1/sandboxes/%s/processes" % sid)["processes"]
+        return [p for p in ps if "tick-away" in (p["command"] or "") and p["running"]]
+    lc.check(mine(), "the command does not run on host-a")
+    c.close()
+    for _ in range(300):  # a deadline, not a timing assertion
+        if not mine():
+            return
+        time.sleep(0.1)
+    raise lc.Fail("the owner's command still runs after its client left host-b: %r" % mine())
+
+
 def streams(a, b, sid):
     """The streamed routes through host-b (not the owner): relayed byte for byte."""
     t0 = time.time()
@@ -193,7 +217,9 @@ def streams(a, b, sid):
     same = lc.sh(a, sid, "cmp /tmp/tree/a /tmp/dest/tree/a && "
                          "cmp /tmp/tree/sub/b /tmp/dest/tree/sub/b && echo same")
     lc.check(same == "same", "the archive's round trip differs: %r" % same)
-    log("streamed exec, file PUT/GET and archive round trip through host-b: byte-exact "
+    client_goes_away(a, b, sid)
+    log("streamed exec, file PUT/GET and archive round trip through host-b: byte-exact; a "
+        "client leaving ends the owner's command "
         "(%.1f s)" % (time.time() - t0))
 
 
