@@ -12,7 +12,9 @@ runs the guest, host-b forwards to it) and a third live host registered in the d
   of `head -c 200000 /dev/zero` (binary stdout byte-exact), a PUT of 1 MB of random bytes
   then its GET (identical), a missing file's 404 relayed, and an archive round trip (GET
   archive of a directory, PUT of it into another one, the files compared); a client that
-  leaves a framed exec through host-b mid-stream -> the owner's command ends;
+  leaves a framed exec through host-b mid-stream -> the owner's command ends; a GET of
+  48 MiB through host-b by a client that pauses 3 s -> exact, host-b's peak memory grows
+  by less than 24 MiB;
   host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
   nothing happens (the guest still runs); lease free -> pause and resume through host-b
   (row paused, then running, lease released; memory intact);
@@ -182,6 +184,47 @@ def client_goes_away(a, b, sid):
     raise lc.Fail("the owner's command still runs after its client left host-b: %r" % mine())
 
 
+SLOW_SIZE = 48 << 20
+
+
+def hwm_kib(d):
+    for line in open("/proc/%d/status" % d.proc.pid):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def slow_client(a, b, sid):
+    """A GET of 48 MiB through host-b by a client that stops reading for 3 s after its first
+    MiB: host-b's peak memory grows by far less than the file (the relay holds at most its
+    pipe and libcurl's buffer; the owner is held back by TCP), and the bytes are exact."""
+    lc.sh(a, sid, "head -c %d /dev/urandom > /tmp/slow" % SLOW_SIZE)
+    want = lc.sh(a, sid, "sha256sum < /tmp/slow").split()[0]
+    hwm0 = hwm_kib(b)
+    c = lc.UnixHTTP(b.sock, 300)
+    c.request("GET", "/v1/sandboxes/%s/files?path=/tmp/slow" % sid)
+    r = c.getresponse()
+    lc.check(r.status == 200, "GET of 48 MiB through host-b: %s" % r.status)
+    h, n = hashlib.sha256(), 0
+    first = r.read(1 << 20)
+    h.update(first)
+    n += len(first)
+    time.sleep(3)  # the slow client: the owner goes on producing; host-b must not take it all
+    t0 = time.time()
+    for chunk in iter(lambda: r.read(1 << 20), b""):
+        h.update(chunk)
+        n += len(chunk)
+    c.close()
+    growth = hwm_kib(b) - hwm0
+    log("48 MiB through host-b to a client pausing 3 s: host-b VmHWM +%d KiB; the rest came "
+        "at %.1f MiB/s (what an unbounded buffer would have taken in during the pause)"
+        % (growth, (n - len(first)) / (1 << 20) / max(time.time() - t0, 1e-3)))
+    lc.check(n == SLOW_SIZE and h.hexdigest() == want, "48 MiB through host-b: %d bytes, "
+             "sha256 %s" % (n, "equal" if h.hexdigest() == want else "differs"))
+    lc.check(growth < 24 * 1024, "host-b grew by %d KiB relaying 48 MiB to a slow client" % growth)
+    lc.sh(a, sid, "rm /tmp/slow")
+
+
 def streams(a, b, sid):
     """The streamed routes through host-b (not the owner): relayed byte for byte."""
     t0 = time.time()
@@ -218,6 +261,7 @@ def streams(a, b, sid):
                          "cmp /tmp/tree/sub/b /tmp/dest/tree/sub/b && echo same")
     lc.check(same == "same", "the archive's round trip differs: %r" % same)
     client_goes_away(a, b, sid)
+    slow_client(a, b, sid)
     log("streamed exec, file PUT/GET and archive round trip through host-b: byte-exact; a "
         "client leaving ends the owner's command "
         "(%.1f s)" % (time.time() - t0))
