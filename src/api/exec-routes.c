@@ -4,6 +4,7 @@
 #include "api/exec-routes.h"
 #include "api/forward.h"
 #include "api/forward-stream.h"
+#include "api/forward-upgrade.h"
 #include "api/body.h"
 #include "api/exec-body.h"
 #include "api/exec-frames.h"
@@ -231,8 +232,9 @@ void api_exec_handle(struct api_server *srv, const struct api_call *call, struct
                 api_exec_body_clear(&b); /* another host's (cluster mode) */
                 return;
         }
-        if (how == ANSWER_FRAMES && !b.background && api_forward_stream(srv, call, rep)) {
-                api_exec_body_clear(&b); /* frames relayed as they come; upgrades stay local */
+        if (!b.background && ((how == ANSWER_FRAMES && api_forward_stream(srv, call, rep)) ||
+                              (how == ANSWER_UPGRADE && api_forward_upgrade(srv, call, rep)))) {
+                api_exec_body_clear(&b); /* frames or the upgraded session, relayed */
                 return;
         }
         if (b.background)

@@ -14,7 +14,8 @@ runs the guest, host-b forwards to it) and a third live host registered in the d
   archive of a directory, PUT of it into another one, the files compared); a client that
   leaves a framed exec through host-b mid-stream -> the owner's command ends; a GET of
   48 MiB through host-b by a client that pauses 3 s -> exact, host-b's peak memory grows
-  by less than 24 MiB;
+  by less than 24 MiB; `vmsnap sandbox exec` (an upgraded connection) through host-b:
+  stdin, binary stdout and the exit code pass;
   host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
   nothing happens (the guest still runs); lease free -> pause and resume through host-b
   (row paused, then running, lease released; memory intact);
@@ -225,6 +226,27 @@ def slow_client(a, b, sid):
     lc.sh(a, sid, "rm /tmp/slow")
 
 
+def cli_exec(b, sid, argv, stdin=None):
+    """`vmsnap sandbox exec` (an upgraded connection) against host-b: (rc, stdout bytes)."""
+    cli = os.environ.get("VMSNAP_CLI", os.path.join(lc.BUILD, "vmsnap"))
+    args = [cli, "sandbox", "exec", "--socket", b.sock] + (["-i"] if stdin is not None else [])
+    p = subprocess.run(args + [sid, "--"] + argv, input=stdin, capture_output=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def upgraded(b, sid):
+    """The interactive exec through host-b: stdin in, binary stdout out, the exit code."""
+    data = secrets.token_bytes(300000)
+    rc, out, err = cli_exec(b, sid, ["sha256sum"], stdin=data)
+    lc.check(rc == 0 and out.decode().split()[:1] == [hashlib.sha256(data).hexdigest()],
+             "exec -i through host-b: rc %d %r %r" % (rc, out[:100], err[:300]))
+    rc, out, err = cli_exec(b, sid, ["head", "-c", "200000", "/dev/zero"])
+    lc.check(rc == 0 and out == bytes(200000), "exec through host-b: rc %d, %d bytes %r"
+             % (rc, len(out), err[:300]))
+    rc, _, err = cli_exec(b, sid, ["sh", "-c", "exit 7"])
+    lc.check(rc == 7, "the exit code through host-b: %d %r" % (rc, err[:300]))
+
+
 def streams(a, b, sid):
     """The streamed routes through host-b (not the owner): relayed byte for byte."""
     t0 = time.time()
@@ -261,6 +283,7 @@ def streams(a, b, sid):
                          "cmp /tmp/tree/sub/b /tmp/dest/tree/sub/b && echo same")
     lc.check(same == "same", "the archive's round trip differs: %r" % same)
     client_goes_away(a, b, sid)
+    upgraded(b, sid)
     slow_client(a, b, sid)
     log("streamed exec, file PUT/GET and archive round trip through host-b: byte-exact; a "
         "client leaving ends the owner's command "
