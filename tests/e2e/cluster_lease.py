@@ -18,7 +18,8 @@ runs the guest, host-b forwards to it) and a third live host registered in the d
   stdin, binary stdout and the exit code pass;
   host-c holds the sandbox's lease -> pause through host-a and through host-b is 409 and
   nothing happens (the guest still runs); lease free -> pause and resume through host-b
-  (row paused, then running, lease released; memory intact);
+  (row paused, then running, lease released; memory intact); while paused, a framed and an
+  upgraded exec through host-b get the owner's 409 as it came;
   a resume through host-a and a destroy through host-b at the same moment -> never both
   applied against each other: one 409 (or one after the other), the row agrees with host-a;
   Postgres down -> 503 and nothing started; Postgres back -> destroy through host-b 204,
@@ -247,6 +248,23 @@ def upgraded(b, sid):
     lc.check(rc == 7, "the exit code through host-b: %d %r" % (rc, err[:300]))
 
 
+def refused_while_paused(b, sid):
+    """The owner's refusal of a streamed or upgraded exec comes back through host-b as it
+    came (its status and message); a client's own X-Vmsnap-Forwarded only turns forwarding
+    off (the local 404)."""
+    st, ctype, body = raw(b, "POST", "/v1/sandboxes/%s/exec" % sid,
+                          json.dumps({"argv": ["true"]}),
+                          {"Content-Type": "application/json", "Accept": FRAMES})
+    lc.check(st == 409 and ctype == "application/json" and b"paused" in body,
+             "framed exec of a paused sandbox through host-b: %s %r" % (st, body))
+    rc, _, err = cli_exec(b, sid, ["true"])
+    lc.check(rc == 1 and b"paused" in err, "exec of a paused sandbox through host-b: rc %d %r"
+             % (rc, err))
+    st, _, body = raw(b, "GET", "/v1/sandboxes/%s/files?path=/etc/hostname" % sid,
+                      headers={"X-Vmsnap-Forwarded": "host-b"})
+    lc.check(st == 404, "a client's X-Vmsnap-Forwarded through host-b: %s %r" % (st, body))
+
+
 def streams(a, b, sid):
     """The streamed routes through host-b (not the owner): relayed byte for byte."""
     t0 = time.time()
@@ -322,6 +340,7 @@ def run(a, b, pg):
 
     b.ok("POST", "/v1/sandboxes/%s/pause" % sid)
     lc.check(row(pg, sid) == "paused host-a -", "after pause through b: %s" % row(pg, sid))
+    refused_while_paused(b, sid)
     b.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     lc.check(row(pg, sid) == "running host-a -", "after resume through b: %s" % row(pg, sid))
     got = lc.sh(a, sid, "cat /tmp/n")
