@@ -161,6 +161,15 @@ int vmsnap_mem_diff(const char *memfile, const char *snapdir, const char *parent
                     const struct vmsnap_mem_opts *opts, struct vmsnap_mem_result *ret,
                     struct vmsnap_diag *d);
 
+/* vmsnap_mem_diff of a full memory file (opts->source is ignored) that reads only the
+ * blocks with a 4096-byte page set in `pages` (one bit per page of memfile, LSB first, at
+ * least size/4096 bits) and compares them with the parent's block hashes; every other block
+ * is taken to be the parent's. The caller vouches that no other page changed (a VMM's page
+ * table: docs/sandbox.md). Returns 0 or -errno (with d). */
+int vmsnap_mem_diff_pages(const char *memfile, const uint8_t *pages, const char *snapdir,
+                          const char *parentdir, const struct vmsnap_mem_opts *opts,
+                          struct vmsnap_mem_result *ret, struct vmsnap_diag *d);
+
 /* Collapses the chain in snapdir into one diff file and a generation-0 header, in place and
  * crash-safe. Returns 0 or -errno (with d). */
 int vmsnap_mem_merge(const char *snapdir, struct vmsnap_mem_result *ret,

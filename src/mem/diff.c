@@ -1,8 +1,9 @@
 /* diff: the next generation over a parent snapshot. Changed blocks come from one of two
  * sources: a Firecracker Diff file (data regions changed, holes unchanged) or, for VMMs
  * without dirty tracking, a full memory file compared block by block against the parent's
- * recorded hashes (no parent data is read). A block written to all zeros becomes ZERO:
- * it never falls back to the parent's stale bytes (seed bug W1). */
+ * recorded hashes (no parent data is read) -- all of it, or only the blocks of a list of
+ * pages the caller knows hold every change (vmsnap_mem_diff_pages). A block written to all
+ * zeros becomes ZERO: it never falls back to the parent's stale bytes (seed bug W1). */
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/ids.h"
@@ -17,6 +18,7 @@ struct diff_ctx {
         enum vmsnap_mem_source source;
         uint64_t cursor; /* monotonic index into the parent's extents */
         bool defer_sync; /* vmsnap_mem_opts.defer_sync */
+        const uint8_t *pages; /* vmsnap_mem_diff_pages: the only pages that may differ */
 };
 
 /* The parent's extent holding offset, advancing the cursor. */
@@ -31,7 +33,8 @@ static const struct vmsnap_mem_extent *parent_at(struct diff_ctx *c, uint64_t of
 static int on_hole(void *ctx, uint64_t offset, uint64_t len, struct vmsnap_diag *d)
 {
         struct diff_ctx *c = ctx;
-        if (c->source == VMSNAP_MEM_SOURCE_SPARSE) /* a hole in a Diff file: not dirty */
+        /* a hole in a Diff file, or pages not listed: not dirty */
+        if (c->source == VMSNAP_MEM_SOURCE_SPARSE || c->pages)
                 return gen_add_parent(&c->g, c->parent->h, &c->cursor, offset, len, d);
         /* A hole in a full file reads as zeros: count what changes, map it all ZERO. */
         for (uint64_t off = offset; off < offset + len;) {
@@ -128,7 +131,9 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
         /* in place, the previous generation must stay readable at every step: always synced */
         c->g.nosync = c->defer_sync && !vmsnap_fs_same_file(dirfd, c->parent->dirfd);
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = c};
-        if (r >= 0)
+        if (r >= 0 && c->pages)
+                r = scan_listed_pages(in, memfile, size, ph->block_size, c->pages, &v, d);
+        else if (r >= 0)
                 r = scan_memfile(in, memfile, size, ph->block_size,
                                  c->source == VMSNAP_MEM_SOURCE_SPARSE, &v, d);
         if (r >= 0)
@@ -137,14 +142,18 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
         return r;
 }
 
-int vmsnap_mem_diff(const char *memfile, const char *snapdir, const char *parentdir,
-                    const struct vmsnap_mem_opts *opts, struct vmsnap_mem_result *ret,
-                    struct vmsnap_diag *d)
+/* vmsnap_mem_diff, or vmsnap_mem_diff_pages when pages is set. */
+static int diff(const char *memfile, const uint8_t *pages, const char *snapdir,
+                const char *parentdir, const struct vmsnap_mem_opts *opts,
+                struct vmsnap_mem_result *ret, struct vmsnap_diag *d)
 {
         if (!memfile || !snapdir || !parentdir)
                 return vmsnap_diag(d, -EINVAL, "mem diff: missing argument");
         struct diff_ctx c = {.source = opts ? opts->source : VMSNAP_MEM_SOURCE_CONTENT,
-                             .defer_sync = opts && opts->defer_sync};
+                             .defer_sync = opts && opts->defer_sync,
+                             .pages = pages};
+        if (pages)
+                c.source = VMSNAP_MEM_SOURCE_CONTENT;
         int r = vmsnap_mem_open(parentdir, &c.parent, d);
         if (r < 0)
                 return vmsnap_diag_prefix(d, "parent");
@@ -173,4 +182,20 @@ int vmsnap_mem_diff(const char *memfile, const char *snapdir, const char *parent
         if (r >= 0 && ret)
                 *ret = res;
         return r;
+}
+
+int vmsnap_mem_diff(const char *memfile, const char *snapdir, const char *parentdir,
+                    const struct vmsnap_mem_opts *opts, struct vmsnap_mem_result *ret,
+                    struct vmsnap_diag *d)
+{
+        return diff(memfile, NULL, snapdir, parentdir, opts, ret, d);
+}
+
+int vmsnap_mem_diff_pages(const char *memfile, const uint8_t *pages, const char *snapdir,
+                          const char *parentdir, const struct vmsnap_mem_opts *opts,
+                          struct vmsnap_mem_result *ret, struct vmsnap_diag *d)
+{
+        if (!pages)
+                return vmsnap_diag(d, -EINVAL, "mem diff: missing page list");
+        return diff(memfile, pages, snapdir, parentdir, opts, ret, d);
 }

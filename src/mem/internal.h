@@ -247,6 +247,14 @@ struct scan_visitor {
 int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
                  bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d);
 
+#define SCAN_PAGE 4096u /* the page of scan_listed_pages' bitmap */
+
+/* Like scan_memfile, but reads only the blocks with a page (SCAN_PAGE bytes) set in `pages`
+ * (one bit per page of the file, LSB first); every run of other blocks goes to `hole`.
+ * Returns 0, a visitor's error, or -errno. */
+int scan_listed_pages(int fd, const char *path, uint64_t size, uint64_t block_size,
+                      const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d);
+
 /* Opens a memory file for reading and checks its size (process.c); returns the fd or -errno. */
 int open_memfile(const char *path, uint64_t block_size, uint64_t *ret_size,
                  struct vmsnap_diag *d);

@@ -107,17 +107,65 @@ static int scan_regions(int fd, const char *path, uint64_t size, uint64_t block_
         return r < 0 || !v->done ? r : v->done(v->ctx, d);
 }
 
-int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
+/* True when block b (pages_per_block pages) has a page set in `pages`. */
+static bool block_listed(const uint8_t *pages, uint64_t b, uint64_t pages_per_block)
+{
+        for (uint64_t p = b * pages_per_block; p < (b + 1) * pages_per_block; p++)
+                if (pages[p / 8] & (1u << (p % 8)))
+                        return true;
+        return false;
+}
+
+static int scan_listed(int fd, const char *path, uint64_t size, uint64_t block_size,
+                       const uint8_t *pages, struct scan_bufs *sb, const struct scan_visitor *v,
+                       struct vmsnap_diag *d)
+{
+        uint64_t nblocks = size / block_size, ppb = block_size / SCAN_PAGE;
+        for (uint64_t b = 0; b < nblocks;) {
+                bool listed = block_listed(pages, b, ppb);
+                uint64_t e = b + 1;
+                while (e < nblocks && block_listed(pages, e, ppb) == listed)
+                        e++;
+                int r = listed ? read_region(fd, path, b * block_size, e * block_size, sb, v, d)
+                               : v->hole(v->ctx, b * block_size, (e - b) * block_size, d);
+                if (r < 0)
+                        return r;
+                b = e;
+        }
+        int r = v->done ? v->done(v->ctx, d) : 0;
+        return r < 0 || !v->done ? r : v->done(v->ctx, d);
+}
+
+/* scan_memfile, or scan_listed_pages when pages is set. */
+static int scan(int fd, const char *path, uint64_t size, uint64_t block_size, bool exact_holes,
+                const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d)
 {
         struct scan_bufs sb = {.b = {aligned_alloc(4096, IO_CHUNK), aligned_alloc(4096, IO_CHUNK)}};
         int r = 0;
         if (!sb.b[0] || !sb.b[1])
                 r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
-        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        if (r >= 0)
+        if (!pages)
+                posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        if (r >= 0 && pages)
+                r = scan_listed(fd, path, size, block_size, pages, &sb, v, d);
+        else if (r >= 0)
                 r = scan_regions(fd, path, size, block_size, exact_holes, &sb, v, d);
         free(sb.b[0]);
         free(sb.b[1]);
         return r;
+}
+
+int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
+                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        return scan(fd, path, size, block_size, exact_holes, NULL, v, d);
+}
+
+int scan_listed_pages(int fd, const char *path, uint64_t size, uint64_t block_size,
+                      const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        if (block_size % SCAN_PAGE)
+                return vmsnap_diag(d, -EINVAL, "%s: block size %llu is not whole pages", path,
+                                   (unsigned long long)block_size);
+        return scan(fd, path, size, block_size, false, pages, v, d);
 }

@@ -32,27 +32,21 @@ static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 /* The new generation from only the blocks the VMM touched since its restore (touched.c):
  * returns 1 when done so, 0 when the caller must diff the whole file by content (the host
  * or the VM does not allow the shortcut), or -errno when the diff itself failed. */
-static int capture_touched(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
-                           const struct vmsnap_vm_saved *saved, const char *parent,
+static int capture_touched(struct live *l, const struct vmsnap_vm_saved *saved, const char *parent,
                            const char *dir, const struct vmsnap_mem_opts *o,
                            struct pause_trace *t, struct vmsnap_diag *d)
 {
         if (!l->touch.valid || !l->vm || saved->memory_file_temporary ||
             saved->source != VMSNAP_MEM_SOURCE_CONTENT || !touch_mark_holds(&l->touch))
                 return 0;
-        char out[PATH_LEN];
-        snprintf(out, sizeof(out), "%.3000s/%s/changed", h->mem_root, sb->id);
-        unlink(out); /* left by a daemon that died in a pause */
-        struct touch_stats s;
+        _cleanup_free_ uint8_t *pages = NULL;
+        uint64_t touched;
         struct vmsnap_diag why = {0};
-        int r = touch_extract(l->driver->pid(l->vm), saved->memory_file, parent, out, &s, &why);
+        int r = touch_pages(l->driver->pid(l->vm), saved->memory_file, &pages, &touched, &why);
         trace_mark(t, VMSNAP_PAUSE_MEM_TOUCHED);
         if (r < 0)
                 return 0;
-        struct vmsnap_mem_opts sparse = *o;
-        sparse.source = VMSNAP_MEM_SOURCE_SPARSE; /* holes: the parent's blocks */
-        r = vmsnap_mem_diff(out, dir, parent, &sparse, NULL, d);
-        unlink(out);
+        r = vmsnap_mem_diff_pages(saved->memory_file, pages, dir, parent, o, NULL, d);
         return r < 0 ? r : 1;
 }
 
@@ -74,7 +68,7 @@ static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vm
                                     .defer_sync = true};
         if (!parent[0])
                 return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
-        r = capture_touched(h, l, sb, saved, parent, dir, &o, t, d);
+        r = capture_touched(l, saved, parent, dir, &o, t, d);
         if (r != 0)
                 return r < 0 ? r : 0;
         return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);

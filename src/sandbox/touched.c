@@ -3,7 +3,8 @@
  * of guest RAM). But the VMM maps its memory file (MAP_SHARED) into a process that started
  * after the file was written, so a page it has not mapped since cannot have been written
  * through it: its page table (/proc/<pid>/pagemap) lists a superset of the written pages,
- * typically a few percent of RAM. Only those blocks are hashed against the parent.
+ * typically a few percent of RAM. Only those blocks are read and hashed against the parent
+ * (vmsnap_mem_diff_pages, straight into the new generation).
  *
  * This holds as long as no mapped page left the VMM's page table without the VMM asking:
  * for a file on tmpfs, reclaim of shmem (needs swap) and khugepaged collapsing shmem into
@@ -210,98 +211,32 @@ static int touched_blocks(pid_t pid, int memfd, uint64_t size, uint64_t bs, uint
         return 0;
 }
 
-/* True when block (bs bytes at off) still has the parent's content. */
-static bool same_as_parent(const struct vmsnap_mem_snapshot *p, uint64_t off, const void *block,
-                           uint64_t bs, bool *ret_hashless)
+static uint64_t count_bits(const uint8_t *bits, uint64_t n)
 {
-        struct vmsnap_mem_location loc;
-        if (vmsnap_mem_locate(p, off, &loc) < 0)
-                return false;
-        if (loc.zero) {
-                static const uint8_t zero[4096];
-                for (uint64_t i = 0; i < bs; i += sizeof(zero))
-                        if (memcmp((const uint8_t *)block + i, zero, MIN(bs - i, sizeof(zero))))
-                                return false;
-                return true;
-        }
-        if (!loc.hashes) {
-                *ret_hashless = true;
-                return false;
-        }
-        return vmsnap_mem_block_ok(p, block, loc.hashes);
+        uint64_t c = 0;
+        for (uint64_t i = 0; i < n; i++)
+                c += (bits[i / 8] >> (i % 8)) & 1u;
+        return c;
 }
 
-/* Copies every touched block whose content changed from memfd into outfd. */
-static int copy_changed(int memfd, int outfd, const struct vmsnap_mem_snapshot *p,
-                        const uint8_t *bits, uint64_t size, uint64_t bs, struct touch_stats *s,
-                        struct vmsnap_diag *d)
+int touch_pages(pid_t pid, const char *memfile, uint8_t **ret_pages, uint64_t *ret_touched,
+                struct vmsnap_diag *d)
 {
-        _cleanup_free_ uint8_t *buf = malloc(bs);
-        if (!buf)
-                return vmsnap_diag(d, -ENOMEM, "out of memory");
-        for (uint64_t b = 0; b < size / bs; b++) {
-                if (!(bits[b / 8] & (1u << (b % 8))))
-                        continue;
-                s->touched++;
-                if (vmsnap_fs_pread_full(memfd, buf, bs, b * bs) != (ssize_t)bs)
-                        return vmsnap_diag(d, -EIO, "memory file: short read at %" PRIu64,
-                                           b * bs);
-                bool hashless = false;
-                if (same_as_parent(p, b * bs, buf, bs, &hashless))
-                        continue;
-                if (hashless)
-                        return vmsnap_diag(d, -EOPNOTSUPP, "the parent snapshot has no block "
-                                           "hashes");
-                s->changed++;
-                int r = vmsnap_fs_pwrite_full(outfd, buf, bs, b * bs);
-                if (r < 0)
-                        return vmsnap_diag(d, r, "changed blocks: %s", strerror(-r));
-        }
-        return 0;
-}
-
-static int extract(pid_t pid, int memfd, const char *parentdir, int outfd,
-                   struct touch_stats *s, struct vmsnap_diag *d)
-{
-        struct vmsnap_mem_snapshot *p = NULL;
-        int r = vmsnap_mem_open(parentdir, &p, d);
+        if (pid <= 0 || !memfile || !ret_pages || !ret_touched)
+                return vmsnap_diag(d, -EINVAL, "touch_pages: missing argument");
+        _cleanup_close_ int memfd = open(memfile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        struct stat st;
+        if (memfd < 0 || fstat(memfd, &st) < 0)
+                return vmsnap_diag(d, -errno, "%s: %s", memfile, strerror(errno));
+        uint64_t size = (uint64_t)st.st_size;
+        if (size == 0 || size % 4096)
+                return vmsnap_diag(d, -EINVAL, "%s: size %" PRIu64 " is not whole pages",
+                                   memfile, size);
+        uint8_t *pages = NULL;
+        int r = touched_blocks(pid, memfd, size, 4096, &pages, d);
         if (r < 0)
                 return r;
-        const struct vmsnap_mem_header *h = vmsnap_mem_header(p);
-        uint64_t bs = h->block_size, size = h->size;
-        struct stat st;
-        _cleanup_free_ uint8_t *bits = NULL;
-        if (fstat(memfd, &st) < 0 || (uint64_t)st.st_size != size || bs % 4096 || !bs)
-                r = vmsnap_diag(d, -EINVAL, "the memory file does not have the parent's size "
-                                "(%" PRIu64 " bytes)", size);
-        if (r == 0 && ftruncate(outfd, (off_t)size) < 0)
-                r = vmsnap_diag(d, -errno, "changed blocks: %s", strerror(errno));
-        if (r == 0)
-                r = touched_blocks(pid, memfd, size, bs, &bits, d);
-        if (r == 0)
-                r = copy_changed(memfd, outfd, p, bits, size, bs, s, d);
-        vmsnap_mem_close(p);
-        return r;
-}
-
-int touch_extract(pid_t pid, const char *memfile, const char *parentdir, const char *out,
-                  struct touch_stats *ret_stats, struct vmsnap_diag *d)
-{
-        if (pid <= 0 || !memfile || !parentdir || !out || !ret_stats)
-                return vmsnap_diag(d, -EINVAL, "touch_extract: missing argument");
-        _cleanup_close_ int memfd = open(memfile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        if (memfd < 0)
-                return vmsnap_diag(d, -errno, "%s: %s", memfile, strerror(errno));
-        _cleanup_close_ int outfd = open(out, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                                         0600);
-        if (outfd < 0)
-                return vmsnap_diag(d, -errno, "%s: %s", out, strerror(errno));
-        struct touch_stats s = {0};
-        int r = extract(pid, memfd, parentdir, outfd, &s, d);
-        if (r < 0) {
-                unlink(out);
-                return r;
-        }
-        *ret_stats = s;
+        *ret_touched = count_bits(pages, size / 4096);
+        *ret_pages = pages;
         return 0;
 }

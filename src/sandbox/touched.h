@@ -18,10 +18,6 @@ struct touch_mark {
         uint64_t swap_outs; /* pswpout + zswpout of /proc/vmstat then */
 };
 
-struct touch_stats {
-        uint64_t touched; /* blocks with a page the VMM mapped since the restore */
-        uint64_t changed; /* of those, blocks whose content is not the parent's */
-};
 
 /* Fills *ret: valid when memfile is on tmpfs, no swap device is active and shmem never gets
  * huge pages here (memfile's mount included): otherwise a page the VMM wrote could leave its
@@ -32,13 +28,12 @@ void touch_mark_take(const char *memfile, struct touch_mark *ret);
  * page was swapped out in between. */
 bool touch_mark_holds(const struct touch_mark *m);
 
-/* Writes `out` (new, 0600, sparse, memfile's size) holding exactly the blocks of memfile
- * that process pid has mapped (its page table, /proc/<pid>/pagemap) and whose content differs
- * from the snapshot in parentdir (its block hashes); every other block is a hole. The caller
- * feeds `out` to vmsnap_mem_diff as VMSNAP_MEM_SOURCE_SPARSE. Returns 0 and *ret_stats, or
- * -ENOENT when pid does not map all of memfile, -EOPNOTSUPP for a parent without block
- * hashes, -errno otherwise (d says what; `out` is then removed). */
-int touch_extract(pid_t pid, const char *memfile, const char *parentdir, const char *out,
-                  struct touch_stats *ret_stats, struct vmsnap_diag *d);
+/* The pages of memfile (4096 bytes each) that process pid has in its page table
+ * (/proc/<pid>/pagemap): a superset of the pages it wrote since it mapped the file. *ret_pages
+ * (one bit per page, LSB first; the caller frees it) goes to vmsnap_mem_diff_pages;
+ * *ret_touched counts its bits. Returns 0, -ENOENT when pid does not map all of memfile
+ * (the caller then diffs by content), -errno otherwise (d says what). */
+int touch_pages(pid_t pid, const char *memfile, uint8_t **ret_pages, uint64_t *ret_touched,
+                struct vmsnap_diag *d);
 
 #endif

@@ -1,7 +1,8 @@
 /* touched.c against the real kernel: a child process maps a memory file MAP_SHARED the way
  * QEMU maps guest RAM, reads some pages and writes others (new data, zeros, the same bytes
- * again, data where there were zeros); touch_extract must hand over exactly the blocks whose
- * content changed, and a diff of them over the parent must read back as the file does.
+ * again, data where there were zeros); touch_pages must list every page it touched, and
+ * vmsnap_mem_diff_pages of that list over the parent must store exactly the blocks whose
+ * content changed and read back as the file does.
  * A process that maps none or only part of the file is refused (-ENOENT): the caller then
  * diffs the whole file by content. */
 #include <stdarg.h>
@@ -33,7 +34,7 @@
 #define SIZE   ((size_t)BLOCKS * BS)
 
 struct fixture {
-        char *root, *memp, *parent, *out;
+        char *root, *memp, *parent;
         uint8_t *mem; /* what the memory file holds when the parent was made */
 };
 
@@ -43,7 +44,6 @@ static int setup(void **state)
         f->root = test_mkdtemp("touched");
         f->memp = test_path(f->root, "memory");
         f->parent = test_path(f->root, "parent");
-        f->out = test_path(f->root, "changed");
         f->mem = calloc(1, SIZE);
         uint64_t seed = 42;
         for (unsigned b = 0; b < BLOCKS; b += 2) /* odd blocks stay zero */
@@ -61,7 +61,7 @@ static int teardown(void **state)
 {
         struct fixture *f = *state;
         test_rmtree(f->root);
-        free(f->root), free(f->memp), free(f->parent), free(f->out), free(f->mem), free(f);
+        free(f->root), free(f->memp), free(f->parent), free(f->mem), free(f);
         return 0;
 }
 
@@ -124,41 +124,36 @@ static pid_t child_ready(const char *path, size_t len)
         return pid;
 }
 
-/* The data regions of a sparse file, as a bitmap of blocks. */
-static uint64_t data_blocks(const char *path)
+static bool listed(const uint8_t *pages, unsigned p)
 {
-        int fd = open(path, O_RDONLY);
-        assert_true(fd >= 0);
-        uint64_t bits = 0;
-        for (off_t off = 0; (off = lseek(fd, off, SEEK_DATA)) >= 0;) {
-                off_t end = lseek(fd, off, SEEK_HOLE);
-                for (off_t b = off; b < end; b += BS)
-                        bits |= 1ull << (b / BS);
-                off = end;
-        }
-        close(fd);
-        return bits;
+        return pages[p / 8] & (1u << (p % 8));
 }
 
 static void changed_blocks_only(void **state)
 {
         struct fixture *f = *state;
         pid_t pid = child_ready(f->memp, SIZE);
-        struct touch_stats s;
+        uint8_t *pages = NULL;
+        uint64_t touched = 0;
         struct vmsnap_diag d = {0};
-        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
+        int r = touch_pages(pid, f->memp, &pages, &touched, &d);
         stop_child(pid);
         assert_int_equal(r, 0);
         /* read-fault-around may map more neighbours; never fewer than the 8 it used */
-        assert_true(s.touched >= 8);
-        assert_int_equal(s.changed, 3);
-        assert_int_equal(data_blocks(f->out), (1ull << 4) | (1ull << 6) | (1ull << 11));
+        assert_true(touched >= 8);
+        const unsigned used[] = {1, 2, 4, 6, 8, 11, 40};
+        for (size_t i = 0; i < sizeof(used) / sizeof(used[0]); i++)
+                assert_true(listed(pages, used[i]));
 
-        /* the diff of those blocks over the parent reads back as the file now is */
+        /* the diff of those pages over the parent stores the 3 changed blocks only */
         char *next = test_path(f->root, "next");
         mkdir(next, 0700);
-        struct vmsnap_mem_opts o = {.source = VMSNAP_MEM_SOURCE_SPARSE};
-        assert_int_equal(vmsnap_mem_diff(f->out, next, f->parent, &o, NULL, &d), 0);
+        struct vmsnap_mem_opts o = {.defer_sync = true};
+        struct vmsnap_mem_result res;
+        assert_int_equal(vmsnap_mem_diff_pages(f->memp, pages, next, f->parent, &o, &res, &d), 0);
+        assert_int_equal(res.data_blocks, 2); /* 4 (new data), 11 (data over zeros) */
+        assert_int_equal(res.zero_blocks, 1); /* 6 (zeros over data) */
+        assert_int_equal(res.bytes_scanned, touched * BS);
         char *back = test_path(f->root, "back");
         assert_int_equal(vmsnap_mem_materialize(next, back, NULL, &d), 0);
         size_t n1, n2;
@@ -167,34 +162,61 @@ static void changed_blocks_only(void **state)
         assert_int_equal(n2, SIZE);
         assert_memory_equal(want, got, SIZE);
         assert_memory_not_equal(want + 4 * BS, f->mem + 4 * BS, BS); /* the child's writes */
-        free(want), free(got), free(back), free(next);
+        free(want), free(got), free(back), free(next), free(pages);
+}
+
+/* The list is trusted: a page left out keeps the parent's block even if it changed (the
+ * caller vouches for it); every page listed gives the same snapshot as a content diff. */
+static void lists_are_trusted(void **state)
+{
+        struct fixture *f = *state;
+        uint8_t *now = malloc(SIZE);
+        memcpy(now, f->mem, SIZE);
+        memset(now + 3 * BS, 0x11, BS);
+        memset(now + 5 * BS, 0x22, BS);
+        test_write_file(f->memp, now, SIZE);
+        uint8_t pages[BLOCKS / 8] = {0};
+        pages[0] = 1u << 3; /* block 5 left out */
+        struct vmsnap_diag d = {0};
+        char *next = test_path(f->root, "next"), *back = test_path(f->root, "back");
+        mkdir(next, 0700);
+        struct vmsnap_mem_result res;
+        assert_int_equal(vmsnap_mem_diff_pages(f->memp, pages, next, f->parent, NULL, &res, &d), 0);
+        assert_int_equal(res.data_blocks, 1);
+        assert_int_equal(vmsnap_mem_materialize(next, back, NULL, &d), 0);
+        size_t n;
+        uint8_t *got = test_read_file(back, &n);
+        assert_memory_equal(got + 3 * BS, now + 3 * BS, BS);
+        assert_memory_equal(got + 5 * BS, f->mem + 5 * BS, BS);
+        free(got);
+        test_rmtree(next), unlink(back);
+        mkdir(next, 0700);
+        memset(pages, 0xff, sizeof(pages));
+        assert_int_equal(vmsnap_mem_diff_pages(f->memp, pages, next, f->parent, NULL, &res, &d), 0);
+        assert_int_equal(res.data_blocks, 2);
+        assert_int_equal(vmsnap_mem_materialize(next, back, NULL, &d), 0);
+        got = test_read_file(back, &n);
+        assert_memory_equal(got, now, SIZE);
+        assert_int_equal(vmsnap_mem_diff_pages(f->memp, NULL, next, f->parent, NULL, &res, &d),
+                         -EINVAL);
+        free(got), free(now), free(next), free(back);
 }
 
 static void refuses_a_process_without_the_file(void **state)
 {
         struct fixture *f = *state;
-        struct touch_stats s;
+        uint8_t *pages = NULL;
+        uint64_t touched;
         struct vmsnap_diag d = {0};
-        assert_int_equal(touch_extract(getpid(), f->memp, f->parent, f->out, &s, &d), -ENOENT);
-        assert_int_equal(access(f->out, F_OK), -1); /* nothing left behind */
+        assert_int_equal(touch_pages(getpid(), f->memp, &pages, &touched, &d), -ENOENT);
+        assert_null(pages);
 
         pid_t pid = child_ready(f->memp, SIZE / 2); /* maps only half: cannot tell the rest */
-        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
+        int r = touch_pages(pid, f->memp, &pages, &touched, &d);
         stop_child(pid);
         assert_int_equal(r, -ENOENT);
+        assert_null(pages);
         assert_non_null(strstr(d.msg, "only part"));
-}
-
-static void refuses_an_existing_output(void **state)
-{
-        struct fixture *f = *state;
-        test_write_file(f->out, "x", 1); /* never overwritten: a symlink could be planted */
-        pid_t pid = child_ready(f->memp, SIZE);
-        struct touch_stats s;
-        struct vmsnap_diag d = {0};
-        int r = touch_extract(pid, f->memp, f->parent, f->out, &s, &d);
-        stop_child(pid);
-        assert_int_equal(r, -EEXIST);
 }
 
 /* True when /proc/swaps lists a swap device (more than its header line). */
@@ -258,7 +280,7 @@ int main(void)
                 cmocka_unit_test_setup_teardown(changed_blocks_only, setup, teardown),
                 cmocka_unit_test_setup_teardown(refuses_a_process_without_the_file, setup,
                                                 teardown),
-                cmocka_unit_test_setup_teardown(refuses_an_existing_output, setup, teardown),
+                cmocka_unit_test_setup_teardown(lists_are_trusted, setup, teardown),
                 cmocka_unit_test_setup_teardown(mark_follows_the_host, setup, teardown),
                 cmocka_unit_test(mark_allows_tmpfs),
         };
