@@ -72,6 +72,8 @@ static int content_block(struct diff_ctx *c, uint64_t offset, const uint8_t *blo
                 if (memcmp(ph->b, h.b, 16) == 0)
                         return gen_add_parent(&c->g, c->parent->h, &c->cursor, offset, bs, d);
         }
+        if (c->pages) /* scan_listed_pages reuses its buffer */
+                return gen_add_data_copy(&c->g, offset, block, &h, d);
         return gen_add_data(&c->g, offset, block, &h, d);
 }
 

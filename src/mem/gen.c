@@ -40,11 +40,12 @@ int gen_begin(struct gen_builder *g, int dirfd, const char *dir, uint64_t block_
         return r < 0 ? vmsnap_diag_prefix(d, "%s", dir) : 0;
 }
 
-int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
-                 const struct vmsnap_hash *hash, struct vmsnap_diag *d)
+static int add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
+                    const struct vmsnap_hash *hash, bool copy, struct vmsnap_diag *d)
 {
         uint64_t storage = g->w.size;
-        int r = writer_append_ref(&g->w, block, g->h.block_size, hash, d);
+        int r = copy ? writer_append(&g->w, block, g->h.block_size, hash, d)
+                     : writer_append_ref(&g->w, block, g->h.block_size, hash, d);
         if (r < 0)
                 return r;
         if (extents_emit(&g->ext, offset, g->h.block_size, g->new_build, storage) < 0)
@@ -52,6 +53,18 @@ int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
         g->res->data_blocks++;
         g->res->bytes_written += g->h.block_size;
         return 0;
+}
+
+int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
+                 const struct vmsnap_hash *hash, struct vmsnap_diag *d)
+{
+        return add_data(g, offset, block, hash, false, d);
+}
+
+int gen_add_data_copy(struct gen_builder *g, uint64_t offset, const uint8_t *block,
+                      const struct vmsnap_hash *hash, struct vmsnap_diag *d)
+{
+        return add_data(g, offset, block, hash, true, d);
 }
 
 int gen_flush(struct gen_builder *g, struct vmsnap_diag *d)

@@ -249,9 +249,12 @@ int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
 
 #define SCAN_PAGE 4096u /* the page of scan_listed_pages' bitmap */
 
+#define LISTED_CHUNK ((size_t)256 << 10) /* scan_listed_pages' one read buffer */
+
 /* Like scan_memfile, but reads only the blocks with a page (SCAN_PAGE bytes) set in `pages`
- * (one bit per page of the file, LSB first); every run of other blocks goes to `hole`.
- * Returns 0, a visitor's error, or -errno. */
+ * (one bit per page of the file, LSB first); every run of other blocks goes to `hole`. One
+ * buffer, reused: `data` must copy what it keeps (gen_add_data_copy); `done` is called only
+ * twice at the end. Returns 0, a visitor's error, or -errno. */
 int scan_listed_pages(int fd, const char *path, uint64_t size, uint64_t block_size,
                       const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d);
 
@@ -283,6 +286,10 @@ int gen_begin(struct gen_builder *g, int dirfd, const char *dir, uint64_t block_
  * by reference: it must stay unchanged until gen_flush has been called twice more. */
 int gen_add_data(struct gen_builder *g, uint64_t offset, const uint8_t *block,
                  const struct vmsnap_hash *hash, struct vmsnap_diag *d);
+
+/* gen_add_data of a block the caller reuses at once: the writer copies it. */
+int gen_add_data_copy(struct gen_builder *g, uint64_t offset, const uint8_t *block,
+                      const struct vmsnap_hash *hash, struct vmsnap_diag *d);
 
 /* Hands the blocks added so far to the writer thread; returns once the blocks added before
  * the previous gen_flush are written (a scan_visitor `done`). */

@@ -116,17 +116,43 @@ static bool block_listed(const uint8_t *pages, uint64_t b, uint64_t pages_per_bl
         return false;
 }
 
-static int scan_listed(int fd, const char *path, uint64_t size, uint64_t block_size,
-                       const uint8_t *pages, struct scan_bufs *sb, const struct scan_visitor *v,
-                       struct vmsnap_diag *d)
+/* Reads [start, end) through buf (len bytes, reused: the visitor must copy what it keeps). */
+static int read_listed(int fd, const char *path, uint64_t start, uint64_t end, uint8_t *buf,
+                       size_t len, const struct scan_visitor *v, struct vmsnap_diag *d)
 {
+        while (start < end) {
+                size_t n = (size_t)MIN((uint64_t)len, end - start);
+                ssize_t got = vmsnap_fs_pread_full(fd, buf, n, start);
+                if (got < 0)
+                        return vmsnap_diag(d, (int)got, "%s: read failed at %llu: %s", path,
+                                           (unsigned long long)start, strerror((int)-got));
+                if ((size_t)got != n)
+                        return vmsnap_diag(d, -EIO, "%s: file shrank while being read", path);
+                int r = v->data(v->ctx, start, buf, n, d);
+                if (r < 0)
+                        return r;
+                start += n;
+        }
+        return 0;
+}
+
+/* One small buffer, reused while it is warm: the listed blocks are a few percent of the
+ * file, most of them unchanged, and fresh pages cost a fault each. */
+static int scan_listed(int fd, const char *path, uint64_t size, uint64_t block_size,
+                       const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        size_t len = (size_t)MAX((uint64_t)LISTED_CHUNK, block_size);
+        _cleanup_free_ uint8_t *buf = aligned_alloc(4096, len);
+        if (!buf)
+                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
         uint64_t nblocks = size / block_size, ppb = block_size / SCAN_PAGE;
         for (uint64_t b = 0; b < nblocks;) {
                 bool listed = block_listed(pages, b, ppb);
                 uint64_t e = b + 1;
                 while (e < nblocks && block_listed(pages, e, ppb) == listed)
                         e++;
-                int r = listed ? read_region(fd, path, b * block_size, e * block_size, sb, v, d)
+                int r = listed ? read_listed(fd, path, b * block_size, e * block_size, buf, len,
+                                             v, d)
                                : v->hole(v->ctx, b * block_size, (e - b) * block_size, d);
                 if (r < 0)
                         return r;
@@ -136,36 +162,26 @@ static int scan_listed(int fd, const char *path, uint64_t size, uint64_t block_s
         return r < 0 || !v->done ? r : v->done(v->ctx, d);
 }
 
-/* scan_memfile, or scan_listed_pages when pages is set. */
-static int scan(int fd, const char *path, uint64_t size, uint64_t block_size, bool exact_holes,
-                const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d)
-{
-        struct scan_bufs sb = {.b = {aligned_alloc(4096, IO_CHUNK), aligned_alloc(4096, IO_CHUNK)}};
-        int r = 0;
-        if (!sb.b[0] || !sb.b[1])
-                r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
-        if (!pages)
-                posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-        if (r >= 0 && pages)
-                r = scan_listed(fd, path, size, block_size, pages, &sb, v, d);
-        else if (r >= 0)
-                r = scan_regions(fd, path, size, block_size, exact_holes, &sb, v, d);
-        free(sb.b[0]);
-        free(sb.b[1]);
-        return r;
-}
-
-int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
-{
-        return scan(fd, path, size, block_size, exact_holes, NULL, v, d);
-}
-
 int scan_listed_pages(int fd, const char *path, uint64_t size, uint64_t block_size,
                       const uint8_t *pages, const struct scan_visitor *v, struct vmsnap_diag *d)
 {
         if (block_size % SCAN_PAGE)
                 return vmsnap_diag(d, -EINVAL, "%s: block size %llu is not whole pages", path,
                                    (unsigned long long)block_size);
-        return scan(fd, path, size, block_size, false, pages, v, d);
+        return scan_listed(fd, path, size, block_size, pages, v, d);
+}
+
+int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
+                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d)
+{
+        struct scan_bufs sb = {.b = {aligned_alloc(4096, IO_CHUNK), aligned_alloc(4096, IO_CHUNK)}};
+        int r = 0;
+        if (!sb.b[0] || !sb.b[1])
+                r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", path);
+        posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        if (r >= 0)
+                r = scan_regions(fd, path, size, block_size, exact_holes, &sb, v, d);
+        free(sb.b[0]);
+        free(sb.b[1]);
+        return r;
 }
