@@ -3,6 +3,7 @@
  * one frame here plus the stream's window in libvmsnap: a client that reads slowly slows the
  * command (no credit goes back to the guest) instead of growing the daemon. */
 #include "api/exec-frames.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -180,19 +181,6 @@ static void *client_main(void *arg)
         return NULL;
 }
 
-static bool send_all(int fd, const char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return false;
-                p += w;
-                n -= (size_t)w;
-        }
-        return true;
-}
 
 void exec_upgraded_run(struct exec_out *o, int fd, const char *extra, size_t extra_len)
 {
@@ -203,7 +191,7 @@ void exec_upgraded_run(struct exec_out *o, int fd, const char *extra, size_t ext
                 fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
         bool reader = pthread_create(&t, NULL, client_main, &ss) == 0;
         while (reader && (o->pend_off < o->pend_len || next_frame(o))) {
-                if (!send_all(fd, (const char *)o->pend + o->pend_off, o->pend_len - o->pend_off))
+                if (vmsnap_fs_send_full(fd, o->pend + o->pend_off, o->pend_len - o->pend_off) < 0)
                         break; /* the client went away */
                 o->pend_off = o->pend_len;
         }

@@ -19,6 +19,7 @@
 #include "api/exec-routes.h"
 #include "api/forward.h"
 #include "api/stream.h"
+#include "util/fs.h"
 #include "util/log.h"
 
 #define HEAD_MAX (16u << 10)  /* the owner's status line and headers */
@@ -31,19 +32,6 @@ struct joined {
         size_t early_len;
 };
 
-static bool send_all(int fd, const char *p, size_t n)
-{
-        while (n) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return false;
-                p += w;
-                n -= (size_t)w;
-        }
-        return true;
-}
 
 static void set_timeout(int fd, int seconds)
 {
@@ -140,7 +128,7 @@ static bool pass(int from, int to, char *buf)
         ssize_t r = recv(from, buf, RELAY_BLOCK, 0);
         if (r < 0 && errno == EINTR)
                 return true;
-        return r > 0 && send_all(to, buf, (size_t)r);
+        return r > 0 && vmsnap_fs_send_full(to, buf, (size_t)r) == 0;
 }
 
 /* The session, in the client connection's thread: both ways until either side ends. */
@@ -149,8 +137,8 @@ static void run_joined(void *ctx, int client, const char *extra, size_t extra_le
         struct joined *j = ctx;
         char *buf = malloc(RELAY_BLOCK);
         set_timeout(j->owner, 0); /* an interactive shell may be idle for hours */
-        bool ok = buf && send_all(client, j->early, j->early_len) &&
-                  send_all(j->owner, extra, extra_len);
+        bool ok = buf && vmsnap_fs_send_full(client, j->early, j->early_len) == 0 &&
+                  vmsnap_fs_send_full(j->owner, extra, extra_len) == 0;
         struct pollfd p[2] = {{.fd = client, .events = POLLIN}, {.fd = j->owner, .events = POLLIN}};
         while (ok) {
                 if (poll(p, 2, -1) < 0) {
@@ -201,7 +189,8 @@ static void ask(int fd, const char *req, const struct api_call *call, const char
         size_t got = 0;
         ssize_t head_len = -1;
         set_timeout(fd, 60);
-        if (head && send_all(fd, req, strlen(req)) && send_all(fd, call->body, call->body_len))
+        if (head && vmsnap_fs_send_full(fd, req, strlen(req)) == 0 &&
+            vmsnap_fs_send_full(fd, call->body, call->body_len) == 0)
                 head_len = read_head(fd, head, HEAD_MAX, &got);
         long status = head_len > 0 && strncmp(head, "HTTP/1.", 7) == 0
                               ? strtol(head + 9, NULL, 10) : 0;

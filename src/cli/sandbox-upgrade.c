@@ -2,6 +2,7 @@
  * written by hand on a plain socket: libcurl does not hand over an upgraded connection. Only
  * http:// (the daemon's Unix socket or TCP); the request is one POST with a JSON body. */
 #include "cli/sandbox.h"
+#include "util/fs.h"
 #include "util/cleanup.h"
 
 #include <ctype.h>
@@ -58,19 +59,6 @@ static int connect_daemon(struct client *c, int *ret_fd)
         return CLI_OK;
 }
 
-static bool send_all(int fd, const char *p, size_t n)
-{
-        while (n > 0) {
-                ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-                if (w < 0 && errno == EINTR)
-                        continue;
-                if (w <= 0)
-                        return false;
-                p += w;
-                n -= (size_t)w;
-        }
-        return true;
-}
 
 /* Reads the response headers (and what came after them, kept in *ret_extra). */
 static int read_headers(int fd, char **ret_headers, char **ret_extra, size_t *ret_extra_len)
@@ -148,7 +136,7 @@ int client_upgrade(struct client *c, const char *path, json_t *body, const char 
                 return fail(c->a, "out of memory");
         }
         size_t extra_len = 0;
-        if (!send_all(fd, req, strlen(req)) ||
+        if (vmsnap_fs_send_full(fd, req, strlen(req)) < 0 ||
             read_headers(fd, &headers, &extra, &extra_len) < 0)
                 return fail(c->a, "%s: no HTTP answer to the exec request", c->where);
         long status = strncmp(headers, "HTTP/1.", 7) == 0 ? strtol(headers + 9, NULL, 10) : 0;

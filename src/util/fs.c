@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <limits.h>
@@ -78,6 +79,20 @@ int vmsnap_fs_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off)
                         iov->iov_base = (uint8_t *)iov->iov_base + w;
                         iov->iov_len -= (size_t)w;
                 }
+        }
+        return 0;
+}
+
+int vmsnap_fs_send_full(int fd, const void *buf, size_t len)
+{
+        size_t done = 0;
+        while (done < len) {
+                ssize_t n = send(fd, (const uint8_t *)buf + done, len - done, MSG_NOSIGNAL);
+                if (n < 0 && errno == EINTR)
+                        continue;
+                if (n <= 0)
+                        return n < 0 ? -errno : -EIO;
+                done += (size_t)n;
         }
         return 0;
 }

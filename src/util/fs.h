@@ -21,6 +21,10 @@ int vmsnap_fs_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
  * short write); returns 0 or -errno. */
 int vmsnap_fs_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off);
 
+/* Sends all len bytes on socket fd without SIGPIPE (a peer gone is -EPIPE); returns 0 or
+ * -errno. */
+int vmsnap_fs_send_full(int fd, const void *buf, size_t len);
+
 /* Writes all len bytes at the current position; returns 0 or -errno. */
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
 
