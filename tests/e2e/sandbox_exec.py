@@ -5,8 +5,8 @@ checks, through the CLI (`vmsnap sandbox exec/shell/cp/ps/kill`) and the REST AP
   - argv with spaces, quotes, $, newlines and non-UTF-8 bytes comes back byte-exact (CLI, and
     argv_b64 over the API); exit codes and signals reach the CLI's exit status; stdin (-i);
   - --timeout says it fired and exits 124;
-  - streaming: the first line of `for i in 1 2 3; do echo $i; sleep 1; done` arrives while the
-    command still runs (the CLI, and the chunked frames of the API);
+  - streaming: the first line of a command that prints 1, waits for a gate file, then 2 and 3
+    arrives while the command still runs (the CLI, and the chunked frames of the API);
   - 100 MB of binary output (with NULs) through exec, and through cp both ways, with
     matching sha256, while the daemon's peak RSS (VmHWM) grows by less than a bound;
   - a PTY session driven through python's pty module: stty size, a resize, ^C kills the
@@ -114,12 +114,19 @@ def test_timeout(b):
     check(b"timed out" in p.stderr, "--timeout did not say it fired: %r" % p.stderr)
 
 
+def gated(gate):
+    """Prints 1, then 2 and 3 only once `gate` exists (or after 60 s): output that is not
+    streamed cannot reach the test before the gate, whatever the load."""
+    return ("echo 1; i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); "
+            "done; echo 2; echo 3" % gate)
+
+
 def test_streaming(b):
-    loop = "for i in 1 2 3; do echo $i; sleep 1; done"
     p = subprocess.Popen([CLI, "sandbox", "exec", "--socket", b.d.sock, b.name, "--", "sh", "-c",
-                          loop], stdout=subprocess.PIPE)
+                          gated("/tmp/gate-cli")], stdout=subprocess.PIPE)
     first = p.stdout.readline()
-    still_running = p.poll() is None  # the loop sleeps 2 s more after printing 1
+    still_running = p.poll() is None  # it waits for the gate
+    b.cli("exec", b.name, "--", "touch", "/tmp/gate-cli", check_rc=0)
     rest = p.stdout.read()
     p.wait()
     check(first == b"1\n", "first line %r" % first)
@@ -127,7 +134,8 @@ def test_streaming(b):
     check(rest == b"2\n3\n" and p.returncode == 0, "rest %r rc %d" % (rest, p.returncode))
     # the API's chunked frames: the first STDOUT frame before the response ends
     c = UnixHTTP(b.d.sock, 60)
-    c.request("POST", "/v1/sandboxes/%s/exec" % b.name, body=json.dumps({"argv": ["sh", "-c", loop]}),
+    c.request("POST", "/v1/sandboxes/%s/exec" % b.name,
+              body=json.dumps({"argv": ["sh", "-c", gated("/tmp/gate-frames")]}),
               headers={"Content-Type": "application/json",
                        "Accept": "application/vnd.vmsnap.exec-frames"})
     r = c.getresponse()
@@ -139,6 +147,7 @@ def test_streaming(b):
         got += chunk
         frames = complete_frames(got)
     check(not r.isclosed(), "the response had ended before its first STDOUT frame")
+    b.cli("exec", b.name, "--", "touch", "/tmp/gate-frames", check_rc=0)
     got += r.read()
     frames = http_frames(got)
     out = b"".join(p for t, p in frames if t == STDOUT)
