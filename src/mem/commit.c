@@ -112,21 +112,9 @@ int commit_header(int dirfd, const char *dir, const struct vmsnap_mem_header *h,
         r = vmsnap_mem_header_serialize(h, &buf, &len, d);
         if (r < 0)
                 return r;
-        struct vmsnap_staged s;
-        r = vmsnap_staged_open(&s, dirfd, VMSNAP_MEM_HEADER_NAME, d);
+        r = vmsnap_staged_write(dirfd, VMSNAP_MEM_HEADER_NAME, buf, len, sync, d);
         if (r < 0)
                 return r;
-        s.nosync = !sync;
-        r = vmsnap_fs_write_full(s.fd, buf, len);
-        if (r < 0)
-                r = vmsnap_diag(d, r, "%s/%s: write failed: %s", dir, VMSNAP_MEM_HEADER_NAME,
-                                strerror(-r));
-        else
-                r = vmsnap_staged_commit(&s, d);
-        if (r < 0) {
-                vmsnap_staged_abort(&s);
-                return r;
-        }
         *ret_renamed = true;
         snprintf(point, sizeof(point), "%s.header", op);
         vmsnap_crashpoint(point);

@@ -91,20 +91,8 @@ static int copy_meta(const char *from, const char *to, bool sync, struct vmsnap_
         if (r < 0)
                 return vmsnap_diag(d, r, "%s/%s: cannot read: %s", from, VMSNAP_ROOTFS_META,
                                    strerror(-r));
-        struct vmsnap_staged s;
-        if ((r = vmsnap_staged_open(&s, t, VMSNAP_ROOTFS_META, d)) < 0)
+        if ((r = vmsnap_staged_write(t, VMSNAP_ROOTFS_META, buf, len, sync, d)) < 0)
                 return r;
-        s.nosync = !sync;
-        r = vmsnap_fs_write_full(s.fd, buf, len);
-        if (r < 0)
-                r = vmsnap_diag(d, r, "%s/%s: write failed: %s", to, VMSNAP_ROOTFS_META,
-                                strerror(-r));
-        else
-                r = vmsnap_staged_commit(&s, d);
-        if (r < 0) {
-                vmsnap_staged_abort(&s);
-                return r;
-        }
         r = sync ? vmsnap_fs_fsync_dir(t) : 0;
         return r < 0 ? vmsnap_diag(d, r, "%s: fsync failed: %s", to, strerror(-r)) : 0;
 }

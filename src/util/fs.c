@@ -293,23 +293,30 @@ void vmsnap_staged_abort(struct vmsnap_staged *s)
         s->tmp[0] = '\0';
 }
 
-int vmsnap_fs_atomic_write(int dirfd, const char *name, const void *buf, size_t len,
-                           struct vmsnap_diag *d)
+int vmsnap_staged_write(int dirfd, const char *name, const void *buf, size_t len, bool sync,
+                        struct vmsnap_diag *d)
 {
         struct vmsnap_staged s;
         int r = vmsnap_staged_open(&s, dirfd, name, d);
         if (r < 0)
                 return r;
+        s.nosync = !sync;
         r = vmsnap_fs_write_full(s.fd, buf, len);
-        if (r < 0) {
+        if (r < 0)
+                r = vmsnap_diag(d, r, "%s: write failed: %s", name, strerror(-r));
+        else
+                r = vmsnap_staged_commit(&s, d);
+        if (r < 0)
                 vmsnap_staged_abort(&s);
-                return vmsnap_diag(d, r, "%s: write failed: %s", name, strerror(-r));
-        }
-        r = vmsnap_staged_commit(&s, d);
-        if (r < 0) {
-                vmsnap_staged_abort(&s);
+        return r;
+}
+
+int vmsnap_fs_atomic_write(int dirfd, const char *name, const void *buf, size_t len,
+                           struct vmsnap_diag *d)
+{
+        int r = vmsnap_staged_write(dirfd, name, buf, len, true, d);
+        if (r < 0)
                 return r;
-        }
         r = vmsnap_fs_fsync_dir(dirfd);
         if (r < 0)
                 return vmsnap_diag(d, r, "%s: fsync of directory failed: %s", name,

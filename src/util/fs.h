@@ -102,6 +102,11 @@ int vmsnap_staged_commit_new(struct vmsnap_staged *s, struct vmsnap_diag *d);
 /* Closes and unlinks a staged file that was not committed; safe to call twice. */
 void vmsnap_staged_abort(struct vmsnap_staged *s);
 
+/* Writes buf as dirfd/name through a staged file (fsynced unless !sync) renamed into place;
+ * the directory is not fsynced (the caller does, once its step is done). 0 or -errno (d). */
+int vmsnap_staged_write(int dirfd, const char *name, const void *buf, size_t len, bool sync,
+                        struct vmsnap_diag *d);
+
 /* Copies len bytes from in@in_off to out@out_off: copy_file_range (reflink/server-side where
  * the filesystem can), falling back to read/write. Returns 0 or -errno. */
 int vmsnap_fs_copy_range(int in, uint64_t in_off, int out, uint64_t out_off, uint64_t len);
