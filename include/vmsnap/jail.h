@@ -89,12 +89,22 @@ struct vmsnap_jail_spec {
                                    environment when started by the jailer (NULL: empty) */
         const char *netns_path; /* a pinned network namespace (a sandbox's, docs/network.md)
                                    to join, checked to be one; NULL: a new, empty one */
+        const char *readonly_memory; /* the target of a read-only bind (a template's memory
+                                   file) whose every open by the VMM returns a read-only
+                                   descriptor of it, whatever access it asks for (QEMU 7.2
+                                   opens mem-path O_RDWR even for share=off; docs/jail.md
+                                   "Read-only memory"); jailer only; NULL: none */
 };
 
 /* Checks that every piece of the jail works on this host (mount namespaces, the uid range,
  * each cgroup controller, the jailer program). Returns 0, or -errno with d naming the
  * first missing piece and what to do (or `--insecure-no-jail`). */
 int vmsnap_jail_probe(const struct vmsnap_jail_config *c, struct vmsnap_diag *d);
+
+/* Checks that this kernel can hand a jailed VMM a read-only descriptor of its memory file
+ * (readonly_memory: seccomp user notification with SECCOMP_ADDFD_FLAG_SEND) by running the
+ * jailer's --probe-handover. Returns 0, or -errno with d saying what is missing. */
+int vmsnap_jail_probe_handover(const struct vmsnap_jail_config *c, struct vmsnap_diag *d);
 
 /* The cgroup version the config resolves to on this host (AUTO decided), or -errno. */
 int vmsnap_jail_cgroup_version(const struct vmsnap_jail_config *c, struct vmsnap_diag *d);

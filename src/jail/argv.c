@@ -123,6 +123,10 @@ static void push_spec(struct strv *a, const struct vmsnap_jail_spec *s)
                 push(a, "--netns");
                 push(a, "%s", s->netns_path);
         }
+        if (s->readonly_memory) {
+                push(a, "--memory-readonly");
+                push(a, "%s", s->readonly_memory);
+        }
         if (s->system_dirs)
                 push(a, "--system-dirs");
         if (s->proc)
@@ -237,10 +241,12 @@ enum {
         OPT_DEV,
         OPT_ENV,
         OPT_NETNS,
+        OPT_MEMORY_RO,
         OPT_SYSTEM_DIRS,
         OPT_PROC,
         OPT_KEEP_FDS,
         OPT_PROBE,
+        OPT_PROBE_HANDOVER,
         OPT_HELP,
 };
 
@@ -261,10 +267,12 @@ static const struct option options[] = {
         {"dev", required_argument, NULL, OPT_DEV},
         {"env", required_argument, NULL, OPT_ENV},
         {"netns", required_argument, NULL, OPT_NETNS},
+        {"memory-readonly", required_argument, NULL, OPT_MEMORY_RO},
         {"system-dirs", no_argument, NULL, OPT_SYSTEM_DIRS},
         {"proc", no_argument, NULL, OPT_PROC},
         {"keep-fds", no_argument, NULL, OPT_KEEP_FDS},
         {"probe", no_argument, NULL, OPT_PROBE},
+        {"probe-handover", no_argument, NULL, OPT_PROBE_HANDOVER},
         {"help", no_argument, NULL, OPT_HELP},
         {0},
 };
@@ -344,6 +352,9 @@ static int parse_option(struct jail_cmdline *cl, int opt, char *arg, struct vmsn
         case OPT_NETNS:
                 cl->spec.netns_path = arg;
                 return 0;
+        case OPT_MEMORY_RO:
+                cl->spec.readonly_memory = arg;
+                return 0;
         case OPT_SYSTEM_DIRS:
                 cl->spec.system_dirs = true;
                 return 0;
@@ -355,6 +366,9 @@ static int parse_option(struct jail_cmdline *cl, int opt, char *arg, struct vmsn
                 return 0;
         case OPT_PROBE:
                 cl->probe = true;
+                return 0;
+        case OPT_PROBE_HANDOVER:
+                cl->probe_handover = true;
                 return 0;
         case OPT_HELP:
                 cl->help = true;
@@ -376,7 +390,7 @@ int jail_cmdline_parse(int argc, char **argv, struct jail_cmdline *ret, struct v
                                              "'%s' (see --help)",
                                              argv[optind - 1])
                                : parse_option(&cl, opt, optarg, d);
-        if (r == 0 && !cl.help && !cl.probe) {
+        if (r == 0 && !cl.help && !cl.probe && !cl.probe_handover) {
                 if (optind < 2 || optind > argc || strcmp(argv[optind - 1], "--") != 0 ||
                     optind == argc)
                         r = vmsnap_diag(d, -EINVAL,

@@ -100,6 +100,18 @@ int jail_seccomp_install(struct vmsnap_diag *d);
 /* True when this kernel can load seccomp filters. */
 bool jail_seccomp_available(void);
 
+/* handover.c */
+
+/* Opens `path` (inside the jail) read-only, forks the supervisor that answers every open of
+ * exactly that path by the calling process and its later threads and children with that
+ * descriptor, and installs the notification filter on the calling process (which must have
+ * no_new_privs). Call last before execve. Returns 0 or -errno with d. */
+int jail_handover_start(const char *path, struct vmsnap_diag *d);
+
+/* Checks in a child process that this kernel hands over a read-only descriptor of `path`
+ * for an O_RDWR open (as jail_handover_start arranges). Returns 0 or -EOPNOTSUPP with d. */
+int jail_handover_probe(const char *path, struct vmsnap_diag *d);
+
 /* argv.c: the jailer's command line, parsed. Arrays are malloc'd; strings point into argv. */
 struct jail_cmdline {
         struct vmsnap_jail_config config;
@@ -108,6 +120,7 @@ struct jail_cmdline {
         const char **devices; /* NULL-terminated */
         const char **env;     /* NULL-terminated */
         bool probe;           /* --probe: enter, check, exit (no VMM) */
+        bool probe_handover;  /* --probe-handover: jail_handover_probe, exit (no jail) */
         bool help;
         char **vmm_argv; /* after "--"; NULL with --probe or --help */
 };

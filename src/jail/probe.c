@@ -38,9 +38,9 @@ static int check_jailer(const char *path, struct vmsnap_diag *d)
         return 0;
 }
 
-/* Runs argv with stderr into a pipe; returns 0 when it exited 0, else -EPERM with its
- * first stderr line (or its status) in d. */
-static int run_probe(char **argv, struct vmsnap_diag *d)
+/* Runs argv with stderr into a pipe; returns 0 when it exited 0, else -EPERM with `what`,
+ * its first stderr line (or its status) and `hint` in d. */
+static int run_probe(char **argv, const char *what, const char *hint, struct vmsnap_diag *d)
 {
         int p[2];
         if (pipe2(p, O_CLOEXEC) < 0)
@@ -75,8 +75,8 @@ static int run_probe(char **argv, struct vmsnap_diag *d)
                 ;
         if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
                 return 0;
-        return vmsnap_diag(d, -EPERM, "a test jail failed: %s" PROBE_HINT,
-                           msg[0] ? msg : "the jailer died without a message");
+        return vmsnap_diag(d, -EPERM, "%s: %s%s", what,
+                           msg[0] ? msg : "the jailer died without a message", hint);
 }
 
 /* Builds a jail like a VMM's (every controller limited, a device, /proc, system dirs) on an
@@ -102,7 +102,7 @@ static int probe_jail(const struct vmsnap_jail_config *config, const struct jail
         char **argv = NULL;
         int r = jail_argv_build(&spec, NULL, &argv, d);
         if (r == 0)
-                r = run_probe(argv, d);
+                r = run_probe(argv, "a test jail failed", PROBE_HINT, d);
         vmsnap_jail_argv_free(argv);
         struct vmsnap_diag ignored;
         vmsnap_jail_cgroup_remove(config, name, &ignored);
@@ -138,4 +138,18 @@ int vmsnap_jail_probe(const struct vmsnap_jail_config *config, struct vmsnap_dia
                                    "this kernel cannot load seccomp filters (the "
                                    "page server's)" PROBE_HINT);
         return probe_jail(config, &c, d);
+}
+
+int vmsnap_jail_probe_handover(const struct vmsnap_jail_config *config, struct vmsnap_diag *d)
+{
+        static const struct vmsnap_jail_config none = {0};
+        struct jail_conf c;
+        int r = jail_conf_resolve(config ? config : &none, &c, d);
+        char jailer[PATH_MAX];
+        if (r == 0)
+                r = jail_jailer_path(&c, jailer, d);
+        if (r < 0)
+                return r;
+        char *argv[] = {jailer, "--probe-handover", NULL};
+        return run_probe(argv, "the read-only memory hand-over failed", "", d);
 }

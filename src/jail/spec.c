@@ -91,6 +91,22 @@ static int check_binds(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
         return 0;
 }
 
+/* readonly_memory names the target of a read-only bind: the VMM is handed a descriptor of
+ * a file it could open read-only itself, nothing else. */
+static int check_readonly_memory(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
+{
+        if (!s->readonly_memory)
+                return 0;
+        for (size_t i = 0; i < s->n_binds; i++)
+                if (s->binds[i].target && strcmp(s->binds[i].target, s->readonly_memory) == 0 &&
+                    !s->binds[i].writable)
+                        return 0;
+        return vmsnap_diag(d, -EINVAL,
+                           "jail %s: read-only memory '%s' is not the target of a read-only "
+                           "bind",
+                           s->name, s->readonly_memory);
+}
+
 static int check_devices_env(const struct vmsnap_jail_spec *s, struct vmsnap_diag *d)
 {
         for (size_t i = 0; s->devices && s->devices[i]; i++) {
@@ -145,5 +161,7 @@ int jail_spec_check(const struct vmsnap_jail_spec *s, const struct jail_conf *c,
                                    "path without . or .. components",
                                    s->name, s->netns_path);
         int r = check_binds(s, d);
+        if (r == 0)
+                r = check_readonly_memory(s, d);
         return r < 0 ? r : check_devices_env(s, d);
 }

@@ -38,6 +38,11 @@ static const char usage[] =
         "  --netns PATH             join this pinned network namespace (checked to be one)\n"
         "                           instead of a new, empty one\n"
         "  --keep-fds               keep inherited fds above 2 (default: closed)\n"
+        "  --memory-readonly PATH   every open of PATH (the target of a --bind) by the VMM\n"
+        "                           returns a read-only descriptor of it, whatever access\n"
+        "                           it asks for (a forked supervisor answers through a\n"
+        "                           seccomp user-notification filter)\n"
+        "  --probe-handover         check that this kernel can do that, exit 0 (no jail)\n"
         "  --probe                  enter the jail, check it from inside, exit 0\n"
         "  -h, --help               this help\n\n"
         "exit status: the VMM's own, or 125 when the jail could not be entered (one line on\n"
@@ -79,6 +84,11 @@ int main(int argc, char **argv)
         struct vmsnap_diag d = {0};
         if (jail_cmdline_parse(argc, argv, &cl, &d) < 0)
                 fail("%s", d.msg);
+        if (cl.probe_handover) { /* /dev/null: a file root may open O_RDWR */
+                if (jail_handover_probe("/dev/null", &d) < 0)
+                        fail("%s", d.msg);
+                _exit(0);
+        }
         if (cl.spec.uid == 0)
                 fail("refusing to run a jail as uid 0");
         if (!cl.probe && cl.vmm_argv[0][0] != '/')
@@ -91,6 +101,8 @@ int main(int argc, char **argv)
                         fail("%s", d.msg);
                 _exit(0);
         }
+        if (cl.spec.readonly_memory && jail_handover_start(cl.spec.readonly_memory, &d) < 0)
+                fail("%s: %s", cl.spec.name, d.msg);
         static const char *const empty_env[] = {NULL};
         execve(cl.vmm_argv[0], cl.vmm_argv, (char *const *)(cl.env ? cl.env : empty_env));
         fail("%s: cannot execute %s: %s", cl.spec.name, cl.vmm_argv[0], strerror(errno));

@@ -160,6 +160,39 @@ else
         fail "ip netns add $NS failed (iproute2 is a test dependency)"
 fi
 
+# 3c. --memory-readonly (the hand-over of a template's memory, docs/jail.md "Read-only
+# memory"): the jailed program plays a hostile VMM. An O_RDWR open of the path succeeds with
+# a read-only descriptor (a write through it: EBADF), an O_WRONLY|O_TRUNC one truncates
+# nothing, the same file under another name is refused by the kernel, other paths behave as
+# before; the file keeps its SHA-256 and mtime. A writable bind cannot be handed over.
+"$VMSNAP_JAILER" --probe-handover >"$T/out" 2>"$T/err" || fail "--probe-handover: $(cat "$T/err")"
+head -c 65536 /dev/urandom >"$T/mem" && chown 0:1879048192 "$T/mem" && chmod 0640 "$T/mem"
+touch -d "2020-01-01 00:00:00" "$T/mem"
+MEM_BEFORE="$(sha256sum <"$T/mem") $(stat -c %Y "$T/mem")"
+HOSTILE='
+exec 3<>/memory && echo rdwr-opened
+grep -q "^flags:.*[0-7][0-7]0$" /proc/self/fdinfo/3 && echo rdwr-is-rdonly
+echo x >&3 || echo write-ebadf
+echo y >/memory || echo trunc-write-ebadf
+wc -c </memory
+(exec 4<>/./memory) 2>/dev/null && echo other-name-opened || echo other-name-refused
+cat /data/f
+echo z >/rw/m && cat /rw/m
+cat /nonexistent 2>/dev/null || echo enoent-as-before'
+jail --bind "$BB:/busybox" --bind "$T/mem:/memory" --bind "$T/data:/data" --bind-rw "$T/rw:/rw" \
+        --proc --memory-readonly /memory -- /busybox sh -c "$HOSTILE"
+[ "$rc" = 0 ] || fail "--memory-readonly: exit $rc: $(cat "$T/err")"
+for l in rdwr-opened rdwr-is-rdonly write-ebadf trunc-write-ebadf 65536 other-name-refused \
+        "read-only data" z enoent-as-before; do
+        expect_line "$l"
+done
+[ "$(grep -c "Bad file descriptor" "$T/err")" = 2 ] || fail "writes not EBADF: $(cat "$T/err")"
+[ "$(sha256sum <"$T/mem") $(stat -c %Y "$T/mem")" = "$MEM_BEFORE" ] ||
+        fail "the read-only memory file changed"
+refused "not the target of a read-only bind" "$VMSNAP_JAILER" --cgroup-parent "$PARENT" \
+        --root "$T/root" --uids "$UIDS" --uid "$JUID" --name "jailer-$$-m1" \
+        --bind-rw "$T/rw:/memory" --memory-readonly /memory -- /busybox true
+
 # 4. refusals.
 ln -s /etc/shadow "$T/link"
 ln -s /etc "$T/etc-link"

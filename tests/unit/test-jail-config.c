@@ -216,6 +216,7 @@ static void test_argv_round_trip(void **state)
                 .system_dirs = true,
                 .proc = true,
                 .env = env,
+                .readonly_memory = "/kernel",
         };
         char *vmm[] = {"/usr/bin/qemu-system-x86_64", "-name", "--", "x", NULL};
         char **argv = NULL;
@@ -247,12 +248,16 @@ static void test_argv_round_trip(void **state)
         assert_int_equal(cl.spec.limits.cpus, 2);
         assert_int_equal(cl.spec.limits.pids_max, 100);
         assert_true(cl.spec.system_dirs && cl.spec.proc && !cl.spec.keep_fds);
+        assert_string_equal(cl.spec.readonly_memory, "/kernel");
         assert_ptr_equal(cl.spec.config, &cl.config);
         for (int i = 0; vmm[i]; i++)
                 assert_string_equal(cl.vmm_argv[i], vmm[i]);
         assert_null(cl.vmm_argv[4]);
         jail_cmdline_free(&cl);
         vmsnap_jail_argv_free(argv);
+        s.readonly_memory = "/run"; /* a writable bind: never handed over */
+        assert_int_equal(vmsnap_jail_argv(&s, vmm, &argv, &d), -EINVAL);
+        assert_non_null(strstr(d.msg, "not the target of a read-only bind"));
 }
 
 static void test_argv_refusals(void **state)
