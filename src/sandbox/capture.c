@@ -230,13 +230,13 @@ static int prepare_disk(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         return r < 0 ? r : copy_meta(snapdir, buf.run_dir, true, d);
 }
 
-/* A clone of a template on an unjailed host maps the template's memory, materialized once
- * per host, private (copy-on-write): clean pages are shared with its siblings. A jailed VMM
- * would need to open that file for writing (QEMU 7.2), so jailed clones get their own copy
- * until the jailer can hand it a read-only one (docs/sandbox.md "Clones that share memory"). */
-static bool clone_shares(const struct vmsnap_host *h, const struct live *l)
+/* A clone of a template maps the template's memory, materialized once per host, private
+ * (copy-on-write): clean pages are shared with its siblings. A jailed VMM gets a read-only
+ * descriptor of it from the jailer (QEMU 7.2 opens it O_RDWR), where the kernel can do that
+ * (docs/sandbox.md "Clones that share memory"); else a jailed clone gets its own copy. */
+static bool clone_shares(struct vmsnap_host *h, const struct live *l)
 {
-        return !h->jailed && l->driver->private_save;
+        return l->driver->private_save && (!h->jailed || jail_handover_ok(h));
 }
 
 /* The template's memory linked into the clone's memory directory as `out`; the clone's

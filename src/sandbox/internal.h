@@ -34,6 +34,7 @@ struct vmsnap_host {
         char root[PATH_LEN], mem_root[PATH_LEN], guest_dir[PATH_LEN];
         bool jailed;                    /* every VMM starts in its sandbox's jail */
         struct vmsnap_jail_config jail; /* its strings point into jail_strings */
+        int jail_handover;              /* jail_handover_ok: 0 not probed, 1 works, -1 not */
         char jail_strings[3][PATH_LEN]; /* cgroup_root, cgroup_parent, jailer */
         bool net_on;                    /* sandboxes get networks (net.c) */
         struct vmsnap_net_config net;   /* netns_dir points into net_dir */
@@ -225,6 +226,10 @@ void jail_spec_fill(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb
  * (kernel, initramfs, base image) 0640 root:shared_gid. Unjailed: the run dir 0700. */
 int jail_prepare(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
                  const struct vmsnap_vm_spec *spec, struct vmsnap_diag *d);
+
+/* True when a jailed VMM can be handed a read-only descriptor of a template's memory (the
+ * jailer's --probe-handover, run once per host); jailed clones share memory only then. */
+bool jail_handover_ok(struct vmsnap_host *h);
 
 /* Hands a file the VMM opens (its memory file, its disk) to sb's jail uid, mode 0600
  * whatever the umask. Unjailed: only the mode. */

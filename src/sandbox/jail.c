@@ -84,6 +84,18 @@ void jail_spec_fill(const struct vmsnap_host *h, const struct vmsnap_sandbox *sb
         spec->jail = &buf->jail;
 }
 
+bool jail_handover_ok(struct vmsnap_host *h)
+{
+        /* Probed once (the jailer runs a child: milliseconds); two racing probes agree. */
+        int known = __atomic_load_n(&h->jail_handover, __ATOMIC_ACQUIRE);
+        if (known == 0) {
+                struct vmsnap_diag d = {0};
+                known = vmsnap_jail_probe_handover(&h->jail, &d) == 0 ? 1 : -1;
+                __atomic_store_n(&h->jail_handover, known, __ATOMIC_RELEASE);
+        }
+        return known > 0;
+}
+
 /* Creates dir (or takes the existing one) and forces its owner and mode. */
 static int own_dir(const char *dir, uid_t uid, gid_t gid, mode_t mode, struct vmsnap_diag *d)
 {

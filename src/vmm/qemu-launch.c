@@ -65,6 +65,24 @@ struct jail_paths {
             rootfs[PATH_MAX], base[PATH_MAX];
 };
 
+/* The guest RAM file in the jail, its inside path into out. A private (share=off) one is a
+ * template's memory that clones share: bound read-only, root:shared_gid 0640, and the
+ * jailer hands QEMU a read-only descriptor for its O_RDWR open (docs/jail.md "Read-only
+ * memory"), so that no clone can write it. */
+static int jail_memory(const struct qemu_launch *l, struct vmm_confine *c, char out[PATH_MAX],
+                       struct vmsnap_diag *d)
+{
+        if (l->share)
+                return vmm_confine_path(c, l->memory_file, VMM_JAIL_MEMORY, true, out, PATH_MAX,
+                                        d);
+        int r = vmm_confine_bind(c, l->memory_file, VMM_JAIL_MEMORY, false, d);
+        if (r == 0)
+                r = vmm_confine_share(c, l->memory_file, d);
+        c->spec.readonly_memory = VMM_JAIL_MEMORY;
+        snprintf(out, PATH_MAX, "%s", VMM_JAIL_MEMORY);
+        return r;
+}
+
 /* Builds the jail of l (its template l->jail plus every file QEMU opens) and the same launch
  * with inside-jail paths. */
 static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
@@ -91,8 +109,7 @@ static int jail_launch(const struct qemu_launch *l, struct vmm_confine *c,
                 r = vmm_confine_share(c, l->initrd, d);
         inside->initrd = p->initrd;
         if (r == 0)
-                r = vmm_confine_path(c, l->memory_file, VMM_JAIL_MEMORY, true, p->memory,
-                                     PATH_MAX, d);
+                r = jail_memory(l, c, p->memory, d);
         inside->memory_file = p->memory;
         if (r == 0 && l->machine->disk && l->rootfs)
                 r = vmm_confine_path(c, l->rootfs, VMM_JAIL_DISK, true, p->rootfs, PATH_MAX, d);

@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""Clones that share memory (issue 11), end to end through an unjailed vmsnapd with a real
-QEMU guest: two clones of one template map the template's memory, materialized once per host,
+"""Clones that share memory (issue 11), end to end through a jailed vmsnapd (the default) with
+a real QEMU guest: two clones of one template map the template's memory, materialized once per host,
 private (share=off) instead of private copies; the kernel shows their clean pages shared
 (smaps_rollup Shared_Clean); each clone's writes stay its own; a clone's pause (QEMU's stream
 split into its own memory file) and resume keep its memory, twice; a daemon restart under a
 running clone still lets it pause; the template's file is never written; once no clone links
 it (a clone resumed after a pause runs on a file of its own), the daemon's tick removes it.
 
-Jailed hosts still give each clone a private copy (docs/sandbox.md "Clones that share
-memory"), so this test runs the daemon with --insecure-no-jail.
+Jailed (docs/jail.md "Read-only memory"): each clone's QEMU holds the template's file through
+a read-only descriptor (the jailer's supervisor answered its O_RDWR open) while mapping it
+private and writable; the file is root:shared_gid 0640, so no clone's uid can write it; the
+supervisor runs beside each QEMU and is gone with it. `--insecure-no-jail` as argument runs
+the same test unjailed.
 
 Exit 0 pass, 1 fail, 77 skip (no vmsnapd, no qemu, no guest image). No timing assertions.
 """
@@ -66,6 +69,46 @@ def wait_for(what, fn, timeout=60):
     raise Fail("timed out waiting for " + what)
 
 
+def memory_fds(pid, path):
+    """The access modes (O_ACCMODE of fdinfo flags) of pid's descriptors of path's inode."""
+    st = os.stat(path)
+    modes = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            fst = os.stat("/proc/%d/fd/%s" % (pid, fd))
+            if (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                flags = next(int(l.split()[1], 8) for l in f if l.startswith("flags:"))
+            modes.append(flags & 3)
+        except (FileNotFoundError, StopIteration):
+            continue
+    return modes
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+def check_jailed(cache, sb):
+    """QEMU holds the template's memory read-only only; its supervisor runs as its child."""
+    modes = memory_fds(sb["pid"], cache)
+    check(modes and all(m == os.O_RDONLY for m in modes),
+          "clone %s holds the template's memory with access modes %s, want read-only"
+          % (sb["id"], modes))
+    st = os.stat(cache)
+    check(st.st_uid == 0 and (st.st_mode & 0o777) == 0o640,
+          "the template's memory is %o uid %d, want 0640 root" % (st.st_mode & 0o777, st.st_uid))
+    check(os.stat("/proc/%d" % sb["pid"]).st_uid != 0, "clone %s's QEMU runs as root" % sb["id"])
+    kids = children(sb["pid"])
+    check(len(kids) == 1, "clone %s's QEMU has children %s, want its supervisor" % (sb["id"], kids))
+    return kids[0]
+
+
 def check_clone(d, sb, own, other):
     sid = sb["id"]
     check(sh(d, sid, "cat /tmp/base.txt") == "template-ram", "the template's RAM file")
@@ -74,7 +117,7 @@ def check_clone(d, sb, own, other):
           "a sibling's write is visible in clone " + own)
 
 
-def run(d):
+def run(d, jailed):
     base = d.ok("POST", "/v1/sandboxes", {})
     sh(d, base["id"], "echo template-ram > /tmp/base.txt")
     tpl = d.ok("POST", "/v1/sandboxes/%s/snapshot" % base["id"], {"name": "share-tpl"})
@@ -92,6 +135,7 @@ def run(d):
         check(m[2].endswith("p"), "clone %s maps it shared (%s), not private" % (sb["id"], m[2]))
         check(not os.path.exists(os.path.join(d.mem, sb["id"], "memory")),
               "clone %s got a private copy" % sb["id"])
+    supervisors = [check_jailed(cache, sb) for sb in (a, b)] if jailed else []
     sh(d, a["id"], "echo clone-a > /tmp/a.txt; head -c 10485760 /dev/urandom > /dev/shm/x")
     sh(d, b["id"], "echo clone-b > /tmp/b.txt")
     shared = smaps(a["pid"], "Shared_Clean")
@@ -110,6 +154,10 @@ def run(d):
     check_clone(d, b, "b", "a")
     check((os.stat(cache).st_mtime_ns, digest(cache)) == before,
           "the template's memory file was written")
+    # clone a's first QEMU (and with it its supervisor) is gone; a resumed clone runs on a
+    # file of its own, shared=on, without a hand-over
+    check(not os.path.exists("/proc/%d" % supervisors[0]) if jailed else True,
+          "clone a's supervisor outlived its QEMU")
 
     # a daemon restart under a running clone: it is attached again and can still pause
     d.stop()
@@ -131,14 +179,15 @@ def main():
     if not shutil.which("qemu-system-x86_64"):
         skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
     build_guest()
+    jailed = "--insecure-no-jail" not in sys.argv[1:]
     work = tempfile.mkdtemp(prefix="vmsnap-share-")
-    d = Daemon(work, extra_args=["--insecure-no-jail"])
+    d = Daemon(work, extra_args=[] if jailed else ["--insecure-no-jail"])
     ok = False
     try:
         d.start()
         t0 = time.time()
-        run(d)
-        log("passed in %.0f s" % (time.time() - t0))
+        run(d, jailed)
+        log("passed (%s) in %.0f s" % ("jailed" if jailed else "unjailed", time.time() - t0))
         ok = True
     except Fail as e:
         print("FAIL:", e, flush=True)
