@@ -136,8 +136,7 @@ static int run_diff(struct diff_ctx *c, int in, const char *memfile, uint64_t si
         if (r >= 0 && c->pages)
                 r = scan_listed_pages(in, memfile, size, ph->block_size, c->pages, &v, d);
         else if (r >= 0)
-                r = scan_memfile(in, memfile, size, ph->block_size,
-                                 c->source == VMSNAP_MEM_SOURCE_SPARSE, &v, d);
+                r = scan_memfile(in, memfile, size, ph->block_size, &v, d);
         if (r >= 0)
                 r = gen_commit(&c->g, c->parent, "diff", d);
         gen_free(&c->g);

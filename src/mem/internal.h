@@ -240,12 +240,13 @@ struct scan_visitor {
         void *ctx;
 };
 
-/* Walks [0, size) of fd in address order with large reads, skipping holes via
- * SEEK_DATA/SEEK_HOLE. With exact_holes every hole is reported (a hole means "unchanged" in a
- * Firecracker Diff file); otherwise short holes are read through as zeros, which is cheaper
- * where a hole and a zero block mean the same. Returns 0, a visitor's error, or -errno. */
+/* Walks [0, size) of fd in address order: every hole (SEEK_DATA/SEEK_HOLE, looked up once
+ * per data region) goes to `hole` -- in a Firecracker Diff file a hole means "unchanged", in
+ * a full memory file it reads as zeros -- and the data regions are read in large reads
+ * (nearby short regions packed into one pread, the short holes between them read through
+ * but still reported as holes). Returns 0, a visitor's error, or -errno. */
 int scan_memfile(int fd, const char *path, uint64_t size, uint64_t block_size,
-                 bool exact_holes, const struct scan_visitor *v, struct vmsnap_diag *d);
+                 const struct scan_visitor *v, struct vmsnap_diag *d);
 
 #define SCAN_PAGE 4096u /* the page of scan_listed_pages' bitmap */
 

@@ -97,7 +97,7 @@ int vmsnap_mem_process(const char *memfile, const char *snapdir,
         g.nosync = opts && opts->defer_sync;
         struct scan_visitor v = {.hole = on_hole, .data = on_data, .done = on_done, .ctx = &g};
         if (r >= 0)
-                r = scan_memfile(in, memfile, size, bs, false, &v, d);
+                r = scan_memfile(in, memfile, size, bs, &v, d);
         if (r >= 0)
                 r = gen_commit(&g, NULL, "process", d);
         gen_free(&g);
