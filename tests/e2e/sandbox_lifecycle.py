@@ -237,9 +237,17 @@ def check_jailed(d, sb):
     check(os.path.isdir(jail) and not os.listdir(jail), "jail dir %s" % jail)
     run = os.stat(os.path.join(d.root, "sandboxes", sb["id"]))
     check(run.st_uid == int(uids[0]) and run.st_mode & 0o777 == 0o700, "run dir owner/mode")
-    mem_file = os.stat(os.path.join(d.mem, sb["id"], "memory"))
-    check(mem_file.st_uid == int(uids[0]) and mem_file.st_mode & 0o777 == 0o600,
-          "memory file owner/mode")
+    own = os.path.join(d.mem, sb["id"], "memory")
+    tmpl = os.path.join(d.mem, sb["id"], "template")
+    if not os.path.exists(own) and os.path.exists(tmpl):
+        # a clone maps its template's memory, which no jail uid may write (docs/jail.md
+        # "Read-only memory")
+        t = os.stat(tmpl)
+        check(t.st_uid == 0 and t.st_mode & 0o777 == 0o640, "template memory owner/mode")
+    else:
+        mem_file = os.stat(own)
+        check(mem_file.st_uid == int(uids[0]) and mem_file.st_mode & 0o777 == 0o600,
+              "memory file owner/mode")
     peak = cgroup_file(sb["id"], "memory", "memory.peak") or \
         cgroup_file(sb["id"], "memory", "memory.max_usage_in_bytes")
     with open(peak) as f:
