@@ -185,6 +185,18 @@ int vmsnap_store_txn_set_vmm_version(struct vmsnap_store_txn *t, const char *ver
 int vmsnap_store_txn_reuse_checksums(struct vmsnap_store_txn *t, const char *from_id,
                                      struct vmsnap_diag *d);
 
+/* Makes every file in the pending directory durable now (fsync) and records its checksum,
+ * so that a later commit of this txn, or of another that hard-links these files
+ * (vmsnap_store_txn_reuse_pending), neither reads nor waits for them again. For files
+ * that are not modified after this call. Returns 0 or -errno (with d). */
+int vmsnap_store_txn_preseal(struct vmsnap_store_txn *t, struct vmsnap_diag *d);
+
+/* Lets t's commit take the checksum vmsnap_store_txn_preseal recorded in `from` (another
+ * pending create, not yet finished) for each of t's files that is the very inode of
+ * from's file of that name (same size). */
+void vmsnap_store_txn_reuse_pending(struct vmsnap_store_txn *t,
+                                    const struct vmsnap_store_txn *from);
+
 /* Completes the create: validates and fsyncs the files, writes the envelope, marks the row
  * ready. On success the txn is finished (free it) and *ret (may be NULL) holds the row. On
  * failure nothing is visible and the txn can still be aborted. Returns 0 or -errno. */

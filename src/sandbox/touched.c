@@ -29,7 +29,10 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define PM_PRESENT (1ull << 63)
@@ -238,5 +241,45 @@ int touch_pages(pid_t pid, const char *memfile, uint8_t **ret_pages, uint64_t *r
                 return r;
         *ret_touched = count_bits(pages, size / 4096);
         *ret_pages = pages;
+        return 0;
+}
+
+/* process_madvise(MADV_PAGEOUT) of [start, end) in the process behind pidfd; every byte is
+ * advised unless the kernel refuses (a partial answer goes on from where it stopped). */
+static int pageout_range(int pidfd, uint64_t start, uint64_t end)
+{
+        while (start < end) {
+                struct iovec iov = {.iov_base = (void *)(uintptr_t)start,
+                                    .iov_len = (size_t)(end - start)};
+                long got = syscall(SYS_process_madvise, pidfd, &iov, 1, MADV_PAGEOUT, 0);
+                if (got <= 0)
+                        return got < 0 ? -errno : -EIO;
+                start += (uint64_t)got;
+        }
+        return 0;
+}
+
+int touch_pageout(pid_t pid, const char *memfile, struct vmsnap_diag *d)
+{
+        if (pid <= 0 || !memfile)
+                return vmsnap_diag(d, -EINVAL, "touch_pageout: missing argument");
+        struct stat st;
+        if (stat(memfile, &st) < 0)
+                return vmsnap_diag(d, -errno, "%s: %s", memfile, strerror(errno));
+        struct mapping maps[64];
+        int n = find_mappings(pid, st.st_dev, st.st_ino, maps, 64);
+        if (n <= 0)
+                return vmsnap_diag(d, n < 0 ? n : -ENOENT, "process %d does not map %s",
+                                   (int)pid, memfile);
+        _cleanup_close_ int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pidfd < 0)
+                return vmsnap_diag(d, -errno, "process %d: pidfd_open: %s", (int)pid,
+                                   strerror(errno));
+        for (int i = 0; i < n; i++) {
+                int r = pageout_range(pidfd, maps[i].start, maps[i].end);
+                if (r < 0)
+                        return vmsnap_diag(d, r, "process %d: MADV_PAGEOUT of %s: %s", (int)pid,
+                                           memfile, strerror(-r));
+        }
         return 0;
 }

@@ -36,4 +36,11 @@ bool touch_mark_holds(const struct touch_mark *m);
 int touch_pages(pid_t pid, const char *memfile, uint8_t **ret_pages, uint64_t *ret_touched,
                 struct vmsnap_diag *d);
 
+/* Drops process pid's page-table entries of memfile (MADV_PAGEOUT through its pidfd, every
+ * mapping of the file in /proc/<pid>/maps): on tmpfs without swap the pages stay in the file,
+ * and from here on a page is present in pid's page table again only once pid (or KVM for
+ * its guest) touches it, so touch_pages lists a superset of what pid wrote after this call.
+ * A page the kernel would not unmap stays present (listed: safe). Returns 0 or -errno. */
+int touch_pageout(pid_t pid, const char *memfile, struct vmsnap_diag *d);
+
 #endif

@@ -376,6 +376,51 @@ int vmsnap_store_txn_reuse_checksums(struct vmsnap_store_txn *t, const char *fro
         return 0;
 }
 
+int vmsnap_store_txn_preseal(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
+{
+        if (!t || t->finished)
+                return vmsnap_diag(d, -EINVAL, "preseal of a finished create");
+        char **names;
+        size_t n;
+        int r = store_list_files(t->dirfd, &names, &n, d);
+        if (r < 0)
+                return vmsnap_diag_prefix(d, "snapshot %s", t->rec.id);
+        for (size_t i = 0; r == 0 && i < n; i++) {
+                struct stat st;
+                _cleanup_close_ int fd = vmsnap_fs_open_regular(t->dirfd, names[i], &st, false);
+                struct vmsnap_hash hash;
+                if (fd < 0)
+                        r = vmsnap_diag(d, fd, "%s/%s: cannot open: %s", t->dir, names[i],
+                                        vmsnap_fs_open_error(fd));
+                else if (vmsnap_sys.fsync(fd) < 0)
+                        r = vmsnap_diag(d, -errno, "%s/%s: fsync failed: %s", t->dir, names[i],
+                                        strerror(errno));
+                else if ((r = store_hash_fd(fd, (uint64_t)st.st_size, &hash, NULL, NULL)) < 0)
+                        r = vmsnap_diag(d, r, "%s/%s: cannot read: %s", t->dir, names[i],
+                                        strerror(-r));
+                else
+                        r = store_txn_known(t, names[i], (uint64_t)st.st_size, &hash, d);
+        }
+        store_strv_free(names);
+        return r;
+}
+
+void vmsnap_store_txn_reuse_pending(struct vmsnap_store_txn *t,
+                                    const struct vmsnap_store_txn *from)
+{
+        if (!t || !from || t->finished || from->finished)
+                return;
+        for (size_t i = 0; i < from->n_known; i++) {
+                const struct known_file *k = &from->known[i];
+                struct stat a, b;
+                if (fstatat(t->dirfd, k->name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    fstatat(from->dirfd, k->name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+                    S_ISREG(a.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino &&
+                    (uint64_t)a.st_size == k->size)
+                        store_txn_known(t, k->name, k->size, &k->hash, NULL);
+        }
+}
+
 /* Validates the memory snapshot in the pending directory and takes generation and size
  * from its header. */
 static int read_mem(struct vmsnap_store_txn *t, struct vmsnap_diag *d)
