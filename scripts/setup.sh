@@ -13,6 +13,8 @@ PACKAGES=(
   libnl-3-dev libnl-route-3-dev libnftables-dev
   # cluster mode (src/cluster/): libpq, and a throwaway PostgreSQL server for its tests
   libpq-dev postgresql
+  # the FUSE memory file of lazy QEMU restores (`vmsnap mem-serve`, src/uffd/memfs.c)
+  libfuse3-dev fuse3
   # unit tests
   libcmocka-dev
   # guest image and the QEMU VMM

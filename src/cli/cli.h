@@ -13,6 +13,7 @@ int cmd_mem(int argc, char **argv);
 int cmd_snapshot(int argc, char **argv);
 int cmd_sandbox(int argc, char **argv);
 int cmd_uffd_serve(int argc, char **argv);
+int cmd_mem_serve(int argc, char **argv);
 
 /* `vmsnap mem inspect DIR` (mem-inspect.c). */
 int cmd_mem_inspect(const char *dir, bool json);

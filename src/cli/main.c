@@ -16,6 +16,7 @@ static const struct command commands[] = {
         {"sandbox", cmd_sandbox, "sandboxes through vmsnapd: create, ls, get, pause, resume, exec,\n"
                                  "               shell, cp, ps, kill, snapshot, spawn, rm"},
         {"uffd-serve", cmd_uffd_serve, "lazy-restore page server for a VMM's userfaultfd"},
+        {"mem-serve", cmd_mem_serve, "a snapshot's memory as a read-only FUSE file (QEMU)"},
 };
 
 static void usage(FILE *out)

@@ -3,7 +3,7 @@
  * and data pages. Data is read with pread into our own buffer and checked block by block
  * before any of it reaches the kernel, so what is verified is exactly what is installed. */
 #include "uffd/install.h"
-#include "uffd/lazy.h"
+#include "uffd/read.h"
 #include "uffd/server.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -78,58 +78,18 @@ static int page_kind(struct installer *in, struct served_region *sr, uint64_t id
 }
 
 /* Reads [a, b) of the address space (block-aligned) into dst and checks every data block
- * against its hash. Returns 0, or -errno after server_fail. */
+ * against its hash (read.c). Returns 0, or -errno after server_fail. */
 static int read_blocks(struct installer *in, uint64_t a, uint64_t b, uint8_t *dst)
 {
         struct vmsnap_uffd_server *s = in->srv;
-        uint64_t bs = s->block_size;
-        for (uint64_t o = a; o < b;) {
-                struct vmsnap_mem_location loc;
-                int r = vmsnap_mem_locate(s->snap, o, &loc);
-                if (r < 0) {
-                        server_fail(s, r, "cannot locate offset 0x%llx in the snapshot",
-                                    (unsigned long long)o);
-                        return r;
-                }
-                uint64_t n = MIN(loc.run, b - o);
-                uint8_t *p = dst + (o - a);
-                if (loc.zero) {
-                        memset(p, 0, n);
-                        o += n;
-                        continue;
-                }
-                if (s->lazy) { /* the chunks under it, fetched and checked first */
-                        struct vmsnap_diag ld = {0};
-                        r = uffd_lazy_ensure(s->lazy, loc.fd, loc.storage_offset, n, &ld);
-                        if (r < 0) {
-                                server_fail(s, r, "%s", ld.msg);
-                                return r;
-                        }
-                }
-                ssize_t got = vmsnap_fs_pread_full(loc.fd, p, n, loc.storage_offset);
-                if (got != (ssize_t)n) {
-                        int e = got < 0 ? (int)got : -EIO;
-                        server_fail(s, e, "reading %llu bytes of guest memory at 0x%llx from "
-                                    "the snapshot failed: %s", (unsigned long long)n,
-                                    (unsigned long long)o,
-                                    got < 0 ? strerror(-e) : "diff file too short");
-                        return e;
-                }
-                for (uint64_t k = 0; k < n / bs; k++) {
-                        if (!loc.hashes) {
-                                stat_add(&s->stats.unverified, 1);
-                                continue;
-                        }
-                        if (!vmsnap_mem_block_ok(s->snap, p + k * bs, &loc.hashes[k])) {
-                                server_fail(s, -EBADMSG, "block at 0x%llx does not match its "
-                                            "hash: the snapshot in %s is corrupt",
-                                            (unsigned long long)(o + k * bs), s->snapdir);
-                                return -EBADMSG;
-                        }
-                }
-                o += n;
-        }
-        return 0;
+        struct vmsnap_diag d = {0};
+        uint64_t unverified = 0;
+        int r = uffd_read_verified(s->snap, s->lazy, s->snapdir, a, b, dst, &unverified, &d);
+        if (unverified)
+                stat_add(&s->stats.unverified, unverified);
+        if (r < 0)
+                server_fail(s, r, "%s", d.msg);
+        return r;
 }
 
 /* One resolving ioctl over [dst, dst + len): UFFDIO_COPY from src, or UFFDIO_ZEROPAGE when

@@ -7,7 +7,9 @@
 # resumed afterwards, the chunk cache (shared chunks and a second pull fetch nothing, a
 # cache file changed on disk is refetched, private modes), lazy restore through uffd-serve
 # and uffd-peer (memory fetched on fault, byte-exact; a second one fetches nothing from the
-# bucket; a corrupt chunk kills the VMM, named, never served), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
+# bucket; a corrupt chunk kills the VMM, named, never served), lazy restore through the
+# FUSE memory file of mem-serve (a read fetches only its chunks, byte-exact, writes refused,
+# a corrupt chunk is EIO and named), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
 # gc; 502 naming a corrupt chunk, also for a spawn that pulls; 404/400/409 refusals), and
 # the secret key never printed or logged.
 set -u
@@ -26,6 +28,7 @@ SRC=${VMSNAP_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/vmsnap-remote-ceph.XXXXXX") || exit 1
 cleanup() {
+        umount -l "$T"/mnt* 2>/dev/null
         bash "$SRC/scripts/ceph.sh" stop "$T/ceph" >/dev/null 2>&1
         rm -rf "$T"
 }
@@ -221,6 +224,59 @@ print(sum(f["size"] for f in m["files"] if re.fullmatch(r"memfile\.[0-9a-f-]{36}
         fi
 fi
 
+# ---- lazy restore through the FUSE memory file (mem-serve: what a QEMU clone maps):
+# nothing fetched until read, a read fetches its chunks only, every byte equal, writes
+# refused; a corrupt chunk is EIO, named, never served (below) ---------------------------
+fuse_ok=1
+if [ ! -e /dev/fuse ] || ! command -v mountpoint >/dev/null; then
+        fail "/dev/fuse or mountpoint(1) missing: the FUSE memory file is not tested"
+        fuse_ok=0
+fi
+# mem_mount DIR CACHE MNT: mem-serve --remote-lazy DIR on MNT, waits for the mount
+mem_mount() {
+        mkdir -p "$3"
+        "$VMSNAP_CLI" mem-serve "$1" --mount "$3" --remote-lazy --chunk-cache "$2" --json \
+                >"$T/mem.out" 2>"$T/mem.err" &
+        mem_pid=$!
+        for _ in $(seq 100); do mountpoint -q "$3" && break; sleep 0.1; done
+        mountpoint -q "$3" || fail "mem-serve did not mount: $(cat "$T/mem.err")"
+}
+mem_umount() {
+        umount "$1"
+        wait "$mem_pid"
+        mem_rc=$?
+        cat "$T/mem.out" "$T/mem.err" >>"$T/all-output"
+}
+mem_status() {
+        python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
+                "$1/status" "$2"
+}
+if [ "$fuse_ok" = 1 ]; then
+        expect 0 snapshot --root "$T/f" pull gen1 --to-dir "$T/lazy4"
+        nonzero=$(python3 -c 'import json,sys,re; m=json.load(open(sys.argv[1]))
+print(sum(1 for f in m["files"] if re.fullmatch(r"memfile\.[0-9a-f-]{36}", f["path"]) for c in f["chunks"] if c))' "$T/lazy4/remote-manifest.json")
+        mem_mount "$T/lazy4" "$T/f/chunk-cache" "$T/mnt4"
+        [ "$(mem_status "$T/mnt4" 'd["remote"]["chunks_fetched"]')" = 0 ] || fail "mem-serve fetched before any read"
+        [ "$(stat -c %s "$T/mnt4/memory")" = "$(stat -c %s "$T/mem1")" ] || fail "memory file has the wrong size"
+        # one page in the middle: only the chunks the read (and its read-ahead) covers
+        off=$(( $(stat -c %s "$T/mem1") / 2 / 4096 ))
+        cmp -s <(dd if="$T/mnt4/memory" bs=4096 skip="$off" count=1 2>/dev/null) \
+                <(dd if="$T/mem1" bs=4096 skip="$off" count=1 2>/dev/null) || fail "a page of the FUSE memory file differs"
+        got=$(mem_status "$T/mnt4" 'd["remote"]["chunks_fetched"]')
+        [ "$got" -ge 1 ] && [ "$got" -lt "$nonzero" ] ||
+                fail "one page read fetched $got of $nonzero memory chunks"
+        cmp -s "$T/mnt4/memory" "$T/mem1" || fail "the FUSE memory file differs from the snapshot's memory"
+        python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDWR); os.close(fd)' "$T/mnt4/memory" ||
+                fail "an O_RDWR open of the memory file (QEMU 7.2 does it) was refused"
+        ( echo x >>"$T/mnt4/memory" ) 2>/dev/null && fail "a write to the memory file was accepted"
+        truncate -s 0 "$T/mnt4/memory" 2>/dev/null && fail "a truncate of the memory file was accepted"
+        [ "$(mem_status "$T/mnt4" 'd["writes_refused"]')" -ge 2 ] || fail "writes were not refused by the server"
+        cmp -s "$T/mnt4/memory" "$T/mem1" || fail "the memory file changed"
+        mem_umount "$T/mnt4"
+        [ "$mem_rc" = 0 ] || fail "mem-serve exited $mem_rc: $(tail -3 "$T/mem.err")"
+        grep -q '"errors":0' "$T/mem.out" || fail "mem-serve status at exit: $(cat "$T/mem.out")"
+fi
+
 # ---- rm --remote refuses a parent; a corrupt and a missing chunk are refused, named ----
 expect 1 "${A[@]}" rm --remote base && err_has "parent or template of $gen1"
 manifest=$(s3 "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/manifests/$gen1.json")
@@ -242,6 +298,31 @@ if [ "$lazy_ok" = 1 ]; then # a lazy restore meets the corrupt chunk on fault: t
                 fail "uffd-serve does not name the corrupt chunk: $(tail -3 "$T/serve.err")"
         grep -q "mismatch" "$T/peer.out" && fail "the peer saw a wrong byte: $(cat "$T/peer.out")"
         [ ! -e "$T/m/chunk-cache/$chunk" ] || fail "the corrupt chunk was cached"
+fi
+if [ "$fuse_ok" = 1 ]; then # the FUSE memory file: EIO for the corrupt chunk, never its bytes
+        expect 0 snapshot --root "$T/g" pull gen1 --to-dir "$T/lazy5"
+        mem_mount "$T/lazy5" "$T/g/chunk-cache" "$T/mnt5"
+        python3 - "$T/mnt5/memory" "$T/mem1" >"$T/fuse-read.out" 2>&1 <<'PY' || fail "FUSE memory file with a corrupt chunk: $(cat "$T/fuse-read.out")"
+import errno, os, sys
+fd, want = os.open(sys.argv[1], os.O_RDONLY), open(sys.argv[2], "rb").read()
+eio = 0
+for off in range(0, len(want), 1 << 20):
+    try:
+        got = os.pread(fd, 1 << 20, off)
+    except OSError as e:
+        assert e.errno == errno.EIO, e
+        eio += 1
+        continue
+    assert got == want[off:off + len(got)], "wrong bytes served at %d" % off
+assert eio >= 1, "no read failed"
+PY
+        [ "$(mem_status "$T/mnt5" 'd["errors"]')" -ge 1 ] || fail "the FUSE status counts no failed read"
+        mem_status "$T/mnt5" 'd["error"]' | grep -q "chunks/$chunk: corrupt chunk of memfile\..* SHA-256 mismatch" ||
+                fail "the FUSE status does not name the corrupt chunk: $(cat "$T/mnt5/status")"
+        mem_umount "$T/mnt5"
+        [ "$mem_rc" = 1 ] || fail "mem-serve with a failed read exited $mem_rc"
+        grep -q "chunks/$chunk: corrupt chunk" "$T/mem.err" || fail "mem-serve does not name the corrupt chunk on stderr"
+        [ ! -e "$T/g/chunk-cache/$chunk" ] || fail "the corrupt chunk was cached"
 fi
 s3 -X DELETE "$VMSNAP_S3_ENDPOINT/$VMSNAP_S3_BUCKET/chunks/$chunk" >/dev/null
 expect 1 "${C[@]}" pull gen1 && err_has "chunk $chunk" && err_has "missing from the bucket"
