@@ -15,8 +15,9 @@
  *
  * The supervisor is a child of the VMM (the VMM keeps the jailer's pid), in the same jail
  * (uid, cgroup, process group, namespaces), not dumpable; it ends when the VMM does (its
- * listener reports POLLHUP once no filtered process is left, and PR_SET_PDEATHSIG). If it
- * died first, the VMM's opens would fail with ENOSYS: never a hang. */
+ * listener reports POLLHUP once no filtered process is left, and PR_SET_PDEATHSIG), and
+ * confines itself with a filter of its own to the few syscalls it makes. If it died first,
+ * the VMM's opens would fail with ENOSYS: never a hang. */
 #include "jail/internal.h"
 #include "util/cleanup.h"
 
@@ -101,12 +102,38 @@ static void answer(int listener, int fd, const char *path, const struct seccomp_
         seccomp_notify_respond(listener, resp); /* ENOENT: the VMM left the syscall */
 }
 
+/* The supervisor's own filter, once it holds what it needs: it reads the VMM's memory,
+ * answers on its listener and exits; anything else kills it (the VMM's opens then fail
+ * with ENOSYS). Returns 0 or a negative errno. */
+static int confine_supervisor(int listener)
+{
+        static const char *const allowed[] = {"poll", "ppoll", "process_vm_readv", "close",
+                                              "exit", "exit_group", "rt_sigreturn",
+                                              "restart_syscall", "write"};
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+        if (!ctx)
+                return -ENOMEM;
+        int r = 0;
+        for (size_t i = 0; r == 0 && i < sizeof(allowed) / sizeof(allowed[0]); i++) {
+                int nr = seccomp_syscall_resolve_name(allowed[i]);
+                if (nr != __NR_SCMP_ERROR && nr >= 0)
+                        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        }
+        if (r == 0) /* the seccomp ioctls, on the listener only */
+                r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                                     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)listener));
+        if (r == 0)
+                r = seccomp_load(ctx);
+        seccomp_release(ctx);
+        return r;
+}
+
 /* The supervisor's loop; returns when no filtered process is left. */
 static void serve(int listener, int fd, const char *path)
 {
         struct seccomp_notif *req = NULL;
         struct seccomp_notif_resp *resp = NULL;
-        if (seccomp_notify_alloc(&req, &resp) != 0)
+        if (seccomp_notify_alloc(&req, &resp) != 0 || confine_supervisor(listener) < 0)
                 return;
         for (;;) {
                 struct pollfd p = {.fd = listener, .events = POLLIN};
@@ -122,7 +149,8 @@ static void serve(int listener, int fd, const char *path)
                         continue; /* interrupted, or the process left the syscall */
                 answer(listener, fd, path, req, resp);
         }
-        seccomp_notify_free(req, resp);
+        /* req and resp are not freed: the process exits next, and free may need a syscall
+         * its filter does not allow */
 }
 
 /* Receives one descriptor over sock (SCM_RIGHTS); -1 when the peer sent none. */

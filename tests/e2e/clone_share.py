@@ -106,6 +106,10 @@ def check_jailed(cache, sb):
     check(os.stat("/proc/%d" % sb["pid"]).st_uid != 0, "clone %s's QEMU runs as root" % sb["id"])
     kids = children(sb["pid"])
     check(len(kids) == 1, "clone %s's QEMU has children %s, want its supervisor" % (sb["id"], kids))
+    with open("/proc/%d/status" % kids[0]) as f:
+        status = dict(l.split(":", 1) for l in f if ":" in l)
+    check(status["Seccomp"].strip() == "2",
+          "the supervisor of clone %s runs without its own filter" % sb["id"])
     return kids[0]
 
 
