@@ -35,6 +35,8 @@ GUEST = os.environ.get("VMSNAP_GUEST_DIR", os.path.join(SRC, "build", "guest"))
 
 EXEMPT = {
     "uffd-serve": "a page server for a VMM: it serves, it prints no result",
+    "mem-serve": "a FUSE server (needs /dev/fuse and S3 for its lazy mode): cli/remote-ceph "
+                 "parses the status `mem-serve --json` prints at exit",
     "sandbox shell": "an interactive terminal session: no result to print",
     "sandbox exec": "needs agent protocol 2: e2e/sandbox-exec parses `exec --json`",
     "sandbox ps": "needs the guest agent's protocol 2 (the ch-peer speaks 1): "

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sched.h>
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -82,18 +85,31 @@ __attribute__((no_sanitize("address"))) static void access_pages(volatile uint8_
                 m[11 * BS + i] = 0x5a;            /* data where there were zeros */
 }
 
+/* Forks; in the child maps `len` bytes of path shared and returns the mapping (*pid 0),
+ * in the parent returns NULL with the child's pid. The child dies with the parent: it holds
+ * pipe ends the test writes, and a failed assertion must not leave it waiting forever. */
+static volatile uint8_t *fork_mapper(const char *path, size_t len, pid_t *pid)
+{
+        if ((*pid = fork()) != 0)
+                return NULL;
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() == 1)
+                _exit(1);
+        int fd = open(path, O_RDWR);
+        uint8_t *m = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED)
+                _exit(1);
+        return m;
+}
+
 /* A child that maps `len` bytes of path shared, reads blocks 1, 2 and 40, writes new data
  * into 4, zeros into 6, block 8's own bytes again and data into 11 (was zero); then it
  * tells the parent through `ready` and waits to be killed. */
 static pid_t start_child(const char *path, size_t len, int ready)
 {
-        pid_t pid = fork();
+        pid_t pid;
+        volatile uint8_t *m = fork_mapper(path, len, &pid);
         if (pid != 0)
                 return pid;
-        int fd = open(path, O_RDWR);
-        uint8_t *m = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED)
-                _exit(1);
         access_pages(m, len == SIZE);
         char c = 1;
         if (write(ready, &c, 1) != 1)
@@ -286,13 +302,10 @@ __attribute__((no_sanitize("address"))) static void poke(volatile uint8_t *m, un
  * from `cmd` writes that page and acknowledges on `ack`. */
 static pid_t start_writer(const char *path, int cmd, int ack)
 {
-        pid_t pid = fork();
+        pid_t pid;
+        volatile uint8_t *m = fork_mapper(path, SIZE, &pid);
         if (pid != 0)
                 return pid;
-        int fd = open(path, O_RDWR);
-        uint8_t *m = fd < 0 ? MAP_FAILED : mmap(NULL, SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (m == MAP_FAILED)
-                _exit(1);
         for (unsigned p = 0; p < BLOCKS; p++)
                 poke(m, p);
         uint8_t c = 0xff;
@@ -332,6 +345,13 @@ static void pageout_base_misses_no_write(void **state)
                 print_message("skipped: swap is on (MADV_PAGEOUT would swap shmem out)\n");
                 return;
         }
+        /* The writer and this process on one CPU: the PAGEOUT drains the calling CPU's LRU
+         * batch, so the writer's fresh pages are on the LRU and can lose their entries. */
+        cpu_set_t one, all;
+        assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+        CPU_ZERO(&one);
+        CPU_SET(sched_getcpu() < 0 ? 0 : sched_getcpu(), &one);
+        assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
         char *root = test_mkdtemp("touched-base");
         char memp[] = "/dev/shm/vmsnap-touched-base-XXXXXX";
         int fd = mkstemp(memp);
@@ -352,7 +372,12 @@ static void pageout_base_misses_no_write(void **state)
         uint8_t *pages = NULL;
         uint64_t touched = 0;
         assert_int_equal(touch_pages(w.pid, memp, &pages, &touched, &d), 0);
-        assert_int_equal(touched, 0); /* tmpfs without swap: pages kept, entries dropped */
+        /* tmpfs without swap: pages kept, entries dropped. Not every one: a page still in a
+         * CPU's LRU batch cannot be isolated and keeps its entry (seen under load); it is
+         * listed at the pause, which costs a write and misses nothing. */
+        print_message("# %" PRIu64 " of %u pages kept their entries after PAGEOUT\n", touched,
+                      BLOCKS);
+        assert_true(touched < BLOCKS / 4);
         free(pages);
 
         writer_do(&w, 3); /* after the PAGEOUT, before the copy */
@@ -382,6 +407,7 @@ static void pageout_base_misses_no_write(void **state)
         unlink(memp);
         test_rmtree(root);
         free(want), free(got), free(back), free(next), free(base), free(pages), free(root);
+        assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
 }
 
 int main(void)
