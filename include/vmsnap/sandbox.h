@@ -133,11 +133,22 @@ enum vmsnap_merge_outcome {
         VMSNAP_MERGE_OUTCOMES
 };
 
+/* Bases for the first pause after a boot (docs/sandbox.md "The first pause after a boot"),
+ * by what happened to them. */
+enum vmsnap_base_event {
+        VMSNAP_BASE_BUILT,   /* a copy of a booted VM's memory is ready for its first pause */
+        VMSNAP_BASE_USED,    /* a first pause wrote only the pages touched since over it */
+        VMSNAP_BASE_DROPPED, /* not used: the VM went away or paused before it was ready */
+        VMSNAP_BASE_FAILED,  /* an error building it: the first pause copies the whole RAM */
+        VMSNAP_BASE_EVENTS
+};
+
 /* Counters since the host was opened. */
 struct vmsnap_pause_stats {
         uint64_t pauses; /* pauses that completed */
         double phase_seconds[VMSNAP_PAUSE_PHASES];
         uint64_t merges[VMSNAP_MERGE_OUTCOMES];
+        uint64_t bases[VMSNAP_BASE_EVENTS];
 };
 
 /* Reads the host's pause and merge counters. */
@@ -148,6 +159,9 @@ const char *vmsnap_pause_phase_name(unsigned phase);
 
 /* The label of a merge outcome ("done", "raced", "failed"); NULL when out of range. */
 const char *vmsnap_merge_outcome_name(unsigned outcome);
+
+/* The label of a base event ("built", "used", "dropped", "failed"); NULL when out of range. */
+const char *vmsnap_base_event_name(unsigned event);
 
 struct vmsnap_sandbox_spec {
         const char *id;        /* NULL: a new UUID; else this UUID (a cluster placed the

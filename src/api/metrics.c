@@ -188,6 +188,13 @@ static void render_pause(FILE *f, const struct vmsnap_pause_stats *p)
         for (unsigned i = 0; i < VMSNAP_MERGE_OUTCOMES; i++)
                 fprintf(f, "vmsnap_merges_total{outcome=\"%s\"} %llu\n",
                         vmsnap_merge_outcome_name(i), (unsigned long long)p->merges[i]);
+        fputs("# HELP vmsnap_pause_bases_total Copies of a booted VM's memory taken in the "
+              "background for its first pause, by event.\n"
+              "# TYPE vmsnap_pause_bases_total counter\n",
+              f);
+        for (unsigned i = 0; i < VMSNAP_BASE_EVENTS; i++)
+                fprintf(f, "vmsnap_pause_bases_total{event=\"%s\"} %llu\n",
+                        vmsnap_base_event_name(i), (unsigned long long)p->bases[i]);
 }
 
 static void render_vmm_memory(FILE *f, const struct api_gauges *g)

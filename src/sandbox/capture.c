@@ -29,15 +29,17 @@ static int parent_dir(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         return r;
 }
 
-/* The new generation from only the blocks the VMM touched since its restore (touched.c):
- * returns 1 when done so, 0 when the caller must diff the whole file by content (the host
- * or the VM does not allow the shortcut), or -errno when the diff itself failed. */
-static int capture_touched(struct live *l, const struct vmsnap_vm_saved *saved, const char *parent,
+/* The new generation from only the blocks the VMM touched since `mark` was taken (at its
+ * restore, or before its base's PAGEOUT: touched.c): returns 1 when done so, 0 when the
+ * caller must diff the whole file by content (the host or the VM does not allow the
+ * shortcut), or -errno when the diff itself failed. */
+static int capture_touched(struct live *l, const struct touch_mark *mark,
+                           const struct vmsnap_vm_saved *saved, const char *parent,
                            const char *dir, const struct vmsnap_mem_opts *o,
                            struct pause_trace *t, struct vmsnap_diag *d)
 {
-        if (!l->touch.valid || !l->vm || saved->memory_file_temporary ||
-            saved->source != VMSNAP_MEM_SOURCE_CONTENT || !touch_mark_holds(&l->touch))
+        if (!mark->valid || !l->vm || saved->memory_file_temporary ||
+            saved->source != VMSNAP_MEM_SOURCE_CONTENT || !touch_mark_holds(mark))
                 return 0;
         _cleanup_free_ uint8_t *pages = NULL;
         uint64_t touched;
@@ -50,12 +52,14 @@ static int capture_touched(struct live *l, const struct vmsnap_vm_saved *saved, 
         return r < 0 ? r : 1;
 }
 
-/* Memory: a new generation over the parent (or generation 0), in the pending directory. */
-/* A pause leaves the merge at the cap to the background (compact.c) and merges itself only
+/* Memory: a new generation over the parent (or generation 0), in the pending directory; a
+ * booted VM's first pause writes the touched pages over its base when it has one (base.c).
+ * A pause leaves the merge at the cap to the background (compact.c) and merges itself only
  * at sync_merge_cap; a template is merged at the cap right away. */
 static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vmsnap_sandbox *sb,
                           enum vmsnap_snapshot_kind kind, const struct vmsnap_vm_saved *saved,
-                          const char *dir, struct pause_trace *t, struct vmsnap_diag *d)
+                          const char *dir, struct base_taken *base, struct pause_trace *t,
+                          struct vmsnap_diag *d)
 {
         char parent[PATH_LEN];
         int r = parent_dir(h, sb, parent);
@@ -66,9 +70,16 @@ static int capture_memory(struct vmsnap_host *h, struct live *l, const struct vm
                                     .merge_cap = kind == VMSNAP_SNAPSHOT_PAUSE ? sync_merge_cap(h)
                                                                                : h->merge_cap,
                                     .defer_sync = true};
+        if (!parent[0] && base->txn) {
+                r = capture_touched(l, &base->mark, saved, vmsnap_store_txn_dir(base->txn), dir,
+                                    &o, t, d);
+                base->used = r > 0;
+                if (r != 0)
+                        return r < 0 ? r : 0;
+        }
         if (!parent[0])
                 return vmsnap_mem_process(saved->memory_file, dir, &o, NULL, d);
-        r = capture_touched(l, saved, parent, dir, &o, t, d);
+        r = capture_touched(l, &l->touch, saved, parent, dir, &o, t, d);
         if (r != 0)
                 return r < 0 ? r : 0;
         return vmsnap_mem_diff(saved->memory_file, dir, parent, &o, NULL, d);
@@ -152,6 +163,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
 {
         struct vmsnap_store_txn *txn = NULL;
         struct vmsnap_vm_saved saved = {0};
+        struct base_taken base = {0};
         char version[64] = "";
         l->driver->probe(NULL, version, sizeof(version), NULL);
         int r = begin_snapshot(h, sb, kind, name, version, &txn, d);
@@ -168,8 +180,11 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         if (r == 0 && saved.version[0]) /* the saving VMM's own word (accel included) */
                 vmsnap_store_txn_set_vmm_version(txn, saved.version);
         trace_mark(t, VMSNAP_PAUSE_VMM_SAVE);
+        if (r == 0 && kind == VMSNAP_SNAPSHOT_PAUSE && !sb->snapshot_id[0] &&
+            !sb->template_id[0])
+                base_take(h, l, &base); /* a first pause after a boot */
         if (r == 0)
-                r = capture_memory(h, l, sb, kind, &saved, dir, t, d);
+                r = capture_memory(h, l, sb, kind, &saved, dir, &base, t, d);
         if (saved.memory_file_temporary)
                 unlink(saved.memory_file);
         trace_mark(t, VMSNAP_PAUSE_MEM_DIFF);
@@ -185,6 +200,8 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         pthread_mutex_lock(&h->db_lock);
         if (r == 0 && from[0]) /* the chain's files and the kernel are links of its files */
                 vmsnap_store_txn_reuse_checksums(txn, from, NULL);
+        if (r == 0 && base.used) /* generation 0 is a link of the base's, checksummed */
+                vmsnap_store_txn_reuse_pending(txn, base.txn);
         if (r == 0 && kind == VMSNAP_SNAPSHOT_TEMPLATE) /* before the template exists */
                 r = net_template_record(h, sb->id, vmsnap_store_txn_id(txn), d);
         if (r == 0)
@@ -194,6 +211,9 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         vmsnap_store_txn_free(txn);
         pthread_mutex_unlock(&h->db_lock);
         trace_mark(t, VMSNAP_PAUSE_STORE_COMMIT);
+        base.used &= r == 0;
+        base_release(h, &base); /* committed: the snapshot holds links of what it used */
+        trace_mark(t, VMSNAP_PAUSE_DB);
         return r;
 }
 

@@ -313,6 +313,7 @@ static void *compactor(void *arg)
                 }
                 h->compact_kicked = false;
                 pthread_mutex_unlock(&h->compact_lock);
+                base_pass(h); /* first: a booted VM may pause any moment */
                 merge_pass(h);
                 pthread_mutex_lock(&h->compact_lock);
         }

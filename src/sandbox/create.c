@@ -108,6 +108,8 @@ static int finish_create(struct vmsnap_host *h, struct live *l, struct vmsnap_sa
                 db_journal_done(h, j, sb, NULL);
                 db_delete(h, sb->id);
         }
+        if (r == 0 && !sb->template_id[0]) /* booted: its first pause gets a base (base.c) */
+                base_want(h, l);
         if (ret)
                 *ret = *sb;
         pthread_mutex_unlock(&l->op_lock);

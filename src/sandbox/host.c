@@ -114,6 +114,7 @@ void vmsnap_host_close(struct vmsnap_host *h)
         if (!h)
                 return;
         compact_stop(h); /* first: it uses the lives and the store */
+        base_close(h);
         for (struct live *l = h->lives, *next; l; l = next) {
                 next = l->next;
                 if (l->agent_fd >= 0)
@@ -161,6 +162,7 @@ struct live *live_get(struct vmsnap_host *h, const char *id)
         if (!l && (l = calloc(1, sizeof(*l)))) {
                 snprintf(l->id, sizeof(l->id), "%s", id);
                 l->agent_fd = -1;
+                l->host = h;
                 pthread_mutex_init(&l->op_lock, NULL);
                 l->next = h->lives;
                 h->lives = l;

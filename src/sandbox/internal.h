@@ -16,6 +16,36 @@
 #define DEFAULT_MEMORY   (256ull << 20)
 #define PATH_LEN         4096
 
+/* An open journal entry. */
+struct journal {
+        int64_t seq;
+        char sandbox_id[VMSNAP_ID_LEN + 1];
+        char op[16];
+        char step[16];
+        char data[1024]; /* JSON object text */
+        /* The entry's opening and steps commit without waiting for the WAL's fsync; only
+         * its closing commit does (docs/sandbox.md "Relaxed journal commits"). */
+        bool relaxed;
+};
+
+/* The base a booted VM's first pause writes over (base.c): a copy of its memory taken in the
+ * background after the boot, in a pending store snapshot. Guarded by the host's
+ * compact_lock. */
+enum base_state {
+        BASE_NONE,
+        BASE_WANTED,   /* the background thread is to build it */
+        BASE_BUILDING, /* the background thread is building it (cancel: drop it when done) */
+        BASE_READY,    /* built: txn, j and mark are set, for the first pause to take */
+        BASE_DROP,     /* built but no longer wanted: the background thread releases it */
+};
+struct live_base {
+        enum base_state state;
+        bool cancel;
+        struct vmsnap_store_txn *txn; /* the pending snapshot holding the copy */
+        struct journal j;             /* its open `base` entry */
+        struct touch_mark mark;       /* taken before the PAGEOUT that preceded the copy */
+};
+
 /* A sandbox the host knows in this process: its operation lock and live VM handle. */
 struct live {
         char id[VMSNAP_ID_LEN + 1];
@@ -27,6 +57,8 @@ struct live {
         bool pager_jailed;       /* it runs in its own jail (writes only into the run dir) */
         char accel[8], accel_reason[256]; /* of the last VMM started or attached (live_lock) */
         struct touch_mark touch; /* taken when vm was restored onto a fresh memory file */
+        struct live_base base;   /* after a boot: the first pause's base (h->compact_lock) */
+        struct vmsnap_host *host;
         struct live *next;
 };
 
@@ -80,17 +112,6 @@ void row_delete(struct vmsnap_host *h, const char *id);
 int row_list(struct vmsnap_host *h, bool all, struct vmsnap_sandbox **ret, size_t *ret_n,
              struct vmsnap_diag *d);
 
-/* An open journal entry. */
-struct journal {
-        int64_t seq;
-        char sandbox_id[VMSNAP_ID_LEN + 1];
-        char op[16];
-        char step[16];
-        char data[1024]; /* JSON object text */
-        /* The entry's opening and steps commit without waiting for the WAL's fsync; only
-         * its closing commit does (docs/sandbox.md "Relaxed journal commits"). */
-        bool relaxed;
-};
 
 /* Opens a journal entry (before the operation acts) and, when sb is non-NULL, writes the
  * sandbox row in the same transaction. relaxed: see struct journal. Returns 0 and
@@ -319,6 +340,34 @@ void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const ch
 
 /* Finishes or rolls back an open `merge` journal entry (recovery, no lock held). */
 void recover_merge(struct vmsnap_host *h, const struct journal *j);
+/* ---- the first pause's base (base.c) ---- */
+/* After a boot (l's VM running on its own memory file): asks the background thread for a
+ * base. No-op for a VMM whose memory is not a file this host can track (lazy_uffd). */
+void base_want(struct vmsnap_host *h, struct live *l);
+/* In the background thread: builds every wanted base, releases every dropped one. */
+void base_pass(struct vmsnap_host *h);
+/* A base a first pause took from its sandbox (base_take); used: the pause wrote over it. */
+struct base_taken {
+        struct vmsnap_store_txn *txn;
+        struct journal j;
+        struct touch_mark mark;
+        bool used;
+};
+/* The first pause of a booted VM, under its lock: takes the ready base into *ret (true), or
+ * cancels one being built (false: the pause copies the whole RAM and waits for nothing). */
+bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret);
+/* After the pause committed or failed: the base's pending snapshot aborted (a committed
+ * pause holds links of its files), its entry closed, the event counted. */
+void base_release(struct vmsnap_host *h, struct base_taken *b);
+/* l's VM is gone (vm_kill): a ready base is left to the background thread to release, one
+ * being built is cancelled. */
+void base_forget(struct live *l);
+/* Host close, after the background thread stopped: releases every base left. */
+void base_close(struct vmsnap_host *h);
+/* Recovery: an open `base` entry's pending snapshot aborted, the entry closed. */
+void recover_base(struct vmsnap_host *h, const struct journal *j);
+/* Counts one base event. */
+void trace_base(struct vmsnap_host *h, enum vmsnap_base_event event);
 
 /* ---- shared steps of the operations ---- */
 

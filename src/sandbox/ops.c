@@ -133,4 +133,5 @@ void vm_kill(struct live *l)
                 l->driver->destroy(l->vm);
         l->vm = NULL;
         l->touch.valid = false;
+        base_forget(l);
 }

@@ -283,6 +283,12 @@ static void reattach_running(struct vmsnap_host *h)
         free(v);
 }
 
+/* An entry of the background thread's (merge, base): it never moves the row's state. */
+static bool background_entry(const struct journal *j)
+{
+        return strcmp(j->op, "merge") == 0 || strcmp(j->op, "base") == 0;
+}
+
 int recover(struct vmsnap_host *h, struct vmsnap_diag *d)
 {
         /* Runs inside vmsnap_host_open, before any other thread can use the host: the db
@@ -291,17 +297,19 @@ int recover(struct vmsnap_host *h, struct vmsnap_diag *d)
         size_t n = 0;
         int r = journal_open_entries(h, &entries, &n, d);
         for (size_t i = 0; r == 0 && i < n; i++) {
-                if (strcmp(entries[i].op, "merge") == 0)
+                if (background_entry(&entries[i]))
                         continue; /* after the lifecycle entries: the row is settled then */
                 bool newest = true; /* no later open entry for the same sandbox */
                 for (size_t k = i + 1; k < n; k++)
                         newest &= strcmp(entries[k].sandbox_id, entries[i].sandbox_id) != 0 ||
-                                  strcmp(entries[k].op, "merge") == 0;
+                                  background_entry(&entries[k]);
                 recover_entry(h, &entries[i], newest);
         }
         for (size_t i = 0; r == 0 && i < n; i++)
                 if (strcmp(entries[i].op, "merge") == 0)
                         recover_merge(h, &entries[i]);
+                else if (strcmp(entries[i].op, "base") == 0)
+                        recover_base(h, &entries[i]);
         if (r == 0)
                 reattach_running(h);
         free(entries);

@@ -40,21 +40,33 @@ static int link_cached(const char *cache, const char *dst, uint64_t size)
         return 0;
 }
 
-int template_memory_link(struct vmsnap_host *h, const char *template_id, uint64_t size,
-                         const char *snapdir, const char *dst, struct vmsnap_diag *d)
+/* <mem_root>/templates/<id>/, made when missing (a sweep removes it once empty). */
+static int make_cache_dir(struct vmsnap_host *h, const char *template_id, struct vmsnap_diag *d)
 {
-        char dir[PATH_LEN], cache[PATH_LEN];
+        char dir[PATH_LEN];
         snprintf(dir, sizeof(dir), "%.3000s/" CACHE_DIR, h->mem_root);
         int r = make_dir(dir, d);
         snprintf(dir, sizeof(dir), "%.3000s/" CACHE_DIR "/%s", h->mem_root, template_id);
-        if (r == 0)
-                r = make_dir(dir, d);
+        return r < 0 ? r : make_dir(dir, d);
+}
+
+int template_memory_link(struct vmsnap_host *h, const char *template_id, uint64_t size,
+                         const char *snapdir, const char *dst, struct vmsnap_diag *d)
+{
+        char cache[PATH_LEN];
         path_template_memory(h, template_id, cache);
-        for (int attempt = 0; r == 0 && attempt < 3; attempt++) {
+        int r = 0;
+        for (int attempt = 0; attempt < 3; attempt++) {
+                /* again each time: a sweep (another sandbox's destroy) may remove the empty
+                 * directory between its making and the materialize's rename into it */
+                if ((r = make_cache_dir(h, template_id, d)) < 0)
+                        return r;
                 if (link_cached(cache, dst, size))
                         return 0;
                 /* atomic (temp + rename): a concurrent spawn sees the old file or this one */
                 r = vmsnap_mem_materialize(snapdir, cache, NULL, d);
+                if (r < 0 && r != -ENOENT)
+                        return r;
         }
         return r < 0 ? r : vmsnap_diag(d, -EAGAIN, "%s: cannot link the template's memory",
                                        cache);

@@ -68,3 +68,18 @@ const char *vmsnap_merge_outcome_name(unsigned outcome)
 {
         return outcome < VMSNAP_MERGE_OUTCOMES ? outcome_names[outcome] : NULL;
 }
+
+const char *vmsnap_base_event_name(unsigned event)
+{
+        static const char *const names[VMSNAP_BASE_EVENTS] = {"built", "used", "dropped",
+                                                              "failed"};
+        return event < VMSNAP_BASE_EVENTS ? names[event] : NULL;
+}
+
+void trace_base(struct vmsnap_host *h, enum vmsnap_base_event event)
+{
+        pthread_mutex_lock(&h->stats_lock);
+        if ((unsigned)event < VMSNAP_BASE_EVENTS)
+                h->stats.bases[event]++;
+        pthread_mutex_unlock(&h->stats_lock);
+}

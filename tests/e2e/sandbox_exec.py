@@ -45,7 +45,7 @@ from agent_frames import (EXIT, ERROR, STARTED, STDOUT, STDERR,  # noqa: E402
                           http_frames, parse_header, HEADER)
 from sandbox_lifecycle import (BUILD, GUEST, SRC, VMSNAPD, Daemon, Fail, UnixHTTP,  # noqa: E402
                                check, skip)
-from sandbox_lifecycle import remove_work  # noqa: E402
+from sandbox_lifecycle import remove_work, run_main  # noqa: E402
 
 CLI = os.environ.get("VMSNAP_CLI", os.path.join(BUILD, "vmsnap"))
 BIG = 100_000_000
@@ -452,8 +452,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Fail as e:
-        print("FAIL:", e, flush=True)
-        sys.exit(1)
+    run_main(main)

@@ -318,9 +318,13 @@ def test_lifecycle(d):
         before = counter(d, sid)
     restore_base_image(d)
     log("generations over %d pauses: %s" % (len(gens), gens))
-    # The pause at the cap does not merge: its merge runs in the background (raced here by
-    # the resume right after it; tests/e2e/sandbox_merge.py waits for them).
-    check(gens == list(range(MERGE_CAP + 1)), "generations %s" % gens)
+    # The first pause writes generation 1 over the base copied after the boot, or 0 when
+    # it came first (tests/e2e/sandbox_base.py). Each pause adds one; the pause at the cap
+    # does not merge: its merge runs in the background, and may move the resumed sandbox
+    # onto the merged generation 0 before the next pause (tests/e2e/sandbox_merge.py).
+    check(gens[0] in (0, 1), "generations %s" % gens)
+    for a, b in zip(gens, gens[1:]):
+        check(b == a + 1 or (a >= MERGE_CAP and b == 1), "generations %s" % gens)
     return sid
 
 
@@ -516,6 +520,47 @@ def remove_work(d, work):
         shutil.rmtree(d.mem, ignore_errors=True)
 
 
+def need_qemu_guest():
+    """Skips (77) without a built vmsnapd or QEMU; builds the guest image."""
+    if not BUILD or not os.access(VMSNAPD, os.X_OK):
+        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
+    if not shutil.which("qemu-system-x86_64"):
+        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
+    build_guest()
+
+
+def daemon_test(prefix, body, say=log):
+    """need_qemu_guest, then body(d) with a started daemon in a fresh work directory: a
+    Fail is printed with the daemon's log tail; the daemon and its sandboxes are always shut
+    down and the work removed. Returns the exit code (0 pass, 1 fail)."""
+    need_qemu_guest()
+    work = tempfile.mkdtemp(prefix=prefix)
+    d = Daemon(work)
+    ok = False
+    try:
+        d.start()
+        t0 = time.time()
+        body(d)
+        ok = True
+        say("passed in %.1f s" % (time.time() - t0))
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
+    finally:
+        shut_down(d)
+        remove_work(d, work)
+    return 0 if ok else 1
+
+
+def run_main(main):
+    """Exits with main()'s code; a Fail that escapes it (a skip check, a setup) fails."""
+    try:
+        sys.exit(main())
+    except Fail as e:
+        print("FAIL:", e, flush=True)
+        sys.exit(1)
+
+
 def main():
     if not BUILD or not os.access(VMSNAPD, os.X_OK):
         skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
@@ -555,8 +600,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Fail as e:
-        print("FAIL:", e, flush=True)
-        sys.exit(1)
+    run_main(main)

@@ -17,16 +17,12 @@ Exit 0 pass, 1 fail, 77 skip. No timing assertions.
 """
 import http.client
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sandbox_lifecycle import (BUILD, COUNTER, MERGE_CAP, VMSNAPD, Daemon,  # noqa
-                               Fail, check, counter, sh, skip)
-from sandbox_lifecycle import build_guest, remove_work, shut_down  # noqa: E402
+from sandbox_lifecycle import COUNTER, MERGE_CAP, Fail, check, counter, sh  # noqa: E402
+from sandbox_lifecycle import daemon_test, run_main  # noqa: E402
 
 
 def log(*a):
@@ -157,44 +153,20 @@ def test_crash(d, sid, state, point):
     resume_check(d, sid, state)
 
 
-def main():
-    if not BUILD or not os.access(VMSNAPD, os.X_OK):
-        skip("vmsnapd not built (VMSNAP_BUILD=%r)" % BUILD)
-    if not shutil.which("qemu-system-x86_64"):
-        skip("qemu-system-x86_64 is not installed (scripts/setup.sh installs it)")
-    build_guest()
-    work = tempfile.mkdtemp(prefix="vmsnap-merge-")
-    d = Daemon(work)
-    ok = False
-    try:
-        d.start()
-        t0 = time.time()
-        sid = d.ok("POST", "/v1/sandboxes", {})["id"]
-        token = os.urandom(8).hex()
-        sh(d, sid, "echo %s > /tmp/token && echo kept > /mnt/data/merge.txt && sync" % token)
-        sh(d, sid, COUNTER)
-        # its first write may come after the next exec (TCG, a loaded host): wait for it
-        sh(d, sid, "i=0; while [ ! -e /tmp/counter ] && [ $i -lt 100 ]; do sleep 0.1; "
-                   "i=$((i+1)); done")
-        state = {"counter": counter(d, sid), "token": token}
-        test_background(d, sid, state)
-        test_race(d, sid, state)
-        for point in ("merge.begun", "merge.merged", "merge.committed", "merge.swapped"):
-            test_crash(d, sid, state, point)
-        ok = True
-        log("passed in %.1f s" % (time.time() - t0))
-    except Fail as e:
-        print("FAIL:", e, flush=True)
-        subprocess.call(["tail", "-n", "30", os.path.join(work, "vmsnapd.log")])
-    finally:
-        shut_down(d)
-        remove_work(d, work)
-    return 0 if ok else 1
+def body(d):
+    sid = d.ok("POST", "/v1/sandboxes", {})["id"]
+    token = os.urandom(8).hex()
+    sh(d, sid, "echo %s > /tmp/token && echo kept > /mnt/data/merge.txt && sync" % token)
+    sh(d, sid, COUNTER)
+    # its first write may come after the next exec (TCG, a loaded host): wait for it
+    sh(d, sid, "i=0; while [ ! -e /tmp/counter ] && [ $i -lt 100 ]; do sleep 0.1; "
+               "i=$((i+1)); done")
+    state = {"counter": counter(d, sid), "token": token}
+    test_background(d, sid, state)
+    test_race(d, sid, state)
+    for point in ("merge.begun", "merge.merged", "merge.committed", "merge.swapped"):
+        test_crash(d, sid, state, point)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Fail as e:
-        print("FAIL:", e, flush=True)
-        sys.exit(1)
+    run_main(lambda: daemon_test("vmsnap-merge-", body, log))

@@ -1,0 +1,261 @@
+/* The first pause after a boot (docs/sandbox.md "The first pause after a boot"): a booted VM
+ * has no snapshot to diff against, so without help its first pause copies the whole RAM. The
+ * background thread (compact.c) takes a base instead, while the VM runs: it drops the VMM's
+ * page-table entries of the memory file (touch_pageout), then copies the file into a pending
+ * store snapshot. A page the guest writes after the PAGEOUT is in the VMM's page table again
+ * at the pause; a page it wrote only before is in the copy. The first pause then writes only
+ * the listed pages over the base (capture.c), and its commit takes the base's checksums
+ * (vmsnap_store_txn_reuse_pending). The base is never visible as a snapshot: its pending
+ * directory is aborted once the pause holds links of its files, and a crash leaves an open
+ * `base` entry whose pending snapshot recovery aborts. */
+#include "sandbox/internal.h"
+#include "util/cleanup.h"
+#include "util/sys.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void base_want(struct vmsnap_host *h, struct live *l)
+{
+        if (!l->vm || l->driver->lazy_uffd)
+                return;
+        pthread_mutex_lock(&h->compact_lock);
+        if (l->base.state == BASE_NONE) {
+                l->base.state = BASE_WANTED;
+                l->base.cancel = false;
+        }
+        pthread_mutex_unlock(&h->compact_lock);
+        compact_kick(h);
+}
+
+/* The pending snapshot and its journal entry, under the db lock for the store. */
+static int begin_pending(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
+                         struct base_taken *b, struct vmsnap_diag *d)
+{
+        struct vmsnap_snapshot_spec spec = {.kind = VMSNAP_SNAPSHOT_PAUSE,
+                                            .vmm = sb->vmm,
+                                            .vcpus = sb->vcpus,
+                                            .memory = sb->memory};
+        pthread_mutex_lock(&h->db_lock);
+        int r = vmsnap_store_create_begin(h->store, &spec, &b->txn, d);
+        pthread_mutex_unlock(&h->db_lock);
+        if (r < 0)
+                return r;
+        char data[128];
+        snprintf(data, sizeof(data), "{\"txn\":\"%s\"}", vmsnap_store_txn_id(b->txn));
+        r = db_journal_begin(h, &b->j, sb->id, "base", data, NULL, false, d);
+        if (r < 0) {
+                pthread_mutex_lock(&h->db_lock);
+                vmsnap_store_txn_abort(b->txn, NULL);
+                vmsnap_store_txn_free(TAKE_PTR(b->txn));
+                pthread_mutex_unlock(&h->db_lock);
+        }
+        return r;
+}
+
+/* Under the sandbox's lock: checks the VM still runs on the memory of its boot, takes the
+ * mark, begins the pending snapshot and drops the page-table entries. Returns 1 when the
+ * copy can start (memfile set), 0 when there is nothing to do, -errno. */
+static int base_begin(struct vmsnap_host *h, struct live *l, struct base_taken *b,
+                      char memfile[PATH_LEN], struct vmsnap_diag *d)
+{
+        struct vmsnap_sandbox sb;
+        pthread_mutex_lock(&h->db_lock);
+        int r = row_get(h, l->id, &sb, d);
+        pthread_mutex_unlock(&h->db_lock);
+        pthread_mutex_lock(&h->compact_lock);
+        bool cancelled = l->base.cancel;
+        pthread_mutex_unlock(&h->compact_lock);
+        if (r < 0 || cancelled || !l->vm || sb.state != VMSNAP_SANDBOX_RUNNING ||
+            sb.snapshot_id[0] || sb.template_id[0])
+                return r < 0 ? r : 0;
+        struct spec_buf buf;
+        struct vmsnap_vm_spec spec;
+        build_spec(h, &sb, &buf, &spec);
+        snprintf(memfile, PATH_LEN, "%s", buf.memory);
+        touch_mark_take(memfile, &b->mark); /* before the PAGEOUT: swap-outs since count */
+        if (!b->mark.valid)
+                return 0; /* no page tracking on this host: a base would not help */
+        if ((r = begin_pending(h, &sb, b, d)) < 0)
+                return r;
+        r = touch_pageout(l->driver->pid(l->vm), memfile, d);
+        return r < 0 ? r : 1;
+}
+
+/* Without the sandbox's lock: the copy, made durable with its checksums taken. */
+static int base_copy(const char *memfile, struct base_taken *b, struct vmsnap_diag *d)
+{
+        vmsnap_crashpoint("base.begun");
+        struct vmsnap_mem_opts o = {.source = VMSNAP_MEM_SOURCE_CONTENT, .defer_sync = true};
+        int r = vmsnap_mem_process(memfile, vmsnap_store_txn_dir(b->txn), &o, NULL, d);
+        if (r == 0) /* the fsyncs and checksums the pause's commit would otherwise wait for */
+                r = vmsnap_store_txn_preseal(b->txn, d);
+        vmsnap_crashpoint("base.built");
+        return r;
+}
+
+/* Aborts a base's pending snapshot and closes its entry. */
+static void discard(struct vmsnap_host *h, struct base_taken *b)
+{
+        pthread_mutex_lock(&h->db_lock);
+        vmsnap_store_txn_abort(b->txn, NULL);
+        vmsnap_store_txn_free(TAKE_PTR(b->txn));
+        pthread_mutex_unlock(&h->db_lock);
+        db_journal_done(h, &b->j, NULL, NULL);
+}
+
+/* Builds l's base (its state is BASE_BUILDING) and leaves it READY, or counts why not. */
+static void build_one(struct vmsnap_host *h, struct live *l)
+{
+        struct base_taken b = {0};
+        char memfile[PATH_LEN];
+        struct vmsnap_diag d = {0};
+        pthread_mutex_lock(&l->op_lock);
+        int r = base_begin(h, l, &b, memfile, &d);
+        pthread_mutex_unlock(&l->op_lock);
+        bool copied = r > 0 && (r = base_copy(memfile, &b, &d)) == 0;
+        pthread_mutex_lock(&h->compact_lock);
+        bool cancelled = l->base.cancel; /* a pause or vm_kill came meanwhile */
+        bool keep = copied && !cancelled;
+        if (keep) {
+                l->base.txn = b.txn;
+                l->base.j = b.j;
+                l->base.mark = b.mark;
+        }
+        l->base.state = keep ? BASE_READY : BASE_NONE;
+        l->base.cancel = false;
+        pthread_mutex_unlock(&h->compact_lock);
+        if (keep) {
+                trace_base(h, VMSNAP_BASE_BUILT);
+                return;
+        }
+        if (b.txn)
+                discard(h, &b);
+        bool failed = r < 0 && !cancelled; /* else its files may have gone with the VM */
+        if (failed)
+                fprintf(stderr, "vmsnap: sandbox %s: no base for its first pause (it will copy "
+                        "the whole RAM): %s\n", l->id, d.msg);
+        if (copied || r < 0) /* r == 0 before a copy: nothing to do, nothing to count */
+                trace_base(h, failed ? VMSNAP_BASE_FAILED : VMSNAP_BASE_DROPPED);
+}
+
+/* The next live entry with work for the background thread, its state moved on: WANTED
+ * becomes BUILDING (*build true); DROP gives its base into *drop and becomes NONE. */
+static struct live *next_work(struct vmsnap_host *h, bool *build, struct base_taken *drop)
+{
+        pthread_mutex_lock(&h->live_lock);
+        pthread_mutex_lock(&h->compact_lock);
+        struct live *l = h->lives;
+        while (l && l->base.state != BASE_WANTED && l->base.state != BASE_DROP)
+                l = l->next;
+        if (l && (*build = l->base.state == BASE_WANTED)) {
+                l->base.state = BASE_BUILDING;
+        } else if (l) {
+                *drop = (struct base_taken){.txn = l->base.txn, .j = l->base.j};
+                l->base = (struct live_base){0};
+        }
+        pthread_mutex_unlock(&h->compact_lock);
+        pthread_mutex_unlock(&h->live_lock);
+        return l;
+}
+
+void base_pass(struct vmsnap_host *h)
+{
+        struct live *l;
+        bool build = false;
+        struct base_taken drop = {0};
+        while ((l = next_work(h, &build, &drop))) {
+                pthread_mutex_lock(&h->compact_lock);
+                bool stop = h->compact_stop;
+                pthread_mutex_unlock(&h->compact_lock);
+                if (build && stop) { /* the host closes: no new copy */
+                        pthread_mutex_lock(&h->compact_lock);
+                        l->base.state = BASE_NONE;
+                        pthread_mutex_unlock(&h->compact_lock);
+                } else if (build) {
+                        build_one(h, l);
+                } else {
+                        discard(h, &drop);
+                        trace_base(h, VMSNAP_BASE_DROPPED);
+                }
+        }
+}
+
+bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret)
+{
+        bool taken = false;
+        pthread_mutex_lock(&h->compact_lock);
+        switch (l->base.state) {
+        case BASE_READY:
+                *ret = (struct base_taken){.txn = l->base.txn, .j = l->base.j,
+                                           .mark = l->base.mark};
+                l->base = (struct live_base){0};
+                taken = true;
+                break;
+        case BASE_BUILDING:
+                l->base.cancel = true;
+                break;
+        case BASE_WANTED:
+                l->base.state = BASE_NONE;
+                break;
+        case BASE_NONE:
+        case BASE_DROP:
+                break;
+        }
+        pthread_mutex_unlock(&h->compact_lock);
+        return taken;
+}
+
+void base_release(struct vmsnap_host *h, struct base_taken *b)
+{
+        if (!b->txn)
+                return;
+        discard(h, b);
+        trace_base(h, b->used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
+}
+
+void base_forget(struct live *l)
+{
+        struct vmsnap_host *h = l->host;
+        if (!h)
+                return;
+        pthread_mutex_lock(&h->compact_lock);
+        bool kick = l->base.state == BASE_READY;
+        if (kick)
+                l->base.state = BASE_DROP;
+        else if (l->base.state == BASE_BUILDING)
+                l->base.cancel = true;
+        else if (l->base.state == BASE_WANTED)
+                l->base.state = BASE_NONE;
+        pthread_mutex_unlock(&h->compact_lock);
+        if (kick)
+                compact_kick(h);
+}
+
+void base_close(struct vmsnap_host *h)
+{
+        for (struct live *l = h->lives; l; l = l->next) {
+                if (l->base.state != BASE_READY && l->base.state != BASE_DROP)
+                        continue;
+                struct base_taken b = {.txn = l->base.txn, .j = l->base.j};
+                l->base = (struct live_base){0};
+                discard(h, &b);
+        }
+}
+
+void recover_base(struct vmsnap_host *h, const struct journal *j)
+{
+        struct journal done = *j;
+        json_t *o = json_loads(j->data, 0, NULL);
+        const char *id = json_string_value(json_object_get(o, "txn"));
+        struct vmsnap_store_txn *t = NULL;
+        if (id && vmsnap_store_create_resume(h->store, id, &t, NULL) == 0)
+                vmsnap_store_txn_abort(t, NULL);
+        vmsnap_store_txn_free(t);
+        recovery_say(h, j->sandbox_id, "the base copied for its first pause (pending snapshot "
+                     "%s) removed; that pause copies the whole RAM", id ? id : "?");
+        json_decref(o);
+        journal_done(h, &done, NULL, NULL);
+}
