@@ -153,7 +153,8 @@ static struct live *next_work(struct vmsnap_host *h, bool *build, struct base_ta
         if (l && (*build = l->base.state == BASE_WANTED)) {
                 l->base.state = BASE_BUILDING;
         } else if (l) {
-                *drop = (struct base_taken){.txn = l->base.txn, .j = l->base.j};
+                *drop = (struct base_taken){.txn = l->base.txn, .j = l->base.j,
+                                            .used = l->base.used};
                 l->base = (struct live_base){0};
         }
         pthread_mutex_unlock(&h->compact_lock);
@@ -178,7 +179,7 @@ void base_pass(struct vmsnap_host *h)
                         build_one(h, l);
                 } else {
                         discard(h, &drop);
-                        trace_base(h, VMSNAP_BASE_DROPPED);
+                        trace_base(h, drop.used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
                 }
         }
 }
@@ -208,10 +209,20 @@ bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret)
         return taken;
 }
 
-void base_release(struct vmsnap_host *h, struct base_taken *b)
+void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b)
 {
         if (!b->txn)
                 return;
+        pthread_mutex_lock(&h->compact_lock);
+        bool queued = l->base.state == BASE_NONE; /* else (never so far) released here */
+        if (queued)
+                l->base = (struct live_base){.state = BASE_DROP, .txn = b->txn, .j = b->j,
+                                             .used = b->used};
+        pthread_mutex_unlock(&h->compact_lock);
+        if (queued) {
+                compact_kick(h); /* its journal commit comes after the pause's answer */
+                return;
+        }
         discard(h, b);
         trace_base(h, b->used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
 }

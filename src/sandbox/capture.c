@@ -212,8 +212,7 @@ int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
         pthread_mutex_unlock(&h->db_lock);
         trace_mark(t, VMSNAP_PAUSE_STORE_COMMIT);
         base.used &= r == 0;
-        base_release(h, &base); /* committed: the snapshot holds links of what it used */
-        trace_mark(t, VMSNAP_PAUSE_DB);
+        base_release(h, l, &base); /* committed: the snapshot holds links of what it used */
         return r;
 }
 

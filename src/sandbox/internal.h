@@ -36,11 +36,13 @@ enum base_state {
         BASE_WANTED,   /* the background thread is to build it */
         BASE_BUILDING, /* the background thread is building it (cancel: drop it when done) */
         BASE_READY,    /* built: txn, j and mark are set, for the first pause to take */
-        BASE_DROP,     /* built but no longer wanted: the background thread releases it */
+        BASE_DROP,     /* built but no longer wanted, or used by the pause that took it: the
+                          background thread releases it */
 };
 struct live_base {
         enum base_state state;
         bool cancel;
+        bool used; /* BASE_DROP: a pause wrote over it (counted so) */
         struct vmsnap_store_txn *txn; /* the pending snapshot holding the copy */
         struct journal j;             /* its open `base` entry */
         struct touch_mark mark;       /* taken before the PAGEOUT that preceded the copy */
@@ -356,9 +358,10 @@ struct base_taken {
 /* The first pause of a booted VM, under its lock: takes the ready base into *ret (true), or
  * cancels one being built (false: the pause copies the whole RAM and waits for nothing). */
 bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret);
-/* After the pause committed or failed: the base's pending snapshot aborted (a committed
- * pause holds links of its files), its entry closed, the event counted. */
-void base_release(struct vmsnap_host *h, struct base_taken *b);
+/* After the pause committed or failed: hands the base back to the background thread, which
+ * aborts its pending snapshot (a committed pause holds links of its files), closes its
+ * entry and counts the event, after the pause's answer. */
+void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b);
 /* l's VM is gone (vm_kill): a ready base is left to the background thread to release, one
  * being built is cancelled. */
 void base_forget(struct live *l);

@@ -78,12 +78,15 @@ def test_used(d):
                "i=$((i+1)); done")
     c = counter(d, sid)
     sb = d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
-    after = bases(d)
-    log("first pause: generation %d, bases %s" % (sb["generation"], after))
-    check(after.get("used", 0) == before.get("used", 0) + 1, "the pause did not use its base")
     check(sb["generation"] == 1, "the first pause over a base made generation %d"
           % sb["generation"])
-    check(pending_left(d, sid) == [], "left over: %s" % pending_left(d, sid))
+    # the base's release (its pending snapshot, its entry) comes after the answer
+    after = wait_for("the base counted as used",
+                     lambda: bases(d) if bases(d).get("used", 0) > before.get("used", 0)
+                     else None, 60)
+    log("first pause: generation %d, bases %s" % (sb["generation"], after))
+    check(after.get("used", 0) == before.get("used", 0) + 1, "bases %s" % after)
+    wait_for("no pending base left", lambda: pending_left(d, sid) == [], 60)
     d.ok("POST", "/v1/sandboxes/%s/resume" % sid)
     check_state(d, sid, early)
     check_state(d, sid, late)
