@@ -115,9 +115,21 @@ class Bare:
         self.qmp = qmp_agent.QMP(os.path.join(self.run, "qmp.sock"), timeout=60)
 
     def agent_ok(self):
+        """health answered, asked again every 2 s as vmsnapd does (agent_wait_healthy): a
+        request sent while the guest had not yet reopened its side after a restore is
+        lost."""
         a = qmp_agent.Agent(os.path.join(self.run, "agent.sock"), timeout=60)
-        a.check("health", timeout=60)
-        a.close()
+        deadline = time.monotonic() + 60
+        try:
+            while True:
+                try:
+                    a.check("health", timeout=2)
+                    return
+                except qmp_agent.Error:
+                    if time.monotonic() > deadline:
+                        raise
+        finally:
+            a.close()
 
     def save(self, state):
         self.qmp.save(state)
