@@ -259,14 +259,8 @@ void base_close(struct vmsnap_host *h)
 void recover_base(struct vmsnap_host *h, const struct journal *j)
 {
         struct journal done = *j;
-        json_t *o = json_loads(j->data, 0, NULL);
-        const char *id = json_string_value(json_object_get(o, "txn"));
-        struct vmsnap_store_txn *t = NULL;
-        if (id && vmsnap_store_create_resume(h->store, id, &t, NULL) == 0)
-                vmsnap_store_txn_abort(t, NULL);
-        vmsnap_store_txn_free(t);
-        recovery_say(h, j->sandbox_id, "the base copied for its first pause (pending snapshot "
-                     "%s) removed; that pause copies the whole RAM", id ? id : "?");
-        json_decref(o);
+        recover_abort_txn(h, j);
+        recovery_say(h, j->sandbox_id, "the base copied for its first pause removed (entry %s); "
+                     "that pause copies the whole RAM", j->data);
         journal_done(h, &done, NULL, NULL);
 }

@@ -367,6 +367,8 @@ void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b);
 void base_forget(struct live *l);
 /* Host close, after the background thread stopped: releases every base left. */
 void base_close(struct vmsnap_host *h);
+/* Recovery: the pending snapshot an open entry had begun (its data's "txn"), aborted. */
+void recover_abort_txn(struct vmsnap_host *h, const struct journal *j);
 /* Recovery: an open `base` entry's pending snapshot aborted, the entry closed. */
 void recover_base(struct vmsnap_host *h, const struct journal *j);
 /* Counts one base event. */

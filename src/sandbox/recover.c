@@ -56,8 +56,7 @@ static void try_attach(struct vmsnap_host *h, struct live *l, const struct vmsna
                 live_note_accel(h, l);
 }
 
-/* The pending snapshot a pause or snapshot step had begun, aborted. */
-static void abort_txn(struct vmsnap_host *h, const struct journal *j)
+void recover_abort_txn(struct vmsnap_host *h, const struct journal *j)
 {
         json_t *o = json_loads(j->data, 0, NULL);
         const char *id = json_string_value(json_object_get(o, "txn"));
@@ -114,7 +113,7 @@ static void recover_pause(struct vmsnap_host *h, struct live *l, struct vmsnap_s
                 snprintf(sb->snapshot_id, sizeof(sb->snapshot_id), "%s", made.id);
                 sb->generation = made.generation;
         } else if (step_before(j, "committed")) {
-                abort_txn(h, j);
+                recover_abort_txn(h, j);
                 struct vmsnap_diag ignore = {0};
                 if (l->vm && l->driver->resume(l->vm, &ignore) == 0) {
                         sb->state = VMSNAP_SANDBOX_RUNNING;
@@ -237,7 +236,7 @@ static void recover_entry(struct vmsnap_host *h, const struct journal *j, bool n
         } else if (strcmp(j->op, "snapshot") == 0) {
                 bool aborted = step_before(j, "committed");
                 if (aborted)
-                        abort_txn(h, j);
+                        recover_abort_txn(h, j);
                 bool resumed = l->vm && l->driver->resume(l->vm, &ignore) == 0;
                 recovery_say(h, sb.id, "template snapshot %s (stopped at step %s)%s",
                              aborted ? "rolled back" : "kept", j->step,

@@ -23,7 +23,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sandbox_lifecycle import COUNTER, Fail, check, counter, sh  # noqa: E402
 from sandbox_lifecycle import daemon_test, run_main  # noqa: E402
-from sandbox_merge import snapshot_dirs, wait_for  # noqa: E402
+from sandbox_merge import counter_family, snapshot_dirs, wait_for  # noqa: E402
 
 
 def log(*a):
@@ -31,13 +31,7 @@ def log(*a):
 
 
 def bases(d):
-    status, text = d.call("GET", "/metrics")
-    check(status == 200, "/metrics -> %s" % status)
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("vmsnap_pause_bases_total{"):
-            out[line.split('"')[1]] = int(float(line.rsplit(" ", 1)[1]))
-    return out
+    return counter_family(d, "vmsnap_pause_bases_total")
 
 
 def create(d):

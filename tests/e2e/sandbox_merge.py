@@ -29,14 +29,19 @@ def log(*a):
     print("sandbox-merge:", *a, flush=True)
 
 
-def merges(d):
+def counter_family(d, name):
+    """The daemon's counter `name` (/metrics) as {its one label's value: count}."""
     status, text = d.call("GET", "/metrics")
     check(status == 200, "/metrics -> %s" % status)
     out = {}
     for line in text.splitlines():
-        if line.startswith("vmsnap_merges_total{"):
+        if line.startswith(name + "{"):
             out[line.split('"')[1]] = int(float(line.rsplit(" ", 1)[1]))
     return out
+
+
+def merges(d):
+    return counter_family(d, "vmsnap_merges_total")
 
 
 def wait_for(what, fn, seconds=120):
