@@ -258,6 +258,28 @@ def print_breakdown(before, after):
         print("first-pause bases meanwhile: " + ", ".join(bases))
 
 
+def phase_delta(before, after):
+    """{phase: seconds} between two /metrics readings taken around one pause."""
+    return {k[1].split('"')[1]: after[k] - before.get(k, 0) for k in after
+            if k[0] == "vmsnap_pause_phase_seconds_total"}
+
+
+def print_by_generation(gens, times, phases_by_gen):
+    """The pause median and mean phases by the generation the pause made (a chain's length
+    is what a pause's fixed costs may grow with)."""
+    by_gen = {}
+    for g, p in zip(gens, times):
+        by_gen.setdefault(g, []).append(p)
+    print("by the generation the pause made (median ms; mean ms of the largest phases):")
+    for g, v in sorted(by_gen.items()):
+        rows = phases_by_gen.get(g, [])
+        mean = {k: statistics.mean(r.get(k, 0) for r in rows) for k in (rows[0] if rows else {})}
+        top = sorted(mean.items(), key=lambda kv: -kv[1])[:5]
+        print("  generation %d: %.1f ms over %d pauses; %s" % (
+            g, statistics.median(v) * 1e3, len(v),
+            ", ".join("%s %.1f" % (k, x * 1e3) for k, x in top)))
+
+
 def wait_base(d, before, seconds=120):
     """Waits until the daemon has built the booted sandbox's base for its first pause
     (docs/sandbox.md "The first pause after a boot"), as a sandbox that ran a moment would
@@ -294,15 +316,18 @@ def bench_latency(d, rounds, work):
     bare.start()
     bare.agent_ok()
     state, saved_mem = os.path.join(work, "bare.state"), os.path.join(work, "bare.mem")
-    ours_p, ours_r, bare_p, bare_r = [], [], [], []
+    ours_p, ours_r, bare_p, bare_r, gens = [], [], [], [], []
     waited = wait_base(d, before)
     print("the first pause's base: %s" % ("built %.1f s after the boot was answered" % waited
                                           if waited is not None else "not built in 120 s"))
     before = metrics(d)
+    phases_by_gen = {}  # generation made -> [{phase: seconds} per pause]
     for _ in range(rounds):
+        m0 = metrics(d)
         t = time.monotonic()
-        d.ok("POST", "/v1/sandboxes/%s/pause" % sid)
+        gens.append(d.ok("POST", "/v1/sandboxes/%s/pause" % sid)["generation"])
         ours_p.append(time.monotonic() - t)
+        phases_by_gen.setdefault(gens[-1], []).append(phase_delta(m0, metrics(d)))
         t = time.monotonic()
         REAPER.sandbox(d.ok("POST", "/v1/sandboxes/%s/resume" % sid))
         ours_r.append(time.monotonic() - t)
@@ -325,8 +350,9 @@ def bench_latency(d, rounds, work):
     print("pause p50 %.1f ms, p99 %.1f ms, max %.1f ms; p99/p50 %.2f; p50 / bare save p50 %.2f"
           % (p50 * 1e3, p99 * 1e3, max(ours_p) * 1e3, p99 / p50, p50 / percentile(bare_p, 0.5)))
     slow = sorted(range(len(ours_p)), key=lambda i: -ours_p[i])[:3]
-    print("slowest pauses: " + ", ".join("round %d %.1f ms" % (i + 1, ours_p[i] * 1e3)
-                                         for i in slow))
+    print("slowest pauses: " + ", ".join("round %d %.1f ms (generation %d)"
+                                         % (i + 1, ours_p[i] * 1e3, gens[i]) for i in slow))
+    print_by_generation(gens, ours_p, phases_by_gen)
     print_breakdown(before, after)
 
 
