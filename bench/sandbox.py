@@ -349,6 +349,8 @@ def bench_latency(d, rounds, work):
     p50, p99 = percentile(ours_p, 0.5), percentile(ours_p, 0.99)
     print("pause p50 %.1f ms, p99 %.1f ms, max %.1f ms; p99/p50 %.2f; p50 / bare save p50 %.2f"
           % (p50 * 1e3, p99 * 1e3, max(ours_p) * 1e3, p99 / p50, p50 / percentile(bare_p, 0.5)))
+    print("the first pause after the boot: %.1f ms (generation %d: %s)" % (
+        ours_p[0] * 1e3, gens[0], "over its base" if gens[0] == 1 else "the whole RAM"))
     slow = sorted(range(len(ours_p)), key=lambda i: -ours_p[i])[:3]
     print("slowest pauses: " + ", ".join("round %d %.1f ms (generation %d)"
                                          % (i + 1, ours_p[i] * 1e3, gens[i]) for i in slow))
