@@ -50,13 +50,16 @@ void chan_put(struct chan *c)
                 return;
         pthread_mutex_lock(&c->lock);
         int refs = --c->refs;
-        pthread_mutex_unlock(&c->lock);
+        /* Under the lock: once it is released the reader may drop the last reference and
+         * free c (and close the eventfd) before this write (TSan saw it). The eventfd is
+         * non-blocking. */
         if (refs == 1) { /* only the reader's: let it notice */
                 uint64_t one = 1;
                 if (write(c->wake, &one, sizeof(one)) < 0) {
                         /* the counter is non-zero already: the reader wakes anyway */
                 }
         }
+        pthread_mutex_unlock(&c->lock);
         if (refs == 0)
                 chan_free(c);
 }
