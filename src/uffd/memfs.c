@@ -242,23 +242,37 @@ static void read_memory(fuse_req_t req, struct vmsnap_memfs *m, size_t size, uin
         fuse_reply_buf(req, (const char *)buf + (off - a), end - off);
 }
 
+/* Answers a read of the status text s (made at open, freed by op_release) from a copy this
+ * worker owns. s is alive while the request is: the kernel sends RELEASE only after every
+ * read of the file was answered. But it may send it, and another worker may free s, as soon
+ * as the reply is written, before fuse_reply_buf returns (AddressSanitizer checks writev's
+ * buffers after the syscall and saw that as a use after free). */
+static void read_status(fuse_req_t req, const char *s, size_t size, uint64_t off)
+{
+        size_t len = s ? strlen(s) : 0;
+        if (off >= len || size == 0) {
+                fuse_reply_buf(req, NULL, 0);
+                return;
+        }
+        size_t n = MIN(size, len - (size_t)off);
+        _cleanup_free_ char *copy = malloc(n);
+        if (!copy) {
+                fuse_reply_err(req, ENOMEM);
+                return;
+        }
+        memcpy(copy, s + off, n);
+        fuse_reply_buf(req, copy, n);
+}
+
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-        if (off < 0) {
+        if (off < 0)
                 fuse_reply_err(req, EINVAL);
-                return;
-        }
-        if (ino == INO_MEMORY) {
+        else if (ino == INO_MEMORY)
                 read_memory(req, fs_of(req), size, (uint64_t)off);
-                return;
-        }
-        const char *s = (const char *)(uintptr_t)fi->fh;
-        size_t len = s ? strlen(s) : 0;
-        if ((uint64_t)off >= len)
-                fuse_reply_buf(req, NULL, 0);
         else
-                fuse_reply_buf(req, s + off, MIN(size, len - (size_t)off));
+                read_status(req, (const char *)(uintptr_t)fi->fh, size, (uint64_t)off);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

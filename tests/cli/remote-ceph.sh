@@ -9,9 +9,10 @@
 # and uffd-peer (memory fetched on fault, byte-exact; a second one fetches nothing from the
 # bucket; a corrupt chunk kills the VMM, named, never served), lazy restore through the
 # FUSE memory file of mem-serve (a read fetches only its chunks, byte-exact, writes refused,
-# a corrupt chunk is EIO and named), private config files, the REST routes of vmsnapd (push, ls, pull, rm,
-# gc; 502 naming a corrupt chunk, also for a spawn that pulls; 404/400/409 refusals), and
-# the secret key never printed or logged.
+# a corrupt chunk is EIO and named; concurrent readers straddling chunk boundaries while
+# the status file is opened and closed hundreds of times), private config files, the REST
+# routes of vmsnapd (push, ls, pull, rm, gc; 502 naming a corrupt chunk, also for a spawn
+# that pulls; 404/400/409 refusals), and the secret key never printed or logged.
 set -u
 
 if [ -z "${VMSNAP_CLI:-}" ] || [ ! -x "${VMSNAP_CLI:-}" ]; then
@@ -242,10 +243,23 @@ mem_mount() {
         mountpoint -q "$3" || fail "mem-serve did not mount: $(cat "$T/mem.err")"
 }
 mem_umount() {
-        umount "$1"
+        umount "$1" 2>/dev/null || umount -l "$1"
         wait "$mem_pid"
         mem_rc=$?
         cat "$T/mem.out" "$T/mem.err" >>"$T/all-output"
+}
+# mem_stderr: mem-serve's whole stderr, for a failure message (a sanitizer report is long
+# and its last lines say nothing)
+mem_stderr() {
+        printf '\n---- mem-serve stderr (%s) ----\n%s\n---- end of mem-serve stderr ----' \
+                "$T/mem.err" "$(cat "$T/mem.err")"
+}
+# mem_alive WHEN: fails with mem-serve's whole stderr when it is no longer running
+mem_alive() {
+        local state
+        state=$(ps -o stat= -p "$mem_pid" 2>/dev/null)
+        case $state in "" | Z*) fail "mem-serve died $1$(mem_stderr)"; return 1 ;; esac
+        return 0
 }
 mem_status() {
         python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' \
@@ -262,6 +276,7 @@ print(sum(1 for f in m["files"] if re.fullmatch(r"memfile\.[0-9a-f-]{36}", f["pa
         off=$(( $(stat -c %s "$T/mem1") / 2 / 4096 ))
         cmp -s <(dd if="$T/mnt4/memory" bs=4096 skip="$off" count=1 2>/dev/null) \
                 <(dd if="$T/mem1" bs=4096 skip="$off" count=1 2>/dev/null) || fail "a page of the FUSE memory file differs"
+        mem_alive "reading one page"
         got=$(mem_status "$T/mnt4" 'd["remote"]["chunks_fetched"]')
         [ "$got" -ge 1 ] && [ "$got" -lt "$nonzero" ] ||
                 fail "one page read fetched $got of $nonzero memory chunks"
@@ -273,7 +288,54 @@ print(sum(1 for f in m["files"] if re.fullmatch(r"memfile\.[0-9a-f-]{36}", f["pa
         [ "$(mem_status "$T/mnt4" 'd["writes_refused"]')" -ge 2 ] || fail "writes were not refused by the server"
         cmp -s "$T/mnt4/memory" "$T/mem1" || fail "the memory file changed"
         mem_umount "$T/mnt4"
-        [ "$mem_rc" = 0 ] || fail "mem-serve exited $mem_rc: $(tail -3 "$T/mem.err")"
+        [ "$mem_rc" = 0 ] || fail "mem-serve exited $mem_rc$(mem_stderr)"
+        grep -q '"errors":0' "$T/mem.out" || fail "mem-serve status at exit: $(cat "$T/mem.out")"
+fi
+# concurrent readers on a fresh lazy mount: reads straddling every chunk boundary from
+# several processes at once (each chunk fetched once, by the first read that needs it, the
+# others waiting for it), while the status file is opened, read once and closed hundreds of
+# times (mem-serve once replied from the status text while another worker, answering the
+# RELEASE of the close, freed it: AddressSanitizer killed it, and the mount was dead)
+if [ "$fuse_ok" = 1 ]; then
+        expect 0 snapshot --root "$T/h" pull gen1 --to-dir "$T/lazy6"
+        mem_mount "$T/lazy6" "$T/h/chunk-cache" "$T/mnt6"
+        python3 - "$T/mnt6" "$T/mem1" >"$T/fuse-conc.out" 2>&1 <<'PY' || fail "concurrent reads of the FUSE files: $(cat "$T/fuse-conc.out")"
+import json, os, sys
+mnt, want = sys.argv[1], open(sys.argv[2], "rb").read()
+chunk = 4 << 20
+bounds = list(range(chunk, len(want), chunk))
+def reader(i):  # every boundary, each reader starting at another one
+    fd = os.open(mnt + "/memory", os.O_RDONLY)
+    for b in bounds[i:] + bounds[:i]:
+        for off, n in ((b - 4096, 8192), (b - 5000, 10001), (b - (1 << 20), 2 << 20)):
+            got = os.pread(fd, n, off)
+            assert got == want[off:off + n], "reader %d: wrong bytes at %d+%d" % (i, off, n)
+    os.close(fd)
+def status(i):  # one read per open, closed at once
+    for _ in range(400):
+        fd = os.open(mnt + "/status", os.O_RDONLY)
+        json.loads(os.read(fd, 65536))
+        os.close(fd)
+pids = []
+for i in range(8):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            (reader if i < 4 else status)(i % 4)
+            os._exit(0)
+        except BaseException as e:
+            print("process %d: %r" % (i, e), file=sys.stderr)
+            os._exit(1)
+    pids.append(pid)
+sys.exit(1 if any(os.waitpid(p, 0)[1] for p in pids) else 0)
+PY
+        if mem_alive "under concurrent reads"; then
+                got=$(mem_status "$T/mnt6" 'd["remote"]["chunks_fetched"]')
+                [ "$got" -le "$nonzero" ] || fail "concurrent reads fetched $got chunks, of $nonzero"
+                cmp -s "$T/mnt6/memory" "$T/mem1" || fail "the FUSE memory file differs after concurrent reads"
+        fi
+        mem_umount "$T/mnt6"
+        [ "$mem_rc" = 0 ] || fail "mem-serve exited $mem_rc after concurrent reads$(mem_stderr)"
         grep -q '"errors":0' "$T/mem.out" || fail "mem-serve status at exit: $(cat "$T/mem.out")"
 fi
 
@@ -320,7 +382,7 @@ PY
         mem_status "$T/mnt5" 'd["error"]' | grep -q "chunks/$chunk: corrupt chunk of memfile\..* SHA-256 mismatch" ||
                 fail "the FUSE status does not name the corrupt chunk: $(cat "$T/mnt5/status")"
         mem_umount "$T/mnt5"
-        [ "$mem_rc" = 1 ] || fail "mem-serve with a failed read exited $mem_rc"
+        [ "$mem_rc" = 1 ] || fail "mem-serve with a failed read exited $mem_rc$(mem_stderr)"
         grep -q "chunks/$chunk: corrupt chunk" "$T/mem.err" || fail "mem-serve does not name the corrupt chunk on stderr"
         [ ! -e "$T/g/chunk-cache/$chunk" ] || fail "the corrupt chunk was cached"
 fi
