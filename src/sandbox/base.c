@@ -16,6 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#define BASE_MAX_WAITING     32 /* built bases waiting for their first pause, at most */
+#define BASE_MIN_FREE_PERCENT 10 /* of the store's file system, left free after a copy */
 
 void base_want(struct vmsnap_host *h, struct live *l)
 {
@@ -56,32 +61,51 @@ static int begin_pending(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
 }
 
 /* Under the sandbox's lock: checks the VM still runs on the memory of its boot, takes the
- * mark, begins the pending snapshot and drops the page-table entries. Returns 1 when the
- * copy can start (memfile set), 0 when there is nothing to do, -errno. */
+ * mark and drops the VMM's page-table entries of the file. Returns 1 when the copy can start
+ * (memfile and *sb set), 0 when there is nothing to do (no tracking here, or a VMM that does
+ * not map the file: Cloud Hypervisor's RAM is anonymous), -errno. */
 static int base_begin(struct vmsnap_host *h, struct live *l, struct base_taken *b,
-                      char memfile[PATH_LEN], struct vmsnap_diag *d)
+                      struct vmsnap_sandbox *sb, char memfile[PATH_LEN], struct vmsnap_diag *d)
 {
-        struct vmsnap_sandbox sb;
         pthread_mutex_lock(&h->db_lock);
-        int r = row_get(h, l->id, &sb, d);
+        int r = row_get(h, l->id, sb, d);
         pthread_mutex_unlock(&h->db_lock);
         pthread_mutex_lock(&h->compact_lock);
         bool cancelled = l->base.cancel;
         pthread_mutex_unlock(&h->compact_lock);
-        if (r < 0 || cancelled || !l->vm || sb.state != VMSNAP_SANDBOX_RUNNING ||
-            sb.snapshot_id[0] || sb.template_id[0])
+        if (r < 0 || cancelled || !l->vm || sb->state != VMSNAP_SANDBOX_RUNNING ||
+            sb->snapshot_id[0] || sb->template_id[0])
                 return r < 0 ? r : 0;
         struct spec_buf buf;
         struct vmsnap_vm_spec spec;
-        build_spec(h, &sb, &buf, &spec);
+        build_spec(h, sb, &buf, &spec);
         snprintf(memfile, PATH_LEN, "%s", buf.memory);
         touch_mark_take(memfile, &b->mark); /* before the PAGEOUT: swap-outs since count */
         if (!b->mark.valid)
                 return 0; /* no page tracking on this host: a base would not help */
-        if ((r = begin_pending(h, &sb, b, d)) < 0)
-                return r;
         r = touch_pageout(l->driver->pid(l->vm), memfile, d);
-        return r < 0 ? r : 1;
+        return r == -ENOENT ? 0 : r < 0 ? r : 1;
+}
+
+/* Whether the host has room for one more base of memfile: fewer than BASE_MAX_WAITING
+ * waiting, and the store's file system keeps BASE_MIN_FREE_PERCENT free after the copy
+ * (a guest could fill its RAM with random bytes to make its base as large as it can). */
+static bool base_room(struct vmsnap_host *h, const char *memfile)
+{
+        unsigned waiting = 0;
+        pthread_mutex_lock(&h->live_lock);
+        pthread_mutex_lock(&h->compact_lock);
+        for (struct live *l = h->lives; l; l = l->next)
+                waiting += l->base.state == BASE_READY;
+        pthread_mutex_unlock(&h->compact_lock);
+        pthread_mutex_unlock(&h->live_lock);
+        struct stat st;
+        struct statvfs fs;
+        if (waiting >= BASE_MAX_WAITING || stat(memfile, &st) < 0 || statvfs(h->root, &fs) < 0)
+                return false;
+        uint64_t need = (uint64_t)st.st_blocks * 512, total = (uint64_t)fs.f_blocks * fs.f_frsize;
+        uint64_t avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+        return avail > need && avail - need >= total / 100 * BASE_MIN_FREE_PERCENT;
 }
 
 /* Without the sandbox's lock: the copy, made durable with its checksums taken. */
@@ -106,16 +130,22 @@ static void discard(struct vmsnap_host *h, struct base_taken *b)
         db_journal_done(h, &b->j, NULL, NULL);
 }
 
-/* Builds l's base (its state is BASE_BUILDING) and leaves it READY, or counts why not. */
+/* Builds l's base (its state is BASE_BUILDING) and leaves it READY, or counts why not.
+ * Only the PAGEOUT is done under the sandbox's lock: the pending snapshot's commits and the
+ * copy are not, so a pause or exec waits for neither. */
 static void build_one(struct vmsnap_host *h, struct live *l)
 {
         struct base_taken b = {0};
+        struct vmsnap_sandbox sb;
         char memfile[PATH_LEN];
         struct vmsnap_diag d = {0};
         pthread_mutex_lock(&l->op_lock);
-        int r = base_begin(h, l, &b, memfile, &d);
+        int r = base_begin(h, l, &b, &sb, memfile, &d);
         pthread_mutex_unlock(&l->op_lock);
-        bool copied = r > 0 && (r = base_copy(memfile, &b, &d)) == 0;
+        bool roomy = r > 0 && base_room(h, memfile);
+        if (roomy && (r = begin_pending(h, &sb, &b, &d)) == 0)
+                r = base_copy(memfile, &b, &d);
+        bool copied = roomy && r == 0;
         pthread_mutex_lock(&h->compact_lock);
         bool cancelled = l->base.cancel; /* a pause or vm_kill came meanwhile */
         bool keep = copied && !cancelled;
@@ -137,7 +167,7 @@ static void build_one(struct vmsnap_host *h, struct live *l)
         if (failed)
                 fprintf(stderr, "vmsnap: sandbox %s: no base for its first pause (it will copy "
                         "the whole RAM): %s\n", l->id, d.msg);
-        if (copied || r < 0) /* r == 0 before a copy: nothing to do, nothing to count */
+        if (copied || r != 0) /* r == 0 without a copy: nothing to do, nothing to count */
                 trace_base(h, failed ? VMSNAP_BASE_FAILED : VMSNAP_BASE_DROPPED);
 }
 
@@ -177,6 +207,7 @@ void base_pass(struct vmsnap_host *h)
                         pthread_mutex_unlock(&h->compact_lock);
                 } else if (build) {
                         build_one(h, l);
+                        compact_run_drops(h); /* a pause that came meanwhile waits for no copy */
                 } else {
                         discard(h, &drop);
                         trace_base(h, drop.used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
@@ -214,7 +245,8 @@ void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b)
         if (!b->txn)
                 return;
         pthread_mutex_lock(&h->compact_lock);
-        bool queued = l->base.state == BASE_NONE; /* else (never so far) released here */
+        /* else (the host closes; a state that cannot occur today) released here */
+        bool queued = l->base.state == BASE_NONE && !h->compact_stop;
         if (queued)
                 l->base = (struct live_base){.state = BASE_DROP, .txn = b->txn, .j = b->j,
                                              .used = b->used};
@@ -251,8 +283,10 @@ void base_close(struct vmsnap_host *h)
                 if (l->base.state != BASE_READY && l->base.state != BASE_DROP)
                         continue;
                 struct base_taken b = {.txn = l->base.txn, .j = l->base.j};
+                bool used = l->base.used;
                 l->base = (struct live_base){0};
                 discard(h, &b);
+                trace_base(h, used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
         }
 }
 
@@ -260,7 +294,8 @@ void recover_base(struct vmsnap_host *h, const struct journal *j)
 {
         struct journal done = *j;
         recover_abort_txn(h, j);
-        recovery_say(h, j->sandbox_id, "the base copied for its first pause removed (entry %s); "
-                     "that pause copies the whole RAM", j->data);
+        recovery_say(h, j->sandbox_id, "the pending base copied for its first pause removed "
+                     "(entry %s): a pause that used it keeps its own links; one still to come "
+                     "copies the whole RAM", j->data);
         journal_done(h, &done, NULL, NULL);
 }

@@ -33,7 +33,6 @@ struct merge {
         struct journal j;
 };
 
-static void run_drops(struct vmsnap_host *h);
 
 unsigned sync_merge_cap(const struct vmsnap_host *h)
 {
@@ -223,7 +222,7 @@ static void merge_pass(struct vmsnap_host *h)
                 pthread_mutex_unlock(&h->compact_lock);
                 if (stop)
                         break;
-                run_drops(h); /* a pause that came meanwhile waits for no merge */
+                compact_run_drops(h); /* a pause that came meanwhile waits for no merge */
                 if (may_want_merge(h, &v[i]))
                         merge_one(h, v[i].id);
         }
@@ -245,8 +244,7 @@ static void drop_now(struct vmsnap_host *h, struct deferred_drop *x)
         db_journal_done(h, &x->j, NULL, NULL);
 }
 
-/* Runs every queued drop, oldest first; called without compact_lock. */
-static void run_drops(struct vmsnap_host *h)
+void compact_run_drops(struct vmsnap_host *h)
 {
         pthread_mutex_lock(&h->compact_lock);
         struct deferred_drop *x = h->drops;
@@ -303,7 +301,7 @@ static void *compactor(void *arg)
         while (!h->compact_stop) {
                 if (h->drops) { /* first: they are quick, and a merge may take long */
                         pthread_mutex_unlock(&h->compact_lock);
-                        run_drops(h);
+                        compact_run_drops(h);
                         pthread_mutex_lock(&h->compact_lock);
                         continue;
                 }
@@ -340,7 +338,7 @@ void compact_stop(struct vmsnap_host *h)
         pthread_mutex_unlock(&h->compact_lock);
         if (started)
                 pthread_join(h->compact_thread, NULL);
-        run_drops(h); /* queued after the thread's last look: here, before the host goes */
+        compact_run_drops(h); /* queued after the thread's last look: here, before the host goes */
 }
 
 void compact_kick_if_due(struct vmsnap_host *h)

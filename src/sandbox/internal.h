@@ -325,6 +325,8 @@ void trace_merge(struct vmsnap_host *h, enum vmsnap_merge_outcome outcome);
  * not keep up (4 x the merge cap, within the format's limit). */
 unsigned sync_merge_cap(const struct vmsnap_host *h);
 
+/* Runs every drop a pause queued (compact_defer_drop), oldest first; without compact_lock. */
+void compact_run_drops(struct vmsnap_host *h);
 /* Wakes the background merge thread (starting it on first use). */
 void compact_kick(struct vmsnap_host *h);
 
