@@ -41,7 +41,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 sys.path.insert(0, HERE)
-from agent_frames import (EXIT, ERROR, STARTED, STDOUT, STDERR,  # noqa: E402
+from agent_frames import (EXIT, ERROR, STARTED, STDOUT,  # noqa: E402
                           http_frames, parse_header, HEADER)
 from sandbox_lifecycle import (BUILD, GUEST, SRC, VMSNAPD, Daemon, Fail, UnixHTTP,  # noqa: E402
                                check, skip)
@@ -276,7 +276,7 @@ def test_pty(b):
 
 
 def test_processes_and_files(b):
-    p = b.cli("exec", "-d", b.name, "--", "sleep", "300", check_rc=0)
+    b.cli("exec", "-d", b.name, "--", "sleep", "300", check_rc=0)
     ps = json.loads(b.cli("ps", b.name, "--json", check_rc=0).stdout)
     bg = [x for x in ps if x["command"] == "sleep 300" and x["running"]]
     check(bg and bg[0]["detached"], "ps does not list the background process: %r" % ps)

@@ -406,7 +406,7 @@ static void test_json_lossy(void **state)
         check_lossy("end\xe2\x82", "end\xef\xbf\xbd\xef\xbf\xbd"); /* cut sequence */
 
         json_t *e = api_json_error("not_found", "no sandbox '\xff'");
-        size_t len;
+        size_t len = 0;
         char *text = api_json_dump(e, &len);
         assert_non_null(text);
         assert_int_equal(strlen(text), len);
@@ -480,7 +480,7 @@ static void test_metrics(void **state)
                                .snapshots = {4, 1},
                                .snapshot_bytes = {4096, 8192},
                                .in_flight = 1};
-        size_t len;
+        size_t len = 0;
         char *text = api_metrics_render(m, &g, &len);
         assert_non_null(text);
         assert_int_equal(strlen(text), len);
