@@ -149,6 +149,9 @@ struct vmsnap_pause_stats {
         double phase_seconds[VMSNAP_PAUSE_PHASES];
         uint64_t merges[VMSNAP_MERGE_OUTCOMES];
         uint64_t bases[VMSNAP_BASE_EVENTS];
+        /* Now, not counters: bases built and not yet released (waiting for a first pause,
+         * or used and not yet released), and the data bytes their copies hold on disk. */
+        uint64_t bases_waiting, bases_waiting_bytes;
 };
 
 /* Reads the host's pause and merge counters. */

@@ -195,6 +195,15 @@ static void render_pause(FILE *f, const struct vmsnap_pause_stats *p)
         for (unsigned i = 0; i < VMSNAP_BASE_EVENTS; i++)
                 fprintf(f, "vmsnap_pause_bases_total{event=\"%s\"} %llu\n",
                         vmsnap_base_event_name(i), (unsigned long long)p->bases[i]);
+        fprintf(f,
+                "# HELP vmsnap_pause_bases_waiting Bases built and not yet released (a pending "
+                "snapshot each, on the store's disk).\n"
+                "# TYPE vmsnap_pause_bases_waiting gauge\nvmsnap_pause_bases_waiting %llu\n"
+                "# HELP vmsnap_pause_bases_waiting_bytes The data bytes those bases hold.\n"
+                "# TYPE vmsnap_pause_bases_waiting_bytes gauge\n"
+                "vmsnap_pause_bases_waiting_bytes %llu\n",
+                (unsigned long long)p->bases_waiting,
+                (unsigned long long)p->bases_waiting_bytes);
 }
 
 static void render_vmm_memory(FILE *f, const struct api_gauges *g)

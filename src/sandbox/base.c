@@ -113,7 +113,9 @@ static int base_copy(const char *memfile, struct base_taken *b, struct vmsnap_di
 {
         vmsnap_crashpoint("base.begun");
         struct vmsnap_mem_opts o = {.source = VMSNAP_MEM_SOURCE_CONTENT, .defer_sync = true};
-        int r = vmsnap_mem_process(memfile, vmsnap_store_txn_dir(b->txn), &o, NULL, d);
+        struct vmsnap_mem_result res = {0};
+        int r = vmsnap_mem_process(memfile, vmsnap_store_txn_dir(b->txn), &o, &res, d);
+        b->bytes = res.bytes_written;
         if (r == 0) /* the fsyncs and checksums the pause's commit would otherwise wait for */
                 r = vmsnap_store_txn_preseal(b->txn, d);
         vmsnap_crashpoint("base.built");
@@ -153,6 +155,7 @@ static void build_one(struct vmsnap_host *h, struct live *l)
                 l->base.txn = b.txn;
                 l->base.j = b.j;
                 l->base.mark = b.mark;
+                l->base.bytes = b.bytes;
         }
         l->base.state = keep ? BASE_READY : BASE_NONE;
         l->base.cancel = false;
@@ -222,7 +225,7 @@ bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret)
         switch (l->base.state) {
         case BASE_READY:
                 *ret = (struct base_taken){.txn = l->base.txn, .j = l->base.j,
-                                           .mark = l->base.mark};
+                                           .mark = l->base.mark, .bytes = l->base.bytes};
                 l->base = (struct live_base){0};
                 taken = true;
                 break;
@@ -249,7 +252,7 @@ void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b)
         bool queued = l->base.state == BASE_NONE && !h->compact_stop;
         if (queued)
                 l->base = (struct live_base){.state = BASE_DROP, .txn = b->txn, .j = b->j,
-                                             .used = b->used};
+                                             .used = b->used, .bytes = b->bytes};
         pthread_mutex_unlock(&h->compact_lock);
         if (queued) {
                 compact_kick(h); /* its journal commit comes after the pause's answer */
@@ -298,4 +301,18 @@ void recover_base(struct vmsnap_host *h, const struct journal *j)
                      "(entry %s): a pause that used it keeps its own links; one still to come "
                      "copies the whole RAM", j->data);
         journal_done(h, &done, NULL, NULL);
+}
+
+void base_waiting(struct vmsnap_host *h, uint64_t *ret_count, uint64_t *ret_bytes)
+{
+        *ret_count = *ret_bytes = 0;
+        pthread_mutex_lock(&h->live_lock);
+        pthread_mutex_lock(&h->compact_lock);
+        for (struct live *l = h->lives; l; l = l->next)
+                if (l->base.state == BASE_READY || l->base.state == BASE_DROP) {
+                        (*ret_count)++;
+                        *ret_bytes += l->base.bytes;
+                }
+        pthread_mutex_unlock(&h->compact_lock);
+        pthread_mutex_unlock(&h->live_lock);
 }

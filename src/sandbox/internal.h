@@ -42,7 +42,8 @@ enum base_state {
 struct live_base {
         enum base_state state;
         bool cancel;
-        bool used; /* BASE_DROP: a pause wrote over it (counted so) */
+        bool used;      /* BASE_DROP: a pause wrote over it (counted so) */
+        uint64_t bytes; /* the data bytes of the copy (READY, DROP) */
         struct vmsnap_store_txn *txn; /* the pending snapshot holding the copy */
         struct journal j;             /* its open `base` entry */
         struct touch_mark mark;       /* taken before the PAGEOUT that preceded the copy */
@@ -356,6 +357,7 @@ struct base_taken {
         struct journal j;
         struct touch_mark mark;
         bool used;
+        uint64_t bytes; /* the data bytes of the copy */
 };
 /* The first pause of a booted VM, under its lock: takes the ready base into *ret (true), or
  * cancels one being built (false: the pause copies the whole RAM and waits for nothing). */
@@ -373,6 +375,8 @@ void base_close(struct vmsnap_host *h);
 void recover_abort_txn(struct vmsnap_host *h, const struct journal *j);
 /* Recovery: an open `base` entry's pending snapshot aborted, the entry closed. */
 void recover_base(struct vmsnap_host *h, const struct journal *j);
+/* The bases built and not yet released, and the data bytes their copies hold. */
+void base_waiting(struct vmsnap_host *h, uint64_t *ret_count, uint64_t *ret_bytes);
 /* Counts one base event. */
 void trace_base(struct vmsnap_host *h, enum vmsnap_base_event event);
 

@@ -57,6 +57,7 @@ void vmsnap_host_pause_stats(struct vmsnap_host *h, struct vmsnap_pause_stats *r
         pthread_mutex_lock(&h->stats_lock);
         *ret = h->stats;
         pthread_mutex_unlock(&h->stats_lock);
+        base_waiting(h, &ret->bases_waiting, &ret->bases_waiting_bytes);
 }
 
 const char *vmsnap_pause_phase_name(unsigned phase)

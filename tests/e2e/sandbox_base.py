@@ -9,7 +9,8 @@ writes only the pages the VMM touched since, as generation 1 over that copy.
   counter that keeps running) is all there after the pause and a resume; the pause used
   the base (event "used", the snapshot is generation 1) and no pending snapshot is left;
   a pause right after a create (the base not ready or just ready) is sound either way;
-  a destroy of a sandbox whose base is ready removes the base (event "dropped");
+  a destroy of a sandbox whose base is ready removes the base (event "dropped"; the gauges
+  vmsnap_pause_bases_waiting and _bytes say 1 and its size before, 0 after);
   the daemon SIGKILLed at base.begun and at base.built and restarted: recovery removes the
   pending snapshot, the sandbox still runs, and its first pause copies the whole RAM
   (generation 0) with everything intact.
@@ -32,6 +33,16 @@ def log(*a):
 
 def bases(d):
     return counter_family(d, "vmsnap_pause_bases_total")
+
+
+def waiting(d):
+    """The gauges vmsnap_pause_bases_waiting and _bytes."""
+    status, text = d.call("GET", "/metrics")
+    check(status == 200, "/metrics -> %s" % status)
+    v = dict(line.rsplit(" ", 1) for line in text.splitlines()
+             if line.startswith("vmsnap_pause_bases_waiting"))
+    return (int(float(v.get("vmsnap_pause_bases_waiting", -1))),
+            int(float(v.get("vmsnap_pause_bases_waiting_bytes", -1))))
 
 
 def create(d):
@@ -111,9 +122,13 @@ def test_destroy_drops(d):
     wait_for("a base after the boot",
              lambda: bases(d).get("built", 0) > before.get("built", 0))
     check(len(snapshot_dirs(d)) == 1, "no pending base directory: %s" % snapshot_dirs(d))
+    count, size = waiting(d)
+    log("a waiting base: %d, %.1f MB of data" % (count, size / 1e6))
+    check(count == 1 and size > 0, "the waiting gauges say %d bases, %d bytes" % (count, size))
     d.ok("DELETE", "/v1/sandboxes/%s" % sid)
     wait_for("the base dropped", lambda: bases(d).get("dropped", 0) > before.get("dropped", 0))
     wait_for("its directory removed", lambda: snapshot_dirs(d) == [], 30)
+    check(waiting(d) == (0, 0), "after the drop the waiting gauges say %s" % (waiting(d),))
 
 
 def test_crash(d, point):
