@@ -9,7 +9,6 @@
  * directory is aborted once the pause holds links of its files, and a crash leaves an open
  * `base` entry whose pending snapshot recovery aborts. */
 #include "sandbox/internal.h"
-#include "util/cleanup.h"
 #include "util/sys.h"
 
 #include <errno.h>
@@ -27,10 +26,8 @@ void base_want(struct vmsnap_host *h, struct live *l)
         if (!l->vm || l->driver->lazy_uffd)
                 return;
         pthread_mutex_lock(&h->compact_lock);
-        if (l->base.state == BASE_NONE) {
+        if (l->base.state == BASE_NONE) /* cancel is false there: build_one clears it */
                 l->base.state = BASE_WANTED;
-                l->base.cancel = false;
-        }
         pthread_mutex_unlock(&h->compact_lock);
         compact_kick(h);
 }
@@ -51,12 +48,8 @@ static int begin_pending(struct vmsnap_host *h, const struct vmsnap_sandbox *sb,
         char data[128];
         snprintf(data, sizeof(data), "{\"txn\":\"%s\"}", vmsnap_store_txn_id(b->txn));
         r = db_journal_begin(h, &b->j, sb->id, "base", data, NULL, false, d);
-        if (r < 0) {
-                pthread_mutex_lock(&h->db_lock);
-                vmsnap_store_txn_abort(b->txn, NULL);
-                vmsnap_store_txn_free(TAKE_PTR(b->txn));
-                pthread_mutex_unlock(&h->db_lock);
-        }
+        if (r < 0)
+                db_txn_abort(h, &b->txn);
         return r;
 }
 
@@ -125,11 +118,24 @@ static int base_copy(const char *memfile, struct base_taken *b, struct vmsnap_di
 /* Aborts a base's pending snapshot and closes its entry. */
 static void discard(struct vmsnap_host *h, struct base_taken *b)
 {
-        pthread_mutex_lock(&h->db_lock);
-        vmsnap_store_txn_abort(b->txn, NULL);
-        vmsnap_store_txn_free(TAKE_PTR(b->txn));
-        pthread_mutex_unlock(&h->db_lock);
+        db_txn_abort(h, &b->txn);
         db_journal_done(h, &b->j, NULL, NULL);
+}
+
+/* discard, counted as used (a pause wrote over it) or dropped. */
+static void release_now(struct vmsnap_host *h, struct base_taken *b)
+{
+        discard(h, b);
+        trace_base(h, b->used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
+}
+
+/* Moves l's built base out of it (l->base becomes NONE); compact_lock held or no thread. */
+static struct base_taken detach(struct live *l)
+{
+        struct base_taken b = {.txn = l->base.txn, .j = l->base.j, .mark = l->base.mark,
+                               .used = l->base.used, .bytes = l->base.bytes};
+        l->base = (struct live_base){0};
+        return b;
 }
 
 /* Builds l's base (its state is BASE_BUILDING) and leaves it READY, or counts why not.
@@ -175,21 +181,23 @@ static void build_one(struct vmsnap_host *h, struct live *l)
 }
 
 /* The next live entry with work for the background thread, its state moved on: WANTED
- * becomes BUILDING (*build true); DROP gives its base into *drop and becomes NONE. */
+ * becomes BUILDING (*build true), or NONE once the host closes (no new copy then); DROP
+ * gives its base into *drop and becomes NONE. */
 static struct live *next_work(struct vmsnap_host *h, bool *build, struct base_taken *drop)
 {
         pthread_mutex_lock(&h->live_lock);
         pthread_mutex_lock(&h->compact_lock);
         struct live *l = h->lives;
-        while (l && l->base.state != BASE_WANTED && l->base.state != BASE_DROP)
-                l = l->next;
-        if (l && (*build = l->base.state == BASE_WANTED)) {
-                l->base.state = BASE_BUILDING;
-        } else if (l) {
-                *drop = (struct base_taken){.txn = l->base.txn, .j = l->base.j,
-                                            .used = l->base.used};
-                l->base = (struct live_base){0};
+        for (; l; l = l->next) {
+                if (l->base.state == BASE_WANTED && h->compact_stop)
+                        l->base.state = BASE_NONE;
+                else if (l->base.state == BASE_WANTED || l->base.state == BASE_DROP)
+                        break;
         }
+        if (l && (*build = l->base.state == BASE_WANTED))
+                l->base.state = BASE_BUILDING;
+        else if (l)
+                *drop = detach(l);
         pthread_mutex_unlock(&h->compact_lock);
         pthread_mutex_unlock(&h->live_lock);
         return l;
@@ -201,19 +209,11 @@ void base_pass(struct vmsnap_host *h)
         bool build = false;
         struct base_taken drop = {0};
         while ((l = next_work(h, &build, &drop))) {
-                pthread_mutex_lock(&h->compact_lock);
-                bool stop = h->compact_stop;
-                pthread_mutex_unlock(&h->compact_lock);
-                if (build && stop) { /* the host closes: no new copy */
-                        pthread_mutex_lock(&h->compact_lock);
-                        l->base.state = BASE_NONE;
-                        pthread_mutex_unlock(&h->compact_lock);
-                } else if (build) {
+                if (build) {
                         build_one(h, l);
                         compact_run_drops(h); /* a pause that came meanwhile waits for no copy */
                 } else {
-                        discard(h, &drop);
-                        trace_base(h, drop.used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
+                        release_now(h, &drop);
                 }
         }
 }
@@ -224,9 +224,7 @@ bool base_take(struct vmsnap_host *h, struct live *l, struct base_taken *ret)
         pthread_mutex_lock(&h->compact_lock);
         switch (l->base.state) {
         case BASE_READY:
-                *ret = (struct base_taken){.txn = l->base.txn, .j = l->base.j,
-                                           .mark = l->base.mark, .bytes = l->base.bytes};
-                l->base = (struct live_base){0};
+                *ret = detach(l);
                 taken = true;
                 break;
         case BASE_BUILDING:
@@ -254,12 +252,10 @@ void base_release(struct vmsnap_host *h, struct live *l, struct base_taken *b)
                 l->base = (struct live_base){.state = BASE_DROP, .txn = b->txn, .j = b->j,
                                              .used = b->used, .bytes = b->bytes};
         pthread_mutex_unlock(&h->compact_lock);
-        if (queued) {
+        if (queued)
                 compact_kick(h); /* its journal commit comes after the pause's answer */
-                return;
-        }
-        discard(h, b);
-        trace_base(h, b->used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
+        else
+                release_now(h, b);
 }
 
 void base_forget(struct live *l)
@@ -285,11 +281,8 @@ void base_close(struct vmsnap_host *h)
         for (struct live *l = h->lives; l; l = l->next) {
                 if (l->base.state != BASE_READY && l->base.state != BASE_DROP)
                         continue;
-                struct base_taken b = {.txn = l->base.txn, .j = l->base.j};
-                bool used = l->base.used;
-                l->base = (struct live_base){0};
-                discard(h, &b);
-                trace_base(h, used ? VMSNAP_BASE_USED : VMSNAP_BASE_DROPPED);
+                struct base_taken b = detach(l);
+                release_now(h, &b);
         }
 }
 

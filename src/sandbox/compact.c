@@ -116,10 +116,7 @@ static int merge_begin(struct vmsnap_host *h, struct live *l, struct merge *m,
                  vmsnap_store_txn_id(m->txn), m->from);
         r = db_journal_begin(h, &m->j, m->sb.id, "merge", data, NULL, false, d);
         if (r < 0) {
-                pthread_mutex_lock(&h->db_lock);
-                vmsnap_store_txn_abort(m->txn, NULL);
-                vmsnap_store_txn_free(TAKE_PTR(m->txn));
-                pthread_mutex_unlock(&h->db_lock);
+                db_txn_abort(h, &m->txn);
                 return r;
         }
         return 1;

@@ -442,6 +442,8 @@ int transition_begin(struct vmsnap_host *h, struct journal *j, struct vmsnap_san
 
 /* The row writers and journal calls above, each under the db lock. */
 int db_put(struct vmsnap_host *h, struct vmsnap_sandbox *sb, struct vmsnap_diag *d);
+/* Aborts a pending store snapshot nothing will commit and frees it (*t NULL after). */
+void db_txn_abort(struct vmsnap_host *h, struct vmsnap_store_txn **t);
 void db_delete(struct vmsnap_host *h, const char *id);
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
                      const char *data, struct vmsnap_sandbox *sb, bool relaxed,

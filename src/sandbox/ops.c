@@ -71,6 +71,15 @@ void db_delete(struct vmsnap_host *h, const char *id)
         pthread_mutex_unlock(&h->db_lock);
 }
 
+void db_txn_abort(struct vmsnap_host *h, struct vmsnap_store_txn **t)
+{
+        pthread_mutex_lock(&h->db_lock);
+        vmsnap_store_txn_abort(*t, NULL);
+        vmsnap_store_txn_free(*t);
+        *t = NULL;
+        pthread_mutex_unlock(&h->db_lock);
+}
+
 int db_journal_begin(struct vmsnap_host *h, struct journal *j, const char *id, const char *op,
                      const char *data, struct vmsnap_sandbox *sb, bool relaxed,
                      struct vmsnap_diag *d)
