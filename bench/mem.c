@@ -1,7 +1,8 @@
 /* bench-mem: each memory-snapshot operation against its physical floor, measured in the same
  * run on the same files (issue #11):
  *   floor = reading the bytes the operation must read (8 MiB reads from the page cache, as
- *           the operation finds them) + writing the bytes it stores (O_DIRECT, 8 MiB) + fsync.
+ *           the operation finds them) + writing the bytes it stores (O_DIRECT, 8 MiB) + fsync:
+ *           the data blocks plus the header and the new build's hash table it writes.
  *   process, diff: the input's data ranges (holes skipped, found with FIEMAP as any tool
  *                  can; one pread per range).
  *   merge:         only the live extents of the chain (the cheaper of reading each live run
@@ -300,6 +301,24 @@ static char *path(const struct cfg *c, const char *name)
         return p;
 }
 
+/* Bytes of the metadata an operation stored in snap besides its data blocks: the header
+ * (rewritten whole by every operation) and the hash table of the build it wrote. */
+static uint64_t meta_bytes(const char *snap, const struct vmsnap_mem_result *res)
+{
+        char name[64], p[4200];
+        struct stat st;
+        uint64_t n = 0;
+        vmsnap_mem_diff_name(&res->build_id, name);
+        snprintf(p, sizeof(p), "%s/%s.hashes", snap, name);
+        if (stat(p, &st) < 0)
+                die(p, NULL);
+        n += (uint64_t)st.st_size;
+        snprintf(p, sizeof(p), "%s/memfile.header", snap);
+        if (stat(p, &st) < 0)
+                die(p, NULL);
+        return n + (uint64_t)st.st_size;
+}
+
 /* Floor of an operation that reads the data ranges of `in` and stores `bytes`. */
 static double floor_of_input(const char *in, const char *dir, uint64_t bytes)
 {
@@ -381,7 +400,8 @@ static void one_run(const struct cfg *c, struct op_stats out[N_OPS])
 
         struct op_args a = {.kind = 0, .in = mem, .snap = snap};
         out[OP_PROCESS] = run_op(&a);
-        out[OP_PROCESS].floor = floor_of_input(mem, c->dir, out[OP_PROCESS].res.bytes_written);
+        out[OP_PROCESS].floor = floor_of_input(mem, c->dir, out[OP_PROCESS].res.bytes_written +
+                                                   meta_bytes(snap, &out[OP_PROCESS].res));
         a.snap = sparse_snap;
         run_op(&a);
 
@@ -392,12 +412,14 @@ static void one_run(const struct cfg *c, struct op_stats out[N_OPS])
         for (unsigned g = 1; g < c->gens; g++) {
                 dirty_pages(fd, pages, 0.05, true);
                 struct op_stats s = run_op(&content);
-                s.floor = floor_of_input(mem, c->dir, s.res.bytes_written);
+                s.floor = floor_of_input(mem, c->dir,
+                                         s.res.bytes_written + meta_bytes(snap, &s.res));
                 int dfd = create_file(diffmem, c->size);
                 dirty_pages(dfd, pages, 0.05, true);
                 close(dfd);
                 struct op_stats t = run_op(&sparse);
-                t.floor = floor_of_input(diffmem, c->dir, t.res.bytes_written);
+                t.floor = floor_of_input(diffmem, c->dir,
+                                         t.res.bytes_written + meta_bytes(sparse_snap, &t.res));
                 struct op_stats *sums[2] = {&out[OP_DIFF_CONTENT], &out[OP_DIFF_SPARSE]};
                 struct op_stats *ones[2] = {&s, &t};
                 for (int k = 0; k < 2; k++) {
@@ -412,10 +434,11 @@ static void one_run(const struct cfg *c, struct op_stats out[N_OPS])
         close(fd);
 
         uint64_t live;
-        double merge_floor = time_live_reads(snap, &live) + time_write(c->dir, live);
+        double merge_reads = time_live_reads(snap, &live); /* of the chain, before it goes */
         struct op_args m = {.kind = 2, .snap = snap};
         out[OP_MERGE] = run_op(&m);
-        out[OP_MERGE].floor = merge_floor;
+        out[OP_MERGE].floor = merge_reads +
+                              time_write(c->dir, live + meta_bytes(snap, &out[OP_MERGE].res));
         if (out[OP_MERGE].res.bytes_written != live)
                 die("merge", "wrote a different byte count than the chain's live data");
 
@@ -470,7 +493,9 @@ static void report(const struct cfg *c, struct op_stats runs[][N_OPS])
                        target, median(cpu, c->runs), (double)rss / 1024, median(mb, c->runs));
         }
         printf("(diff rows: the sum over %u generations; ratio = median over runs of time/floor "
-               "measured in the same run; rss = peak over runs)\n", c->gens - 1);
+               "measured in the same run; rss = peak over runs; MB stored = data blocks, the "
+               "floor also writes the header and hash table each operation wrote)\n",
+               c->gens - 1);
 }
 
 static void parse(int argc, char **argv, struct cfg *c)

@@ -14,6 +14,19 @@ static bool joinable(const struct vmsnap_mem_extent *last, uint64_t offset, uint
         return build == VMSNAP_MEM_ZERO || last->storage_offset + last->length == storage_offset;
 }
 
+int extents_reserve(struct extent_list *l, uint64_t n)
+{
+        if (n <= l->cap)
+                return 0;
+        struct vmsnap_mem_extent *v = realloc(l->v, n * sizeof(*v));
+        if (!v)
+                return -ENOMEM;
+        vmsnap_prefault(v + l->n, (n - l->n) * sizeof(*v));
+        l->v = v;
+        l->cap = n;
+        return 0;
+}
+
 int extents_emit(struct extent_list *l, uint64_t offset, uint64_t length, uint32_t build,
                  uint64_t storage_offset)
 {
@@ -30,6 +43,7 @@ int extents_emit(struct extent_list *l, uint64_t offset, uint64_t length, uint32
                 struct vmsnap_mem_extent *v = realloc(l->v, cap * sizeof(*v));
                 if (!v)
                         return -ENOMEM;
+                vmsnap_prefault(v + l->n, (cap - l->n) * sizeof(*v));
                 l->v = v;
                 l->cap = cap;
         }

@@ -33,6 +33,10 @@ int gen_begin(struct gen_builder *g, int dirfd, const char *dir, uint64_t block_
         g->new_build = n_parent;
         g->h.builds[n_parent].id = g->h.build_id;
         g->h.n_builds = n_parent + 1;
+        /* a diff has about its parent's extents, plus some where new data splits them */
+        if (parent && extents_reserve(&g->ext, parent->n_extents + parent->n_extents / 8 +
+                                                   1024) < 0)
+                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", dir);
         memset(res, 0, sizeof(*res));
         res->generation = g->h.generation;
         res->build_id = g->h.build_id;

@@ -84,12 +84,9 @@ int hashes_load(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size, ui
         r = check_table(buf, len, id, block_size, count, name, d);
         if (r < 0)
                 return r;
-        struct vmsnap_hash *h = malloc(count ? count * sizeof(*h) : 1);
-        if (!h)
-                return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
-        if (count)
-                memcpy(h, buf + HASHES_FIXED, count * sizeof(*h));
-        *ret = h;
+        /* the table moved to the front of the buffer it was read into: no second copy */
+        memmove(buf, buf + HASHES_FIXED, count * sizeof(struct vmsnap_hash));
+        *ret = (struct vmsnap_hash *)TAKE_PTR(buf);
         return 0;
 }
 
@@ -99,7 +96,7 @@ int hashes_write(int dirfd, const struct vmsnap_uuid *id, uint64_t block_size,
         char name[80];
         hashes_name(id, name);
         size_t len = HASHES_FIXED + n * sizeof(*h) + HEADER_TRAILER;
-        _cleanup_free_ uint8_t *buf = calloc(1, len);
+        _cleanup_free_ uint8_t *buf = vmsnap_calloc_big(len);
         if (!buf)
                 return vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
         memcpy(buf, HASHES_MAGIC, 8);

@@ -3,6 +3,7 @@
 #include "mem/internal.h"
 #include "util/cleanup.h"
 #include "util/ids.h"
+#include "util/prefault.h"
 
 #include <errno.h>
 #include <string.h>
@@ -91,7 +92,7 @@ int header_parse_v2(const uint8_t *buf, size_t len, const char *name,
         h->n_builds = get_le32(buf + 72);
         h->n_extents = get_le64(buf + 80);
         h->builds = calloc(h->n_builds ? h->n_builds : 1, sizeof(*h->builds));
-        h->extents = calloc(h->n_extents ? h->n_extents : 1, sizeof(*h->extents));
+        h->extents = vmsnap_calloc_big(h->n_extents * sizeof(*h->extents));
         if (!h->builds || !h->extents)
                 r = vmsnap_diag(d, -ENOMEM, "%s: out of memory", name);
         if (r >= 0)
@@ -151,7 +152,7 @@ int vmsnap_mem_header_serialize(const struct vmsnap_mem_header *h, uint8_t **ret
         if (r < 0)
                 return r;
         size_t len = (size_t)v2_length(h->n_builds, h->n_extents);
-        uint8_t *buf = malloc(len);
+        uint8_t *buf = vmsnap_malloc_big(len);
         if (!buf)
                 return vmsnap_diag(d, -ENOMEM, "header serialize: out of memory");
         encode(h, buf, len);

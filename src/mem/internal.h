@@ -5,6 +5,7 @@
 
 #include <vmsnap/mem.h>
 
+#include "util/prefault.h"
 #include "util/aio.h"
 #include "util/fs.h"
 
@@ -58,6 +59,10 @@ struct extent_list {
  * contiguous storage (never across a storage gap). Returns 0 or -ENOMEM. */
 int extents_emit(struct extent_list *l, uint64_t offset, uint64_t length, uint32_t build,
                  uint64_t storage_offset);
+
+/* Makes room for n extents in one allocation, populated at once (a generation over a
+ * parent has about the parent's count): no copies or faults while it grows. 0 or -ENOMEM. */
+int extents_reserve(struct extent_list *l, uint64_t n);
 
 /* Drops builds no extent references (keeping index `keep`), renumbering extents; updates
  * h->builds/n_builds in place. */

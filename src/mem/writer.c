@@ -45,6 +45,7 @@ static int grow_hashes(struct build_writer *w, uint64_t extra)
         struct vmsnap_hash *h = realloc(w->hashes, cap * sizeof(*h));
         if (!h)
                 return -ENOMEM;
+        vmsnap_prefault(h + w->n_hashes, (cap - w->n_hashes) * sizeof(*h));
         w->hashes = h;
         w->cap_hashes = cap;
         return 0;

@@ -1,6 +1,7 @@
 /* File helpers (see fs.h). Every persistent write in vmsnap goes through these. */
 #include "util/fs.h"
 #include "util/cleanup.h"
+#include "util/prefault.h"
 #include "util/sys.h"
 
 #include <errno.h>
@@ -165,7 +166,7 @@ int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_b
                 return fd;
         if ((uint64_t)st.st_size > max)
                 return -EFBIG;
-        _cleanup_free_ uint8_t *buf = malloc((size_t)st.st_size + 1);
+        _cleanup_free_ uint8_t *buf = vmsnap_malloc_big((size_t)st.st_size + 1);
         if (!buf)
                 return -ENOMEM;
         ssize_t n = vmsnap_fs_pread_full(fd, buf, (size_t)st.st_size, 0);
