@@ -356,7 +356,8 @@ static void kill_member(pid_t pid, const struct jail_conf *c, const char *name)
 static int kill_round(const struct jail_conf *c, const char *dir, const char *name)
 {
         char path[PATH_MAX];
-        snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
+        if ((size_t)snprintf(path, sizeof(path), "%s/cgroup.procs", dir) >= sizeof(path))
+                return -ENAMETOOLONG;
         FILE *f = fopen(path, "re");
         if (!f)
                 return errno == ENOENT ? 0 : -errno;

@@ -79,7 +79,7 @@ int vmsnap_mem_process(const char *memfile, const char *snapdir,
         if (bs != 4096 && bs != (2u << 20))
                 return vmsnap_diag(d, -EINVAL, "block size must be 4096 or 2097152, not %llu",
                                    (unsigned long long)bs);
-        uint64_t size;
+        uint64_t size = 0;
         _cleanup_close_ int in = open_memfile(memfile, bs, &size, d);
         if (in < 0)
                 return in;

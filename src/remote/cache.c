@@ -225,8 +225,8 @@ static int scan(struct vmsnap_chunk_cache *c, struct entry **ret, size_t *ret_n,
 static int evict(struct vmsnap_chunk_cache *c, const char *keep)
 {
         _cleanup_free_ struct entry *v = NULL;
-        size_t n;
-        uint64_t total;
+        size_t n = 0;
+        uint64_t total = 0;
         int r = scan(c, &v, &n, &total);
         if (r < 0 || total <= c->max)
                 return r;

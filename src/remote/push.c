@@ -42,7 +42,9 @@ static int path_cmp(const void *a, const void *b)
 static int add_dir_files(struct push *p, const char *sub, struct vmsnap_diag *d)
 {
         char path[4096];
-        snprintf(path, sizeof(path), "%s%s%s", p->dir, sub[0] ? "/" : "", sub);
+        if ((size_t)snprintf(path, sizeof(path), "%s%s%s", p->dir, sub[0] ? "/" : "", sub) >=
+            sizeof(path))
+                return vmsnap_diag(d, -ENAMETOOLONG, "%s/%s: path too long", p->dir, sub);
         DIR *dir = opendir(path);
         if (!dir)
                 return errno == ENOENT && sub[0] ? 0 : vmsnap_diag(d, -errno, "%s: %s", path,

@@ -160,7 +160,7 @@ const char *vmsnap_fs_open_error(int err)
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len)
 {
-        struct stat st;
+        struct stat st = {0};
         _cleanup_close_ int fd = vmsnap_fs_open_regular(dirfd, name, &st, false);
         if (fd < 0)
                 return fd;
