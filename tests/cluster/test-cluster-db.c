@@ -301,7 +301,7 @@ static int judge_round(struct vmsnap_cluster *c, struct racer r[2], const char *
         struct vmsnap_cluster_sandbox s;
         if (!((r[0].result == 0 && r[1].result == -EBUSY) ||
               (r[1].result == 0 && r[0].result == -EBUSY))) {
-                snprintf(why, size, "%s: results %d (%s) and %d (%s)", id, r[0].result, r[0].msg,
+                snprintf(why, size, "%s: results %d (%.200s) and %d (%.200s)", id, r[0].result, r[0].msg,
                          r[1].result, r[1].msg);
                 return -1;
         }

@@ -224,7 +224,7 @@ static void test_no_core_dump(void **state)
         DIR *d = opendir(fx.rw);
         for (struct dirent *e; d && (e = readdir(d));)
                 if (e->d_name[0] != '.')
-                        snprintf(cores + strlen(cores), sizeof(cores) - strlen(cores), "%s ",
+                        snprintf(cores + strlen(cores), sizeof(cores) - strlen(cores), "%.64s ",
                                  e->d_name);
         if (d)
                 closedir(d);
