@@ -391,6 +391,18 @@ def test_watchers(d):
     wait_state(d, idle["id"], "paused")
     check(not alive(idle["pid"]), "idle pause left the VMM running")
     d.ok("POST", "/v1/sandboxes/%s/resume" % idle["id"])
+    # A command that outlives the idle timeout, with no API call meanwhile: the sandbox is
+    # busy, not idle (the auto-pause used to end the command); idle again once it ended.
+    p = subprocess.run([os.path.join(BUILD, "vmsnap"), "sandbox", "exec", "--socket", d.sock,
+                        idle["id"], "--", "sh", "-c", "sleep 6; echo survived"],
+                       capture_output=True, timeout=120)
+    check(p.returncode == 0 and p.stdout == b"survived\n",
+          "a 6 s command with idle_timeout 2: exit %d, out %r, err %r"
+          % (p.returncode, p.stdout, p.stderr[-300:]))
+    check(d.ok("GET", "/v1/sandboxes/%s" % idle["id"])["state"] == "running",
+          "the sandbox was paused while its command ran")
+    wait_state(d, idle["id"], "paused")
+    d.ok("POST", "/v1/sandboxes/%s/resume" % idle["id"])
     d.ok("DELETE", "/v1/sandboxes/%s" % idle["id"])
     doomed = d.ok("POST", "/v1/sandboxes", {})
     os.kill(doomed["pid"], signal.SIGKILL)
@@ -398,7 +410,7 @@ def test_watchers(d):
     check("exited" in err["error"], "crash watcher message: %s" % err)
     check_unjailed_gone(d, doomed["id"])
     d.ok("DELETE", "/v1/sandboxes/%s" % doomed["id"])
-    log("idle auto-pause and the crash watcher: ok")
+    log("idle auto-pause (not during a command) and the crash watcher: ok")
 
 
 def crash_pause(d, sid, point):
