@@ -38,15 +38,8 @@ int extents_emit(struct extent_list *l, uint64_t offset, uint64_t length, uint32
                 l->v[l->n - 1].length += length;
                 return 0;
         }
-        if (l->n == l->cap) {
-                uint64_t cap = l->cap ? l->cap * 2 : 1024;
-                struct vmsnap_mem_extent *v = realloc(l->v, cap * sizeof(*v));
-                if (!v)
-                        return -ENOMEM;
-                vmsnap_prefault(v + l->n, (cap - l->n) * sizeof(*v));
-                l->v = v;
-                l->cap = cap;
-        }
+        if (l->n == l->cap && extents_reserve(l, l->cap ? l->cap * 2 : 1024) < 0)
+                return -ENOMEM;
         l->v[l->n++] = (struct vmsnap_mem_extent){offset, length, build, storage_offset};
         return 0;
 }
