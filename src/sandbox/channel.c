@@ -79,6 +79,13 @@ struct chan *chan_running(struct live *l)
         return c;
 }
 
+bool chan_in_use(struct live *l)
+{
+        struct chan *c = chan_running(l);
+        chan_put(c);
+        return c != NULL;
+}
+
 static void unlist(struct chan *c)
 {
         struct chan **p = &chans;

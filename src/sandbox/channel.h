@@ -19,6 +19,10 @@ struct chan_stream;
  * reads the connection). The caller holds l's operation lock. */
 struct chan *chan_running(struct live *l);
 
+/* True while a channel runs on l: a command, a shell or a file transfer holds it (its
+ * stream outlives the request that started it). The caller holds l's operation lock. */
+bool chan_in_use(struct live *l);
+
 /* The channel of l, opened when none runs: connects, asks hello, starts the reader. The
  * caller holds l's operation lock and has checked that the VM runs; label names the sandbox
  * in messages ("name (id)"). Returns 0 and a reference, -EPROTONOSUPPORT when the agent

@@ -382,6 +382,11 @@ void trace_base(struct vmsnap_host *h, enum vmsnap_base_event event);
 
 /* ---- shared steps of the operations ---- */
 
+/* The tick's idle auto-pause of sandbox id (pause.c): pauses it when, under its lock, it
+ * still runs, its idle timeout has run out and no command runs in it (then its idle time
+ * restarts). 0 when paused, -EAGAIN when not idle, or -errno. */
+int pause_if_idle(struct vmsnap_host *h, const char *id);
+
 /* Captures a paused VM into a new store snapshot of `kind` (pause or template); a pause
  * passes its trace t (else NULL). */
 int capture(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,

@@ -1,12 +1,14 @@
 /* pause: the VM is saved into a new snapshot generation and every host resource it held is
  * released. The previous snapshot is dropped only after the new one is ready and the row
  * points at it, durably; that drop comes after the answer (docs/sandbox.md). */
+#include "sandbox/channel.h"
 #include "sandbox/internal.h"
 #include "util/sys.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 /* Puts a VM whose pause failed back to running; returns the state the row should say. A VM
  * that cannot run again leaves the sandbox paused on its previous snapshot when it has one. */
@@ -111,4 +113,28 @@ int vmsnap_sandbox_pause(struct vmsnap_host *h, const char *ref, struct vmsnap_s
                          struct vmsnap_diag *d)
 {
         return run_locked(h, ref, pause_locked, ret, d);
+}
+
+/* The idle auto-pause, decided under the sandbox's lock so that nothing starts between the
+ * decision and the pause: a sandbox running a command (its agent channel open) is busy, and
+ * its idle time restarts from now, so the timeout counts from the command's end. */
+static int pause_if_idle_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_sandbox *sb,
+                                struct vmsnap_diag *d)
+{
+        time_t now = time(NULL);
+        if (sb->state != VMSNAP_SANDBOX_RUNNING || !l->vm || !sb->idle_timeout ||
+            now - sb->last_active < sb->idle_timeout)
+                return -EAGAIN; /* changed since the tick looked: not idle (any more) */
+        if (chan_in_use(l)) {
+                sb->last_active = (int64_t)now;
+                db_put(h, sb, NULL);
+                return -EAGAIN;
+        }
+        return pause_locked(h, l, sb, d);
+}
+
+int pause_if_idle(struct vmsnap_host *h, const char *id)
+{
+        struct vmsnap_diag ignore = {0};
+        return run_locked(h, id, pause_if_idle_locked, NULL, &ignore);
 }

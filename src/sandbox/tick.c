@@ -1,6 +1,5 @@
 /* Periodic work: the crash watcher (a VMM that died puts its sandbox in `error`) and the
  * idle auto-pause. */
-#include "sandbox/channel.h"
 #include "sandbox/internal.h"
 
 #include <errno.h>
@@ -27,18 +26,8 @@ static bool vmm_alive(pid_t pid)
         return end && end[1] == ' ' && end[2] != 'Z' && end[2] != 'X';
 }
 
-/* True while a command, a shell or a file transfer runs on the sandbox's agent channel
- * (streams hold it open after their request was answered). The caller holds l's op lock. */
-static bool agent_busy(struct live *l)
-{
-        struct chan *c = chan_running(l);
-        chan_put(c);
-        return c != NULL;
-}
-
-/* Checks one running sandbox; returns 1 when it changed it, 0 otherwise, or 2 when it is
- * idle and should be paused. A sandbox running a command is not idle: its idle time starts
- * again from now (so it counts from the command's end, to within one tick). */
+/* Checks one running sandbox; returns 1 when it changed it, 0 otherwise, or 2 when its idle
+ * timeout has run out (pause_if_idle decides, under the sandbox's lock). */
 static int check_one(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
 {
         struct live *l = live_get(h, sb->id);
@@ -64,12 +53,7 @@ static int check_one(struct vmsnap_host *h, struct vmsnap_sandbox *sb)
                 db_put(h, sb, NULL);
                 changed = 1;
         } else if (sb->idle_timeout && time(NULL) - sb->last_active >= sb->idle_timeout) {
-                if (agent_busy(l)) {
-                        sb->last_active = (int64_t)time(NULL);
-                        db_put(h, sb, NULL);
-                } else {
-                        changed = 2;
-                }
+                changed = 2;
         }
         pthread_mutex_unlock(&l->op_lock);
         return changed;
@@ -86,7 +70,7 @@ int vmsnap_host_tick(struct vmsnap_host *h)
                 if (v[i].state != VMSNAP_SANDBOX_RUNNING)
                         continue;
                 int c = check_one(h, &v[i]);
-                if (c == 2 && vmsnap_sandbox_pause(h, v[i].id, NULL, NULL) == 0)
+                if (c == 2 && pause_if_idle(h, v[i].id) == 0)
                         changed++;
                 else if (c == 1)
                         changed++;
