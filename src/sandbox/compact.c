@@ -228,14 +228,21 @@ static void merge_pass(struct vmsnap_host *h)
 
 /* ---- what a pause leaves for after its answer ---- */
 
+/* A superseded snapshot to delete and its pause's entry to close (previous set), or a
+ * released memory directory to remove (trash set). */
 struct deferred_drop {
         struct journal j;
         char previous[VMSNAP_ID_LEN + 1];
+        char trash[PATH_LEN];
         struct deferred_drop *next;
 };
 
 static void drop_now(struct vmsnap_host *h, struct deferred_drop *x)
 {
+        if (x->trash[0])
+                remove_private_dir(x->trash);
+        if (!x->previous[0])
+                return;
         vmsnap_crashpoint("pause.drop");
         drop_snapshot(h, x->previous);
         db_journal_done(h, &x->j, NULL, NULL);
@@ -257,13 +264,10 @@ void compact_run_drops(struct vmsnap_host *h)
 
 static void *compactor(void *arg);
 
-void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const char *previous)
+/* Queues x for the background thread (started on first need), or runs it here when the
+ * thread cannot take it (stopping, or x is the caller's `now` because memory ran out). */
+static void defer(struct vmsnap_host *h, struct deferred_drop *x, struct deferred_drop *now)
 {
-        struct deferred_drop *x = calloc(1, sizeof(*x));
-        if (x) {
-                x->j = *j;
-                snprintf(x->previous, sizeof(x->previous), "%s", previous);
-        }
         pthread_mutex_lock(&h->compact_lock);
         if (x && !h->compact_started && !h->compact_stop)
                 h->compact_started = pthread_create(&h->compact_thread, NULL, compactor, h) == 0;
@@ -278,14 +282,26 @@ void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const ch
         pthread_mutex_unlock(&h->compact_lock);
         if (queued)
                 return;
-        if (x) {
-                drop_now(h, x);
-                free(x);
-        } else { /* no memory for the queue: the same work, here */
-                struct deferred_drop now = {.j = *j};
-                snprintf(now.previous, sizeof(now.previous), "%s", previous);
-                drop_now(h, &now);
-        }
+        drop_now(h, x ? x : now); /* no memory for the queue: the same work, here */
+        free(x);
+}
+
+void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const char *previous)
+{
+        struct deferred_drop *x = calloc(1, sizeof(*x)), now = {.j = *j};
+        snprintf(now.previous, sizeof(now.previous), "%s", previous);
+        if (x)
+                *x = now;
+        defer(h, x, &now);
+}
+
+void compact_defer_remove(struct vmsnap_host *h, const char *dir)
+{
+        struct deferred_drop *x = calloc(1, sizeof(*x)), now = {0};
+        snprintf(now.trash, sizeof(now.trash), "%s", dir);
+        if (x)
+                *x = now;
+        defer(h, x, &now);
 }
 
 static void *compactor(void *arg)

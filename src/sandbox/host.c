@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -18,6 +19,28 @@
 static void set_path(char out[PATH_LEN], const char *value, const char *fallback)
 {
         snprintf(out, PATH_LEN, "%s", value && *value ? value : fallback);
+}
+
+/* Removes the memory directories released but not yet removed when the daemon stopped. */
+static void sweep_released(struct vmsnap_host *h)
+{
+        _cleanup_close_ int fd = vmsnap_fs_open_dir(h->mem_root);
+        int lfd = fd >= 0 ? dup(fd) : -1;
+        DIR *dh = lfd >= 0 ? fdopendir(lfd) : NULL;
+        if (!dh) {
+                if (lfd >= 0)
+                        close(lfd);
+                return;
+        }
+        struct dirent *e;
+        while ((e = readdir(dh))) {
+                if (strncmp(e->d_name, RELEASED_PREFIX, strlen(RELEASED_PREFIX)) != 0)
+                        continue;
+                char p[PATH_LEN];
+                snprintf(p, PATH_LEN, "%.3000s/%.200s", h->mem_root, e->d_name);
+                remove_private_dir(p);
+        }
+        closedir(dh);
 }
 
 /* <root>/sandboxes (made 0700) and the memory root (an existing one must already be). */
@@ -90,6 +113,8 @@ int vmsnap_host_open(const struct vmsnap_host_config *cfg, struct vmsnap_host **
                 mem_root_choose(h, cfg ? cfg->mem_root : NULL);
                 r = make_dirs(h, d);
         }
+        if (r == 0)
+                sweep_released(h);
         if (r == 0 && h->net_on && !h->jailed)
                 r = vmsnap_diag(d, -EINVAL, "sandbox networking needs jailed VMMs (each runs "
                                 "in its sandbox's network namespace)");
@@ -255,7 +280,7 @@ const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *
 
 /* Removes the regular files of a directory we own, then the directory. Only used on a
  * sandbox's run and memory directories: never on a snapshot. */
-static void remove_own_dir(const char *dir)
+void remove_private_dir(const char *dir)
 {
         _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
@@ -277,11 +302,28 @@ void release_files(struct vmsnap_host *h, const char *id)
 {
         char p[PATH_LEN];
         path_run_dir(h, id, p);
-        remove_own_dir(p);
+        remove_private_dir(p);
         snprintf(p, PATH_LEN, "%.3000s/%s", h->mem_root, id);
-        remove_own_dir(p);
+        remove_private_dir(p);
         jail_release(h, id);
 }
+
+void release_files_later(struct vmsnap_host *h, const char *id)
+{
+        static atomic_uint seq;
+        char p[PATH_LEN], trash[PATH_LEN];
+        path_run_dir(h, id, p);
+        remove_private_dir(p);
+        snprintf(p, PATH_LEN, "%.3000s/%s", h->mem_root, id);
+        snprintf(trash, PATH_LEN, "%.3000s/" RELEASED_PREFIX "%s.%u", h->mem_root, id,
+                 atomic_fetch_add(&seq, 1));
+        if (rename(p, trash) == 0)
+                compact_defer_remove(h, trash);
+        else if (errno != ENOENT)
+                remove_private_dir(p);
+        jail_release(h, id);
+}
+
 
 int timeout_ms_for(uint64_t memory, int base_ms)
 {

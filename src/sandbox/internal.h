@@ -282,6 +282,19 @@ const struct vmsnap_vmm_driver *driver_for(const char *vmm, struct vmsnap_diag *
 /* Removes a sandbox's run dir and memory files (only files this layer created). */
 void release_files(struct vmsnap_host *h, const char *id);
 
+/* Memory directories released by a pause wait here for the background thread:
+ * <mem_root>/.released-<id>.<n>; the daemon's start removes any left. */
+#define RELEASED_PREFIX ".released-"
+
+/* release_files for a pause, whose answer should not wait for the kernel to free the guest's
+ * RAM (unlinking 150 MB of tmpfs takes ~14 ms): the memory directory is renamed out of the
+ * sandbox's name (a resume makes a new one) and removed by the background thread. */
+void release_files_later(struct vmsnap_host *h, const char *id);
+
+/* Removes dir's entries and dir itself, best effort (a sandbox's run or memory directory:
+ * flat, ours). */
+void remove_private_dir(const char *dir);
+
 /* Timeouts that grow with guest memory: base + 1 s per 128 MiB. */
 int timeout_ms_for(uint64_t memory, int base_ms);
 
@@ -342,6 +355,10 @@ void compact_stop(struct vmsnap_host *h);
  * snapshot) is durable (docs/sandbox.md "Pause: what comes after the answer"). Done at once
  * when the thread cannot take it (stopping, out of memory). */
 void compact_defer_drop(struct vmsnap_host *h, const struct journal *j, const char *previous);
+
+/* After a pause's answer: the background thread removes dir (release_files_later). Done at
+ * once when the thread cannot take it. */
+void compact_defer_remove(struct vmsnap_host *h, const char *dir);
 
 /* Finishes or rolls back an open `merge` journal entry (recovery, no lock held). */
 void recover_merge(struct vmsnap_host *h, const struct journal *j);

@@ -92,7 +92,7 @@ static int pause_locked(struct vmsnap_host *h, struct live *l, struct vmsnap_san
         trace_mark(&t, VMSNAP_PAUSE_DB);
         vmsnap_crashpoint("pause.committed");
         vm_kill(l);
-        release_files(h, sb->id);
+        release_files_later(h, sb->id);
         trace_mark(&t, VMSNAP_PAUSE_VMM_RELEASE);
         sb->state = VMSNAP_SANDBOX_PAUSED;
         sb->pid = 0;

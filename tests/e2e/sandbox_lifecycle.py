@@ -177,7 +177,21 @@ def pause_and_check(d, sb):
     check(not alive(pid), "the VMM process %d still runs after pause" % pid)
     check(not os.path.exists(os.path.join(d.mem, sb["id"], "memory")),
           "the guest memory file is still there after pause")
+    wait_released_gone(d)
     return p
+
+
+def released_dirs(d):
+    return [n for n in os.listdir(d.mem) if n.startswith(".released-")]
+
+
+def wait_released_gone(d, seconds=30):
+    """The pause renamed the guest's memory directory away; the background thread removes
+    it after the answer (the RAM is freed then)."""
+    deadline = time.monotonic() + seconds
+    while released_dirs(d) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    check(not released_dirs(d), "released memory not removed: %s" % released_dirs(d))
 
 
 CGROUP = "/sys/fs/cgroup"
@@ -421,9 +435,15 @@ def crash_pause(d, sid, point):
     except (OSError, http.client.HTTPException):
         pass
     d.wait_dead()
+    # released memory the dead daemon had not removed yet: its successor removes it
+    planted = os.path.join(d.mem, ".released-planted.0")
+    os.makedirs(planted, exist_ok=True)
+    with open(os.path.join(planted, "memory"), "wb") as f:
+        f.write(b"x" * 4096)
     logp = os.path.join(d.work, "vmsnapd.log")
     offset = os.path.getsize(logp)
     d.start()
+    check(not os.path.exists(planted), "a daemon start left released memory: %s" % planted)
     with open(logp) as f:  # what the restarted daemon said of this sandbox's recovery
         f.seek(offset)
         d.recovery = [l for l in f.read().splitlines()
