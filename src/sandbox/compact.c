@@ -65,13 +65,9 @@ static int link_files(const char *from_dir, int to_fd, struct vmsnap_diag *d)
         if (from_fd < 0)
                 return vmsnap_diag(d, from_fd, "%s: cannot open: %s", from_dir,
                                    strerror(-from_fd));
-        int dfd = dup(from_fd);
-        DIR *dh = dfd >= 0 ? fdopendir(dfd) : NULL;
-        if (!dh) {
-                if (dfd >= 0)
-                        close(dfd);
+        DIR *dh = vmsnap_fs_list_dir(from_fd);
+        if (!dh)
                 return vmsnap_diag(d, -errno, "%s: cannot list: %s", from_dir, strerror(errno));
-        }
         int r = 0;
         struct dirent *e;
         while (r == 0 && (e = readdir(dh))) {

@@ -25,13 +25,9 @@ static void set_path(char out[PATH_LEN], const char *value, const char *fallback
 static void sweep_released(struct vmsnap_host *h)
 {
         _cleanup_close_ int fd = vmsnap_fs_open_dir(h->mem_root);
-        int lfd = fd >= 0 ? dup(fd) : -1;
-        DIR *dh = lfd >= 0 ? fdopendir(lfd) : NULL;
-        if (!dh) {
-                if (lfd >= 0)
-                        close(lfd);
+        DIR *dh = vmsnap_fs_list_dir(fd);
+        if (!dh)
                 return;
-        }
         struct dirent *e;
         while ((e = readdir(dh))) {
                 if (strncmp(e->d_name, RELEASED_PREFIX, strlen(RELEASED_PREFIX)) != 0)
@@ -285,10 +281,7 @@ void remove_private_dir(const char *dir)
         _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
                 return;
-        int dfd = dup(fd);
-        DIR *dh = dfd >= 0 ? fdopendir(dfd) : NULL;
-        if (!dh && dfd >= 0)
-                close(dfd);
+        DIR *dh = vmsnap_fs_list_dir(fd);
         struct dirent *e;
         while (dh && (e = readdir(dh)))
                 if (e->d_name[0] != '.' || (e->d_name[1] && strcmp(e->d_name, "..") != 0))

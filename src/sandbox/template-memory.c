@@ -77,13 +77,9 @@ void template_memory_sweep(struct vmsnap_host *h)
         char dir[PATH_LEN];
         snprintf(dir, sizeof(dir), "%.3000s/" CACHE_DIR, h->mem_root);
         _cleanup_close_ int fd = vmsnap_fs_open_dir(dir);
-        int lfd = fd >= 0 ? dup(fd) : -1;
-        DIR *dh = lfd >= 0 ? fdopendir(lfd) : NULL;
-        if (!dh) {
-                if (lfd >= 0)
-                        close(lfd);
+        DIR *dh = vmsnap_fs_list_dir(fd);
+        if (!dh)
                 return;
-        }
         struct dirent *e;
         while ((e = readdir(dh))) {
                 if (e->d_name[0] == '.')

@@ -43,14 +43,9 @@ static int link_snapshot_files(const char *from, int to_fd, struct vmsnap_diag *
         _cleanup_close_ int fd = vmsnap_fs_open_dir(from);
         if (fd < 0)
                 return vmsnap_diag(d, fd, "%s: cannot open: %s", from, strerror(-fd));
-        int lfd = dup(fd);
-        DIR *dh = lfd >= 0 ? fdopendir(lfd) : NULL;
-        if (!dh) {
-                int e = errno;
-                if (lfd >= 0)
-                        close(lfd);
-                return vmsnap_diag(d, -e, "%s: cannot list: %s", from, strerror(e));
-        }
+        DIR *dh = vmsnap_fs_list_dir(fd);
+        if (!dh)
+                return vmsnap_diag(d, -errno, "%s: cannot list: %s", from, strerror(errno));
         struct dirent *e;
         int r = 0;
         while (r == 0 && (e = readdir(dh)))

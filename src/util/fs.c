@@ -157,6 +157,20 @@ const char *vmsnap_fs_open_error(int err)
         }
 }
 
+DIR *vmsnap_fs_list_dir(int fd)
+{
+        int dfd = fd >= 0 ? dup(fd) : -1;
+        DIR *dh = dfd >= 0 ? fdopendir(dfd) : NULL;
+        if (!dh && dfd >= 0) {
+                int e = errno;
+                close(dfd);
+                errno = e;
+        }
+        if (fd < 0)
+                errno = EBADF;
+        return dh;
+}
+
 int vmsnap_fs_read_file(int dirfd, const char *name, size_t max, uint8_t **ret_buf,
                         size_t *ret_len)
 {

@@ -2,6 +2,7 @@
 #ifndef VMSNAP_UTIL_FS_H
 #define VMSNAP_UTIL_FS_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,10 @@ int vmsnap_fs_pwritev_full(int fd, struct iovec *iov, int n, uint64_t off);
 /* Sends all len bytes on socket fd without SIGPIPE (a peer gone is -EPIPE); returns 0 or
  * -errno. */
 int vmsnap_fs_send_full(int fd, const void *buf, size_t len);
+
+/* A directory stream over a duplicate of directory fd (fd stays the caller's to close), or
+ * NULL with errno set. */
+DIR *vmsnap_fs_list_dir(int fd);
 
 /* Writes all len bytes at the current position; returns 0 or -errno. */
 int vmsnap_fs_write_full(int fd, const void *buf, size_t len);
