@@ -573,8 +573,9 @@ static int start_tcp(struct api_server *srv, const char *listen, const char *clu
         return 0;
 }
 
-/* Starts the Unix socket and (unless --no-tcp) TCP listeners; the TCP URL bound goes into
- * tcp_url ("" without TCP). */
+/* Starts the (unless --no-tcp) TCP listener, then the Unix socket; the TCP URL bound goes
+ * into tcp_url ("" without TCP). TCP first: on the first start it makes <root>/token, and a
+ * script that waits for the socket's /healthz and then reads the token must find it. */
 static int start_listeners(struct api_server *srv, const struct options *o, char *socket_path,
                            size_t size, char tcp_url[300], struct vmsnap_diag *d)
 {
@@ -586,11 +587,12 @@ static int start_listeners(struct api_server *srv, const struct options *o, char
                                    "%s/" SOCKET_NAME ": the socket path is too "
                                    "long; pass a shorter --socket",
                                    o->socket ? o->socket : srv->root);
-        int r = api_listen_unix(srv, socket_path, d);
-        if (r < 0)
-                return r;
-        log_info("serving on unix:%s (no token)", socket_path);
-        return o->no_tcp ? 0 : start_tcp(srv, o->listen, o->cluster_token, tcp_url, 300, d);
+        int r = o->no_tcp ? 0 : start_tcp(srv, o->listen, o->cluster_token, tcp_url, 300, d);
+        if (r == 0)
+                r = api_listen_unix(srv, socket_path, d);
+        if (r == 0)
+                log_info("serving on unix:%s (no token)", socket_path);
+        return r;
 }
 
 /* Waits for the requests in flight after quiesce; a second signal gives up at once. */
